@@ -1,0 +1,355 @@
+// Command mailflow moves e-mail through a scriptable pipeline.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/plugins"
+	_ "github.com/mailflow/mailflow/plugins/all"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailed  = 1 // something did not go through (messages left to retry, a poll failed)
+	exitConfig  = 2 // bad usage or config
+	exitUnknown = 2
+)
+
+const usage = `mailflow moves e-mail through a scriptable pipeline: inputs (Maildir, POP3)
+fetch mail, Lua filter scripts rewrite, route or drop it, outputs (Maildir,
+SMTP) deliver it. A message leaves its source only after every output it was
+routed to accepted it.
+
+Usage:
+  mailflow run [--once] -c FILE     run every input on its schedule (or once)
+  mailflow check -c FILE            check a config and its scripts, run nothing
+  mailflow test -c FILE [--pipeline NAME | --script F.lua] MSG.eml|DIR
+                                    show what the filter chain would do
+  mailflow quarantine list -c FILE  list quarantined messages
+  mailflow quarantine resend -c FILE ID...
+                                    put quarantined messages back through their pipeline
+  mailflow version                  print the version
+
+Run "mailflow COMMAND --help" for a command's options.
+Exit codes: 0 all went through, 1 something failed and stays to be retried,
+2 bad usage or configuration.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitConfig
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(rest, stdout, stderr)
+	case "check":
+		return cmdCheck(rest, stdout, stderr)
+	case "quarantine":
+		return cmdQuarantine(rest, stdout, stderr)
+	case "test":
+		return cmdTest(rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "mailflow %s\n", version)
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "mailflow: unknown command %q\n\n%s", cmd, usage)
+	return exitUnknown
+}
+
+// common holds the flags every command that reads a config has.
+type common struct {
+	config    string
+	logFormat string
+	logLevel  string
+}
+
+func newFlags(name, help string, stderr io.Writer, c *common) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.config, "c", "", "the config `FILE` (mailflow.toml)")
+	fs.StringVar(&c.config, "config", "", "the config `FILE` (same as -c)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, help)
+		fmt.Fprintln(stderr, "\nOptions:")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", c.logFormat)
+}
+
+// open parses flags' config and opens the engine.
+func (c *common) open(stderr io.Writer) (*engine.Engine, *slog.Logger, int) {
+	log, err := c.logger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return nil, nil, exitConfig
+	}
+	if c.config == "" {
+		fmt.Fprintln(stderr, "mailflow: -c FILE is required")
+		return nil, nil, exitConfig
+	}
+	cfg, err := engine.LoadConfig(c.config, plugins.Default)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return nil, nil, exitConfig
+	}
+	e, err := engine.Open(cfg, plugins.Default, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return nil, nil, exitConfig
+	}
+	return e, log, exitOK
+}
+
+const runHelp = `Usage: mailflow run [--once] -c FILE
+
+Runs every input of FILE on its schedule until SIGINT or SIGTERM, then
+finishes the messages in flight and exits. SIGHUP reloads the config and
+scripts; a config that does not build is logged and the running one stays.
+
+With --once, each input is polled once, a summary line per input is printed,
+and mailflow exits: 0 when every message was settled (delivered, dropped or
+quarantined), 1 when some were left at their source to be retried or a poll
+failed, 2 when the config is wrong.
+`
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	var c common
+	fs := newFlags("run", runHelp, stderr, &c)
+	once := fs.Bool("once", false, "poll each input once, print a summary, exit")
+	watch := fs.Bool("watch", true, "reload when the config file or a script changes")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	e, log, code := c.open(stderr)
+	if e == nil {
+		return code
+	}
+	defer e.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if *once {
+		start := time.Now()
+		stats, err := e.RunOnce(ctx)
+		printSummary(stdout, stats, time.Since(start))
+		if err != nil {
+			log.Error("run failed", "err", err)
+			return exitFailed
+		}
+		for _, s := range stats {
+			if s.Failed > 0 {
+				return exitFailed
+			}
+		}
+		return exitOK
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := func(why string) {
+		if ok, err := e.Reload(); err != nil {
+			log.Error("reload failed; the running config stays in force", "why", why, "err", err)
+		} else if ok {
+			log.Info("config reloaded", "why", why)
+		}
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				reload("SIGHUP")
+			}
+		}
+	}()
+	if *watch {
+		w, err := engine.WatchConfig(ctx, e, log, func() { reload("file changed") })
+		if err != nil {
+			log.Warn("cannot watch the config for changes; SIGHUP still reloads", "err", err)
+		} else {
+			defer w.Close()
+		}
+	}
+	log.Info("mailflow running", "config", c.config, "version", version)
+	err := e.Run(ctx)
+	log.Info("mailflow stopped")
+	if err != nil {
+		log.Error("run", "err", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func printSummary(w io.Writer, stats map[string]engine.Stats, took time.Duration) {
+	names := make([]string, 0, len(stats))
+	for n := range stats {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "%s: %s\n", n, stats[n])
+	}
+	_ = took
+}
+
+const checkHelp = `Usage: mailflow check -c FILE
+
+Reads FILE, checks every key, every name it refers to and every schedule,
+provisions every plugin and compiles every script, then exits without
+running anything: 0 when all is well, 2 with "file:line: problem" when not.
+`
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	var c common
+	fs := newFlags("check", checkHelp, stderr, &c)
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	if c.config == "" {
+		fmt.Fprintln(stderr, "mailflow: -c FILE is required")
+		return exitConfig
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return exitConfig
+	}
+	cfg, err := engine.LoadConfig(c.config, plugins.Default)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return exitConfig
+	}
+	s, err := engine.Build(cfg, plugins.Default, nil, log, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return exitConfig
+	}
+	s.Close()
+	scripts := 0
+	for _, p := range cfg.Pipelines {
+		scripts += len(p.Scripts)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d inputs, %d pipelines, %d outputs, %d scripts)\n",
+		c.config, len(cfg.Inputs), len(cfg.Pipelines), len(cfg.Outputs), scripts)
+	return exitOK
+}
+
+const quarantineHelp = `Usage: mailflow quarantine list -c FILE
+       mailflow quarantine resend -c FILE ID...
+
+list shows every quarantined message: its id, when, where from, size and why.
+resend puts each message back through its pipeline; it leaves the quarantine
+once it is delivered or dropped (or quarantined anew, with a new id).
+The files are in STATE_DIR/quarantine/ as ID.eml (the original message,
+byte for byte) and ID.json (the record).
+`
+
+func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "resend") {
+		fmt.Fprint(stderr, quarantineHelp)
+		return exitConfig
+	}
+	verb := args[0]
+	var c common
+	fs := newFlags("quarantine "+verb, quarantineHelp, stderr, &c)
+	if err := fs.Parse(args[1:]); err != nil {
+		return exitConfig
+	}
+	e, _, code := c.open(stderr)
+	if e == nil {
+		return code
+	}
+	defer e.Close()
+	if verb == "list" {
+		entries, err := e.Quarantine.List()
+		if err != nil {
+			fmt.Fprintln(stderr, "mailflow:", err)
+			return exitFailed
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tWHEN\tINPUT\tSIZE\tMESSAGE-ID\tREASON")
+		for _, q := range entries {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", q.ID, q.At.Local().Format(time.DateTime), q.Input, q.Size, q.MessageID, oneLine(q.Reason))
+		}
+		tw.Flush()
+		return exitOK
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "mailflow: quarantine resend needs at least one ID (see quarantine list)")
+		return exitConfig
+	}
+	failed := false
+	for _, id := range fs.Args() {
+		outcome, err := e.Resend(context.Background(), id)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", id, err)
+			failed = true
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: %s\n", id, outcome)
+	}
+	if failed {
+		return exitFailed
+	}
+	return exitOK
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
+
+var errNotYet = errors.New("not available yet")
+
+func cmdTest(args []string, stdout, stderr io.Writer) int {
+	fmt.Fprintln(stderr, "mailflow test:", errNotYet)
+	return exitConfig
+}

@@ -1,0 +1,297 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+// Message is one e-mail moving through mailflow.
+//
+// The original bytes are kept exactly as the source gave them (in memory, or
+// spilled to a file when large). The header is parsed once, with
+// go-message's textproto, which round-trips unchanged fields byte for byte.
+// When a filter changes the header, only the header block is re-written on
+// output; the body is always streamed from the original bytes.
+type Message struct {
+	// Source says where the message came from.
+	Source Source
+	// Envelope is the SMTP envelope. Recipients are empty unless a filter set
+	// them; an output then uses its own configured recipients.
+	Envelope Envelope
+	// ReceivedAt is when mailflow read the message from its source.
+	ReceivedAt time.Time
+	// Header is the parsed header. When the header could not be parsed,
+	// HeaderErr says why, Header holds what was read before the error, and
+	// the message still flows with its bytes untouched.
+	Header    textproto.Header
+	HeaderErr error
+	// Digest is the SHA-256 of the original bytes.
+	Digest [32]byte
+
+	data        Data
+	headerLen   int64 // bytes of the original header block, blank line included
+	headerDirty bool  // a filter changed Header
+	lfOnly      bool  // the original header used bare LF line ends
+}
+
+// Source identifies a message at its origin.
+type Source struct {
+	Input string // the configured input name
+	ID    string // the source's own id (POP3 UIDL, Maildir unique name)
+}
+
+// Envelope is the SMTP envelope of a message.
+type Envelope struct {
+	Sender     string
+	Recipients []string
+}
+
+// ErrTooLarge is returned by ReadMessage when a message exceeds the
+// configured maximum size. The source must leave such a message in place.
+var ErrTooLarge = errors.New("message exceeds the maximum size")
+
+// SpoolOptions bound how a message is read in.
+type SpoolOptions struct {
+	Dir       string // where large messages spill; "" means os.TempDir()
+	InMemory  int64  // messages up to this size stay in memory
+	MaxSize   int64  // 0 means no limit
+	MaxHeader int64  // bytes of header parsed at most
+}
+
+// DefaultSpool is used where no options are configured.
+var DefaultSpool = SpoolOptions{InMemory: 4 << 20, MaxSize: 0, MaxHeader: 1 << 20}
+
+// ReadMessage reads a whole message from r, keeping at most opts.InMemory
+// bytes in memory and spilling the rest to a temporary file. The caller owns
+// the message and must call Close when done with it.
+func ReadMessage(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
+	if opts.InMemory <= 0 {
+		opts.InMemory = DefaultSpool.InMemory
+	}
+	if opts.MaxHeader <= 0 {
+		opts.MaxHeader = DefaultSpool.MaxHeader
+	}
+	h := sha256.New()
+	var buf bytes.Buffer
+	limit := opts.InMemory + 1
+	if opts.MaxSize > 0 && opts.MaxSize < opts.InMemory {
+		limit = opts.MaxSize + 1
+	}
+	n, err := io.Copy(&buf, io.TeeReader(io.LimitReader(r, limit), h))
+	if err != nil {
+		return nil, fmt.Errorf("reading message: %w", err)
+	}
+	var data Data
+	if n < limit {
+		data = memData(buf.Bytes())
+	} else {
+		if opts.MaxSize > 0 && n > opts.MaxSize {
+			return nil, ErrTooLarge
+		}
+		f, err := os.CreateTemp(opts.Dir, "mailflow-spill-*.eml")
+		if err != nil {
+			return nil, fmt.Errorf("spilling message to disk: %w", err)
+		}
+		fd := &fileData{f: f}
+		var rest io.Reader = r
+		if opts.MaxSize > 0 {
+			rest = io.LimitReader(r, opts.MaxSize-n+1)
+		}
+		if _, err := f.Write(buf.Bytes()); err != nil {
+			fd.Release()
+			return nil, fmt.Errorf("spilling message to disk: %w", err)
+		}
+		m, err := io.Copy(f, io.TeeReader(rest, h))
+		if err != nil {
+			fd.Release()
+			return nil, fmt.Errorf("reading message: %w", err)
+		}
+		fd.size = n + m
+		if opts.MaxSize > 0 && fd.size > opts.MaxSize {
+			fd.Release()
+			return nil, ErrTooLarge
+		}
+		data = fd
+	}
+	msg := &Message{Source: src, ReceivedAt: time.Now(), data: data}
+	copy(msg.Digest[:], h.Sum(nil))
+	msg.parseHeader(opts.MaxHeader)
+	return msg, nil
+}
+
+// NewMessage makes a message from bytes held in memory.
+func NewMessage(b []byte, src Source) *Message {
+	msg := &Message{Source: src, ReceivedAt: time.Now(), data: memData(b)}
+	msg.Digest = sha256.Sum256(b)
+	msg.parseHeader(DefaultSpool.MaxHeader)
+	return msg
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (m *Message) parseHeader(max int64) {
+	cr := &countingReader{r: io.LimitReader(m.data.Reader(), max)}
+	br := bufio.NewReaderSize(cr, 32<<10)
+	hdr, err := textproto.ReadHeader(br)
+	consumed := cr.n - int64(br.Buffered())
+	if err == nil {
+		m.Header = hdr
+		m.headerLen = consumed
+	} else {
+		// Keep the bytes as they are; the whole message counts as body so
+		// that a header added by a filter is simply put in front.
+		if errors.Is(err, io.EOF) && consumed == m.data.Size() && consumed > 0 {
+			err = errors.New("message has no blank line after its header")
+		}
+		if m.data.Size() == 0 {
+			err = errors.New("message is empty")
+		}
+		m.Header = textproto.Header{}
+		m.HeaderErr = err
+		m.headerLen = 0
+	}
+	// Bare LF line ends in the header decide how a re-written header ends its lines.
+	first := make([]byte, 0, 1024)
+	r := m.data.Reader()
+	first = first[:cap(first)]
+	k, _ := io.ReadFull(r, first)
+	first = first[:k]
+	if i := bytes.IndexByte(first, '\n'); i >= 0 && (i == 0 || first[i-1] != '\r') {
+		m.lfOnly = true
+	}
+}
+
+// Size is the size in bytes of the message as it would be written now.
+func (m *Message) Size() int64 {
+	if !m.headerDirty {
+		return m.data.Size()
+	}
+	var buf bytes.Buffer
+	_ = m.writeHeader(&buf)
+	return int64(buf.Len()) + m.data.Size() - m.headerLen
+}
+
+// OriginalSize is the size of the bytes the source gave.
+func (m *Message) OriginalSize() int64 { return m.data.Size() }
+
+// HeaderChanged reports whether a filter changed the header.
+func (m *Message) HeaderChanged() bool { return m.headerDirty }
+
+// MarkHeaderChanged records that Header was modified, so that output
+// re-writes the header block. Filters must call it after changing Header.
+func (m *Message) MarkHeaderChanged() { m.headerDirty = true }
+
+// Original returns a reader over the bytes exactly as the source gave them.
+func (m *Message) Original() io.Reader { return m.data.Reader() }
+
+// Body returns a reader over the body bytes, as the source gave them.
+func (m *Message) Body() io.Reader {
+	return io.NewSectionReader(m.data.ReaderAt(), m.headerLen, m.data.Size()-m.headerLen)
+}
+
+// Reader returns a reader over the message as it would be delivered now:
+// the original bytes when nothing changed, else the new header followed by
+// the original body.
+func (m *Message) Reader() io.Reader {
+	if !m.headerDirty {
+		return m.data.Reader()
+	}
+	var buf bytes.Buffer
+	if err := m.writeHeader(&buf); err != nil {
+		return &errReader{err}
+	}
+	return io.MultiReader(&buf, m.Body())
+}
+
+// WriteTo writes the message as it would be delivered now.
+func (m *Message) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, m.Reader())
+}
+
+func (m *Message) writeHeader(w io.Writer) error {
+	var buf bytes.Buffer
+	if err := textproto.WriteHeader(&buf, m.Header); err != nil {
+		return err
+	}
+	b := buf.Bytes()
+	if m.lfOnly {
+		b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// Key is a stable identity for this message from this source, used to make
+// deliveries idempotent: the same source id with the same bytes gives the
+// same key, a reused id with other bytes does not.
+func (m *Message) Key() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00", m.Source.Input, m.Source.ID)
+	h.Write(m.Digest[:])
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// MessageID returns the Message-ID header without angle brackets.
+func (m *Message) MessageID() string {
+	return strings.Trim(strings.TrimSpace(m.Header.Get("Message-Id")), "<>")
+}
+
+// Close releases the message's storage (its spill file, if any).
+func (m *Message) Close() error {
+	if m.data == nil {
+		return nil
+	}
+	return m.data.Release()
+}
+
+type errReader struct{ err error }
+
+func (e *errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// Data holds a message's original bytes.
+type Data interface {
+	Size() int64
+	Reader() io.Reader
+	ReaderAt() io.ReaderAt
+	Release() error
+}
+
+type memData []byte
+
+func (d memData) Size() int64           { return int64(len(d)) }
+func (d memData) Reader() io.Reader     { return bytes.NewReader(d) }
+func (d memData) ReaderAt() io.ReaderAt { return bytes.NewReader(d) }
+func (d memData) Release() error        { return nil }
+
+type fileData struct {
+	f    *os.File
+	size int64
+}
+
+func (d *fileData) Size() int64           { return d.size }
+func (d *fileData) Reader() io.Reader     { return io.NewSectionReader(d.f, 0, d.size) }
+func (d *fileData) ReaderAt() io.ReaderAt { return d.f }
+func (d *fileData) Release() error {
+	name := d.f.Name()
+	d.f.Close()
+	return os.Remove(name)
+}

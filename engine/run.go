@@ -1,0 +1,149 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"time"
+)
+
+// Run polls every input on its schedule until ctx is cancelled, then lets
+// the polls under way finish their messages and returns.
+func (e *Engine) Run(ctx context.Context) error {
+	e.reloadMu.Lock()
+	e.loops = &loops{ctx: ctx, running: map[string]*loop{}}
+	e.syncLoops()
+	e.reloadMu.Unlock()
+	<-ctx.Done()
+	e.loops.wait()
+	return nil
+}
+
+type loops struct {
+	ctx     context.Context
+	mu      sync.Mutex
+	wg      sync.WaitGroup
+	running map[string]*loop
+}
+
+type loop struct {
+	cancel   context.CancelFunc
+	schedule string
+	done     chan struct{}
+}
+
+func (l *loops) wait() { l.wg.Wait() }
+
+// syncLoops starts a poll loop for every input of the current config that
+// has none, and stops loops of inputs that are gone or whose schedule
+// changed. Called with reloadMu held.
+func (e *Engine) syncLoops() {
+	if e.loops == nil {
+		return
+	}
+	cfg := e.setup.Load().Config
+	e.loops.mu.Lock()
+	defer e.loops.mu.Unlock()
+	want := map[string]*InputConfig{}
+	for _, ic := range cfg.Inputs {
+		want[ic.Name] = ic
+	}
+	for name, l := range e.loops.running {
+		if ic := want[name]; ic == nil || ic.Sched.String() != l.schedule {
+			l.cancel()
+			delete(e.loops.running, name)
+		}
+	}
+	for name, ic := range want {
+		if e.loops.running[name] != nil {
+			continue
+		}
+		ctx, cancel := context.WithCancel(e.loops.ctx)
+		l := &loop{cancel: cancel, schedule: ic.Sched.String(), done: make(chan struct{})}
+		e.loops.running[name] = l
+		e.loops.wg.Add(1)
+		go func() {
+			defer e.loops.wg.Done()
+			defer close(l.done)
+			e.pollLoop(ctx, name, ic.Sched)
+		}()
+	}
+}
+
+// pollLoop polls one input now and then on its schedule. Polls of one input
+// never overlap: a poll that runs past its next time delays the next one,
+// which then starts at once.
+func (e *Engine) pollLoop(ctx context.Context, name string, sched Schedule) {
+	log := e.Log.With("input", name)
+	log.Info("input scheduled", "schedule", sched.String())
+	for {
+		start := time.Now()
+		stats, err := e.PollOnce(ctx, name)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("poll failed", "err", err, "stats", stats.String())
+		} else if stats.Fetched > 0 {
+			log.Info("poll done", "stats", stats.String(), "duration", time.Since(start).Round(time.Millisecond))
+		}
+		next := sched.Next(start)
+		wait := time.Until(next)
+		if wait <= 0 {
+			log.Warn("poll took longer than the schedule allows; the next one starts now", "took", time.Since(start).Round(time.Millisecond), "schedule", sched.String())
+			wait = 0
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Reload reads the config file again and, if it is valid and every plugin
+// and script in it builds, swaps it in. Messages in flight finish with the
+// setup they started with; plugins whose config did not change are kept,
+// with their connections. On any error the running config stays in force.
+func (e *Engine) Reload() (bool, error) {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	old := e.setup.Load()
+	src, err := os.ReadFile(old.Config.Path)
+	if err != nil {
+		e.Observer.Reloaded(err)
+		return false, err
+	}
+	cfg, err := ParseConfig(old.Config.Path, src, e.Catalog)
+	if err != nil {
+		e.Observer.Reloaded(err)
+		return false, err
+	}
+	if cfg.StateDir != old.Config.StateDir {
+		err := &ConfigError{File: cfg.Path, Msg: "state_dir cannot change while mailflow runs; restart to move it"}
+		e.Observer.Reloaded(err)
+		return false, err
+	}
+	next, err := Build(cfg, e.Catalog, e.Ledger, e.Log, old)
+	if err != nil {
+		e.Observer.Reloaded(err)
+		return false, err
+	}
+	old.handOver(next)
+	e.setup.Store(next)
+	e.syncLoops()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if err := old.retire(ctx); err != nil {
+			e.Log.Warn("closing the plugins of the previous config", "err", err)
+		}
+	}()
+	e.Observer.Reloaded(nil)
+	return true, nil
+}
+
+func ensureDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	return os.MkdirAll(dir, 0o700)
+}

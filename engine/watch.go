@@ -1,0 +1,157 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Watcher calls reload when the config file or one of its scripts changes.
+//
+// It watches the directories, not the files: editors save by writing a new
+// file and renaming it over the old one, which ends a watch on the file
+// itself. Events are debounced, and a reload is only asked for when the
+// bytes of the watched files actually changed, so touching a file or an
+// editor's swap files do nothing.
+type Watcher struct {
+	fs     *fsnotify.Watcher
+	engine *Engine
+	log    *slog.Logger
+	reload func()
+
+	mu     sync.Mutex
+	files  map[string]bool
+	digest [32]byte
+	done   chan struct{}
+}
+
+// debounce is how long the watcher waits for a burst of events to end.
+const debounce = 150 * time.Millisecond
+
+// WatchConfig starts watching e's config file and scripts.
+func WatchConfig(ctx context.Context, e *Engine, log *slog.Logger, reload func()) (*Watcher, error) {
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{fs: fsw, engine: e, log: log, reload: reload, done: make(chan struct{})}
+	w.rewatch()
+	go w.loop(ctx)
+	return w, nil
+}
+
+// Close stops the watcher.
+func (w *Watcher) Close() error {
+	err := w.fs.Close()
+	<-w.done
+	return err
+}
+
+// watched returns the files the current config depends on.
+func (w *Watcher) watched() []string {
+	cfg := w.engine.Config()
+	files := []string{absPath(cfg.Path)}
+	for _, p := range cfg.Pipelines {
+		for _, s := range p.Scripts {
+			files = append(files, absPath(s))
+		}
+	}
+	return files
+}
+
+func absPath(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return a
+}
+
+// rewatch makes the set of watched directories match the current config,
+// and remembers the digest of the files' contents.
+func (w *Watcher) rewatch() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	files := w.watched()
+	w.files = map[string]bool{}
+	dirs := map[string]bool{}
+	for _, f := range files {
+		w.files[f] = true
+		dirs[filepath.Dir(f)] = true
+	}
+	for _, d := range w.fs.WatchList() {
+		if !dirs[d] {
+			_ = w.fs.Remove(d)
+		}
+	}
+	for d := range dirs {
+		if err := w.fs.Add(d); err != nil {
+			w.log.Warn("cannot watch directory", "dir", d, "err", err)
+		}
+	}
+	w.digest = digestFiles(files)
+}
+
+func digestFiles(files []string) [32]byte {
+	h := sha256.New()
+	for _, f := range files {
+		io.WriteString(h, f+"\x00")
+		if fh, err := os.Open(f); err == nil {
+			io.Copy(h, fh)
+			fh.Close()
+		}
+		io.WriteString(h, "\x00")
+	}
+	var d [32]byte
+	copy(d[:], h.Sum(nil))
+	return d
+}
+
+func (w *Watcher) loop(ctx context.Context) {
+	defer close(w.done)
+	var timer *time.Timer
+	var fire <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.fs.Events:
+			if !ok {
+				return
+			}
+			w.mu.Lock()
+			relevant := w.files[absPath(ev.Name)]
+			w.mu.Unlock()
+			if !relevant {
+				continue
+			}
+			if timer == nil {
+				timer = time.NewTimer(debounce)
+			} else {
+				timer.Reset(debounce)
+			}
+			fire = timer.C
+		case err, ok := <-w.fs.Errors:
+			if !ok {
+				return
+			}
+			w.log.Warn("file watcher", "err", err)
+		case <-fire:
+			fire = nil
+			w.mu.Lock()
+			changed := digestFiles(w.watched()) != w.digest
+			w.mu.Unlock()
+			if changed {
+				w.reload()
+				w.rewatch()
+			}
+		}
+	}
+}

@@ -1,0 +1,6 @@
+// Package all registers every built-in connector and script language.
+package all
+
+import (
+	_ "github.com/mailflow/mailflow/connectors/maildir"
+)
