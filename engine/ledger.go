@@ -44,7 +44,7 @@ type Record struct {
 	// good, and Reasons their replies; they are not tried again.
 	Refused map[string][]string `json:"refused,omitempty"`
 	Reasons []string            `json:"reasons,omitempty"`
-	At       time.Time           `json:"at"`
+	At      time.Time           `json:"at"`
 }
 
 // OpenLedger opens (creating it if needed) the ledger in dir.

@@ -153,6 +153,9 @@ func (m *Message) parseHeader(max int64) {
 	br := bufio.NewReaderSize(cr, 32<<10)
 	hdr, err := textproto.ReadHeader(br)
 	consumed := cr.n - int64(br.Buffered())
+	if m.data.Size() == 0 {
+		err = errors.New("message is empty")
+	}
 	if err == nil {
 		m.Header = hdr
 		m.headerLen = consumed
@@ -161,9 +164,6 @@ func (m *Message) parseHeader(max int64) {
 		// that a header added by a filter is simply put in front.
 		if errors.Is(err, io.EOF) && consumed == m.data.Size() && consumed > 0 {
 			err = errors.New("message has no blank line after its header")
-		}
-		if m.data.Size() == 0 {
-			err = errors.New("message is empty")
 		}
 		m.Header = textproto.Header{}
 		m.HeaderErr = err

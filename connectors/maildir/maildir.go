@@ -7,8 +7,8 @@
 package maildir
 
 import (
-	_ "embed"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io/fs"

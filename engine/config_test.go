@@ -1,0 +1,88 @@
+package engine_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/plugins"
+)
+
+func testRegistry() *plugins.Registry {
+	reg := &plugins.Registry{}
+	reg.AddInput("maildir", func() engine.Input { return &memInput{} })
+	reg.AddOutput("maildir", func() engine.Output { return &memOutput{} })
+	reg.AddOutput("smtp", func() engine.Output { return &memOutput{} })
+	return reg
+}
+
+const goodConfig = `state_dir = "state"
+
+[[input]]
+name = "inbox"
+type = "maildir"
+pipeline = "main"
+schedule = "*/5 * * * *"
+
+[[pipeline]]
+name = "main"
+scripts = []
+outputs = ["archive"]
+
+[[output]]
+name = "archive"
+type = "maildir"
+
+[[output]]
+name = "spam"
+type = "maildir"
+`
+
+func TestConfigErrorsNameFileLineAndChoices(t *testing.T) {
+	cases := []struct {
+		name, from, to, want string
+	}{
+		{"undefined output", `outputs = ["archive"]`, `outputs = ["archiv"]`, `mailflow.toml:12: output "archiv" is not defined; defined: archive, spam`},
+		{"undefined pipeline", `pipeline = "main"`, `pipeline = "mian"`, `mailflow.toml:6: pipeline "mian" is not defined; defined: main`},
+		{"unknown type", "type = \"maildir\"\npipeline", "type = \"pop\"\npipeline", `mailflow.toml:5: input "inbox": unknown type "pop"; known: maildir`},
+		{"unknown key", `schedule = "*/5 * * * *"`, "schedule = \"*/5 * * * *\"\npasword = \"x\"", `mailflow.toml:8: unknown key "pasword" in [input]`},
+		{"bad schedule", `schedule = "*/5 * * * *"`, `schedule = "every tuesday"`, `mailflow.toml:7: input "inbox": schedule "every tuesday"`},
+		{"toml syntax", `name = "main"`, `name = "main`, `mailflow.toml:10:`},
+		{"duplicate", `name = "spam"`, `name = "archive"`, `mailflow.toml:19: output "archive" is defined twice`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src := strings.Replace(goodConfig, c.from, c.to, 1)
+			if src == goodConfig {
+				t.Fatal("case did not change the config")
+			}
+			_, err := engine.ParseConfig("mailflow.toml", []byte(src), testRegistry())
+			if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+				t.Fatalf("got  %v\nwant %s", err, c.want)
+			}
+		})
+	}
+	if _, err := engine.ParseConfig("mailflow.toml", []byte(goodConfig), testRegistry()); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+}
+
+func TestSecretsFromEnvAndFile(t *testing.T) {
+	t.Setenv("MF_TEST_PW", "from-env")
+	file := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(file, []byte("from-file\n"), 0o600)
+	if v, err := engine.ResolveSecret("password", "", "MF_TEST_PW", ""); err != nil || v != "from-env" {
+		t.Fatalf("env: %q %v", v, err)
+	}
+	if v, err := engine.ResolveSecret("password", "", "", file); err != nil || v != "from-file" {
+		t.Fatalf("file: %q %v", v, err)
+	}
+	if _, err := engine.ResolveSecret("password", "x", "MF_TEST_PW", ""); err == nil {
+		t.Fatal("two sources must be an error")
+	}
+	if _, err := engine.ResolveSecret("password", "", "MF_TEST_UNSET_VAR", ""); err == nil {
+		t.Fatal("an unset variable must be an error")
+	}
+}
