@@ -3,4 +3,5 @@ package all
 
 import (
 	_ "github.com/mailflow/mailflow/connectors/maildir"
+	_ "github.com/mailflow/mailflow/connectors/pop3"
 )

@@ -1,0 +1,381 @@
+// Package pop3test is a small in-process POP3 server for tests that can
+// misbehave on demand: split its replies into single bytes, drop the
+// connection at a chosen command, answer -ERR [IN-USE], omit UIDL, or lie
+// about sizes. Deletions take effect only at a QUIT it answers +OK to, as
+// RFC 1939 requires, so tests can check what a dropped session leaves.
+package pop3test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Server is a POP3 server on 127.0.0.1.
+type Server struct {
+	mu        sync.Mutex
+	b         Behaviour
+	msgs      []*message
+	nextUID   int
+	ln        net.Listener
+	wg        sync.WaitGroup
+	log       []string
+	sessions  int
+	pipelined int
+}
+
+// Behaviour is how the server acts; change it with Set. Each session takes
+// a copy when it starts (Drop is always asked afresh).
+type Behaviour struct {
+	User, Pass string
+
+	OneByteWrites bool           // write every reply one byte at a time
+	NoUIDL        bool           // no UIDL in CAPA, and -ERR to UIDL
+	NoPipelining  bool           // no PIPELINING in CAPA
+	InUse         bool           // PASS answers -ERR [IN-USE]
+	ListSize      map[int]int64  // LIST reports these sizes instead
+	RetrErr       map[int]string // RETR n answers -ERR with this text
+	// Drop, if set, is asked before and after each command; returning true
+	// closes the connection at that point without a reply.
+	Drop func(cmd string, arg int, after bool) bool
+}
+
+// Set changes the server's behaviour for the sessions that start after it.
+func (s *Server) Set(f func(b *Behaviour)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(&s.b)
+}
+
+func (s *Server) drop(cmd string, arg int, after bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Drop != nil && s.b.Drop(cmd, arg, after)
+}
+
+type message struct {
+	data []byte
+	uid  string
+}
+
+// NewServer starts a server on 127.0.0.1:0 with user/password u/p.
+func NewServer() (*Server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{b: Behaviour{User: "u", Pass: "p"}, ln: ln}
+	s.wg.Add(1)
+	go s.serve()
+	return s, nil
+}
+
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops the server.
+func (s *Server) Close() error {
+	err := s.ln.Close()
+	s.wg.Wait()
+	return err
+}
+
+// Add puts messages in the mailbox. They are stored with CRLF line ends.
+func (s *Server) Add(msgs ...[]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range msgs {
+		s.nextUID++
+		s.msgs = append(s.msgs, &message{data: m, uid: fmt.Sprintf("uid%05d", s.nextUID)})
+	}
+}
+
+// Messages returns the mailbox's messages now.
+func (s *Server) Messages() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([][]byte, len(s.msgs))
+	for i, m := range s.msgs {
+		out[i] = m.data
+	}
+	return out
+}
+
+// Log returns every command received, in order (passwords hidden).
+func (s *Server) Log() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.log...)
+}
+
+// Pipelined counts the commands that arrived while another command was
+// already waiting behind them: a client that waits for each reply has none.
+func (s *Server) Pipelined() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pipelined
+}
+
+// Sessions counts the connections accepted.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions
+}
+
+func (s *Server) serve() {
+	defer s.wg.Done()
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.sessions++
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer conn.Close()
+			s.session(conn)
+		}()
+	}
+}
+
+type writer struct {
+	conn    net.Conn
+	oneByte bool
+	buf     bytes.Buffer
+}
+
+func (w *writer) line(format string, args ...any) {
+	fmt.Fprintf(&w.buf, format, args...)
+	w.buf.WriteString("\r\n")
+}
+
+func (w *writer) flush() error {
+	b := w.buf.Bytes()
+	w.buf.Reset()
+	if !w.oneByte {
+		_, err := w.conn.Write(b)
+		return err
+	}
+	for i := range b {
+		if _, err := w.conn.Write(b[i : i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dotStuff writes data as a multi-line body: CRLF line ends, leading dots
+// doubled, terminated by ".CRLF".
+func (w *writer) dotStuff(data []byte) {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	for _, l := range lines {
+		if len(l) == 0 {
+			continue
+		}
+		if l[0] == '.' {
+			w.buf.WriteByte('.')
+		}
+		l = bytes.TrimSuffix(bytes.TrimSuffix(l, []byte("\n")), []byte("\r"))
+		w.buf.Write(l)
+		w.buf.WriteString("\r\n")
+	}
+	w.buf.WriteString(".\r\n")
+}
+
+func (s *Server) session(conn net.Conn) {
+	s.mu.Lock()
+	b := s.b
+	s.mu.Unlock()
+	w := &writer{conn: conn, oneByte: b.OneByteWrites}
+	r := bufio.NewReader(conn)
+	w.line("+OK pop3test ready <1896.697170952@pop3test>")
+	if w.flush() != nil {
+		return
+	}
+	var (
+		user    string
+		authed  bool
+		deleted = map[int]bool{}
+		view    []*message // the mailbox as this session sees it
+	)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		cmd, argStr, _ := strings.Cut(line, " ")
+		cmd = strings.ToUpper(cmd)
+		arg, _ := strconv.Atoi(strings.Fields(argStr + " x")[0])
+		s.mu.Lock()
+		if r.Buffered() > 0 {
+			s.pipelined++ // the client sent more before this reply
+		}
+		if cmd == "PASS" {
+			s.log = append(s.log, "PASS ***")
+		} else {
+			s.log = append(s.log, line)
+		}
+		s.mu.Unlock()
+		if s.drop(cmd, arg, false) {
+			return
+		}
+		msg := func(n int) *message {
+			if n < 1 || n > len(view) || deleted[n] {
+				return nil
+			}
+			return view[n-1]
+		}
+		switch {
+		case cmd == "CAPA":
+			w.line("+OK")
+			w.line("TOP")
+			if !b.NoUIDL {
+				w.line("UIDL")
+			}
+			if !b.NoPipelining {
+				w.line("PIPELINING")
+			}
+			w.line("RESP-CODES")
+			w.line("USER")
+			w.line("SASL PLAIN")
+			w.line(".")
+		case cmd == "USER":
+			user = argStr
+			w.line("+OK")
+		case cmd == "PASS":
+			switch {
+			case b.InUse:
+				w.line("-ERR [IN-USE] mailbox locked by another session")
+			case user == b.User && argStr == b.Pass:
+				authed = true
+				s.mu.Lock()
+				view = append([]*message(nil), s.msgs...)
+				s.mu.Unlock()
+				w.line("+OK logged in")
+			default:
+				w.line("-ERR [AUTH] bad user or password")
+			}
+		case cmd == "AUTH":
+			mech, ir, _ := strings.Cut(argStr, " ")
+			dec, err := base64.StdEncoding.DecodeString(ir)
+			parts := strings.Split(string(dec), "\x00")
+			switch {
+			case !strings.EqualFold(mech, "PLAIN") || err != nil || len(parts) != 3:
+				w.line("-ERR [AUTH] only AUTH PLAIN with an initial response")
+			case b.InUse:
+				w.line("-ERR [IN-USE] mailbox locked by another session")
+			case parts[1] == b.User && parts[2] == b.Pass:
+				authed = true
+				s.mu.Lock()
+				view = append([]*message(nil), s.msgs...)
+				s.mu.Unlock()
+				w.line("+OK logged in")
+			default:
+				w.line("-ERR [AUTH] bad user or password")
+			}
+		case cmd == "QUIT":
+			if authed {
+				s.mu.Lock()
+				gone := map[*message]bool{}
+				for n := range deleted {
+					gone[view[n-1]] = true
+				}
+				var keep []*message
+				for _, m := range s.msgs {
+					if !gone[m] {
+						keep = append(keep, m)
+					}
+				}
+				s.msgs = keep
+				s.mu.Unlock()
+			}
+			w.line("+OK bye")
+			w.flush()
+			return
+		case !authed:
+			w.line("-ERR not logged in")
+		case cmd == "STAT":
+			n, size := 0, 0
+			for i := range view {
+				if !deleted[i+1] {
+					n++
+					size += len(view[i].data)
+				}
+			}
+			w.line("+OK %d %d", n, size)
+		case cmd == "LIST":
+			w.line("+OK")
+			for i, m := range view {
+				if deleted[i+1] {
+					continue
+				}
+				size := int64(len(m.data))
+				if v, ok := b.ListSize[i+1]; ok {
+					size = v
+				}
+				w.line("%d %d", i+1, size)
+			}
+			w.line(".")
+		case cmd == "UIDL":
+			if b.NoUIDL {
+				w.line("-ERR no UIDL here")
+				break
+			}
+			w.line("+OK")
+			for i, m := range view {
+				if !deleted[i+1] {
+					w.line("%d %s", i+1, m.uid)
+				}
+			}
+			w.line(".")
+		case cmd == "RETR" || cmd == "TOP":
+			m := msg(arg)
+			if m == nil {
+				w.line("-ERR no such message")
+				break
+			}
+			if text, ok := b.RetrErr[arg]; ok && cmd == "RETR" {
+				w.line("-ERR %s", text)
+				break
+			}
+			w.line("+OK")
+			data := m.data
+			if cmd == "TOP" {
+				if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
+					data = data[:i+4]
+				}
+			}
+			w.dotStuff(data)
+		case cmd == "DELE":
+			if msg(arg) == nil {
+				w.line("-ERR no such message")
+				break
+			}
+			deleted[arg] = true
+			w.line("+OK deleted")
+		case cmd == "RSET":
+			deleted = map[int]bool{}
+			w.line("+OK")
+		case cmd == "NOOP":
+			w.line("+OK")
+		default:
+			w.line("-ERR unknown command")
+		}
+		if w.flush() != nil {
+			return
+		}
+		if s.drop(cmd, arg, true) {
+			return
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package pop3
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+// stuff encodes data as a POP3 multi-line body, CRLF line ends, with its
+// terminator; data's own line ends may be LF or CRLF.
+func stuff(data []byte) []byte {
+	var b bytes.Buffer
+	for _, l := range bytes.SplitAfter(data, []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		if l[0] == '.' {
+			b.WriteByte('.')
+		}
+		b.Write(l)
+		if l[len(l)-1] != '\n' {
+			b.WriteString("\r\n")
+		}
+	}
+	b.WriteString(".\r\n")
+	return b.Bytes()
+}
+
+func TestDotReaderUnstuffsAndStopsAtTerminator(t *testing.T) {
+	body := "Subject: x\r\n\r\n.leading dot\r\n..two\r\n.\r\nnot the end\r\nend\r\n"
+	wire := string(stuff([]byte(body))) + "+OK next reply\r\n"
+	for name, r := range map[string]io.Reader{
+		"whole":    strings.NewReader(wire),
+		"one byte": iotest.OneByteReader(strings.NewReader(wire)),
+		"half":     iotest.HalfReader(strings.NewReader(wire)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			br := bufio.NewReaderSize(r, 16) // smaller than a line
+			got, err := io.ReadAll(newDotReader(br, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != body {
+				t.Fatalf("got %q", got)
+			}
+			next, err := readLine(br, 100)
+			if err != nil || next != "+OK next reply" {
+				t.Fatalf("the next reply must follow untouched: %q %v", next, err)
+			}
+		})
+	}
+}
+
+func TestDotReaderBoundAndTruncation(t *testing.T) {
+	wire := stuff(bytes.Repeat([]byte("0123456789\r\n"), 100))
+	_, err := io.ReadAll(newDotReader(bufio.NewReader(bytes.NewReader(wire)), 500))
+	if !errors.Is(err, ErrMessageTooLarge) {
+		t.Fatalf("want ErrMessageTooLarge, got %v", err)
+	}
+	_, err = io.ReadAll(newDotReader(bufio.NewReader(bytes.NewReader(wire[:len(wire)-3])), 0))
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a reply cut before its terminator must be an error, got %v", err)
+	}
+}
+
+func TestReadLineBound(t *testing.T) {
+	br := bufio.NewReaderSize(strings.NewReader(strings.Repeat("x", 100)+"\r\n"), 16)
+	if _, err := readLine(br, 50); !errors.Is(err, ErrLineTooLong) {
+		t.Fatalf("want ErrLineTooLong, got %v", err)
+	}
+	br = bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader("+OK 2 320\r\n")), 16)
+	if l, err := readLine(br, 50); err != nil || l != "+OK 2 320" {
+		t.Fatalf("%q %v", l, err)
+	}
+}
+
+func TestParseErrResponseCodes(t *testing.T) {
+	cases := []struct {
+		text       string
+		code       string
+		temp, perm bool
+	}{
+		{"[IN-USE] locked", "IN-USE", true, false},
+		{"[LOGIN-DELAY] wait", "LOGIN-DELAY", true, false},
+		{"[SYS/TEMP] disk", "SYS/TEMP", true, false},
+		{"[SYS/PERM] gone", "SYS/PERM", false, true},
+		{"[AUTH] bad password", "AUTH", false, true},
+		{"no such message", "", false, false},
+	}
+	for _, c := range cases {
+		e := parseErr("PASS", c.text)
+		if e.Code != c.code || e.Temporary() != c.temp || e.Permanent() != c.perm {
+			t.Errorf("%q: %+v temp=%v perm=%v", c.text, e, e.Temporary(), e.Permanent())
+		}
+	}
+}
+
+// FuzzDotReader: whatever the body, stuffing it and reading it back gives
+// it again (with CRLF line ends), and the reader never reads past the
+// terminator.
+func FuzzDotReader(f *testing.F) {
+	f.Add([]byte("a\r\n.b\r\n..c\r\n.\r\n"), 3)
+	f.Add([]byte(".\n.\n"), 1)
+	f.Add([]byte("no newline at end"), 7)
+	f.Add([]byte("\r\r\n.\r.\n"), 2)
+	f.Fuzz(func(t *testing.T, data []byte, chunk int) {
+		wire := append(stuff(data), "TAIL"...)
+		r := io.Reader(bytes.NewReader(wire))
+		if chunk%3 == 0 {
+			r = iotest.OneByteReader(r)
+		}
+		br := bufio.NewReaderSize(r, 16)
+		got, err := io.ReadAll(newDotReader(br, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := normalize(data)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("got %q want %q", got, want)
+		}
+		tail, _ := io.ReadAll(br)
+		if string(tail) != "TAIL" {
+			t.Fatalf("read past the terminator: tail %q", tail)
+		}
+	})
+}
+
+// normalize gives data as the wire carries it: every line ended by CRLF
+// (a bare LF gets a CR; a last line without a line end gets CRLF).
+func normalize(data []byte) []byte {
+	var b bytes.Buffer
+	for _, l := range bytes.SplitAfter(data, []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		if l[len(l)-1] != '\n' {
+			b.Write(l)
+			b.WriteString("\r\n")
+			continue
+		}
+		b.Write(l)
+	}
+	return b.Bytes()
+}
+
+// FuzzReadReply: arbitrary server bytes never panic the status and line
+// readers, and lines stay bounded.
+func FuzzReadReply(f *testing.F) {
+	f.Add([]byte("+OK hello\r\n"))
+	f.Add([]byte("-ERR [IN-USE] x\r\n"))
+	f.Add([]byte("+OK\r\n1 2\r\n.\r\n"))
+	f.Add([]byte("\n\n\r"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := &Client{br: bufio.NewReaderSize(bytes.NewReader(data), 16), maxLine: 64}
+		for i := 0; i < 4; i++ {
+			line, err := c.readStatus("X")
+			if err != nil {
+				var pe *Error
+				var pr *ProtocolError
+				if !errors.As(err, &pe) && !errors.As(err, &pr) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, ErrLineTooLong) {
+					t.Fatalf("unexpected error type %T %v", err, err)
+				}
+				return
+			}
+			if len(line) > 64 {
+				t.Fatalf("line longer than the bound: %d", len(line))
+			}
+		}
+		_ = c.readLines("X", func(l string) error {
+			if len(l) > 64 {
+				t.Fatalf("line longer than the bound")
+			}
+			return nil
+		})
+	})
+}
