@@ -20,17 +20,7 @@ import (
 
 // crlfMix is test mail as a POP3 server holds it: CRLF line ends, ending
 // with CRLF (POP3 cannot carry anything else).
-func crlfMix(n int) [][]byte {
-	var out [][]byte
-	for _, m := range enginetest.Mix(n) {
-		m = bytes.ReplaceAll(bytes.ReplaceAll(m, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
-		if !bytes.HasSuffix(m, []byte("\r\n")) {
-			m = append(m, "\r\n"...)
-		}
-		out = append(out, m)
-	}
-	return out
-}
+func crlfMix(n int) [][]byte { return enginetest.CRLF(enginetest.Mix(n)) }
 
 type job struct {
 	t      *testing.T
@@ -39,19 +29,19 @@ type job struct {
 }
 
 // newJob runs a POP3 → Maildir job against addr, with extra input options.
-func newJob(t *testing.T, addr, extra string) *job {
+// Unless own is set, it logs in as the fake server's user over clear text.
+func newJob(t *testing.T, addr, extra string, own ...bool) *job {
 	t.Helper()
 	dir := t.TempDir()
+	if len(own) == 0 {
+		extra = "tls = \"none\"\nallow_plaintext_auth = true\nusername = \"u\"\npassword = \"p\"\n" + extra
+	}
 	conf := fmt.Sprintf(`state_dir = "state"
 [[input]]
 name = "pop"
 type = "pop3"
 address = %q
-tls = "none"
-allow_plaintext_auth = true
-username = "u"
-password = "p"
-timeout = "5s"
+timeout = "10s"
 pipeline = "main"
 %s
 [[pipeline]]

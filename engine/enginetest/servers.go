@@ -1,0 +1,99 @@
+package enginetest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+)
+
+// Servers are the real Dovecot and Postfix that .ci/testenv starts. Their
+// addresses come from the environment file it writes.
+type Servers struct {
+	CA         string // PEM of the CA that signed both servers' certificate
+	POP3       string // host:port, plain with STLS
+	POP3S      string // host:port, implicit TLS
+	Password   string // of every POP3 user u1..u8
+	SMTP       string // relay sink, no auth
+	Submission string // STARTTLS + AUTH required
+	SinkDir    string // the Maildir Postfix delivers every recipient to
+	mailDirs   string
+	mailUID    int
+}
+
+// RealServers returns the servers, or ends the test: in CI (CI set) with a
+// failure, since CI must run these tests; elsewhere with a skip that says
+// how to start them.
+func RealServers(t testing.TB) *Servers {
+	t.Helper()
+	s := &Servers{
+		CA:         os.Getenv("MAILFLOW_TEST_CA"),
+		POP3:       os.Getenv("MAILFLOW_TEST_POP3"),
+		POP3S:      os.Getenv("MAILFLOW_TEST_POP3S"),
+		Password:   os.Getenv("MAILFLOW_TEST_POP3_PASSWORD"),
+		SMTP:       os.Getenv("MAILFLOW_TEST_SMTP"),
+		Submission: os.Getenv("MAILFLOW_TEST_SUBMISSION"),
+		SinkDir:    os.Getenv("MAILFLOW_TEST_SMTP_SINK"),
+		mailDirs:   os.Getenv("MAILFLOW_TEST_POP3_MAILDIRS"),
+	}
+	s.mailUID, _ = strconv.Atoi(os.Getenv("MAILFLOW_TEST_POP3_UID"))
+	if s.POP3 == "" || s.SMTP == "" {
+		const how = "real Dovecot/Postfix are not running: .ci/testenv install && .ci/testenv start /tmp/mf.env && set -a && . /tmp/mf.env && set +a, then go test -tags integration ./..."
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI must run the integration tests, but " + how)
+		}
+		t.Skip(how)
+	}
+	return s
+}
+
+var seeded atomic.Int64
+
+// SeedPOP3 replaces the mailbox of Dovecot user (u1..u8) with msgs, written
+// into its Maildir the way Dovecot stores mail (LF line ends). Messages
+// must use CRLF line ends, as POP3 gives them back.
+func (s *Servers) SeedPOP3(t testing.TB, user string, msgs [][]byte) {
+	t.Helper()
+	root := filepath.Join(s.mailDirs, user, "Maildir")
+	for _, sub := range []string{"new", "cur"} {
+		ents, _ := os.ReadDir(filepath.Join(root, sub))
+		for _, e := range ents {
+			os.Remove(filepath.Join(root, sub, e.Name()))
+		}
+	}
+	for i, m := range msgs {
+		name := fmt.Sprintf("%d.M%dP%d.seed", 1700000000+i, seeded.Add(1), os.Getpid())
+		path := filepath.Join(root, "new", name)
+		if err := os.WriteFile(path, bytes.ReplaceAll(m, []byte("\r\n"), []byte("\n")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(path, s.mailUID, s.mailUID)
+	}
+}
+
+// POP3Count returns how many messages Dovecot user has on disk.
+func (s *Servers) POP3Count(user string) int {
+	n := 0
+	for _, sub := range []string{"new", "cur"} {
+		ents, _ := os.ReadDir(filepath.Join(s.mailDirs, user, "Maildir", sub))
+		n += len(ents)
+	}
+	return n
+}
+
+// CRLF gives msgs with CRLF line ends and a final CRLF, as POP3 carries
+// mail. It leaves its argument alone.
+func CRLF(msgs [][]byte) [][]byte {
+	out := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		m = bytes.ReplaceAll(bytes.ReplaceAll(m, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
+		if !bytes.HasSuffix(m, []byte("\r\n")) {
+			m = append(m, "\r\n"...)
+		}
+		out[i] = m
+	}
+	return out
+}
