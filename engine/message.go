@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"strings"
@@ -39,6 +40,8 @@ type Message struct {
 	Digest [32]byte
 
 	data        Data
+	eightBit    bool  // some byte of the original is >= 0x80
+	header8Bit  bool  // some byte of the original header is >= 0x80
 	headerLen   int64 // bytes of the original header block, blank line included
 	headerDirty bool  // a filter changed Header
 	lfOnly      bool  // the original header used bare LF line ends
@@ -81,7 +84,7 @@ func ReadMessage(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 	if opts.MaxHeader <= 0 {
 		opts.MaxHeader = DefaultSpool.MaxHeader
 	}
-	h := sha256.New()
+	h := &scanHash{Hash: sha256.New()}
 	var buf bytes.Buffer
 	limit := opts.InMemory + 1
 	if opts.MaxSize > 0 && opts.MaxSize < opts.InMemory {
@@ -123,7 +126,7 @@ func ReadMessage(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 		}
 		data = fd
 	}
-	msg := &Message{Source: src, ReceivedAt: time.Now(), data: data}
+	msg := &Message{Source: src, ReceivedAt: time.Now(), data: data, eightBit: h.eightBit}
 	copy(msg.Digest[:], h.Sum(nil))
 	msg.parseHeader(opts.MaxHeader)
 	return msg, nil
@@ -131,7 +134,7 @@ func ReadMessage(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 
 // NewMessage makes a message from bytes held in memory.
 func NewMessage(b []byte, src Source) *Message {
-	msg := &Message{Source: src, ReceivedAt: time.Now(), data: memData(b)}
+	msg := &Message{Source: src, ReceivedAt: time.Now(), data: memData(b), eightBit: has8Bit(b)}
 	msg.Digest = sha256.Sum256(b)
 	msg.parseHeader(DefaultSpool.MaxHeader)
 	return msg
@@ -159,6 +162,11 @@ func (m *Message) parseHeader(max int64) {
 	if err == nil {
 		m.Header = hdr
 		m.headerLen = consumed
+		if m.eightBit {
+			head := make([]byte, consumed)
+			io.ReadFull(m.data.Reader(), head)
+			m.header8Bit = has8Bit(head)
+		}
 	} else {
 		// Keep the bytes as they are; the whole message counts as body so
 		// that a header added by a filter is simply put in front.
@@ -168,6 +176,7 @@ func (m *Message) parseHeader(max int64) {
 		m.Header = textproto.Header{}
 		m.HeaderErr = err
 		m.headerLen = 0
+		m.header8Bit = m.eightBit
 	}
 	// Bare LF line ends in the header decide how a re-written header ends its lines.
 	first := make([]byte, 0, 1024)
@@ -178,6 +187,40 @@ func (m *Message) parseHeader(max int64) {
 	if i := bytes.IndexByte(first, '\n'); i >= 0 && (i == 0 || first[i-1] != '\r') {
 		m.lfOnly = true
 	}
+}
+
+// EightBit reports whether the message has bytes >= 0x80 anywhere, and in
+// its header: an SMTP client must then ask for 8BITMIME, and SMTPUTF8.
+func (m *Message) EightBit() (any, inHeader bool) {
+	if m.headerDirty {
+		var buf bytes.Buffer
+		_ = m.writeHeader(&buf)
+		inHeader = has8Bit(buf.Bytes())
+		return m.eightBit || inHeader, inHeader
+	}
+	return m.eightBit, m.header8Bit
+}
+
+func has8Bit(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+// scanHash hashes what is written to it and notes any 8-bit byte.
+type scanHash struct {
+	hash.Hash
+	eightBit bool
+}
+
+func (s *scanHash) Write(p []byte) (int, error) {
+	if !s.eightBit {
+		s.eightBit = has8Bit(p)
+	}
+	return s.Hash.Write(p)
 }
 
 // Size is the size in bytes of the message as it would be written now.

@@ -4,4 +4,5 @@ package all
 import (
 	_ "github.com/mailflow/mailflow/connectors/maildir"
 	_ "github.com/mailflow/mailflow/connectors/pop3"
+	_ "github.com/mailflow/mailflow/connectors/smtp"
 )

@@ -1,0 +1,437 @@
+// Package smtp is mailflow's SMTP output: an SMTP client of our own and the
+// output plugin built on it. A message counts as delivered to a recipient
+// only when the server answered 250 to the end of its data; a connection
+// lost before that reply delivers nothing.
+package smtp
+
+import (
+	"context"
+	"crypto/tls"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/mail"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailflow/mailflow/connectors/internal/sasl"
+	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
+	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/plugins"
+)
+
+//go:embed sample.conf
+var sampleConfig string
+
+func init() {
+	plugins.AddOutput("smtp", func() engine.Output { return &Output{} })
+}
+
+// Output sends messages to an SMTP server. Its exported fields are its config.
+type Output struct {
+	Address            string   `toml:"address"`
+	TLS                string   `toml:"tls"`
+	HeloName           string   `toml:"helo_name"`
+	Username           string   `toml:"username"`
+	Password           string   `toml:"password"`
+	PasswordEnv        string   `toml:"password_env"`
+	PasswordFile       string   `toml:"password_file"`
+	Auth               string   `toml:"auth"`
+	AllowPlaintextAuth bool     `toml:"allow_plaintext_auth"`
+	From               string   `toml:"from"`
+	To                 []string `toml:"to"`
+	MaxConnections     int      `toml:"max_connections"`
+	Rate               string   `toml:"rate"`
+	Timeout            string   `toml:"timeout"`
+	IdleTimeout        string   `toml:"idle_timeout"`
+	Pipelining         *bool    `toml:"pipelining"`
+	tlsconf.Options
+
+	log     *slog.Logger
+	secret  string
+	timeout time.Duration
+	idle    time.Duration
+	tlsCfg  *tls.Config
+	limiter *limiter
+
+	mu     sync.Mutex
+	pool   []*pooled     // idle sessions, most recent last
+	slots  chan struct{} // one per open session
+	closed bool
+}
+
+type pooled struct {
+	c        *Client
+	lastUsed time.Time
+}
+
+// SampleConfig returns the documented sample config.
+func (*Output) SampleConfig() string { return sampleConfig }
+
+// Provision implements engine.Provisioner.
+func (o *Output) Provision(env engine.Env) error {
+	o.log = env.Logger
+	return nil
+}
+
+// Init implements engine.Initializer.
+func (o *Output) Init() error {
+	if o.Address == "" {
+		return errors.New("address is required (host:port)")
+	}
+	if _, _, err := net.SplitHostPort(o.Address); err != nil {
+		return fmt.Errorf("address %q: %v", o.Address, err)
+	}
+	switch o.TLS {
+	case "":
+		o.TLS = "starttls"
+	case "implicit", "starttls", "none":
+	default:
+		return fmt.Errorf("tls must be \"starttls\", \"implicit\" or \"none\", not %q", o.TLS)
+	}
+	secret, err := engine.ResolveSecret("password", o.Password, o.PasswordEnv, o.PasswordFile)
+	if err != nil {
+		return err
+	}
+	o.secret = secret
+	if o.Auth == "" {
+		o.Auth = "auto"
+	}
+	if o.Auth != "auto" {
+		if _, err := sasl.New(o.Auth, "", ""); err != nil {
+			return fmt.Errorf("auth: %v", err)
+		}
+	}
+	if o.Username != "" && o.TLS == "none" && !o.AllowPlaintextAuth && sasl.SendsSecret(o.Auth) {
+		return errors.New(`tls = "none" would send the password in clear; set allow_plaintext_auth = true if you mean it`)
+	}
+	for _, to := range o.To {
+		if err := checkAddress(to); err != nil {
+			return fmt.Errorf("to: %v", err)
+		}
+	}
+	if o.From != "" {
+		if err := checkAddress(o.From); err != nil {
+			return fmt.Errorf("from: %v", err)
+		}
+	}
+	if o.HeloName == "" {
+		o.HeloName, _ = os.Hostname()
+		if o.HeloName == "" || !strings.Contains(o.HeloName, ".") {
+			o.HeloName = "localhost"
+		}
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = 4
+	}
+	o.slots = make(chan struct{}, o.MaxConnections)
+	if o.timeout, err = parseDuration(o.Timeout, 2*time.Minute); err != nil {
+		return fmt.Errorf("timeout: %v", err)
+	}
+	if o.idle, err = parseDuration(o.IdleTimeout, 30*time.Second); err != nil {
+		return fmt.Errorf("idle_timeout: %v", err)
+	}
+	if o.Rate != "" {
+		if o.limiter, err = parseRate(o.Rate); err != nil {
+			return err
+		}
+	}
+	if o.TLS != "none" {
+		if o.tlsCfg, err = o.Options.Config(o.Address, o.log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseDuration(s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// checkAddress refuses what would break the SMTP command line.
+func checkAddress(a string) error {
+	if a == "" || strings.ContainsAny(a, "<>\r\n \t") {
+		return fmt.Errorf("%q is not a bare address like user@example.com", a)
+	}
+	return nil
+}
+
+// connect opens, secures and authenticates a new session.
+func (o *Output) connect(ctx context.Context) (*Client, error) {
+	var tlsCfg *tls.Config
+	if o.TLS == "implicit" {
+		tlsCfg = o.tlsCfg
+	}
+	c, err := Dial(ctx, o.Address, tlsCfg, o.timeout)
+	if err != nil {
+		return nil, err
+	}
+	c.NoPipelining = o.Pipelining != nil && !*o.Pipelining
+	fail := func(err error) (*Client, error) {
+		c.Close()
+		return nil, err
+	}
+	if err := c.Hello(o.HeloName); err != nil {
+		return fail(err)
+	}
+	if o.TLS == "starttls" {
+		if ok, _ := c.Extension("STARTTLS"); !ok {
+			return fail(engine.Permanent(fmt.Errorf("smtp: %s does not offer STARTTLS and tls = \"starttls\"; refusing to go on in clear", o.Address)))
+		}
+		if err := c.StartTLS(o.tlsCfg); err != nil {
+			return fail(err)
+		}
+	}
+	if o.Username != "" {
+		if err := o.authenticate(c); err != nil {
+			return fail(err)
+		}
+	}
+	return c, nil
+}
+
+func (o *Output) authenticate(c *Client) error {
+	_, offered := c.Extension("AUTH")
+	mechs := strings.Fields(strings.ToUpper(offered))
+	name := strings.ToUpper(o.Auth)
+	if name == "AUTO" {
+		name = ""
+		for _, pref := range []string{"PLAIN", "LOGIN", "CRAM-MD5"} {
+			if slices.Contains(mechs, pref) {
+				name = pref
+				break
+			}
+		}
+		if name == "" {
+			return engine.Permanent(fmt.Errorf("smtp: %s offers no AUTH mechanism we speak (offered: %q)", o.Address, offered))
+		}
+	}
+	if !c.IsTLS() && sasl.SendsSecret(name) && !o.AllowPlaintextAuth {
+		return engine.Permanent(errors.New("smtp: refusing to send the password over a connection without TLS (allow_plaintext_auth = false)"))
+	}
+	m, err := sasl.New(name, o.Username, o.secret)
+	if err != nil {
+		return err
+	}
+	return c.Auth(m)
+}
+
+// get returns a session: an idle one from the pool, or a new one if fewer
+// than max_connections are open, else it waits.
+func (o *Output) get(ctx context.Context) (*Client, error) {
+	o.mu.Lock()
+	for len(o.pool) > 0 {
+		p := o.pool[len(o.pool)-1]
+		o.pool = o.pool[:len(o.pool)-1]
+		if time.Since(p.lastUsed) < o.idle {
+			o.mu.Unlock()
+			return p.c, nil
+		}
+		p.c.Quit() // idle too long; the server may have dropped it
+		<-o.slots
+	}
+	o.mu.Unlock()
+	select {
+	case o.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c, err := o.connect(ctx)
+	if err != nil {
+		<-o.slots
+		return nil, err
+	}
+	return c, nil
+}
+
+// put returns a session to the pool, or closes it if it is broken.
+func (o *Output) put(c *Client) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if c.Broken || o.closed {
+		c.Close()
+		<-o.slots
+		return
+	}
+	o.pool = append(o.pool, &pooled{c: c, lastUsed: time.Now()})
+}
+
+// Deliver implements engine.Output.
+func (o *Output) Deliver(ctx context.Context, msg *engine.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
+	rcpts := d.Recipients
+	if len(rcpts) == 0 {
+		rcpts = o.To
+	}
+	var todo []string
+	for _, r := range rcpts {
+		if !slices.Contains(d.Done, r) {
+			todo = append(todo, r)
+		}
+	}
+	if len(todo) == 0 {
+		if len(rcpts) == 0 {
+			return nil, engine.Permanent(errors.New("no recipients: set to = [...] on the output, or redirect in a script"))
+		}
+		return nil, nil // every recipient has it already
+	}
+	for _, r := range todo {
+		if err := checkAddress(r); err != nil {
+			return nil, engine.Permanent(fmt.Errorf("recipient: %v", err))
+		}
+	}
+	any8, hdr8 := msg.EightBit()
+	env := Envelope{From: o.sender(msg), To: todo, Size: msg.Size(), EightBit: any8,
+		SMTPUTF8: hdr8 || !isASCII(msg.Envelope.Sender) || slices.ContainsFunc(todo, func(s string) bool { return !isASCII(s) })}
+	if o.limiter != nil {
+		if err := o.limiter.wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+	// A pooled session may have been closed by the server while idle; that
+	// shows on the first command, before anything was accepted, so one
+	// more try on a fresh session is safe.
+	for attempt := 0; ; attempt++ {
+		c, err := o.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := o.check(c, env); err != nil {
+			o.put(c)
+			return nil, err
+		}
+		results, err := c.Send(env, msg.Reader())
+		if err != nil {
+			var se *Error
+			stale := attempt == 0 && c.Broken && !errors.As(err, &se)
+			if !c.Broken {
+				c.Reset()
+			}
+			o.put(c)
+			if stale && !c.DataStarted {
+				continue
+			}
+			return nil, err
+		}
+		if slices.ContainsFunc(results, func(r RcptResult) bool { return r.Err != nil }) && !c.Broken {
+			c.Reset() // a transaction without DATA must be reset (RFC 5321 4.1.1.5)
+		}
+		o.put(c)
+		out := make([]engine.RecipientResult, len(results))
+		for i, r := range results {
+			out[i] = engine.RecipientResult{Recipient: r.To, Err: r.Err}
+		}
+		return out, nil
+	}
+}
+
+// check refuses, before any data goes out, what this server cannot take.
+func (o *Output) check(c *Client, env Envelope) error {
+	if ok, v := c.Extension("SIZE"); ok && v != "" {
+		if max, err := strconv.ParseInt(v, 10, 64); err == nil && max > 0 && env.Size > max {
+			return engine.Permanent(fmt.Errorf("smtp: message is %d bytes; %s takes at most %d (SIZE)", env.Size, o.Address, max))
+		}
+	}
+	if ok, _ := c.Extension("8BITMIME"); env.EightBit && !ok {
+		return engine.Permanent(fmt.Errorf("smtp: message has 8-bit content and %s does not offer 8BITMIME; not sending it altered", o.Address))
+	}
+	if ok, _ := c.Extension("SMTPUTF8"); env.SMTPUTF8 && !ok {
+		return engine.Permanent(fmt.Errorf("smtp: message has 8-bit header fields or addresses and %s does not offer SMTPUTF8", o.Address))
+	}
+	return nil
+}
+
+// sender is the envelope sender: the configured from, else the message's
+// envelope, Return-Path or From.
+func (o *Output) sender(msg *engine.Message) string {
+	if o.From != "" {
+		return o.From
+	}
+	if msg.Envelope.Sender != "" {
+		return msg.Envelope.Sender
+	}
+	for _, h := range []string{"Return-Path", "From"} {
+		v := strings.TrimSpace(msg.Header.Get(h))
+		if v == "<>" {
+			return ""
+		}
+		if a, err := mail.ParseAddress(v); err == nil && checkAddress(a.Address) == nil {
+			return a.Address
+		}
+	}
+	return ""
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// Close implements engine.Closer: it ends every idle session with QUIT.
+func (o *Output) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed = true
+	for _, p := range o.pool {
+		p.c.Quit()
+	}
+	o.pool = nil
+	return nil
+}
+
+// limiter spaces messages evenly to at most n per period.
+type limiter struct {
+	mu       sync.Mutex
+	interval time.Duration
+	next     time.Time
+}
+
+// parseRate reads "10/s", "600/m" or "1000/h".
+func parseRate(s string) (*limiter, error) {
+	n, per, ok := strings.Cut(s, "/")
+	count, err := strconv.Atoi(strings.TrimSpace(n))
+	if !ok || err != nil || count <= 0 {
+		return nil, fmt.Errorf("rate %q: want a count per unit like \"10/s\" or \"600/m\"", s)
+	}
+	unit := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[strings.TrimSpace(per)]
+	if unit == 0 {
+		return nil, fmt.Errorf("rate %q: the unit must be s, m or h", s)
+	}
+	return &limiter{interval: unit / time.Duration(count)}, nil
+}
+
+func (l *limiter) wait(ctx context.Context) error {
+	l.mu.Lock()
+	now := time.Now()
+	if l.next.Before(now) {
+		l.next = now
+	}
+	at := l.next
+	l.next = l.next.Add(l.interval)
+	l.mu.Unlock()
+	select {
+	case <-time.After(time.Until(at)):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var (
+	_ engine.Output      = (*Output)(nil)
+	_ engine.Provisioner = (*Output)(nil)
+	_ engine.Initializer = (*Output)(nil)
+	_ engine.Closer      = (*Output)(nil)
+)
