@@ -56,13 +56,13 @@ type Output struct {
 	log     *slog.Logger
 	secret  string
 	timeout time.Duration
-	idle    time.Duration
+	idleFor time.Duration
 	tlsCfg  *tls.Config
 	limiter *limiter
 
+	idle   chan *pooled  // sessions waiting for a message
+	slots  chan struct{} // one per open session, idle or busy
 	mu     sync.Mutex
-	pool   []*pooled     // idle sessions, most recent last
-	slots  chan struct{} // one per open session
 	closed bool
 }
 
@@ -131,10 +131,11 @@ func (o *Output) Init() error {
 		o.MaxConnections = 4
 	}
 	o.slots = make(chan struct{}, o.MaxConnections)
+	o.idle = make(chan *pooled, o.MaxConnections)
 	if o.timeout, err = parseDuration(o.Timeout, 2*time.Minute); err != nil {
 		return fmt.Errorf("timeout: %v", err)
 	}
-	if o.idle, err = parseDuration(o.IdleTimeout, 30*time.Second); err != nil {
+	if o.idleFor, err = parseDuration(o.IdleTimeout, 30*time.Second); err != nil {
 		return fmt.Errorf("idle_timeout: %v", err)
 	}
 	if o.Rate != "" {
@@ -225,44 +226,47 @@ func (o *Output) authenticate(c *Client) error {
 	return c.Auth(m)
 }
 
-// get returns a session: an idle one from the pool, or a new one if fewer
-// than max_connections are open, else it waits.
+// get returns a session: an idle one if there is one, else a new one if
+// fewer than max_connections are open, else whichever of the two comes
+// first.
 func (o *Output) get(ctx context.Context) (*Client, error) {
-	o.mu.Lock()
-	for len(o.pool) > 0 {
-		p := o.pool[len(o.pool)-1]
-		o.pool = o.pool[:len(o.pool)-1]
-		if time.Since(p.lastUsed) < o.idle {
-			o.mu.Unlock()
+	for {
+		var p *pooled
+		select {
+		case p = <-o.idle:
+		default:
+			select {
+			case p = <-o.idle:
+			case o.slots <- struct{}{}:
+				c, err := o.connect(ctx)
+				if err != nil {
+					<-o.slots
+					return nil, err
+				}
+				return c, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if time.Since(p.lastUsed) < o.idleFor {
 			return p.c, nil
 		}
 		p.c.Quit() // idle too long; the server may have dropped it
 		<-o.slots
 	}
-	o.mu.Unlock()
-	select {
-	case o.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	c, err := o.connect(ctx)
-	if err != nil {
-		<-o.slots
-		return nil, err
-	}
-	return c, nil
 }
 
 // put returns a session to the pool, or closes it if it is broken.
 func (o *Output) put(c *Client) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if c.Broken || o.closed {
+	closed := o.closed
+	o.mu.Unlock()
+	if c.Broken || closed {
 		c.Close()
 		<-o.slots
 		return
 	}
-	o.pool = append(o.pool, &pooled{c: c, lastUsed: time.Now()})
+	o.idle <- &pooled{c: c, lastUsed: time.Now()} // never blocks: one place per slot
 }
 
 // Deliver implements engine.Output.
@@ -382,13 +386,17 @@ func isASCII(s string) bool {
 // Close implements engine.Closer: it ends every idle session with QUIT.
 func (o *Output) Close() error {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	o.closed = true
-	for _, p := range o.pool {
-		p.c.Quit()
+	o.mu.Unlock()
+	for {
+		select {
+		case p := <-o.idle:
+			p.c.Quit()
+			<-o.slots
+		default:
+			return nil
+		}
 	}
-	o.pool = nil
-	return nil
 }
 
 // limiter spaces messages evenly to at most n per period.

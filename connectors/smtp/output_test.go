@@ -26,6 +26,7 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
@@ -243,7 +244,7 @@ func testCert(t *testing.T) (tls.Certificate, string) {
 }
 
 // newOutput provisions and initialises an SMTP output as the engine would.
-func newOutput(t *testing.T, o *smtp.Output) *smtp.Output {
+func newOutput(t testing.TB, o *smtp.Output) *smtp.Output {
 	t.Helper()
 	if err := o.Provision(engine.Env{Name: "out", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
 		t.Fatal(err)
@@ -358,14 +359,7 @@ func TestStartTLSRequiredAndVerified(t *testing.T) {
 	}
 }
 
-func tlsOpts(p *peer) (o struct {
-	CAFile             string `toml:"tls_ca_file"`
-	ServerName         string `toml:"tls_server_name"`
-	InsecureSkipVerify bool   `toml:"tls_insecure_skip_verify"`
-}) {
-	o.CAFile = p.caFile
-	return o
-}
+func tlsOpts(p *peer) tlsconf.Options { return tlsconf.Options{CAFile: p.caFile} }
 
 func TestSizeRefusedBeforeData(t *testing.T) {
 	p := newPeer(t, peerOpts{maxSize: 1000})
@@ -477,5 +471,37 @@ func TestIdleSessionClosedByServerIsRetriedOnce(t *testing.T) {
 	}
 	if n := len(p.received()); n != 2 {
 		t.Fatalf("want 2 messages, have %d", n)
+	}
+}
+
+// More senders than connections: a sender waiting for a connection must get
+// one that another returns to the pool (this deadlocked once).
+func TestPoolUnderContention(t *testing.T) {
+	p := newPeer(t, peerOpts{})
+	o := newOutput(t, &smtp.Output{Address: p.addr, TLS: "none", To: []string{"x@example.net"}, MaxConnections: 2})
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			msg := engine.NewMessage(enginetest.Message(enginetest.Plain, i, 200), engine.Source{})
+			if _, err := o.Deliver(ctx, msg, engine.Delivery{}); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := len(p.received()); n != 200 {
+		t.Fatalf("received %d of 200", n)
+	}
+	if n := p.sessions.Load(); n > 2 {
+		t.Fatalf("%d sessions opened; max_connections is 2", n)
 	}
 }
