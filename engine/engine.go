@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -240,6 +241,15 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *Mes
 		return h
 	}
 	rec, _ := e.Ledger.Get(msg.Source.Input, msg.Source.ID)
+	digest := hex.EncodeToString(msg.Digest[:])
+	if rec.Digest != "" && rec.Digest != digest {
+		// Sources promise never to reuse an id (RFC 1939 for UIDL, the
+		// Maildir spec for names), but if one does, the record is about
+		// another message: skipping this one would delete it unread.
+		log.Warn("source id reused for a different message; treating it as new", "earlier", string(rec.Settled))
+		rec = Record{}
+	}
+	rec.Digest = digest
 	if rec.Settled != "" {
 		return done(handled{stats: Stats{Skipped: 1}}, "skipped", "earlier", string(rec.Settled))
 	}
@@ -251,7 +261,7 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *Mes
 		log.Warn("header could not be parsed; the message goes on with its bytes untouched", "err", msg.HeaderErr)
 	}
 
-	v, by, err := p.run(ctx, msg)
+	v, by, err := p.chain.Run(ctx, msg)
 	if err != nil {
 		return done(e.quarantine(s, p.name, msg, &rec, fmt.Sprintf("filter %s: %v", by, err)), "quarantined", "script", by)
 	}
@@ -298,12 +308,14 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *Mes
 	}
 }
 
-// run takes msg through the filter chain and returns the combined verdict,
-// and the name of the filter that decided it (or broke).
-func (p *pipeline) run(ctx context.Context, msg *Message) (Verdict, string, error) {
+// Run takes msg through the chain and returns the combined verdict, and the
+// name of the filter that decided it (or broke). Each filter sees what the
+// ones before it changed. A route or redirect does not end the chain: a
+// later filter may still drop the message or route it elsewhere.
+func (c *Chain) Run(ctx context.Context, msg *Message) (Verdict, string, error) {
 	var out Verdict
 	by := ""
-	for _, f := range p.filters {
+	for _, f := range c.filters {
 		v, err := f.f.Filter(ctx, msg)
 		if err != nil {
 			return out, f.name, err

@@ -44,7 +44,10 @@ type Record struct {
 	// good, and Reasons their replies; they are not tried again.
 	Refused map[string][]string `json:"refused,omitempty"`
 	Reasons []string            `json:"reasons,omitempty"`
-	At      time.Time           `json:"at"`
+	// Digest is the SHA-256 of the message's bytes, so that a source id
+	// reused for another message is not mistaken for this one.
+	Digest string    `json:"digest,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // OpenLedger opens (creating it if needed) the ledger in dir.

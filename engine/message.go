@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -153,7 +154,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 func (m *Message) parseHeader(max int64) {
 	cr := &countingReader{r: io.LimitReader(m.data.Reader(), max)}
-	br := bufio.NewReaderSize(cr, 32<<10)
+	br := bufio.NewReaderSize(cr, 4<<10) // longer lines are read in pieces
 	hdr, err := textproto.ReadHeader(br)
 	consumed := cr.n - int64(br.Buffered())
 	if m.data.Size() == 0 {
@@ -202,6 +203,13 @@ func (m *Message) EightBit() (any, inHeader bool) {
 }
 
 func has8Bit(b []byte) bool {
+	// Eight bytes at a time: this runs over every byte of every message.
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return true
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return true

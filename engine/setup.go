@@ -24,13 +24,50 @@ type Setup struct {
 
 type pipeline struct {
 	name    string
-	filters []namedFilter
+	chain   *Chain
 	outputs []string
+}
+
+// Chain is a pipeline's filter scripts, in order.
+type Chain struct {
+	filters []namedFilter
 }
 
 type namedFilter struct {
 	name string // the script's file name, for logs and reasons
 	f    Filter
+}
+
+// LoadChain compiles the scripts at paths, in order. Filters that implement
+// Provisioner get a logger that names the script.
+func LoadChain(cat Catalog, paths []string, limits ScriptLimits, log *slog.Logger) (*Chain, error) {
+	c := &Chain{}
+	for _, path := range paths {
+		f, err := cat.LoadScript(path, limits)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		name := filepath.Base(path)
+		if err := initPlugin(f, Env{Name: name, Logger: log}); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		c.filters = append(c.filters, namedFilter{name: name, f: f})
+	}
+	return c, nil
+}
+
+// Close unloads every script of the chain.
+func (c *Chain) Close() error {
+	var errs []error
+	for _, f := range c.filters {
+		if cl, ok := f.f.(Closer); ok {
+			errs = append(errs, cl.Close())
+		}
+	}
+	c.filters = nil
+	return errors.Join(errs...)
 }
 
 // Build provisions and initialises every plugin of cfg and compiles every
@@ -77,16 +114,12 @@ func Build(cfg *Config, cat Catalog, ledger *Ledger, log *slog.Logger, prev *Set
 		s.owned = append(s.owned, ic.Plugin)
 	}
 	for _, pc := range cfg.Pipelines {
-		p := &pipeline{name: pc.Name, outputs: pc.Outputs}
-		for _, path := range pc.Scripts {
-			f, err := cat.LoadScript(path, cfg.Script)
-			if err != nil {
-				return fail(err)
-			}
-			s.owned = append(s.owned, f)
-			p.filters = append(p.filters, namedFilter{name: filepath.Base(path), f: f})
+		chain, err := LoadChain(cat, pc.Scripts, cfg.Script, log)
+		if err != nil {
+			return fail(err)
 		}
-		s.pipelines[pc.Name] = p
+		s.owned = append(s.owned, chain)
+		s.pipelines[pc.Name] = &pipeline{name: pc.Name, chain: chain, outputs: pc.Outputs}
 	}
 	return s, nil
 }

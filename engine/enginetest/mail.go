@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 )
 
 // Kind names a shape of message.
@@ -136,15 +137,20 @@ func Mix(n int) [][]byte {
 	return out
 }
 
-// WriteMaildir makes a Maildir at dir holding msgs in new/.
+var maildirSeq atomic.Int64
+
+// WriteMaildir makes a Maildir at dir holding msgs in new/. Names are unique
+// within the process, as the Maildir spec requires, so that a second call
+// on the same Maildir adds messages rather than replacing them.
 func WriteMaildir(dir string, msgs [][]byte) error {
 	for _, sub := range []string{"new", "cur", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return err
 		}
 	}
-	for i, m := range msgs {
-		name := fmt.Sprintf("%d.M%dP1.test", 1700000000+i, i)
+	for _, m := range msgs {
+		i := maildirSeq.Add(1)
+		name := fmt.Sprintf("%d.M%dP%d.test", 1700000000+i, i, os.Getpid())
 		if err := os.WriteFile(filepath.Join(dir, "new", name), m, 0o600); err != nil {
 			return err
 		}
