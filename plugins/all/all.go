@@ -5,4 +5,5 @@ import (
 	_ "github.com/mailflow/mailflow/connectors/maildir"
 	_ "github.com/mailflow/mailflow/connectors/pop3"
 	_ "github.com/mailflow/mailflow/connectors/smtp"
+	_ "github.com/mailflow/mailflow/scripts"
 )

@@ -1,0 +1,319 @@
+package scripts
+
+import (
+	"context"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// openLog defines log.debug/info/warn/error(text, key, value, ...) and
+// print(...), both into the structured log with the message's fields.
+func (v *vm) openLog() {
+	L := v.L
+	level := func(lv slog.Level) lua.LGFunction {
+		return func(L *lua.LState) int {
+			text := L.CheckString(1)
+			var attrs []any
+			for i := 2; i+1 <= L.GetTop(); i += 2 {
+				attrs = append(attrs, L.Get(i).String(), luaToGo(L.Get(i+1)))
+			}
+			if L.GetTop() >= 2 && L.GetTop()%2 == 0 {
+				attrs = append(attrs, "extra", L.Get(L.GetTop()).String())
+			}
+			v.logger().Log(context.Background(), lv, text, attrs...)
+			return 0
+		}
+	}
+	L.SetGlobal("log", L.SetFuncs(L.NewTable(), map[string]lua.LGFunction{
+		"debug": level(slog.LevelDebug),
+		"info":  level(slog.LevelInfo),
+		"warn":  level(slog.LevelWarn),
+		"error": level(slog.LevelError),
+	}))
+	L.SetGlobal("print", L.NewFunction(func(L *lua.LState) int {
+		parts := make([]string, L.GetTop())
+		for i := range parts {
+			parts[i] = L.ToStringMeta(L.Get(i + 1)).String()
+		}
+		v.logger().Info(strings.Join(parts, "\t"))
+		return 0
+	}))
+}
+
+func luaToGo(v lua.LValue) any {
+	switch v := v.(type) {
+	case lua.LNumber:
+		return float64(v)
+	case lua.LBool:
+		return bool(v)
+	case lua.LString:
+		return string(v)
+	}
+	return v.String()
+}
+
+// sharedState is a script's `state` table. Lua tables belong to one state
+// and the script runs on several, so state is a Go map behind a lock that
+// all of the script's states share. It holds strings, numbers and booleans;
+// state.add(key, n) adds atomically (state.x = state.x + 1 from two messages
+// at once could lose one). It lives as long as the compiled script: a
+// reload starts it empty.
+type sharedState struct {
+	mu     sync.Mutex
+	values map[string]lua.LValue
+}
+
+const maxStateKeys = 100_000
+
+func (v *vm) openState() {
+	L := v.L
+	st := v.s.shared
+	add := L.NewFunction(func(L *lua.LState) int {
+		key := L.CheckString(1)
+		n := L.OptNumber(2, 1)
+		st.mu.Lock()
+		old, _ := st.values[key].(lua.LNumber)
+		sum := old + n
+		st.values[key] = sum
+		st.mu.Unlock()
+		L.Push(sum)
+		return 1
+	})
+	ud := L.NewUserData()
+	mt := L.NewTable()
+	mt.RawSetString("__index", L.NewFunction(func(L *lua.LState) int {
+		key := L.CheckString(2)
+		if key == "add" {
+			L.Push(add)
+			return 1
+		}
+		st.mu.Lock()
+		val, ok := st.values[key]
+		st.mu.Unlock()
+		if !ok {
+			val = lua.LNil
+		}
+		L.Push(val)
+		return 1
+	}))
+	mt.RawSetString("__newindex", L.NewFunction(func(L *lua.LState) int {
+		key := L.CheckString(2)
+		val := L.Get(3)
+		if key == "add" {
+			L.RaiseError("state.add is the atomic counter function; use another key")
+		}
+		switch val.(type) {
+		case lua.LString, lua.LNumber, lua.LBool, *lua.LNilType:
+		default:
+			L.RaiseError("state.%s: state holds strings, numbers and booleans, not a %s", key, val.Type())
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if val == lua.LNil {
+			delete(st.values, key)
+			return 0
+		}
+		if _, exists := st.values[key]; !exists && len(st.values) >= maxStateKeys {
+			L.RaiseError("state is full (%d keys)", maxStateKeys)
+		}
+		st.values[key] = val
+		return 0
+	}))
+	L.SetMetatable(ud, mt)
+	L.SetGlobal("state", ud)
+}
+
+// Regular expressions (Go's RE2 syntax: linear time, no catastrophic
+// backtracking) for what Lua patterns cannot say.
+var regexpCache sync.Map // pattern → *regexp.Regexp
+var regexpCount int64
+var regexpMu sync.Mutex
+
+const maxCachedRegexps = 1000
+
+func compileRegexp(L *lua.LState, pattern string) *regexp.Regexp {
+	if re, ok := regexpCache.Load(pattern); ok {
+		return re.(*regexp.Regexp)
+	}
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		L.RaiseError("re: %v", err)
+	}
+	regexpMu.Lock()
+	if regexpCount < maxCachedRegexps {
+		regexpCount++
+		regexpCache.Store(pattern, re)
+	}
+	regexpMu.Unlock()
+	return re
+}
+
+func openRegexp(L *lua.LState) {
+	L.SetGlobal("re", L.SetFuncs(L.NewTable(), map[string]lua.LGFunction{
+		// re.match(pattern, s) → true if s contains a match.
+		"match": func(L *lua.LState) int {
+			re := compileRegexp(L, L.CheckString(1))
+			L.Push(lua.LBool(re.MatchString(L.CheckString(2))))
+			return 1
+		},
+		// re.find(pattern, s) → the match and its captures, or nil.
+		"find": func(L *lua.LState) int {
+			re := compileRegexp(L, L.CheckString(1))
+			m := re.FindStringSubmatch(L.CheckString(2))
+			if m == nil {
+				L.Push(lua.LNil)
+				return 1
+			}
+			for _, s := range m {
+				L.Push(lua.LString(s))
+			}
+			return len(m)
+		},
+		// re.find_all(pattern, s [, n]) → a list of every match.
+		"find_all": func(L *lua.LState) int {
+			re := compileRegexp(L, L.CheckString(1))
+			t := L.NewTable()
+			for _, s := range re.FindAllString(L.CheckString(2), L.OptInt(3, -1)) {
+				t.Append(lua.LString(s))
+			}
+			L.Push(t)
+			return 1
+		},
+		// re.replace(pattern, s, repl) → s with every match replaced; $1 in
+		// repl is the first capture.
+		"replace": func(L *lua.LState) int {
+			re := compileRegexp(L, L.CheckString(1))
+			L.Push(lua.LString(re.ReplaceAllString(L.CheckString(2), L.CheckString(3))))
+			return 1
+		},
+		// re.split(pattern, s) → the pieces between matches.
+		"split": func(L *lua.LState) int {
+			re := compileRegexp(L, L.CheckString(1))
+			t := L.NewTable()
+			for _, s := range re.Split(L.CheckString(2), -1) {
+				t.Append(lua.LString(s))
+			}
+			L.Push(t)
+			return 1
+		},
+	}))
+}
+
+// utf8Funcs are the UTF-8 helpers Lua 5.1 lacks.
+var utf8Funcs = map[string]lua.LGFunction{
+	"len": func(L *lua.LState) int {
+		L.Push(lua.LNumber(utf8.RuneCountInString(L.CheckString(1))))
+		return 1
+	},
+	"valid": func(L *lua.LState) int {
+		L.Push(lua.LBool(utf8.ValidString(L.CheckString(1))))
+		return 1
+	},
+	"lower": func(L *lua.LState) int {
+		L.Push(lua.LString(strings.ToLower(L.CheckString(1))))
+		return 1
+	},
+	"upper": func(L *lua.LState) int {
+		L.Push(lua.LString(strings.ToUpper(L.CheckString(1))))
+		return 1
+	},
+	// utf8.sub(s, i [, j]) counts characters, not bytes; 1-based, inclusive.
+	"sub": func(L *lua.LState) int {
+		r := []rune(L.CheckString(1))
+		i, j := L.CheckInt(2), L.OptInt(3, len(r))
+		if i < 0 {
+			i = len(r) + i + 1
+		}
+		if j < 0 {
+			j = len(r) + j + 1
+		}
+		i = max(i, 1)
+		j = min(j, len(r))
+		if i > j {
+			L.Push(lua.LString(""))
+			return 1
+		}
+		L.Push(lua.LString(string(r[i-1 : j])))
+		return 1
+	},
+}
+
+// capStrings bounds the string functions that can build a large string in
+// one call, so that string.rep("x", 1e10) fails at once instead of
+// allocating; the watchdog bounds everything else.
+func capStrings(L *lua.LState, str *lua.LTable, max int64) {
+	rep := str.RawGetString("rep").(*lua.LFunction)
+	str.RawSetString("rep", L.NewFunction(func(L *lua.LState) int {
+		s := L.CheckString(1)
+		n := L.CheckInt64(2)
+		sep := L.OptString(3, "")
+		if n > 0 && (int64(len(s))+int64(len(sep)))*n > max {
+			L.RaiseError("string.rep would build a string of about %d bytes, over the script memory limit of %d", (int64(len(s))+int64(len(sep)))*n, max)
+		}
+		return callThrough(L, rep)
+	}))
+	format := str.RawGetString("format").(*lua.LFunction)
+	str.RawSetString("format", L.NewFunction(func(L *lua.LState) int {
+		if w := widestField(L.CheckString(1)); w > 10_000 {
+			L.RaiseError("string.format: field width %d is too large", w)
+		}
+		return callThrough(L, format)
+	}))
+}
+
+// callThrough calls fn with the current arguments and returns its results.
+func callThrough(L *lua.LState, fn *lua.LFunction) int {
+	n := L.GetTop()
+	L.Push(fn)
+	for i := 1; i <= n; i++ {
+		L.Push(L.Get(i))
+	}
+	L.Call(n, lua.MultRet)
+	return L.GetTop() - n
+}
+
+// widestField returns the largest width or precision in a format string.
+func widestField(f string) int {
+	widest := 0
+	for i := 0; i < len(f); i++ {
+		if f[i] != '%' {
+			continue
+		}
+		n := 0
+		for i++; i < len(f) && strings.IndexByte("-+ #0.123456789", f[i]) >= 0; i++ {
+			if c := f[i]; c >= '0' && c <= '9' {
+				n = n*10 + int(c-'0')
+				if n > 1_000_000 {
+					n = 1_000_000
+				}
+			} else {
+				n = 0
+			}
+			widest = max(widest, n)
+		}
+	}
+	return widest
+}
+
+// openTime defines now() (Unix seconds) and date([seconds]) (an RFC 5322
+// date, for Resent-Date and the like), since os.date is not in the sandbox.
+func openTime(L *lua.LState) {
+	L.SetGlobal("now", L.NewFunction(func(L *lua.LState) int {
+		L.Push(lua.LNumber(time.Now().Unix()))
+		return 1
+	}))
+	L.SetGlobal("date", L.NewFunction(func(L *lua.LState) int {
+		t := time.Now()
+		if L.GetTop() >= 1 {
+			t = time.Unix(L.CheckInt64(1), 0)
+		}
+		L.Push(lua.LString(t.Format(time.RFC1123Z)))
+		return 1
+	}))
+}

@@ -1,0 +1,299 @@
+package scripts
+
+import (
+	"strings"
+
+	lua "github.com/yuin/gopher-lua"
+
+	"github.com/mailflow/mailflow/engine"
+)
+
+const messageType = "mailflow.message"
+
+// openAPI defines everything a script sees besides the standard library:
+// the msg type, the verdicts, log, print, state and re.
+func (v *vm) openAPI() {
+	L := v.L
+	methods := map[string]lua.LGFunction{
+		"header":         v.header,
+		"headers":        v.headers,
+		"raw_header":     v.rawHeader,
+		"set_header":     v.setHeader,
+		"add_header":     v.addHeader,
+		"remove_header":  v.removeHeader,
+		"from":           v.addresses("From"),
+		"to":             v.addresses("To"),
+		"cc":             v.addresses("Cc"),
+		"reply_to":       v.addresses("Reply-To"),
+		"addresses":      v.addressesOf,
+		"recipients":     v.recipients,
+		"set_recipients": v.setRecipients,
+		"text":           v.text,
+		"attachments":    v.attachments,
+	}
+	fns := make(map[string]lua.LValue, len(methods))
+	for name, fn := range methods {
+		fns[name] = L.NewFunction(fn)
+	}
+	mt := L.NewTypeMetatable(messageType)
+	mt.RawSetString("__index", L.NewFunction(func(L *lua.LState) int {
+		key := L.CheckString(2)
+		if fn, ok := fns[key]; ok {
+			L.Push(fn)
+			return 1
+		}
+		m := v.message(L)
+		switch key {
+		case "sender":
+			L.Push(lua.LString(m.Envelope.Sender))
+		case "size":
+			L.Push(lua.LNumber(m.Size()))
+		case "input":
+			L.Push(lua.LString(m.Source.Input))
+		case "id":
+			L.Push(lua.LString(m.Source.ID))
+		case "message_id":
+			L.Push(lua.LString(m.MessageID()))
+		case "received_at":
+			L.Push(lua.LNumber(m.ReceivedAt.Unix()))
+		default:
+			L.Push(lua.LNil)
+		}
+		return 1
+	}))
+	mt.RawSetString("__newindex", L.NewFunction(func(L *lua.LState) int {
+		m := v.message(L)
+		key := L.CheckString(2)
+		if key != "sender" {
+			L.RaiseError("msg.%s cannot be set; only msg.sender can (use the methods to change headers)", key)
+		}
+		s := L.CheckString(3)
+		if s != "" {
+			checkAddress(L, s)
+		}
+		m.Envelope.Sender = s
+		return 0
+	}))
+	mt.RawSetString("__tostring", L.NewFunction(func(L *lua.LState) int {
+		m := v.message(L)
+		L.Push(lua.LString("message " + m.Source.Input + "/" + m.Source.ID))
+		return 1
+	}))
+	v.msgUD = L.NewUserData()
+	L.SetMetatable(v.msgUD, mt)
+
+	openVerdicts(L)
+	v.openLog()
+	v.openState()
+	openRegexp(L)
+	openTime(L)
+}
+
+// message is the message behind the msg argument of the running call.
+func (v *vm) message(L *lua.LState) *engine.Message {
+	ud, ok := L.Get(1).(*lua.LUserData)
+	if !ok {
+		L.RaiseError("call message methods with a colon: msg:header(\"Subject\")")
+	}
+	ref, ok := ud.Value.(*msgRef)
+	if !ok || ref.m == nil {
+		L.RaiseError("this message is no longer being filtered (msg was kept past its call)")
+	}
+	return ref.m
+}
+
+// header returns the first value of a field, RFC 2047-decoded to UTF-8.
+func (v *vm) header(L *lua.LState) int {
+	m := v.message(L)
+	name := L.CheckString(2)
+	if !m.Header.Has(name) {
+		L.Push(lua.LNil)
+		return 1
+	}
+	L.Push(lua.LString(decodeHeader(m.Header.Get(name))))
+	return 1
+}
+
+// headers returns every value of a field, or with no name every field as
+// {name=..., value=...} in order.
+func (v *vm) headers(L *lua.LState) int {
+	m := v.message(L)
+	t := L.NewTable()
+	if L.GetTop() < 2 {
+		fields := m.Header.Fields()
+		for fields.Next() {
+			f := L.NewTable()
+			f.RawSetString("name", lua.LString(fields.Key()))
+			f.RawSetString("value", lua.LString(decodeHeader(fields.Value())))
+			t.Append(f)
+		}
+		L.Push(t)
+		return 1
+	}
+	for _, val := range m.Header.Values(L.CheckString(2)) {
+		t.Append(lua.LString(decodeHeader(val)))
+	}
+	L.Push(t)
+	return 1
+}
+
+// rawHeader returns the first value as it stands in the message, without
+// decoding, or nil.
+func (v *vm) rawHeader(L *lua.LState) int {
+	m := v.message(L)
+	name := L.CheckString(2)
+	if !m.Header.Has(name) {
+		L.Push(lua.LNil)
+		return 1
+	}
+	L.Push(lua.LString(m.Header.Get(name)))
+	return 1
+}
+
+// setHeader replaces a field in place, or adds it on top.
+func (v *vm) setHeader(L *lua.LState) int {
+	m, name, value := v.fieldArgs(L, "set_header")
+	setField(&m.Header, name, value)
+	m.MarkHeaderChanged()
+	return 0
+}
+
+// addHeader adds a field above the others of the same name (where trace
+// fields belong), keeping any that are there.
+func (v *vm) addHeader(L *lua.LState) int {
+	m, name, value := v.fieldArgs(L, "add_header")
+	m.Header.Add(name, value)
+	m.MarkHeaderChanged()
+	return 0
+}
+
+func (v *vm) removeHeader(L *lua.LState) int {
+	m := v.message(L)
+	name := L.CheckString(2)
+	if err := checkFieldName(name); err != nil {
+		L.RaiseError("remove_header: %v", err)
+	}
+	if !m.Header.Has(name) {
+		return 0
+	}
+	v.mustBeEditable(L, m, "remove_header")
+	m.Header.Del(name)
+	m.MarkHeaderChanged()
+	return 0
+}
+
+// fieldArgs checks a name and value for set_header and add_header, and
+// encodes the value for the wire.
+func (v *vm) fieldArgs(L *lua.LState, fn string) (*engine.Message, string, string) {
+	m := v.message(L)
+	name, value := L.CheckString(2), L.CheckAny(3)
+	if err := checkFieldName(name); err != nil {
+		L.RaiseError("%s: %v", fn, err)
+	}
+	var s string
+	switch value := value.(type) {
+	case lua.LString:
+		s = string(value)
+	case lua.LNumber:
+		s = value.String()
+	default:
+		L.RaiseError("%s: the value of %s must be a string, got %s", fn, name, value.Type())
+	}
+	if err := checkFieldValue(s); err != nil {
+		L.RaiseError("%s: %s: %v", fn, name, err)
+	}
+	v.mustBeEditable(L, m, fn)
+	return m, name, encodeHeader(s)
+}
+
+// mustBeEditable refuses to change a header that could not be parsed: what
+// would be written back is not what came in.
+func (v *vm) mustBeEditable(L *lua.LState, m *engine.Message, fn string) {
+	if m.HeaderErr != nil {
+		L.RaiseError("%s: the message header could not be parsed (%v); it is left as it is", fn, m.HeaderErr)
+	}
+}
+
+// addresses returns a method that parses the addresses of one field.
+func (v *vm) addresses(field string) lua.LGFunction {
+	return func(L *lua.LState) int {
+		m := v.message(L)
+		L.Push(addressTable(L, parseAddresses(m.Header.Values(field))))
+		return 1
+	}
+}
+
+// addressesOf is msg:addresses("Field").
+func (v *vm) addressesOf(L *lua.LState) int {
+	m := v.message(L)
+	L.Push(addressTable(L, parseAddresses(m.Header.Values(L.CheckString(2)))))
+	return 1
+}
+
+func addressTable(L *lua.LState, addrs []address) *lua.LTable {
+	t := L.CreateTable(len(addrs), 0)
+	for _, a := range addrs {
+		e := L.CreateTable(0, 2)
+		e.RawSetString("name", lua.LString(a.Name))
+		e.RawSetString("address", lua.LString(a.Address))
+		t.Append(e)
+	}
+	return t
+}
+
+// recipients returns the envelope recipients: empty means each output's own.
+func (v *vm) recipients(L *lua.LState) int {
+	m := v.message(L)
+	t := L.CreateTable(len(m.Envelope.Recipients), 0)
+	for _, r := range m.Envelope.Recipients {
+		t.Append(lua.LString(r))
+	}
+	L.Push(t)
+	return 1
+}
+
+func (v *vm) setRecipients(L *lua.LState) int {
+	m := v.message(L)
+	t := L.CheckTable(2)
+	var rcpts []string
+	t.ForEach(func(_, val lua.LValue) {
+		s, ok := val.(lua.LString)
+		if !ok {
+			L.RaiseError("set_recipients: addresses must be strings, got %s", val.Type())
+		}
+		checkAddress(L, string(s))
+		rcpts = append(rcpts, string(s))
+	})
+	m.Envelope.Recipients = rcpts
+	return 0
+}
+
+// text returns the message's readable text (see bodyText).
+func (v *vm) text(L *lua.LState) int {
+	m := v.message(L)
+	L.Push(lua.LString(bodyText(m, textLimit)))
+	return 1
+}
+
+func (v *vm) attachments(L *lua.LState) int {
+	m := v.message(L)
+	list := listAttachments(m)
+	t := L.CreateTable(len(list), 0)
+	for _, a := range list {
+		e := L.CreateTable(0, 3)
+		e.RawSetString("name", lua.LString(a.Name))
+		e.RawSetString("content_type", lua.LString(a.ContentType))
+		e.RawSetString("size", lua.LNumber(a.Size))
+		t.Append(e)
+	}
+	L.Push(t)
+	return 1
+}
+
+// checkAddress refuses envelope addresses that would break the SMTP
+// command they end up in.
+func checkAddress(L *lua.LState, s string) {
+	if s == "" || strings.ContainsAny(s, "\r\n\x00 <>") {
+		L.RaiseError("%q is not an address (no spaces, angle brackets or line breaks)", s)
+	}
+}

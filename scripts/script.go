@@ -1,0 +1,171 @@
+// Package scripts runs filter scripts written in Lua (gopher-lua).
+//
+// A script is a file that defines
+//
+//	function filter(msg)
+//	  ...
+//	  return keep()        -- or drop(reason), route(...), redirect(...), quarantine(reason)
+//	end
+//
+// It is compiled once; every message then runs on a Lua state taken from a
+// pool, so that filters run concurrently without sharing a state. Each state
+// is a sandbox (no os, io, debug or loading of code) and each call is bounded
+// in time and memory by a watchdog that cancels the state's context. A state
+// whose call was cancelled is thrown away, never reused. The API a script
+// sees is documented in scripts/README.md.
+package scripts
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	lua "github.com/yuin/gopher-lua"
+	"github.com/yuin/gopher-lua/parse"
+
+	"github.com/mailflow/mailflow/engine"
+)
+
+// Script is one compiled filter script. It implements engine.Filter.
+type Script struct {
+	path   string
+	name   string // the file's base name, used as the chunk name in errors
+	proto  *lua.FunctionProto
+	limits engine.ScriptLimits
+	log    *slog.Logger
+	shared *sharedState // the script's `state` table, shared by its pool
+	pool   chan *vm
+	closed atomic.Bool
+}
+
+// Load compiles the script at path and runs its top level once, to check
+// that it defines filter(msg). Errors name the file and line.
+func Load(path string, limits engine.ScriptLimits) (*Script, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Script{
+		path:   path,
+		name:   filepath.Base(path),
+		limits: withDefaults(limits),
+		log:    slog.Default(),
+		shared: &sharedState{values: map[string]lua.LValue{}},
+		pool:   make(chan *vm, runtime.GOMAXPROCS(0)*2),
+	}
+	chunk, err := parse.Parse(bytes.NewReader(src), s.name)
+	if err != nil {
+		var pe *parse.Error
+		if errors.As(err, &pe) {
+			if pe.Pos.Line == parse.EOF {
+				return nil, fmt.Errorf("%s: at end of file: %s", path, pe.Message)
+			}
+			return nil, fmt.Errorf("%s:%d: %s near %q", path, pe.Pos.Line, pe.Message, pe.Token)
+		}
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	s.proto, err = lua.Compile(chunk, s.name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	// Make the first state now: it runs the top level, so an error there, or
+	// a missing filter function, is found when the config is checked.
+	v, err := s.newVM()
+	if err != nil {
+		return nil, err
+	}
+	s.put(v)
+	return s, nil
+}
+
+func withDefaults(l engine.ScriptLimits) engine.ScriptLimits {
+	if l.Timeout <= 0 {
+		l.Timeout = time.Second
+	}
+	if l.MaxMemory <= 0 {
+		l.MaxMemory = 64 << 20
+	}
+	return l
+}
+
+// Provision implements engine.Provisioner: script logs go to the engine's
+// logger.
+func (s *Script) Provision(env engine.Env) error {
+	if env.Logger != nil {
+		s.log = env.Logger
+	}
+	return nil
+}
+
+// Path is the file the script was loaded from.
+func (s *Script) Path() string { return s.path }
+
+// Filter implements engine.Filter.
+func (s *Script) Filter(ctx context.Context, msg *engine.Message) (engine.Verdict, error) {
+	if s.closed.Load() {
+		return engine.Verdict{}, errors.New("script was unloaded")
+	}
+	v, err := s.get()
+	if err != nil {
+		return engine.Verdict{}, err
+	}
+	verdict, err := v.call(msg)
+	s.put(v)
+	return verdict, err
+}
+
+// Close releases the pooled states. Calls still running finish first: their
+// states are closed when they are put back.
+func (s *Script) Close() error {
+	s.closed.Store(true)
+	for {
+		select {
+		case v := <-s.pool:
+			v.close()
+		default:
+			return nil
+		}
+	}
+}
+
+func (s *Script) get() (*vm, error) {
+	select {
+	case v := <-s.pool:
+		return v, nil
+	default:
+		return s.newVM()
+	}
+}
+
+func (s *Script) put(v *vm) {
+	if v.broken || s.closed.Load() {
+		v.close()
+		return
+	}
+	select {
+	case s.pool <- v:
+	default:
+		v.close()
+	}
+}
+
+// scriptError is how a failed call is reported: the script's name is added by
+// the engine, so the text starts with what went wrong.
+func (s *Script) scriptError(err error) error {
+	msg := err.Error()
+	var ae *lua.ApiError
+	if errors.As(err, &ae) {
+		msg = ae.Object.String()
+	}
+	return errors.New(strings.TrimSpace(msg))
+}
+
+var _ engine.Filter = (*Script)(nil)

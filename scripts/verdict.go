@@ -1,0 +1,85 @@
+package scripts
+
+import (
+	"fmt"
+
+	lua "github.com/yuin/gopher-lua"
+
+	"github.com/mailflow/mailflow/engine"
+)
+
+const verdictType = "mailflow.verdict"
+
+// openVerdicts defines keep, drop, route, redirect and quarantine. Each
+// returns a verdict value that filter(msg) returns.
+func openVerdicts(L *lua.LState) {
+	L.NewTypeMetatable(verdictType)
+	mk := func(v engine.Verdict) lua.LValue {
+		ud := L.NewUserData()
+		ud.Value = &v
+		L.SetMetatable(ud, L.GetTypeMetatable(verdictType))
+		return ud
+	}
+	keep := mk(engine.Verdict{Action: engine.ActionKeep})
+	L.SetGlobal("keep", L.NewFunction(func(L *lua.LState) int {
+		L.Push(keep)
+		return 1
+	}))
+	L.SetGlobal("drop", L.NewFunction(func(L *lua.LState) int {
+		L.Push(mk(engine.Verdict{Action: engine.ActionDrop, Reason: L.OptString(1, "")}))
+		return 1
+	}))
+	L.SetGlobal("quarantine", L.NewFunction(func(L *lua.LState) int {
+		L.Push(mk(engine.Verdict{Action: engine.ActionQuarantine, Reason: L.OptString(1, "")}))
+		return 1
+	}))
+	L.SetGlobal("route", L.NewFunction(func(L *lua.LState) int {
+		outs := stringArgs(L, "route", "output name")
+		L.Push(mk(engine.Verdict{Action: engine.ActionRoute, Outputs: outs}))
+		return 1
+	}))
+	L.SetGlobal("redirect", L.NewFunction(func(L *lua.LState) int {
+		rcpts := stringArgs(L, "redirect", "address")
+		for _, r := range rcpts {
+			checkAddress(L, r)
+		}
+		L.Push(mk(engine.Verdict{Action: engine.ActionRedirect, Recipients: rcpts}))
+		return 1
+	}))
+}
+
+// stringArgs takes either several string arguments or one table of strings.
+func stringArgs(L *lua.LState, fn, what string) []string {
+	var out []string
+	add := func(v lua.LValue) {
+		s, ok := v.(lua.LString)
+		if !ok || s == "" {
+			L.RaiseError("%s: each %s must be a non-empty string, got %s", fn, what, v.Type())
+		}
+		out = append(out, string(s))
+	}
+	if t, ok := L.Get(1).(*lua.LTable); ok && L.GetTop() == 1 {
+		t.ForEach(func(_, v lua.LValue) { add(v) })
+	} else {
+		for i := 1; i <= L.GetTop(); i++ {
+			add(L.Get(i))
+		}
+	}
+	if len(out) == 0 {
+		L.RaiseError("%s: needs at least one %s", fn, what)
+	}
+	return out
+}
+
+// toVerdict turns what filter returned into a verdict: nothing means keep.
+func toVerdict(v lua.LValue) (engine.Verdict, error) {
+	if v == lua.LNil {
+		return engine.Verdict{Action: engine.ActionKeep}, nil
+	}
+	if ud, ok := v.(*lua.LUserData); ok {
+		if vd, ok := ud.Value.(*engine.Verdict); ok {
+			return *vd, nil
+		}
+	}
+	return engine.Verdict{}, fmt.Errorf("filter returned a %s; return keep(), drop(reason), route(outputs...), redirect(addresses...) or quarantine(reason)", v.Type())
+}
