@@ -3,7 +3,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -345,11 +344,4 @@ func oneLine(s string) string {
 		s = s[:117] + "..."
 	}
 	return s
-}
-
-var errNotYet = errors.New("not available yet")
-
-func cmdTest(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "mailflow test:", errNotYet)
-	return exitConfig
 }

@@ -207,10 +207,11 @@ func TestConfigTypoExitsTwoWithFileAndLine(t *testing.T) {
 }
 
 func TestQuickstartRunsAsDocumented(t *testing.T) {
-	// Copy the example so that its state and output land in a temp dir.
-	src := filepath.Join("..", "..", "examples", "quickstart")
-	dir := filepath.Join(t.TempDir(), "quickstart")
-	if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+	// Copy the examples (the quickstart uses ../scripts) so that state and
+	// output land in a temp dir.
+	src := filepath.Join("..", "..", "examples")
+	dir := filepath.Join(t.TempDir(), "examples", "quickstart")
+	if err := os.CopyFS(filepath.Dir(dir), os.DirFS(src)); err != nil {
 		t.Fatal(err)
 	}
 	os.RemoveAll(filepath.Join(dir, "state"))
@@ -223,9 +224,32 @@ func TestQuickstartRunsAsDocumented(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "inbox: fetched=4") {
 		t.Fatalf("quickstart: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
+	// The scripts ran: the newsletter went to its own Maildir, the shop's
+	// invoice got its subject prefix, and every body is byte-identical.
+	archive, _ := enginetest.ReadMaildir(filepath.Join(dir, "out", "archive"))
+	news, _ := enginetest.ReadMaildir(filepath.Join(dir, "out", "newsletters"))
+	if len(archive) != 3 || len(news) != 1 {
+		t.Fatalf("archive has %d, newsletters %d; want 3 and 1", len(archive), len(news))
+	}
+	if !bytes.Contains(news[0], []byte("X-Mailflow-Category: newsletter")) || !bytes.Contains(news[0], []byte("Subject: [de] ")) {
+		t.Errorf("newsletter not tagged:\n%s", news[0])
+	}
+	shop := 0
+	for _, m := range archive {
+		if bytes.Contains(m, []byte("Subject: [shop] Your invoice")) {
+			shop++
+		}
+	}
+	if shop != 1 {
+		t.Errorf("%d archived messages have the [shop] prefix, want 1", shop)
+	}
 	r = mailflow(t, "run", "--once", "-c", conf)
 	if r.code != 0 || !strings.Contains(r.stdout, "inbox: fetched=0") {
 		t.Fatalf("second quickstart run must move nothing: %s", r.stdout)
+	}
+	r = mailflow(t, "test", "-c", conf, filepath.Join(dir, "mail", "inbox"))
+	if r.code != 0 || !strings.Contains(r.stdout, "4 messages: 3 keep, 1 route") {
+		t.Fatalf("mailflow test on the quickstart: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 }
 
