@@ -58,6 +58,7 @@ type Stats struct {
 	Quarantined int64 // written to the quarantine
 	Failed      int64 // left at the source to be tried again
 	Skipped     int64 // already delivered earlier; only committed at the source
+	Left        int64 // left at the source on purpose by a filter
 }
 
 func (s *Stats) add(o Stats) {
@@ -67,12 +68,20 @@ func (s *Stats) add(o Stats) {
 	s.Quarantined += o.Quarantined
 	s.Failed += o.Failed
 	s.Skipped += o.Skipped
+	s.Left += o.Left
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("fetched=%d delivered=%d dropped=%d quarantined=%d failed=%d skipped=%d",
+	str := fmt.Sprintf("fetched=%d delivered=%d dropped=%d quarantined=%d failed=%d skipped=%d",
 		s.Fetched, s.Delivered, s.Dropped, s.Quarantined, s.Failed, s.Skipped)
+	if s.Left > 0 {
+		str += fmt.Sprintf(" left=%d", s.Left)
+	}
+	return str
 }
+
+// errLeft releases a message that a filter left at its source on purpose.
+var errLeft = errors.New("left at the source by a filter")
 
 // Open opens the engine's state under cfg.StateDir and builds cfg.
 func Open(cfg *Config, cat Catalog, log *slog.Logger) (*Engine, error) {
@@ -232,7 +241,7 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *Mes
 	done := func(h handled, outcome string, attrs ...any) handled {
 		d := time.Since(start)
 		attrs = append(attrs, "outcome", outcome, "duration", d.Round(time.Microsecond))
-		if h.err != nil {
+		if h.err != nil && h.err != errLeft {
 			log.Warn("message", append(attrs, "err", h.err)...)
 		} else {
 			log.Info("message", attrs...)
@@ -274,6 +283,8 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *Mes
 		return done(handled{stats: Stats{Dropped: 1}}, "dropped", "script", by, "reason", v.Reason)
 	case ActionQuarantine:
 		return done(e.quarantine(s, p.name, msg, &rec, fmt.Sprintf("filter %s: %s", by, v.Reason)), "quarantined", "script", by)
+	case ActionLeave:
+		return done(handled{stats: Stats{Left: 1}, err: errLeft}, "left", "script", by, "reason", v.Reason)
 	}
 	outputs := p.outputs
 	if v.Outputs != nil {
@@ -326,7 +337,7 @@ func (c *Chain) Run(ctx context.Context, msg *Message) (Verdict, string, error) 
 			out.Outputs, by = v.Outputs, f.name
 		case ActionRedirect:
 			msg.Envelope.Recipients, by = v.Recipients, f.name
-		case ActionDrop, ActionQuarantine:
+		case ActionDrop, ActionQuarantine, ActionLeave:
 			return v, f.name, nil
 		}
 	}

@@ -97,10 +97,14 @@ const (
 	ActionDrop
 	// ActionQuarantine ends the chain and puts the message in the quarantine.
 	ActionQuarantine
+	// ActionLeave ends the chain and leaves the message at its source,
+	// untouched and undelivered: it is read again on the next poll (and
+	// filtered again). For "not yet" and "not this one" (migrate --since).
+	ActionLeave
 )
 
 func (a Action) String() string {
-	return [...]string{"keep", "route", "redirect", "drop", "quarantine"}[a]
+	return [...]string{"keep", "route", "redirect", "drop", "quarantine", "leave"}[a]
 }
 
 // Verdict is a filter's decision about one message.
@@ -108,7 +112,7 @@ type Verdict struct {
 	Action     Action
 	Outputs    []string // with ActionRoute
 	Recipients []string // with ActionRedirect
-	Reason     string   // with ActionDrop and ActionQuarantine
+	Reason     string   // with ActionDrop, ActionQuarantine and ActionLeave
 }
 
 // Provisioner is implemented by plugins that need the engine's services.

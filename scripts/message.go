@@ -1,6 +1,7 @@
 package scripts
 
 import (
+	"net/mail"
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
@@ -56,6 +57,14 @@ func (v *vm) openAPI() {
 			L.Push(lua.LString(m.MessageID()))
 		case "received_at":
 			L.Push(lua.LNumber(m.ReceivedAt.Unix()))
+		case "date":
+			// The Date header as Unix seconds; nil when missing or unreadable.
+			t, err := mail.ParseDate(m.Header.Get("Date"))
+			if err != nil {
+				L.Push(lua.LNil)
+			} else {
+				L.Push(lua.LNumber(t.Unix()))
+			}
 		default:
 			L.Push(lua.LNil)
 		}

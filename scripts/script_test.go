@@ -177,9 +177,12 @@ func TestMessageFields(t *testing.T) {
 		out.mid = msg.message_id
 		out.at = msg.received_at
 		out.sender = msg.sender
-		out.nothing = msg.nothing`, "size", "input", "id", "mid", "at", "sender", "nothing")
+		out.date = msg.date
+		out.nothing = msg.nothing`, "size", "input", "id", "mid", "at", "sender", "date", "nothing")
 	expect(t, got, map[string]string{"size": "321", "input": "inbox", "id": "qp-latin1.eml",
-		"mid": "qp-1@example.fr", "sender": "", "nothing": "nil"})
+		"mid": "qp-1@example.fr", "sender": "", "date": "nil", "nothing": "nil"})
+	dated := eval(t, "multipart.eml", `out.date = msg.date`, "date")
+	expect(t, dated, map[string]string{"date": "1795255200"}) // Sat, 21 Nov 2026 10:00:00 +0000
 	if got["at"] < "1" || got["at"] > "9" || got["at"] == "" {
 		t.Errorf("received_at = %q", got["at"])
 	}
@@ -274,6 +277,7 @@ func TestVerdicts(t *testing.T) {
 		{`return route("a", "b")`, engine.Verdict{Action: engine.ActionRoute, Outputs: []string{"a", "b"}}},
 		{`return route({"c"})`, engine.Verdict{Action: engine.ActionRoute, Outputs: []string{"c"}}},
 		{`return redirect("x@example.com")`, engine.Verdict{Action: engine.ActionRedirect, Recipients: []string{"x@example.com"}}},
+		{`return leave("not yet")`, engine.Verdict{Action: engine.ActionLeave, Reason: "not yet"}},
 	}
 	for _, c := range cases {
 		s := load(t, "function filter(msg)\n"+c.ret+"\nend", engine.ScriptLimits{})

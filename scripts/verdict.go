@@ -10,7 +10,7 @@ import (
 
 const verdictType = "mailflow.verdict"
 
-// openVerdicts defines keep, drop, route, redirect and quarantine. Each
+// openVerdicts defines keep, drop, route, redirect, quarantine and leave. Each
 // returns a verdict value that filter(msg) returns.
 func openVerdicts(L *lua.LState) {
 	L.NewTypeMetatable(verdictType)
@@ -31,6 +31,10 @@ func openVerdicts(L *lua.LState) {
 	}))
 	L.SetGlobal("quarantine", L.NewFunction(func(L *lua.LState) int {
 		L.Push(mk(engine.Verdict{Action: engine.ActionQuarantine, Reason: L.OptString(1, "")}))
+		return 1
+	}))
+	L.SetGlobal("leave", L.NewFunction(func(L *lua.LState) int {
+		L.Push(mk(engine.Verdict{Action: engine.ActionLeave, Reason: L.OptString(1, "")}))
 		return 1
 	}))
 	L.SetGlobal("route", L.NewFunction(func(L *lua.LState) int {
@@ -81,5 +85,5 @@ func toVerdict(v lua.LValue) (engine.Verdict, error) {
 			return *vd, nil
 		}
 	}
-	return engine.Verdict{}, fmt.Errorf("filter returned a %s; return keep(), drop(reason), route(outputs...), redirect(addresses...) or quarantine(reason)", v.Type())
+	return engine.Verdict{}, fmt.Errorf("filter returned a %s; return keep(), drop(reason), route(outputs...), redirect(addresses...), quarantine(reason) or leave(reason)", v.Type())
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/metrics"
 	"github.com/mailflow/mailflow/plugins"
 	_ "github.com/mailflow/mailflow/plugins/all"
 )
@@ -169,6 +170,17 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	defer e.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if listen := e.Config().Metrics.Listen; listen != "" {
+		m := metrics.New()
+		srv, err := m.Serve(listen)
+		if err != nil {
+			log.Error("metrics: cannot listen", "listen", listen, "err", err)
+			return exitConfig
+		}
+		defer srv.Close()
+		e.Observer = m
+		log.Info("serving metrics", "url", "http://"+listen+"/metrics", "health", "http://"+listen+"/healthz")
+	}
 
 	if *once {
 		start := time.Now()

@@ -98,7 +98,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(files) > 1 {
 		var parts []string
-		for _, k := range []string{"keep", "route", "redirect", "drop", "quarantine", "broke"} {
+		for _, k := range []string{"keep", "route", "redirect", "drop", "quarantine", "leave", "broke"} {
 			if counts[k] > 0 {
 				parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
 			}

@@ -1,0 +1,67 @@
+package metrics
+
+import (
+	"errors"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailflow/mailflow/engine"
+)
+
+func scrape(t *testing.T, m *Metrics, path string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	if rec.Code != 200 {
+		t.Fatalf("%s: %d", path, rec.Code)
+	}
+	b, _ := io.ReadAll(rec.Body)
+	return string(b)
+}
+
+func TestObserverFeedsMetricsAndHealth(t *testing.T) {
+	m := New()
+	m.MessageSettled("inbox", "delivered", 1000, 20*time.Millisecond)
+	m.MessageSettled("inbox", "delivered", 500, 10*time.Millisecond)
+	m.MessageSettled("inbox", "quarantined", 10, time.Millisecond)
+	m.OutputResult("archive", nil, 1500, 5*time.Millisecond)
+	m.OutputResult("relay", errors.New("421 try later"), 10, time.Millisecond)
+	m.OutputResult("relay", engine.Permanent(errors.New("550 no")), 10, time.Millisecond)
+	m.PollDone("inbox", nil)
+	m.PollDone("pop", errors.New("connection refused"))
+	m.Reloaded(nil)
+	m.Reloaded(errors.New("typo"))
+
+	out := scrape(t, m, "/metrics")
+	for _, want := range []string{
+		`mailflow_messages_fetched_total{input="inbox"} 3`,
+		`mailflow_messages_total{input="inbox",outcome="delivered"} 2`,
+		`mailflow_messages_total{input="inbox",outcome="quarantined"} 1`,
+		`mailflow_message_bytes_total{input="inbox"} 1510`,
+		`mailflow_message_duration_seconds_count{input="inbox"} 3`,
+		`mailflow_output_deliveries_total{output="archive",result="accepted"} 1`,
+		`mailflow_output_deliveries_total{output="relay",result="temporary"} 1`,
+		`mailflow_output_deliveries_total{output="relay",result="permanent"} 1`,
+		`mailflow_output_bytes_total{output="archive"} 1500`,
+		`mailflow_polls_total{input="inbox",result="ok"} 1`,
+		`mailflow_polls_total{input="pop",result="error"} 1`,
+		`mailflow_reloads_total{result="ok"} 1`,
+		`mailflow_reloads_total{result="error"} 1`,
+		`mailflow_last_successful_poll_timestamp_seconds{input="inbox"}`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(out, `mailflow_last_successful_poll_timestamp_seconds{input="pop"}`) {
+		t.Error("a failed poll set the last successful poll time")
+	}
+	health := scrape(t, m, "/healthz")
+	if !strings.Contains(health, `"status": "ok"`) || !strings.Contains(health, `"last_error": "connection refused"`) {
+		t.Errorf("healthz:\n%s", health)
+	}
+}
