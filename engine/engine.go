@@ -59,6 +59,7 @@ type Stats struct {
 	Failed      int64 // left at the source to be tried again
 	Skipped     int64 // already delivered earlier; only committed at the source
 	Left        int64 // left at the source on purpose by a filter
+	InDoubt     int64 // were being delivered when mailflow was killed; delivered again
 }
 
 func (s *Stats) add(o Stats) {
@@ -69,6 +70,7 @@ func (s *Stats) add(o Stats) {
 	s.Failed += o.Failed
 	s.Skipped += o.Skipped
 	s.Left += o.Left
+	s.InDoubt += o.InDoubt
 }
 
 func (s Stats) String() string {
@@ -76,6 +78,9 @@ func (s Stats) String() string {
 		s.Fetched, s.Delivered, s.Dropped, s.Quarantined, s.Failed, s.Skipped)
 	if s.Left > 0 {
 		str += fmt.Sprintf(" left=%d", s.Left)
+	}
+	if s.InDoubt > 0 {
+		str += fmt.Sprintf(" in_doubt=%d", s.InDoubt)
 	}
 	return str
 }
@@ -238,7 +243,9 @@ func (e *Engine) handle(ctx context.Context, msg *Message) handled {
 
 func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *Message, start time.Time) handled {
 	log := e.Log.With("input", msg.Source.Input, "id", msg.Source.ID, "message_id", msg.MessageID(), "bytes", msg.OriginalSize())
+	var inDoubt int64
 	done := func(h handled, outcome string, attrs ...any) handled {
+		h.stats.InDoubt += inDoubt
 		d := time.Since(start)
 		attrs = append(attrs, "outcome", outcome, "duration", d.Round(time.Microsecond))
 		if h.err != nil && h.err != errLeft {
@@ -259,6 +266,14 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *Mes
 		rec = Record{}
 	}
 	rec.Digest = digest
+	if len(rec.Sending) > 0 && rec.Settled == "" {
+		// mailflow was killed while handing this message to these outputs:
+		// they may have it already. It is sent again (losing it would be
+		// worse), and said so.
+		log.Warn("this message was being delivered when mailflow was stopped hard; delivering it again, so the destination may get it twice", "outputs", strings.Join(rec.Sending, ","))
+		inDoubt = 1
+		rec.Sending = nil
+	}
 	if rec.Settled != "" {
 		return done(handled{stats: Stats{Skipped: 1}}, "skipped", "earlier", string(rec.Settled))
 	}
@@ -367,7 +382,13 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *Message, outputs []
 		start := time.Now()
 		d := Delivery{Key: msg.Key() + "." + name, Recipients: msg.Envelope.Recipients,
 			Done: append(slices.Clone(rec.Accepted[name]), rec.Refused[name]...)}
+		rec.Sending = append(rec.Sending, name)
+		e.note(msg, rec)
 		results, err := out.Deliver(ctx, msg, d)
+		rec.Sending = slices.DeleteFunc(rec.Sending, func(s string) bool { return s == name })
+		if len(rec.Sending) == 0 {
+			rec.Sending = nil
+		}
 		e.Observer.OutputResult(name, err, msg.Size(), time.Since(start))
 		if err != nil {
 			if IsPermanent(err) {
@@ -383,6 +404,7 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *Message, outputs []
 		e.backoff.ok(name)
 		if len(results) == 0 {
 			rec.Accepted[name] = []string{"*"}
+			e.note(msg, rec)
 			continue
 		}
 		for _, r := range results {
@@ -399,8 +421,17 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *Message, outputs []
 				temp = append(temp, fmt.Sprintf("%s: <%s>: %v", name, r.Recipient, r.Err))
 			}
 		}
+		e.note(msg, rec)
 	}
 	return temp, perm
+}
+
+// note journals who accepted msg the moment they did (see Ledger.Note); the
+// caller Puts the settled record right after.
+func (e *Engine) note(msg *Message, rec *Record) {
+	if err := e.Ledger.Note(msg.Source.Input, msg.Source.ID, *rec); err != nil {
+		e.Log.Warn("ledger journal", "err", err)
+	}
 }
 
 func (e *Engine) quarantine(s *Setup, pipeName string, msg *Message, rec *Record, reason string) handled {

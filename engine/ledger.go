@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,8 +22,33 @@ import (
 //
 // bbolt is used because it gives exactly this with one fsync per committed
 // transaction and no server: a crash leaves the last committed state.
+//
+// Between an output's acceptance (SMTP 250) and the synced Put there is the
+// time an fsync takes, a few milliseconds when several messages wait for
+// it; a process killed then would send the message again on the next run,
+// since SMTP gives no way to ask whether the server kept it. So the engine
+// first Notes the acceptance in a journal, one plain write (microseconds):
+// the kernel keeps it when the process dies, and OpenLedger replays it.
+// Only the machine losing power in that window can still cause a repeat.
 type Ledger struct {
 	db *bolt.DB
+
+	jmu     sync.Mutex
+	dir     string
+	journal *os.File
+	jsize   int64
+}
+
+const (
+	journalName    = "ledger.journal"
+	journalMaxSize = 4 << 20 // then it is rotated; one older file is kept
+)
+
+// journalEntry is one line of the journal.
+type journalEntry struct {
+	Input string `json:"input"`
+	ID    string `json:"id"`
+	Rec   Record `json:"rec"`
 }
 
 // Outcome is how a message was settled.
@@ -44,6 +72,12 @@ type Record struct {
 	// good, and Reasons their replies; they are not tried again.
 	Refused map[string][]string `json:"refused,omitempty"`
 	Reasons []string            `json:"reasons,omitempty"`
+	// Sending lists the outputs a delivery was under way to. It is set
+	// (in the journal) before an output is handed the message and cleared
+	// when it answers, so after a hard kill it names the messages whose fate
+	// at that output is unknown: SMTP cannot say whether a server kept a
+	// message whose reply never arrived.
+	Sending []string `json:"sending,omitempty"`
 	// Digest is the SHA-256 of the message's bytes, so that a source id
 	// reused for another message is not mistaken for this one.
 	Digest string    `json:"digest,omitempty"`
@@ -59,11 +93,121 @@ func OpenLedger(dir string) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening ledger in %s (is another mailflow running with this state_dir?): %w", dir, err)
 	}
-	return &Ledger{db: db}, nil
+	l := &Ledger{db: db, dir: dir}
+	if err := l.replay(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("replaying the ledger journal in %s: %w", dir, err)
+	}
+	if l.journal, err = os.OpenFile(filepath.Join(dir, journalName), os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return l, nil
 }
 
-// Close closes the ledger.
-func (l *Ledger) Close() error { return l.db.Close() }
+// replay puts into the database the journal entries (of the previous run)
+// that are newer than what it holds, syncs, and removes the journals.
+func (l *Ledger) replay() error {
+	paths := []string{filepath.Join(l.dir, journalName+".old"), filepath.Join(l.dir, journalName)}
+	var entries []journalEntry
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			var e journalEntry
+			if json.Unmarshal(line, &e) == nil && e.ID != "" { // a torn last line is skipped
+				entries = append(entries, e)
+			}
+		}
+	}
+	if len(entries) > 0 {
+		err := l.db.Update(func(tx *bolt.Tx) error {
+			for _, e := range entries {
+				b, err := tx.CreateBucketIfNotExists(bucketName(e.Input))
+				if err != nil {
+					return err
+				}
+				var have Record
+				if v := b.Get([]byte(e.ID)); v != nil && json.Unmarshal(v, &have) == nil && !have.At.Before(e.Rec.At) {
+					continue
+				}
+				v, err := json.Marshal(e.Rec)
+				if err != nil {
+					return err
+				}
+				if err := b.Put([]byte(e.ID), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Note records rec at once, without waiting for the disk: it survives the
+// process being killed, not the machine losing power. Put follows to make
+// it durable; OpenLedger replays Notes that Put did not get to.
+func (l *Ledger) Note(input, id string, rec Record) error {
+	rec.At = time.Now().UTC()
+	line, err := json.Marshal(journalEntry{Input: input, ID: id, Rec: rec})
+	if err != nil {
+		return err
+	}
+	line = append(line, '\n')
+	l.jmu.Lock()
+	defer l.jmu.Unlock()
+	if l.journal == nil {
+		return errors.New("ledger is closed")
+	}
+	if l.jsize+int64(len(line)) > journalMaxSize {
+		// Rotate, keeping one older journal: its entries were Put long ago
+		// (each message Puts right after it Notes), but replaying them is
+		// harmless, as only newer records are applied.
+		l.journal.Close()
+		cur := filepath.Join(l.dir, journalName)
+		if err := os.Rename(cur, cur+".old"); err != nil {
+			return err
+		}
+		if l.journal, err = os.OpenFile(cur, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+			return err
+		}
+		l.jsize = 0
+	}
+	n, err := l.journal.Write(line)
+	l.jsize += int64(n)
+	return err
+}
+
+// Close closes the ledger. Everything Noted was also Put by then, so the
+// journal is removed.
+func (l *Ledger) Close() error {
+	l.jmu.Lock()
+	if l.journal != nil {
+		l.journal.Close()
+		l.journal = nil
+	}
+	l.jmu.Unlock()
+	err := l.db.Close()
+	if err == nil {
+		os.Remove(filepath.Join(l.dir, journalName))
+		os.Remove(filepath.Join(l.dir, journalName+".old"))
+	}
+	return err
+}
 
 func bucketName(input string) []byte { return []byte("input/" + input) }
 
