@@ -233,30 +233,9 @@ type session struct {
 
 // list reads UIDL and LIST and decides what to fetch.
 func (s *session) list() error {
-	sizes, err := s.c.List()
+	sizes, uids, err := s.in.inventory(s.c)
 	if err != nil {
 		return err
-	}
-	uids := map[int]string{}
-	if s.c.Has("UIDL") || len(s.c.caps) == 0 {
-		ul, err := s.c.Uidl()
-		var pe *Error
-		if err != nil && !errors.As(err, &pe) {
-			return err
-		}
-		for _, u := range ul {
-			uids[u.Number] = u.UID
-		}
-	}
-	if len(uids) == 0 && len(sizes) > 0 {
-		s.in.log.Warn("server has no UIDL; identifying messages by a hash of their headers (TOP n 0)")
-		for _, m := range sizes {
-			h, err := s.c.Top(m.Number, 0, 1<<20)
-			if err != nil {
-				return err
-			}
-			uids[m.Number] = fmt.Sprintf("hdr-%x", sha256.Sum256(h))
-		}
 	}
 	s.onSrv = map[string]bool{}
 	var tooLarge int
@@ -286,6 +265,77 @@ func (s *session) list() error {
 		s.in.log.Info("deleting messages delivered on an earlier poll", "count", len(s.dele))
 	}
 	return nil
+}
+
+// inventory lists the mailbox: sizes by LIST, ids by UIDL, or, on servers
+// without UIDL, by a hash of each message's header (TOP n 0).
+func (in *Input) inventory(c *Client) ([]MessageInfo, map[int]string, error) {
+	sizes, err := c.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	uids := map[int]string{}
+	if c.Has("UIDL") || len(c.caps) == 0 {
+		ul, err := c.Uidl()
+		var pe *Error
+		if err != nil && !errors.As(err, &pe) {
+			return nil, nil, err
+		}
+		for _, u := range ul {
+			uids[u.Number] = u.UID
+		}
+	}
+	if len(uids) == 0 && len(sizes) > 0 {
+		in.log.Warn("server has no UIDL; identifying messages by a hash of their headers (TOP n 0)")
+		for _, m := range sizes {
+			h, err := c.Top(m.Number, 0, 1<<20)
+			if err != nil {
+				return nil, nil, err
+			}
+			uids[m.Number] = fmt.Sprintf("hdr-%x", sha256.Sum256(h))
+		}
+	}
+	return sizes, uids, nil
+}
+
+// SurveyItem is one message of the mailbox as Survey sees it.
+type SurveyItem struct {
+	Number    int
+	UID       string
+	Size      int64
+	Delivered bool   // the ledger has it as settled: it will not be fetched again
+	TooLarge  bool   // over max_message_size: it will be left on the server
+	Header    []byte // its header (TOP n 0), when asked for
+}
+
+// Survey logs in and lists the mailbox without fetching, deleting or
+// changing anything, then logs out: for progress totals and dry runs.
+func (in *Input) Survey(ctx context.Context, headers bool) ([]SurveyItem, error) {
+	c, err := in.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", in.Address, err)
+	}
+	defer c.Close()
+	sizes, uids, err := in.inventory(c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", in.Address, err)
+	}
+	out := make([]SurveyItem, 0, len(sizes))
+	for _, m := range sizes {
+		it := SurveyItem{Number: m.Number, UID: uids[m.Number], Size: m.Size}
+		it.Delivered = in.ledger != nil && it.UID != "" && in.ledger.Delivered(it.UID)
+		it.TooLarge = in.spool.MaxSize > 0 && m.Size > in.spool.MaxSize
+		if headers && !it.Delivered {
+			if it.Header, err = c.Top(m.Number, 0, 1<<20); err != nil {
+				return nil, fmt.Errorf("%s: %w", in.Address, err)
+			}
+		}
+		out = append(out, it)
+	}
+	if err := c.Quit(); err != nil {
+		return nil, fmt.Errorf("%s: %w", in.Address, err)
+	}
+	return out, nil
 }
 
 // window is how many RETRs may be outstanding.
