@@ -42,6 +42,8 @@ Usage:
   mailflow check -c FILE            check a config and its scripts, run nothing
   mailflow test -c FILE [--pipeline NAME | --script F.lua] MSG.eml|DIR
                                     show what the filter chain would do
+  mailflow migrate --from pop3s://USER@HOST --to smtp://HOST:587 --rcpt ADDR
+                                    move a mailbox, resumably, with progress
   mailflow quarantine list -c FILE  list quarantined messages
   mailflow quarantine resend -c FILE ID...
                                     put quarantined messages back through their pipeline
@@ -71,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdQuarantine(rest, stdout, stderr)
 	case "test":
 		return cmdTest(rest, stdout, stderr)
+	case "migrate":
+		return cmdMigrate(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "mailflow %s\n", version)
 		return exitOK

@@ -6,8 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,71 +16,6 @@ import (
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 )
-
-// withoutTrace removes from the header block the trace fields Postfix adds
-// (X-Original-To, Delivered-To, Received) or replaces (Return-Path: its
-// cleanup drops any that came in, and writes its own), with their folded
-// lines, and converts to CRLF, so what we sent and what arrived compare.
-func withoutTrace(b []byte) []byte {
-	b = enginetest.CRLF([][]byte{b})[0]
-	end := bytes.Index(b, []byte("\r\n\r\n"))
-	if end < 0 {
-		return b
-	}
-	var out bytes.Buffer
-	skipping := false
-	for _, line := range bytes.SplitAfter(b[:end+2], []byte("\r\n")) {
-		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			if !skipping {
-				out.Write(line)
-			}
-			continue
-		}
-		name, _, _ := bytes.Cut(line, []byte(":"))
-		switch strings.ToLower(string(name)) {
-		case "return-path", "x-original-to", "delivered-to", "received":
-			skipping = true
-		default:
-			skipping = false
-			out.Write(line)
-		}
-	}
-	out.Write(b[end+2:])
-	return out.Bytes()
-}
-
-// sinkMessages waits until the sink Maildir holds want messages whose
-// X-Test-Run is run, and returns them.
-func sinkMessages(t *testing.T, dir, run string, want int) [][]byte {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		var out [][]byte
-		for _, sub := range []string{"new", "cur"} {
-			ents, _ := os.ReadDir(filepath.Join(dir, sub))
-			for _, e := range ents {
-				b, err := os.ReadFile(filepath.Join(dir, sub, e.Name()))
-				if err == nil && bytes.Contains(b, []byte("X-Test-Run: "+run+"\n")) {
-					out = append(out, b)
-				}
-			}
-		}
-		if len(out) >= want || time.Now().After(deadline) {
-			return out
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// tagged gives each message an X-Test-Run header so that this run's mail
-// can be told apart in the shared sink.
-func tagged(run string, msgs [][]byte) [][]byte {
-	out := make([][]byte, len(msgs))
-	for i, m := range msgs {
-		out[i] = append([]byte("X-Test-Run: "+run+"\r\n"), enginetest.CRLF([][]byte{m})[0]...)
-	}
-	return out
-}
 
 func TestPostfixThousandMessages(t *testing.T) {
 	srv := enginetest.RealServers(t)
@@ -95,7 +28,7 @@ func TestPostfixThousandMessages(t *testing.T) {
 			msgs = append(msgs, m)
 		}
 	}
-	msgs = tagged(run, msgs)
+	msgs = enginetest.Tagged(run, msgs)
 	o := newOutput(t, &smtp.Output{Address: srv.SMTP, TLS: "starttls", Options: tlsOptsCA(srv.CA),
 		To: []string{"sink@example.net"}, MaxConnections: 4})
 	var wg sync.WaitGroup
@@ -121,14 +54,14 @@ func TestPostfixThousandMessages(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	got := sinkMessages(t, srv.SinkDir, run, len(msgs))
+	got := enginetest.SinkMessages(t, srv.SinkDir, run, len(msgs))
 	want := map[string]int{}
 	for _, m := range msgs {
-		want[enginetest.Digest(withoutTrace(m))]++
+		want[enginetest.Digest(enginetest.WithoutTrace(m))]++
 	}
 	have := map[string]int{}
 	for _, m := range got {
-		have[enginetest.Digest(withoutTrace(m))]++
+		have[enginetest.Digest(enginetest.WithoutTrace(m))]++
 	}
 	missing := 0
 	for d, n := range want {
@@ -144,13 +77,13 @@ func TestPostfixThousandMessages(t *testing.T) {
 func TestPostfixSubmissionNeedsTLSAndAuth(t *testing.T) {
 	srv := enginetest.RealServers(t)
 	run := fmt.Sprintf("submission-%d", time.Now().UnixNano())
-	msg := tagged(run, [][]byte{enginetest.Message(enginetest.UTF8Header, 1, 500)})[0]
+	msg := enginetest.Tagged(run, [][]byte{enginetest.Message(enginetest.UTF8Header, 1, 500)})[0]
 	o := newOutput(t, &smtp.Output{Address: srv.Submission, TLS: "starttls", Options: tlsOptsCA(srv.CA),
 		Username: "u1", Password: srv.Password, To: []string{"sink@example.net"}})
 	if res, err := o.Deliver(context.Background(), engine.NewMessage(msg, engine.Source{}), engine.Delivery{}); err != nil || res[0].Err != nil {
 		t.Fatalf("%v %v", res, err)
 	}
-	if got := sinkMessages(t, srv.SinkDir, run, 1); len(got) != 1 {
+	if got := enginetest.SinkMessages(t, srv.SinkDir, run, 1); len(got) != 1 {
 		t.Fatal("message did not arrive through submission")
 	}
 	bad := newOutput(t, &smtp.Output{Address: srv.Submission, TLS: "starttls", Options: tlsOptsCA(srv.CA),

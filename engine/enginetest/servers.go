@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Servers are the real Dovecot and Postfix that .ci/testenv starts. Their
@@ -94,6 +96,71 @@ func CRLF(msgs [][]byte) [][]byte {
 			m = append(m, "\r\n"...)
 		}
 		out[i] = m
+	}
+	return out
+}
+
+// WithoutTrace removes from the header block the trace fields Postfix adds
+// (X-Original-To, Delivered-To, Received) or replaces (Return-Path: its
+// cleanup drops any that came in, and writes its own), with their folded
+// lines, and converts to CRLF, so what we sent and what arrived compare.
+func WithoutTrace(b []byte) []byte {
+	b = CRLF([][]byte{b})[0]
+	end := bytes.Index(b, []byte("\r\n\r\n"))
+	if end < 0 {
+		return b
+	}
+	var out bytes.Buffer
+	skipping := false
+	for _, line := range bytes.SplitAfter(b[:end+2], []byte("\r\n")) {
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			if !skipping {
+				out.Write(line)
+			}
+			continue
+		}
+		name, _, _ := bytes.Cut(line, []byte(":"))
+		switch strings.ToLower(string(name)) {
+		case "return-path", "x-original-to", "delivered-to", "received":
+			skipping = true
+		default:
+			skipping = false
+			out.Write(line)
+		}
+	}
+	out.Write(b[end+2:])
+	return out.Bytes()
+}
+
+// SinkMessages waits until the sink Maildir holds want messages whose
+// X-Test-Run is run, and returns them.
+func SinkMessages(t *testing.T, dir, run string, want int) [][]byte {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var out [][]byte
+		for _, sub := range []string{"new", "cur"} {
+			ents, _ := os.ReadDir(filepath.Join(dir, sub))
+			for _, e := range ents {
+				b, err := os.ReadFile(filepath.Join(dir, sub, e.Name()))
+				if err == nil && bytes.Contains(b, []byte("X-Test-Run: "+run+"\n")) {
+					out = append(out, b)
+				}
+			}
+		}
+		if len(out) >= want || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Tagged gives each message an X-Test-Run header so that this run's mail
+// can be told apart in the shared sink.
+func Tagged(run string, msgs [][]byte) [][]byte {
+	out := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		out[i] = append([]byte("X-Test-Run: "+run+"\r\n"), CRLF([][]byte{m})[0]...)
 	}
 	return out
 }
