@@ -62,7 +62,8 @@ type Stats struct {
 	InDoubt     int64 // were being delivered when mailflow was killed; delivered again
 }
 
-func (s *Stats) add(o Stats) {
+// Add adds o's counts to s.
+func (s *Stats) Add(o Stats) {
 	s.Fetched += o.Fetched
 	s.Delivered += o.Delivered
 	s.Dropped += o.Dropped
@@ -195,7 +196,7 @@ func (e *Engine) PollOnce(ctx context.Context, name string) (Stats, error) {
 			}
 			msg.Close()
 			statsMu.Lock()
-			stats.add(one.stats)
+			stats.Add(one.stats)
 			statsMu.Unlock()
 		}()
 	}

@@ -3,38 +3,12 @@ package scripts
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mailflow/mailflow/engine"
 )
-
-// benchChain is three scripts that read and set headers, the shape of a
-// typical tagging chain.
-var benchChain = []string{
-	`-- tag by sender domain
-	function filter(msg)
-		local from = msg:header("From") or ""
-		local domain = from:match("@([%w%.%-]+)")
-		if domain then msg:set_header("X-Sender-Domain", domain) end
-	end`,
-	`-- mark list mail
-	function filter(msg)
-		if msg:header("List-Id") or msg:header("List-Unsubscribe") then
-			msg:set_header("X-Category", "list")
-		else
-			msg:set_header("X-Category", "personal")
-		end
-	end`,
-	`-- prefix the subject, once
-	function filter(msg)
-		local s = msg:header("Subject") or ""
-		if s:sub(1, 6) ~= "[mail]" then msg:set_header("Subject", "[mail] " .. s) end
-		state.add("seen")
-	end`,
-}
 
 func benchMessage(size int) []byte {
 	var b strings.Builder
@@ -64,11 +38,14 @@ func BenchmarkChain3(b *testing.B) { benchChain3(b, false) }
 func BenchmarkChain3WithParse(b *testing.B) { benchChain3(b, true) }
 
 func benchChain3(b *testing.B, parse bool) {
-	dir := b.TempDir()
+	// The chain the e2e bench runs too: three scripts that read and set
+	// headers, the shape of a typical tagging chain.
+	paths, _ := filepath.Glob(filepath.Join("..", "bench", "lua", "*.lua"))
+	if len(paths) != 3 {
+		b.Fatalf("found %d scripts in bench/lua, want 3", len(paths))
+	}
 	var chain []*Script
-	for i, src := range benchChain {
-		path := filepath.Join(dir, fmt.Sprintf("s%d.lua", i))
-		os.WriteFile(path, []byte(src), 0o644)
+	for _, path := range paths {
 		s, err := Load(path, engine.ScriptLimits{})
 		if err != nil {
 			b.Fatal(err)
@@ -94,7 +71,7 @@ func benchChain3(b *testing.B, parse bool) {
 				b.Fatal(err)
 			}
 		}
-		if i == 0 && !strings.HasPrefix(m.Header.Get("Subject"), "[mail] A bench") {
+		if i == 0 && !strings.HasPrefix(m.Header.Get("Subject"), "[bench] A bench") {
 			b.Fatal("chain did not run")
 		}
 	}

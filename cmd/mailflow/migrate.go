@@ -163,14 +163,7 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 
 	var total engine.Stats
 	for _, s := range stats {
-		total.Fetched += s.Fetched
-		total.Delivered += s.Delivered
-		total.Dropped += s.Dropped
-		total.Quarantined += s.Quarantined
-		total.Failed += s.Failed
-		total.Skipped += s.Skipped
-		total.Left += s.Left
-		total.InDoubt += s.InDoubt
+		total.Add(s)
 	}
 	took := time.Since(start)
 	fmt.Fprintf(stdout, "moved:                  %d (%s in %v)\n", total.Delivered, humanBytes(prog.moved.Load()), took.Round(time.Millisecond))
