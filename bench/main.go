@@ -1,0 +1,689 @@
+// Command bench moves the same POP3 mailbox to the same SMTP sink four ways
+// and reports medians side by side:
+//
+//  1. limit: a minimal client that pipelines RETR for every message and
+//     discards it (what this Dovecot can give);
+//  2. fetchmail, forwarding every message to the Postfix sink, deleting;
+//  3. mailflow doing the same with a pass-through pipeline;
+//  4. mailflow with a three-script Lua chain that reads and sets headers.
+//
+// Each run gets a freshly seeded mailbox. It starts Dovecot and Postfix with
+// .ci/testenv (installing them, and fetchmail, if missing), builds mailflow,
+// and writes the table as markdown (bench/RESULTS.md) with the machine
+// noted. A memory case moves one 200 MB message and reports peak RSS.
+//
+//	go run ./bench                 # 5,000 messages, 3 runs each
+//	go run ./bench -n 500 -runs 1  # a quick look
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailflow/mailflow/connectors/pop3"
+)
+
+type options struct {
+	n, runs  int
+	out      string
+	portBase int
+	user     string
+	memCase  bool
+	modes    string
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "limit-client" {
+		os.Exit(limitClient(os.Args[2:]))
+	}
+	var o options
+	flag.IntVar(&o.n, "n", 5000, "messages in the mailbox")
+	flag.IntVar(&o.runs, "runs", 3, "runs of each mode (the median is reported)")
+	flag.StringVar(&o.out, "out", filepath.Join("bench", "RESULTS.md"), "where to write the markdown table")
+	flag.IntVar(&o.portBase, "port-base", 31000, "port base for the bench's own Dovecot and Postfix")
+	flag.StringVar(&o.user, "user", "u4", "the Dovecot user whose mailbox is used")
+	flag.BoolVar(&o.memCase, "memory", true, "also move one 200 MB message and report peak RSS")
+	flag.StringVar(&o.modes, "modes", "limit,fetchmail,mailflow,mailflow-lua", "which modes to run")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// env is the running test environment (.ci/testenv's env file).
+type env struct {
+	file                       string
+	pop3s, smtp, ca, password  string
+	mailDirs, sink, testenvDir string
+	mailUID                    int
+}
+
+func run(o options) error {
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "mailflow-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	fmt.Println("== setting up: servers, fetchmail, mailflow")
+	testenv := filepath.Join(root, ".ci", "testenv")
+	if err := sh(nil, "bash", testenv, "install", "--bench"); err != nil {
+		return err
+	}
+	e := &env{file: filepath.Join(work, "testenv.env")}
+	if err := sh([]string{"MAILFLOW_PORT_BASE=" + strconv.Itoa(o.portBase)}, "bash", testenv, "start", e.file); err != nil {
+		return err
+	}
+	defer sh(nil, "bash", testenv, "stop", e.file)
+	if err := e.load(); err != nil {
+		return err
+	}
+	mailflow := filepath.Join(work, "mailflow")
+	if err := sh(nil, "go", "build", "-o", mailflow, filepath.Join(root, "cmd", "mailflow")); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("== generating %d messages (70%% 2-20 KB, 25%% 50-500 KB with attachments, 5%% 1-5 MB)\n", o.n)
+	cache := filepath.Join(e.testenvDir, "bench-cache")
+	total, err := generate(cache, o.n, e.mailUID)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("   %d messages, %.1f MB\n", o.n, float64(total)/(1<<20))
+
+	modes := map[string]func() *exec.Cmd{
+		"limit": func() *exec.Cmd {
+			return exec.Command(self, "limit-client", e.pop3s, o.user, e.password, e.ca)
+		},
+		"fetchmail": func() *exec.Cmd {
+			rc := filepath.Join(work, "fetchmailrc")
+			os.WriteFile(rc, []byte(fmt.Sprintf("set no syslog\nset no bouncemail\n"+
+				"poll 127.0.0.1 service %s protocol pop3 timeout 300\n"+
+				"  user %q password %q is root here\n"+
+				"  ssl sslcertck sslcertfile %q sslcommonname \"localhost\"\n"+
+				"  smtphost \"127.0.0.1/%s\" smtpname \"sink@example.net\"\n"+
+				"  fetchall nokeep limit 0 batchlimit 0\n",
+				port(e.pop3s), o.user, e.password, e.ca, port(e.smtp))), 0o600)
+			return exec.Command("fetchmail", "-f", rc, "-N", "--nosyslog", "-s", "--pidfile", filepath.Join(work, "fetchmail.pid"))
+		},
+		"mailflow": func() *exec.Cmd {
+			return exec.Command(mailflow, "run", "--once", "--log-level", "warn", "-c", mailflowConfig(work, "pass", e, o.user, nil))
+		},
+		"mailflow-lua": func() *exec.Cmd {
+			scripts, _ := filepath.Glob(filepath.Join(root, "bench", "lua", "*.lua"))
+			return exec.Command(mailflow, "run", "--once", "--log-level", "warn", "-c", mailflowConfig(work, "lua", e, o.user, scripts))
+		},
+	}
+	var results []result
+	for _, name := range strings.Split(o.modes, ",") {
+		mk, ok := modes[name]
+		if !ok {
+			return fmt.Errorf("no mode %q", name)
+		}
+		var rs []measure
+		for r := 0; r < o.runs; r++ {
+			if err := e.seed(o.user, cache); err != nil {
+				return err
+			}
+			m, err := timed(mk())
+			if err != nil {
+				return fmt.Errorf("%s: %v", name, err)
+			}
+			if left := e.count(o.user); left != 0 && name != "limit" {
+				return fmt.Errorf("%s left %d messages in the mailbox", name, left)
+			}
+			if name != "limit" {
+				if err := e.drainSink(o.n, 10*time.Minute); err != nil {
+					return fmt.Errorf("%s: %v", name, err)
+				}
+			}
+			m.msgs, m.bytes = o.n, total
+			fmt.Printf("   %-13s run %d: %6.2f s  %8.1f msgs/s  %7.1f MB/s  peak RSS %6.1f MB\n",
+				name, r+1, m.wall.Seconds(), m.msgsPerSec(), m.mbPerSec(), float64(m.rssKB)/1024)
+			rs = append(rs, m)
+		}
+		results = append(results, summarise(name, rs))
+	}
+
+	var mem *measure
+	if o.memCase {
+		fmt.Println("== memory case: one 200 MB message, POP3 -> mailflow -> SMTP")
+		m, err := memoryCase(e, o.user, work, mailflow)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("   %.2f s, peak RSS %.1f MB\n", m.wall.Seconds(), float64(m.rssKB)/1024)
+		mem = &m
+	}
+
+	md := markdown(o, total, results, mem)
+	fmt.Println()
+	fmt.Println(md)
+	out := o.out
+	if !filepath.IsAbs(out) {
+		out = filepath.Join(root, out)
+	}
+	return os.WriteFile(out, []byte(md), 0o644)
+}
+
+func repoRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("run the bench from the mailflow repository (go run ./bench)")
+	}
+	return filepath.Dir(mod), nil
+}
+
+func sh(extraEnv []string, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), extraEnv...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+func (e *env) load() error {
+	b, err := os.ReadFile(e.file)
+	if err != nil {
+		return err
+	}
+	vals := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			vals[k] = v
+		}
+	}
+	e.pop3s, e.smtp, e.ca = vals["MAILFLOW_TEST_POP3S"], vals["MAILFLOW_TEST_SMTP"], vals["MAILFLOW_TEST_CA"]
+	e.password, e.mailDirs, e.sink = vals["MAILFLOW_TEST_POP3_PASSWORD"], vals["MAILFLOW_TEST_POP3_MAILDIRS"], vals["MAILFLOW_TEST_SMTP_SINK"]
+	e.testenvDir = vals["MAILFLOW_TESTENV_DIR"]
+	e.mailUID, _ = strconv.Atoi(vals["MAILFLOW_TEST_POP3_UID"])
+	if e.pop3s == "" || e.smtp == "" {
+		return fmt.Errorf("%s lacks the server addresses", e.file)
+	}
+	return nil
+}
+
+func port(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1:] }
+
+// seed empties the user's mailbox and links every cached message into it,
+// as Dovecot stores mail (LF line ends, owned by the mail user).
+func (e *env) seed(user, cache string) error {
+	box := filepath.Join(e.mailDirs, user, "Maildir")
+	for _, sub := range []string{"new", "cur", "tmp"} {
+		os.RemoveAll(filepath.Join(box, sub))
+		if err := os.MkdirAll(filepath.Join(box, sub), 0o700); err != nil {
+			return err
+		}
+		os.Chown(filepath.Join(box, sub), e.mailUID, e.mailUID)
+	}
+	for _, f := range []string{"dovecot-uidlist", "dovecot.index", "dovecot.index.cache", "dovecot.index.log"} {
+		os.Remove(filepath.Join(box, f))
+	}
+	ents, err := os.ReadDir(cache)
+	if err != nil {
+		return err
+	}
+	for _, en := range ents {
+		if err := os.Link(filepath.Join(cache, en.Name()), filepath.Join(box, "new", en.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *env) count(user string) int {
+	n := 0
+	for _, sub := range []string{"new", "cur"} {
+		ents, _ := os.ReadDir(filepath.Join(e.mailDirs, user, "Maildir", sub))
+		n += len(ents)
+	}
+	return n
+}
+
+// drainSink waits until Postfix has delivered n messages into the sink, so
+// that its backlog does not slow the next run, then empties the sink.
+func (e *env) drainSink(n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		have := 0
+		for _, sub := range []string{"new", "cur"} {
+			ents, _ := os.ReadDir(filepath.Join(e.sink, sub))
+			have += len(ents)
+		}
+		if have >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the sink got %d of %d messages in %v", have, n, limit)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, sub := range []string{"new", "cur"} {
+		ents, _ := os.ReadDir(filepath.Join(e.sink, sub))
+		for _, en := range ents {
+			os.Remove(filepath.Join(e.sink, sub, en.Name()))
+		}
+	}
+	return nil
+}
+
+// generate writes n messages into dir (once; a later bench reuses them):
+// 70% 2-20 KB of text, 25% 50-500 KB with a base64 attachment, 5% 1-5 MB.
+func generate(dir string, n, uid int) (int64, error) {
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) == n {
+		var total int64
+		for _, en := range ents {
+			if fi, err := en.Info(); err == nil {
+				total += fi.Size()
+			}
+		}
+		return total, nil
+	}
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	rng := rand.New(rand.NewPCG(42, 5000))
+	words := strings.Fields("the of and to in is was for on that with as it by at from this be are or have an which not but all were when we there can more if out so")
+	var total int64
+	for i := 0; i < n; i++ {
+		var size int
+		attach := false
+		switch p := rng.IntN(100); {
+		case p < 70:
+			size = 2<<10 + rng.IntN(18<<10)
+		case p < 95:
+			size, attach = 50<<10+rng.IntN(450<<10), true
+		default:
+			size, attach = 1<<20+rng.IntN(4<<20), true
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "Return-Path: <sender%d@example.org>\nReceived: from mx%d.example.org by mail.example.net; Sat, 21 Nov 2026 10:%02d:00 +0000\n", i%50, i%7, i%60)
+		fmt.Fprintf(&b, "From: Sender %d <sender%d@example.org>\nTo: user@example.net\nSubject: Bench message %d\n", i%50, i%50, i)
+		fmt.Fprintf(&b, "Date: Sat, 21 Nov 2026 10:%02d:%02d +0000\nMessage-ID: <bench-%d@example.org>\nMIME-Version: 1.0\n", i%60, i%60, i)
+		if i%5 == 0 {
+			b.WriteString("List-Id: Bench list <bench.example.org>\n")
+		}
+		text := func(limit int) {
+			line := 0
+			for b.Len() < limit {
+				b.WriteString(words[rng.IntN(len(words))])
+				if line++; line%12 == 0 {
+					b.WriteByte('\n')
+				} else {
+					b.WriteByte(' ')
+				}
+			}
+			b.WriteByte('\n')
+		}
+		if !attach {
+			b.WriteString("Content-Type: text/plain; charset=utf-8\n\n")
+			text(size)
+		} else {
+			b.WriteString("Content-Type: multipart/mixed; boundary=\"bench-boundary\"\n\n--bench-boundary\nContent-Type: text/plain; charset=utf-8\n\n")
+			text(b.Len() + 2000)
+			b.WriteString("--bench-boundary\nContent-Type: application/octet-stream; name=\"data.bin\"\nContent-Disposition: attachment; filename=\"data.bin\"\nContent-Transfer-Encoding: base64\n\n")
+			raw := make([]byte, (size-b.Len())*3/4)
+			for j := range raw {
+				raw[j] = byte(rng.Uint32())
+			}
+			enc := base64.StdEncoding.EncodeToString(raw)
+			for len(enc) > 76 {
+				b.WriteString(enc[:76])
+				b.WriteByte('\n')
+				enc = enc[76:]
+			}
+			b.WriteString(enc + "\n--bench-boundary--\n")
+		}
+		name := filepath.Join(dir, fmt.Sprintf("%d.M%dP1.bench,S=%d", 1700000000+i, i, b.Len()))
+		if err := os.WriteFile(name, []byte(b.String()), 0o600); err != nil {
+			return 0, err
+		}
+		os.Chown(name, uid, uid)
+		total += int64(b.Len())
+	}
+	return total, nil
+}
+
+func mailflowConfig(dir, name string, e *env, user string, scripts []string) string {
+	state := filepath.Join(dir, "state-"+name)
+	os.RemoveAll(state) // each run starts without a ledger, as on a fresh mailbox
+	quoted := make([]string, len(scripts))
+	for i, s := range scripts {
+		quoted[i] = strconv.Quote(s)
+	}
+	conf := fmt.Sprintf(`state_dir = %q
+
+[[input]]
+name = "bench"
+type = "pop3"
+address = %q
+tls = "implicit"
+tls_ca_file = %q
+username = %q
+password = %q
+pipeline = "main"
+
+[[pipeline]]
+name = "main"
+scripts = [%s]
+outputs = ["sink"]
+
+[[output]]
+name = "sink"
+type = "smtp"
+address = %q
+tls = "none"            # as fetchmail talks to its smtphost
+to = ["sink@example.net"]
+`, state, e.pop3s, e.ca, user, e.password, strings.Join(quoted, ", "), e.smtp)
+	path := filepath.Join(dir, "mailflow-"+name+".toml")
+	os.WriteFile(path, []byte(conf), 0o600)
+	return path
+}
+
+type measure struct {
+	wall  time.Duration
+	rssKB int64
+	msgs  int
+	bytes int64
+}
+
+func (m measure) msgsPerSec() float64 { return float64(m.msgs) / m.wall.Seconds() }
+func (m measure) mbPerSec() float64   { return float64(m.bytes) / (1 << 20) / m.wall.Seconds() }
+
+// timed runs cmd and returns its wall time and peak RSS. The RSS is the
+// high-water mark the kernel keeps for the process (VmHWM), read every 10 ms
+// while it runs: wait4's ru_maxrss would not do, as Linux carries the
+// parent's (this bench's) mark over into a child across exec.
+func timed(cmd *exec.Cmd) (measure, error) {
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return measure{}, err
+	}
+	done := make(chan struct{})
+	hwm := make(chan int64, 1)
+	go func() {
+		var peak int64
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if kb := vmHWM(cmd.Process.Pid); kb > peak {
+				peak = kb
+			}
+			select {
+			case <-done:
+				hwm <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	err := cmd.Wait()
+	wall := time.Since(start)
+	close(done)
+	rss := <-hwm
+	if err != nil {
+		// fetchmail exits 1 when there was no mail; anything else is a failure.
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || !strings.HasSuffix(cmd.Path, "fetchmail") || ee.ExitCode() != 1 {
+			return measure{}, fmt.Errorf("%v\n%s", err, stderr.String())
+		}
+	}
+	return measure{wall: wall, rssKB: rss}, nil
+}
+
+// vmHWM is the peak resident set of a running process, in KB (0 if gone).
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb
+		}
+	}
+	return 0
+}
+
+type result struct {
+	name             string
+	msgsPerSec, mbps float64
+	rssKB            int64
+	wall             time.Duration
+}
+
+func summarise(name string, rs []measure) result {
+	med := func(f func(measure) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, m := range rs {
+			v[i] = f(m)
+		}
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	return result{
+		name:       name,
+		msgsPerSec: med(measure.msgsPerSec),
+		mbps:       med(measure.mbPerSec),
+		rssKB:      int64(med(func(m measure) float64 { return float64(m.rssKB) })),
+		wall:       time.Duration(med(func(m measure) float64 { return float64(m.wall) })),
+	}
+}
+
+// memoryCase moves one 200 MB message and returns mailflow's peak RSS.
+func memoryCase(e *env, user, work, mailflow string) (measure, error) {
+	cache := filepath.Join(work, "big")
+	os.MkdirAll(cache, 0o755)
+	var b strings.Builder
+	b.WriteString("From: big@example.org\nTo: user@example.net\nSubject: one large attachment\nMessage-ID: <big@example.org>\nMIME-Version: 1.0\n" +
+		"Content-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nsee attachment\n--b\n" +
+		"Content-Type: application/octet-stream; name=\"big.bin\"\nContent-Transfer-Encoding: base64\n\n")
+	f, err := os.Create(filepath.Join(cache, "1700000000.M1P1.big"))
+	if err != nil {
+		return measure{}, err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString(b.String())
+	rng := rand.New(rand.NewPCG(1, 2))
+	line := make([]byte, 57)
+	var size int64
+	for size < 200<<20 {
+		for i := range line {
+			line[i] = byte(rng.Uint32())
+		}
+		s := base64.StdEncoding.EncodeToString(line) + "\n"
+		w.WriteString(s)
+		size += int64(len(s))
+	}
+	w.WriteString("--b--\n")
+	w.Flush()
+	f.Close()
+	os.Chown(f.Name(), e.mailUID, e.mailUID)
+	if err := e.seed(user, cache); err != nil {
+		return measure{}, err
+	}
+	m, err := timed(exec.Command(mailflow, "run", "--once", "--log-level", "warn", "-c", mailflowConfig(work, "big", e, user, nil)))
+	if err != nil {
+		return m, err
+	}
+	if err := e.drainSink(1, 5*time.Minute); err != nil {
+		return m, err
+	}
+	m.msgs, m.bytes = 1, size
+	return m, nil
+}
+
+func markdown(o options, total int64, rs []result, mem *measure) string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "# mailflow bench\n\n")
+	fmt.Fprintf(&b, "%s, on %s: %s, %d CPUs, %s; %s; %s.\n\n", time.Now().UTC().Format("2006-01-02"), host,
+		cpuModel(), runtime.NumCPU(), memTotal(), version("dovecot", "--version"), version("postconf", "-h", "mail_version"))
+	fmt.Fprintf(&b, "%d messages, %.1f MB (70%% 2-20 KB text, 25%% 50-500 KB with attachments, 5%% 1-5 MB), "+
+		"POP3 over TLS from Dovecot to a Postfix sink on 127.0.0.1; each run on a freshly seeded mailbox; "+
+		"median of %d runs. `go run ./bench` reproduces it.\n\n", o.n, float64(total)/(1<<20), o.runs)
+	b.WriteString("| mode | msgs/s | MB/s | peak RSS | wall |\n|---|---:|---:|---:|---:|\n")
+	by := map[string]result{}
+	for _, r := range rs {
+		by[r.name] = r
+		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f MB | %.1f s |\n", label(r.name), r.msgsPerSec, r.mbps, float64(r.rssKB)/1024, r.wall.Seconds())
+	}
+	b.WriteString("\n")
+	for _, mf := range []string{"mailflow", "mailflow-lua"} {
+		m, ok := by[mf]
+		if !ok {
+			continue
+		}
+		if f, ok := by["fetchmail"]; ok {
+			fmt.Fprintf(&b, "- %s / fetchmail: **%.1f×** the messages per second\n", label(mf), m.msgsPerSec/f.msgsPerSec)
+		}
+		if l, ok := by["limit"]; ok {
+			fmt.Fprintf(&b, "- %s / limit: %.0f%% of what this Dovecot gives a client that only reads\n", label(mf), 100*m.msgsPerSec/l.msgsPerSec)
+		}
+	}
+	if mem != nil {
+		fmt.Fprintf(&b, "\nMemory: one %.0f MB message moved POP3 → mailflow → SMTP in %.1f s with a peak RSS of **%.1f MB** (it is spooled to disk, never held whole).\n",
+			float64(mem.bytes)/(1<<20), mem.wall.Seconds(), float64(mem.rssKB)/1024)
+	}
+	return b.String()
+}
+
+func label(name string) string {
+	return map[string]string{
+		"limit":        "limit (pipelined RETR, discard)",
+		"fetchmail":    "fetchmail " + strings.Fields(version("fetchmail", "--version") + " ?")[0],
+		"mailflow":     "mailflow, pass-through",
+		"mailflow-lua": "mailflow, 3 Lua scripts",
+	}[name]
+}
+
+func version(cmd string, args ...string) string {
+	out, err := exec.Command(cmd, args...).CombinedOutput()
+	if err != nil && len(out) == 0 {
+		return cmd + " ?"
+	}
+	if cmd == "fetchmail" {
+		if i := strings.Index(string(out), "release "); i >= 0 {
+			v, _, _ := strings.Cut(strings.Fields(string(out)[i+8:])[0], "+")
+			return v
+		}
+	}
+	line := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	if cmd == "postconf" {
+		return "Postfix " + line
+	}
+	if cmd == "dovecot" {
+		return "Dovecot " + strings.Fields(line)[0]
+	}
+	return line
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "model name") {
+			return strings.TrimSpace(line[strings.IndexByte(line, ':')+1:])
+		}
+	}
+	return runtime.GOARCH
+}
+
+func memTotal() string {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return fmt.Sprintf("%.0f GiB RAM", float64(kb)/(1<<20))
+		}
+	}
+	return "? RAM"
+}
+
+// limitClient logs in, pipelines RETR for every message (a window of 64
+// outstanding), reads each to the end and discards it: the most a client
+// can get from this server.
+func limitClient(args []string) int {
+	if len(args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: bench limit-client ADDR USER PASSWORD CA")
+		return 2
+	}
+	pem, err := os.ReadFile(args[3])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	c, err := pop3.Dial(context.Background(), args[0], &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, time.Minute)
+	if err == nil {
+		err = c.User(args[1])
+	}
+	if err == nil {
+		err = c.Pass(args[2])
+	}
+	var list []pop3.MessageInfo
+	if err == nil {
+		list, err = c.List()
+	}
+	const window = 64
+	sent := 0
+	for i := 0; err == nil && i < len(list); i++ {
+		for sent < len(list) && sent < i+window {
+			err = c.SendRetr(list[sent].Number)
+			sent++
+		}
+		if err == nil {
+			err = c.Flush()
+		}
+		var r io.Reader
+		if err == nil {
+			r, err = c.ReadRetr(0)
+		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, r)
+		}
+	}
+	if err == nil {
+		err = c.Quit()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "limit client:", err)
+		return 1
+	}
+	return 0
+}
