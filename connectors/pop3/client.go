@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -289,19 +288,11 @@ func (c *Client) Apop(name, password string) error {
 // Auth runs a SASL exchange with AUTH (RFC 5034), sending the initial
 // response on the command line.
 func (c *Client) Auth(m sasl.Mechanism) error {
-	ir, err := m.Start()
+	line, err := sasl.Command(m)
 	if err != nil {
 		return err
 	}
-	if ir != nil {
-		enc := "="
-		if len(ir) > 0 {
-			enc = base64.StdEncoding.EncodeToString(ir)
-		}
-		c.send("AUTH %s %s", m.Name(), enc)
-	} else {
-		c.send("AUTH %s", m.Name())
-	}
+	c.send("%s", line)
 	if err := c.flush(); err != nil {
 		return err
 	}
@@ -316,19 +307,13 @@ func (c *Client) Auth(m sasl.Mechanism) error {
 		case strings.HasPrefix(line, "-ERR"):
 			return parseErr("AUTH", strings.TrimPrefix(strings.TrimPrefix(line, "-ERR"), " "))
 		case strings.HasPrefix(line, "+ ") || line == "+":
-			ch, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(strings.TrimPrefix(line, "+"), " "))
+			resp, err := sasl.Respond(m, strings.TrimPrefix(line, "+"))
 			if err != nil {
 				c.send("*")
 				c.flush()
-				return fmt.Errorf("pop3 AUTH: bad challenge: %w", err)
+				return fmt.Errorf("pop3 AUTH: %w", err)
 			}
-			resp, err := m.Next(ch)
-			if err != nil {
-				c.send("*")
-				c.flush()
-				return err
-			}
-			c.send("%s", base64.StdEncoding.EncodeToString(resp))
+			c.send("%s", resp)
 			if err := c.flush(); err != nil {
 				return err
 			}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -318,19 +317,11 @@ func (c *Client) StartTLS(cfg *tls.Config) error {
 // Auth runs a SASL exchange (RFC 4954), with the initial response on the
 // AUTH line when the mechanism has one.
 func (c *Client) Auth(m sasl.Mechanism) error {
-	ir, err := m.Start()
+	line, err := sasl.Command(m)
 	if err != nil {
 		return err
 	}
-	if ir != nil {
-		enc := "="
-		if len(ir) > 0 {
-			enc = base64.StdEncoding.EncodeToString(ir)
-		}
-		c.send("AUTH %s %s", m.Name(), enc)
-	} else {
-		c.send("AUTH %s", m.Name())
-	}
+	c.send("%s", line)
 	if err := c.flush(); err != nil {
 		return err
 	}
@@ -343,21 +334,14 @@ func (c *Client) Auth(m sasl.Mechanism) error {
 		case 235:
 			return nil
 		case 334:
-			ch, err := base64.StdEncoding.DecodeString(strings.TrimSpace(r.Lines[0]))
+			resp, err := sasl.Respond(m, r.Lines[0])
 			if err != nil {
 				c.send("*")
 				c.flush()
 				c.expect("AUTH", 501)
-				return fmt.Errorf("smtp AUTH: bad challenge: %w", err)
+				return fmt.Errorf("smtp AUTH: %w", err)
 			}
-			resp, err := m.Next(ch)
-			if err != nil {
-				c.send("*")
-				c.flush()
-				c.expect("AUTH", 501)
-				return err
-			}
-			c.send("%s", base64.StdEncoding.EncodeToString(resp))
+			c.send("%s", resp)
 			if err := c.flush(); err != nil {
 				return err
 			}
