@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/mailflow/mailflow/connectors/internal/textline"
 )
 
 // ErrLineTooLong is returned when a reply line is longer than the client's
@@ -15,29 +17,7 @@ var ErrLineTooLong = errors.New("pop3: reply line too long")
 // returns it without its line end. It works however the bytes arrive: one
 // at a time or many lines at once.
 func readLine(r *bufio.Reader, max int) (string, error) {
-	var line []byte
-	for {
-		chunk, err := r.ReadSlice('\n')
-		if len(line)+len(chunk) > max+2 {
-			return "", ErrLineTooLong
-		}
-		line = append(line, chunk...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return "", err
-		}
-		break
-	}
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
-	}
-	return string(line), nil
+	return textline.Read(r, max, ErrLineTooLong)
 }
 
 // dotReader streams the body of a multi-line reply (RFC 1939 section 3):

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
+	"github.com/mailflow/mailflow/connectors/internal/textline"
 )
 
 // Error is an SMTP reply that was not the one hoped for: its code, its
@@ -152,35 +153,12 @@ func (c *Client) Extension(ext string) (bool, string) {
 	return ok, v
 }
 
-// readLine reads one reply line, bounded.
-func (c *Client) readLine() (string, error) {
-	var line []byte
-	for {
-		chunk, err := c.br.ReadSlice('\n')
-		if len(line)+len(chunk) > MaxLine+2 {
-			return "", ErrLineTooLong
-		}
-		line = append(line, chunk...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return "", err
-		}
-		break
-	}
-	return strings.TrimRight(string(line), "\r\n"), nil
-}
-
 // ReadReply reads one reply, of one line or many ("250-" lines up to the
 // "250 " line), however the bytes arrive.
 func (c *Client) ReadReply(cmd string) (*Reply, error) {
 	r := &Reply{}
 	for {
-		line, err := c.readLine()
+		line, err := textline.Read(c.br, MaxLine, ErrLineTooLong)
 		if err != nil {
 			c.Broken = true
 			return nil, fmt.Errorf("smtp %s: %w", cmd, err)
