@@ -14,10 +14,10 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
-// Catalog makes plugins by type name. The plugins package's registry
-// implements it; the engine only sees this interface, so that nothing in the
-// engine imports the plugins that are built on it.
-type Catalog interface {
+// Registry makes plugins by type name. plugins.Registry is the one
+// implementation; the engine only sees this interface, so that nothing in
+// the engine imports the plugins that are built on it.
+type Registry interface {
 	NewInput(typ string) (Input, bool)
 	NewOutput(typ string) (Output, bool)
 	InputTypes() []string
@@ -44,7 +44,13 @@ type Config struct {
 	Inputs      []*InputConfig
 	Pipelines   []*PipelineConfig
 	Outputs     []*OutputConfig
-	Hash        string // of the file's bytes, to skip reloads that change nothing
+	// FetchAttempts is how many fetches of a message may disagree with the
+	// size its source announced before it is held (quarantined with the
+	// source keeping it).
+	FetchAttempts int
+	// LedgerGrace is how long the ledger keeps the records of an input that
+	// left the config, in case it comes back.
+	LedgerGrace time.Duration
 }
 
 // MetricsConfig is the [metrics] table.
@@ -58,11 +64,15 @@ type InputConfig struct {
 	Type     string `toml:"type"`
 	Pipeline string `toml:"pipeline"`
 	Schedule string `toml:"schedule"`
+	// MaxMessageSize overrides the global max_message_size for this input.
+	MaxMessageSize int64 `toml:"max_message_size"`
 
-	Line     int
-	Plugin   Input
-	Sched    Schedule
-	settings string // the table's own text, to tell whether it changed on reload
+	Line        int
+	Plugin      Input
+	Sched       Schedule
+	settings    string // the table's own text, to tell whether it changed on reload
+	fingerprint string // see fingerprint
+	files       string // digest of the files the plugin read
 }
 
 // OutputConfig is one [[output]] table.
@@ -70,9 +80,11 @@ type OutputConfig struct {
 	Name string `toml:"name"`
 	Type string `toml:"type"`
 
-	Line     int
-	Plugin   Output
-	settings string
+	Line        int
+	Plugin      Output
+	settings    string
+	fingerprint string
+	files       string
 }
 
 // PipelineConfig is one [[pipeline]] table.
@@ -105,6 +117,8 @@ type fileConfig struct {
 	SpillOver      int64            `toml:"spill_over"`
 	ScriptTimeout  string           `toml:"script_timeout"`
 	ScriptMemory   int64            `toml:"script_max_memory"`
+	FetchAttempts  int              `toml:"fetch_attempts"`
+	LedgerGrace    string           `toml:"ledger_grace"`
 	Metrics        MetricsConfig    `toml:"metrics"`
 	Input          []toml.Primitive `toml:"input"`
 	Pipeline       []toml.Primitive `toml:"pipeline"`
@@ -113,16 +127,16 @@ type fileConfig struct {
 
 // LoadConfig reads, decodes and checks a config file. Plugins are made
 // and decoded but not provisioned or started.
-func LoadConfig(path string, cat Catalog) (*Config, error) {
+func LoadConfig(path string, reg Registry) (*Config, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return ParseConfig(path, src, cat)
+	return ParseConfig(path, src, reg)
 }
 
 // ParseConfig is LoadConfig on bytes already read.
-func ParseConfig(path string, src []byte, cat Catalog) (*Config, error) {
+func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 	pos := scanPositions(src)
 	cerr := func(line int, format string, args ...any) error {
 		return &ConfigError{File: path, Line: line, Msg: fmt.Sprintf(format, args...)}
@@ -144,7 +158,19 @@ func ParseConfig(path string, src []byte, cat Catalog) (*Config, error) {
 		Spool:       SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize},
 		Script:      ScriptLimits{Timeout: time.Second, MaxMemory: fc.ScriptMemory},
 		Metrics:     fc.Metrics,
-		Hash:        fmt.Sprintf("%x", hashBytes(src)),
+
+		FetchAttempts: fc.FetchAttempts,
+		LedgerGrace:   7 * 24 * time.Hour,
+	}
+	if cfg.FetchAttempts <= 0 {
+		cfg.FetchAttempts = 3
+	}
+	if fc.LedgerGrace != "" {
+		d, err := time.ParseDuration(fc.LedgerGrace)
+		if err != nil || d < 0 {
+			return nil, cerr(pos.line("", 0, "ledger_grace"), "ledger_grace: %q is not a duration like \"168h\"", fc.LedgerGrace)
+		}
+		cfg.LedgerGrace = d
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 16
@@ -176,9 +202,9 @@ func ParseConfig(path string, src []byte, cat Catalog) (*Config, error) {
 		if oc.Name == "" {
 			return nil, cerr(oc.Line, "output: name is required")
 		}
-		plugin, ok := cat.NewOutput(oc.Type)
+		plugin, ok := reg.NewOutput(oc.Type)
 		if !ok {
-			return nil, cerr(pos.line("output", i, "type"), "output %q: unknown type %q; known: %s", oc.Name, oc.Type, strings.Join(cat.OutputTypes(), ", "))
+			return nil, cerr(pos.line("output", i, "type"), "output %q: unknown type %q; known: %s", oc.Name, oc.Type, strings.Join(reg.OutputTypes(), ", "))
 		}
 		if err := md.PrimitiveDecode(p, plugin); err != nil {
 			return nil, cerr(oc.Line, "output %q: %v", oc.Name, err)
@@ -212,9 +238,9 @@ func ParseConfig(path string, src []byte, cat Catalog) (*Config, error) {
 		if ic.Name == "" {
 			return nil, cerr(ic.Line, "input: name is required")
 		}
-		plugin, ok := cat.NewInput(ic.Type)
+		plugin, ok := reg.NewInput(ic.Type)
 		if !ok {
-			return nil, cerr(pos.line("input", i, "type"), "input %q: unknown type %q; known: %s", ic.Name, ic.Type, strings.Join(cat.InputTypes(), ", "))
+			return nil, cerr(pos.line("input", i, "type"), "input %q: unknown type %q; known: %s", ic.Name, ic.Type, strings.Join(reg.InputTypes(), ", "))
 		}
 		if err := md.PrimitiveDecode(p, plugin); err != nil {
 			return nil, cerr(ic.Line, "input %q: %v", ic.Name, err)

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,46 +18,76 @@ import (
 	"github.com/mailflow/mailflow/plugins"
 )
 
-// memInput is an input over a fixed list of messages that records every ack.
+// memInput is an input over a list of messages that counts every fetch and
+// commit. Its ids are the messages' indexes; a committed message is gone
+// from later listings unless keep is set.
 type memInput struct {
-	msgs [][]byte
-	mu   sync.Mutex
-	acks map[string][]error // id → each ack's error
-	gone map[string]bool    // committed
+	mu      sync.Mutex
+	msgs    [][]byte
+	keep    bool
+	scheme  string // "" is "mem"
+	unsafe  bool   // the listing says its ids are not stable
+	fetches map[string]int
+	commits map[string]int
+	gone    map[string]bool
+}
+
+func newMemInput(msgs [][]byte) *memInput {
+	return &memInput{msgs: msgs, fetches: map[string]int{}, commits: map[string]int{}, gone: map[string]bool{}}
 }
 
 func (in *memInput) Open(ctx context.Context) (engine.Session, error) {
 	return &memSession{in: in}, nil
 }
 
-type memSession struct {
-	in *memInput
-	i  int
+// committed reports whether id was committed at least once.
+func (in *memInput) committed(id string) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.commits[id] > 0
 }
 
-func (s *memSession) Next(ctx context.Context) (*engine.Message, engine.AckFunc, error) {
-	for s.i < len(s.in.msgs) {
-		i := s.i
-		s.i++
-		id := fmt.Sprint(i)
-		s.in.mu.Lock()
-		gone := s.in.gone[id]
-		s.in.mu.Unlock()
-		if gone {
-			continue
-		}
-		msg := engine.NewMessage(s.in.msgs[i], engine.Source{Input: "mem", ID: id})
-		return msg, func(ctx context.Context, err error) error {
-			s.in.mu.Lock()
-			defer s.in.mu.Unlock()
-			s.in.acks[id] = append(s.in.acks[id], err)
-			if err == nil {
-				s.in.gone[id] = true
-			}
-			return nil
-		}, nil
+type memSession struct{ in *memInput }
+
+func (s *memSession) List(ctx context.Context) (engine.Listing, error) {
+	s.in.mu.Lock()
+	defer s.in.mu.Unlock()
+	l := engine.Listing{Scheme: s.in.scheme, Stable: !s.in.unsafe, Keeps: s.in.keep}
+	if l.Scheme == "" {
+		l.Scheme = "mem"
 	}
-	return nil, nil, engine.ErrEndOfInput
+	for i, m := range s.in.msgs {
+		id := fmt.Sprint(i)
+		if !s.in.gone[id] {
+			l.Items = append(l.Items, engine.Item{ID: id, Size: int64(len(m)), Ref: i})
+		}
+	}
+	return l, nil
+}
+
+func (s *memSession) Fetch(ctx context.Context, items []engine.Item, each func(engine.Item, io.Reader, error) error) error {
+	for _, it := range items {
+		s.in.mu.Lock()
+		s.in.fetches[it.ID]++
+		b := s.in.msgs[it.Ref.(int)]
+		s.in.mu.Unlock()
+		if err := each(it, bytes.NewReader(b), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *memSession) Commit(ctx context.Context, items []engine.Item) ([]engine.Item, error) {
+	s.in.mu.Lock()
+	defer s.in.mu.Unlock()
+	for _, it := range items {
+		s.in.commits[it.ID]++
+		if !s.in.keep {
+			s.in.gone[it.ID] = true
+		}
+	}
+	return nil, nil
 }
 
 func (s *memSession) Close(ctx context.Context) error { return nil }
@@ -101,7 +132,7 @@ type harness struct {
 
 func newHarness(t *testing.T, msgs [][]byte, outputs []string, script string) *harness {
 	t.Helper()
-	h := &harness{in: &memInput{msgs: msgs, acks: map[string][]error{}, gone: map[string]bool{}},
+	h := &harness{in: newMemInput(msgs),
 		outs: map[string]*memOutput{}, filters: map[string]testFilter{}}
 	reg := &plugins.Registry{}
 	reg.AddInput("mem", func() engine.Input { return h.in })
@@ -136,20 +167,7 @@ func newHarness(t *testing.T, msgs [][]byte, outputs []string, script string) *h
 	return h
 }
 
-// assertAckedOnce checks that every message was acked exactly once per poll
-// that saw it, and returns the final ack error of each.
-func (h *harness) lastAck(t *testing.T, id string) error {
-	t.Helper()
-	h.in.mu.Lock()
-	defer h.in.mu.Unlock()
-	acks := h.in.acks[id]
-	if len(acks) == 0 {
-		t.Fatalf("message %s was never acked", id)
-	}
-	return acks[len(acks)-1]
-}
-
-func TestDeliveredMessagesAreAckedOnceAndByteIdentical(t *testing.T) {
+func TestDeliveredMessagesAreCommittedOnceAndByteIdentical(t *testing.T) {
 	msgs := enginetest.Mix(50)
 	h := newHarness(t, msgs, []string{"out"}, "")
 	st, err := h.e.PollOnce(context.Background(), "mem")
@@ -161,8 +179,8 @@ func TestDeliveredMessagesAreAckedOnceAndByteIdentical(t *testing.T) {
 	}
 	for i, m := range msgs {
 		id := fmt.Sprint(i)
-		if len(h.in.acks[id]) != 1 || h.in.acks[id][0] != nil {
-			t.Fatalf("message %d acks: %v", i, h.in.acks[id])
+		if h.in.commits[id] != 1 || h.in.fetches[id] != 1 {
+			t.Fatalf("message %d fetched %d and committed %d times", i, h.in.fetches[id], h.in.commits[id])
 		}
 		if string(h.outs["out"].got[id]) != string(m) {
 			t.Fatalf("message %d changed on the way", i)
@@ -174,11 +192,11 @@ func TestTemporaryFailureKeepsMessageAtSource(t *testing.T) {
 	h := newHarness(t, enginetest.Mix(3), []string{"out"}, "")
 	h.outs["out"].fail = func(*engine.Message) error { return errors.New("connection refused") }
 	st, _ := h.e.PollOnce(context.Background(), "mem")
-	if st.Failed != 3 || st.Delivered != 0 {
+	if st.Deferred != 3 || st.Delivered != 0 {
 		t.Fatalf("stats %v", st)
 	}
 	for i := range 3 {
-		if err := h.lastAck(t, fmt.Sprint(i)); err == nil {
+		if h.in.committed(fmt.Sprint(i)) {
 			t.Fatalf("message %d was committed although its output failed", i)
 		}
 	}
@@ -201,7 +219,7 @@ func TestPermanentFailureQuarantinesWithReason(t *testing.T) {
 	if st.Delivered != 1 || st.Quarantined != 1 {
 		t.Fatalf("stats %v", st)
 	}
-	if h.lastAck(t, "1") != nil {
+	if !h.in.committed("1") {
 		t.Fatal("a quarantined message must be committed at its source")
 	}
 	entries, _ := h.e.Quarantine.List()
@@ -254,7 +272,7 @@ func TestFilterVerdicts(t *testing.T) {
 		t.Fatal("kept message not in default output a")
 	}
 	for i := range 4 {
-		if h.lastAck(t, fmt.Sprint(i)) != nil {
+		if !h.in.committed(fmt.Sprint(i)) {
 			t.Fatalf("message %d not committed", i)
 		}
 	}
@@ -284,12 +302,12 @@ func TestPartialRecipientsAreRetriedOnlyForTheRest(t *testing.T) {
 		return res
 	}
 	st, _ := h.e.PollOnce(context.Background(), "mem")
-	if st.Failed != 1 || h.lastAck(t, "0") == nil {
+	if st.Deferred != 1 || h.in.committed("0") {
 		t.Fatalf("a 4xx recipient must keep the message at its source: %v", st)
 	}
 	tempFail = false
 	st, _ = h.e.PollOnce(context.Background(), "mem")
-	if st.Delivered != 1 || h.lastAck(t, "0") != nil {
+	if st.Delivered != 1 || !h.in.committed("0") {
 		t.Fatalf("retry: %v", st)
 	}
 	if len(calls) != 2 || !contains(calls[1].Done, "a@x") {
@@ -319,8 +337,17 @@ func TestSettledMessageIsCommittedWithoutRedelivery(t *testing.T) {
 	if _, again := h.outs["out"].got["0"]; again {
 		t.Fatal("message delivered twice")
 	}
-	if len(h.in.acks["0"]) != 2 || h.lastAck(t, "0") != nil {
-		t.Fatalf("acks %v", h.in.acks["0"])
+	// The source deletes on commit, so a settled message it still lists is
+	// fetched once more and its content checked before it is committed.
+	if h.in.commits["0"] != 2 || h.in.fetches["0"] != 2 {
+		t.Fatalf("fetched %d, committed %d; want 2 and 2", h.in.fetches["0"], h.in.commits["0"])
+	}
+	// A source that keeps its mail lists settled messages every time:
+	// they are passed over on id and size, without a fetch.
+	h.in.keep, h.in.gone["0"] = true, false
+	st, _ = h.e.PollOnce(context.Background(), "mem")
+	if st.Skipped != 1 || h.in.fetches["0"] != 2 {
+		t.Fatalf("keep mode: %v, fetched %d times", st, h.in.fetches["0"])
 	}
 }
 

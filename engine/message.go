@@ -46,6 +46,8 @@ type Message struct {
 	headerLen   int64 // bytes of the original header block, blank line included
 	headerDirty bool  // a filter changed Header
 	lfOnly      bool  // the original header used bare LF line ends
+	crlf        int64 // CRLF line ends in the original
+	bareLF      int64 // LF line ends without a CR before them
 }
 
 // Source identifies a message at its origin.
@@ -127,7 +129,7 @@ func ReadMessage(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 		}
 		data = fd
 	}
-	msg := &Message{Source: src, ReceivedAt: time.Now(), data: data, eightBit: h.eightBit}
+	msg := &Message{Source: src, ReceivedAt: time.Now(), data: data, eightBit: h.eightBit, crlf: h.crlf, bareLF: h.lf - h.crlf}
 	copy(msg.Digest[:], h.Sum(nil))
 	msg.parseHeader(opts.MaxHeader)
 	return msg, nil
@@ -136,6 +138,8 @@ func ReadMessage(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 // NewMessage makes a message from bytes held in memory.
 func NewMessage(b []byte, src Source) *Message {
 	msg := &Message{Source: src, ReceivedAt: time.Now(), data: memData(b), eightBit: has8Bit(b)}
+	msg.crlf = int64(bytes.Count(b, []byte("\r\n")))
+	msg.bareLF = int64(bytes.Count(b, []byte("\n"))) - msg.crlf
 	msg.Digest = sha256.Sum256(b)
 	msg.parseHeader(DefaultSpool.MaxHeader)
 	return msg
@@ -218,18 +222,33 @@ func has8Bit(b []byte) bool {
 	return false
 }
 
-// scanHash hashes what is written to it and notes any 8-bit byte.
+// scanHash hashes what is written to it, notes any 8-bit byte and counts
+// line ends (for SizeAgrees).
 type scanHash struct {
 	hash.Hash
 	eightBit bool
+	lf, crlf int64
+	lastCR   bool // the last byte written was a CR
 }
 
 func (s *scanHash) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
 	if !s.eightBit {
 		s.eightBit = has8Bit(p)
 	}
+	s.lf += int64(bytes.Count(p, []byte{'\n'}))
+	s.crlf += int64(bytes.Count(p, []byte("\r\n")))
+	if s.lastCR && p[0] == '\n' {
+		s.crlf++
+	}
+	s.lastCR = p[len(p)-1] == '\r'
 	return s.Hash.Write(p)
 }
+
+// LineEnds counts the original's line ends: CRLF, and LF without a CR.
+func (m *Message) LineEnds() (crlf, bareLF int64) { return m.crlf, m.bareLF }
 
 // Size is the size in bytes of the message as it would be written now.
 func (m *Message) Size() int64 {
@@ -345,4 +364,28 @@ func (d *fileData) Release() error {
 	name := d.f.Name()
 	d.f.Close()
 	return os.Remove(name)
+}
+
+// ReadHeaderBlock reads a message's header block from r: every byte up to
+// and including the blank line that ends it, at most max bytes (a message
+// without a blank line gives what was read).
+func ReadHeaderBlock(r io.Reader, max int64) ([]byte, error) {
+	br := bufio.NewReader(io.LimitReader(r, max))
+	var out []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		out = append(out, line...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		if len(line) <= 2 && (string(line) == "\n" || string(line) == "\r\n") {
+			return out, nil
+		}
+	}
 }

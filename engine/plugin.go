@@ -2,8 +2,9 @@ package engine
 
 import (
 	"context"
-	"errors"
+	"io"
 	"log/slog"
+	"time"
 )
 
 // The lifecycle of every plugin, in the order the engine calls it:
@@ -12,40 +13,95 @@ import (
 //	→ decode (the TOML table into the plugin's exported struct)
 //	→ Provision(env) (optional: receive logger, ledger, spool options)
 //	→ Init() (optional: validate the config, no I/O)
+//	→ Start(ctx) (optional: the I/O that should fail at start-up, such as
+//	  creating a Maildir; never called by "mailflow check")
 //	→ use (Open / Deliver / Filter, from several goroutines where stated)
 //	→ Close() (optional: after the last use has returned)
 //
 // If any step fails, what was set up so far is closed again.
 
 // Input is a source of messages, polled on a schedule.
+//
+// An input only describes its source and does what the engine tells it:
+// it lists what the source holds, fetches messages by id, and commits
+// (deletes, moves, flags) the ids the engine says are settled. Which
+// messages to fetch, whether a message was delivered before, and when a
+// message may leave its source are the engine's decisions, made from the
+// ledger; an input keeps no record of its own.
 type Input interface {
 	// Open starts one poll of the source: a POP3 session, a directory scan.
 	// The engine never has two sessions of one input open at once.
 	Open(ctx context.Context) (Session, error)
 }
 
-// Session is one poll of an input.
+// Session is one poll of an input. The engine calls List once, then Fetch
+// at most once, then Commit at most once, then Close; all from one goroutine.
 type Session interface {
-	// Next returns the next message and the function that settles it. It
-	// returns ErrEndOfInput when the source has nothing more this poll.
-	// Next is called from one goroutine; acks may come from others, in any
-	// order, while Next is still being called.
-	Next(ctx context.Context) (*Message, AckFunc, error)
-	// Close ends the poll. It is called once, after every message returned
-	// by Next has been acked. A source that commits at the end (POP3 QUIT)
-	// commits here; an error means the commits may not have happened, which
-	// the ledger makes safe to retry.
+	// List returns what the source holds now. An error means the listing
+	// is not complete: the engine then fetches and commits nothing.
+	List(ctx context.Context) (Listing, error)
+	// Fetch reads the messages of items, in their order, calling each once
+	// per item with a reader over the message's bytes exactly as the source
+	// holds them (valid only during the call), or with a non-nil error when
+	// that one message could not be read but the session is still usable
+	// (it vanished, the server refused it). When each returns an error,
+	// Fetch stops and returns it. Fetch's own error means the session broke
+	// (the connection dropped, the stream is out of step).
+	Fetch(ctx context.Context, items []Item, each func(Item, io.Reader, error) error) error
+	// Commit applies the source's settle action (delete, move, flag, or
+	// nothing for a source that keeps its mail) to items: the engine
+	// recorded every one of them durably as settled first. It returns the
+	// items it could not commit, which stay at the source for the next
+	// poll; an error means none may have been committed. A source that
+	// commits at the end (POP3's QUIT) may only queue here.
+	Commit(ctx context.Context, items []Item) (failed []Item, err error)
+	// Close ends the session, committing what Commit queued. An error means
+	// those commits may not have happened, which the ledger makes safe: the
+	// next poll commits them again.
 	Close(ctx context.Context) error
 }
 
-// AckFunc settles one message with its source. A nil error commits: the
-// source may now delete the message. A non-nil error releases it: the message
-// stays at the source and will be read again on a later poll. It is called
-// exactly once per message and is safe to call from any goroutine.
-type AckFunc func(ctx context.Context, err error) error
+// Listing is what a source holds at the start of a session.
+type Listing struct {
+	// Scheme names how the source made its ids ("uidl", "maildir",
+	// "pop3-header"). The ledger remembers it: records made under one
+	// scheme say nothing about ids made under another, so when it changes
+	// the engine identifies messages by their content for that poll.
+	Scheme string
+	// Stable is true when an id names one message for as long as that
+	// message is at the source (POP3 UIDL, a Maildir file name). When it is
+	// false the ids are only hints (made from a header, a position), and
+	// the engine commits nothing on an id alone: it fetches the message and
+	// compares its digest with the record first.
+	Stable bool
+	// Keeps is true when a commit leaves the message at the source (keep
+	// mode, a flag). Then a settled message is expected to be listed again,
+	// and is passed over on its id and size. Otherwise a settled message
+	// still listed is one whose commit did not take: it is fetched and its
+	// content checked before it is committed again, so that an id reused
+	// for another message never deletes that message unread.
+	Keeps bool
+	Items []Item
+}
 
-// ErrEndOfInput is returned by Session.Next when the poll has no more messages.
-var ErrEndOfInput = errors.New("end of input")
+// Item is one message as a listing describes it.
+type Item struct {
+	ID   string // the source's id for it, under the listing's scheme
+	Size int64  // bytes, as the source announces them; -1 when unknown
+	// What else the source knows, where it knows it.
+	Folder string
+	Flags  []string
+	Date   time.Time
+	// Ref is the input's own handle for the message (a POP3 message
+	// number, a file path); the engine passes it back untouched.
+	Ref any
+}
+
+// HeaderPeeker is implemented by sessions that can read a message's
+// header without fetching the whole message (POP3 TOP), for dry runs.
+type HeaderPeeker interface {
+	PeekHeader(ctx context.Context, it Item) ([]byte, error)
+}
 
 // Output delivers messages to a destination.
 type Output interface {
@@ -127,6 +183,22 @@ type Initializer interface {
 	Init() error
 }
 
+// Starter is implemented by plugins with I/O worth failing at start-up for
+// (a Maildir output creates its directories).
+type Starter interface {
+	// Start is called once after Init, before the first use, by "run" and
+	// "migrate" but not by "check". On error the plugin is closed.
+	Start(ctx context.Context) error
+}
+
+// FileUser is implemented by plugins that read files named in their config
+// (a password_file, a tls_ca_file). A plugin is rebuilt on reload when the
+// bytes of one of these files changed, and the files are watched.
+type FileUser interface {
+	// Files lists the absolute paths the plugin read at Init.
+	Files() []string
+}
+
 // Closer is implemented by plugins that hold resources (connections).
 type Closer interface {
 	// Close is called once, after the last call into the plugin returned.
@@ -138,22 +210,7 @@ type Env struct {
 	Name   string // the configured name
 	Logger *slog.Logger
 	Spool  SpoolOptions
-	// Ledger answers, for inputs, which source ids were already delivered,
-	// so that a source can skip downloading them.
-	Ledger SourceLedger
 	// BaseDir is the directory of the config file; relative paths in a
 	// plugin's config are relative to it.
 	BaseDir string
-}
-
-// SourceLedger is the view of the delivery ledger that an input gets.
-type SourceLedger interface {
-	// Delivered reports whether the message with this source id was fully
-	// settled (delivered, dropped or quarantined) on an earlier poll.
-	Delivered(id string) bool
-	// Forget removes records of ids that left the source for good, so that
-	// the ledger does not grow without end.
-	Forget(ids []string) error
-	// Known lists every id the ledger holds for this input.
-	Known() []string
 }

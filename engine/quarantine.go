@@ -32,6 +32,13 @@ type QuarantineEntry struct {
 	Pipeline  string    `json:"pipeline"`
 	MessageID string    `json:"message_id,omitempty"`
 	Size      int64     `json:"size"`
+	// Accepted holds, per output, the recipients that already have the
+	// message: a resend does not send it to them again.
+	Accepted map[string][]string `json:"accepted,omitempty"`
+	// Kept is set when the source still holds the message (it was held
+	// after fetches that did not match the source's size): this is a copy
+	// for a person to look at, and deleting it loses nothing.
+	Kept bool `json:"kept,omitempty"`
 }
 
 // OpenQuarantine uses dir (creating it) for the quarantine.
@@ -45,29 +52,32 @@ func OpenQuarantine(dir string) (*Quarantine, error) {
 // Dir is where the quarantine keeps its files.
 func (q *Quarantine) Dir() string { return q.dir }
 
-// Put writes msg's original bytes and the record, each synced and renamed
-// into place, so that a crash leaves either a whole entry or none.
-func (q *Quarantine) Put(msg *Message, pipeline, reason string) (QuarantineEntry, error) {
+// Put writes msg's original bytes and the record e (its Reason, Pipeline,
+// Accepted and Kept; the rest is filled in), each synced and renamed into
+// place, so that a crash leaves either a whole entry or none.
+func (q *Quarantine) Put(msg *Message, e QuarantineEntry) (QuarantineEntry, error) {
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
-	e := QuarantineEntry{
-		ID:        time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(rnd[:]),
-		Reason:    reason,
-		At:        time.Now().UTC(),
-		Input:     msg.Source.Input,
-		SourceID:  msg.Source.ID,
-		Pipeline:  pipeline,
-		MessageID: msg.MessageID(),
-		Size:      msg.OriginalSize(),
-	}
+	e.ID = time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(rnd[:])
+	e.At = time.Now().UTC()
+	e.Input, e.SourceID = msg.Source.Input, msg.Source.ID
+	e.MessageID, e.Size = msg.MessageID(), msg.OriginalSize()
 	if err := writeFileSynced(filepath.Join(q.dir, e.ID+".eml"), msg.Original()); err != nil {
 		return e, fmt.Errorf("quarantine: %w", err)
 	}
-	rec, _ := json.MarshalIndent(e, "", "  ")
-	if err := writeFileSynced(filepath.Join(q.dir, e.ID+".json"), strings.NewReader(string(rec)+"\n")); err != nil {
-		return e, fmt.Errorf("quarantine: %w", err)
+	if err := q.write(e); err != nil {
+		return e, err
 	}
 	return e, syncDir(q.dir)
+}
+
+// write replaces the record of an entry, atomically.
+func (q *Quarantine) write(e QuarantineEntry) error {
+	rec, _ := json.MarshalIndent(e, "", "  ")
+	if err := writeFileSynced(filepath.Join(q.dir, e.ID+".json"), strings.NewReader(string(rec)+"\n")); err != nil {
+		return fmt.Errorf("quarantine: %w", err)
+	}
+	return nil
 }
 
 // List returns every entry, oldest first.
@@ -95,7 +105,7 @@ func (q *Quarantine) List() ([]QuarantineEntry, error) {
 // Get returns an entry and its message.
 func (q *Quarantine) Get(id string) (QuarantineEntry, *Message, error) {
 	var e QuarantineEntry
-	if strings.ContainsAny(id, `/\`) || id == "" {
+	if !validEntryID(id) {
 		return e, nil, errors.New("bad quarantine id")
 	}
 	b, err := os.ReadFile(filepath.Join(q.dir, id+".json"))
@@ -110,16 +120,44 @@ func (q *Quarantine) Get(id string) (QuarantineEntry, *Message, error) {
 		return e, nil, err
 	}
 	defer f.Close()
-	msg, err := ReadMessage(f, Source{Input: e.Input, ID: "quarantine:" + e.ID}, DefaultSpool)
+	msg, err := ReadMessage(f, Source{Input: e.Input, ID: e.SourceID}, DefaultSpool)
 	return e, msg, err
 }
 
+// Claim takes an entry for this process, so that two resends of one entry
+// (or a resend and a delete) cannot run at once, in this process or
+// another. The claim ends when release is called or the process exits.
+func (q *Quarantine) Claim(id string) (release func(), err error) {
+	if !validEntryID(id) {
+		return nil, errors.New("bad quarantine id")
+	}
+	if _, err := os.Stat(filepath.Join(q.dir, id+".json")); err != nil {
+		return nil, fmt.Errorf("no quarantined message %q", id)
+	}
+	unlock, err := lockFile(filepath.Join(q.dir, id+".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("quarantined message %s is being resent or deleted by another process: %w", id, err)
+	}
+	// The lock file stays until the entry is removed: removing it here
+	// would let a waiting process lock a file no one else can see.
+	return unlock, nil
+}
+
+func validEntryID(id string) bool { return id != "" && !strings.ContainsAny(id, `/\.`) }
+
 // Remove deletes an entry.
 func (q *Quarantine) Remove(id string) error {
+	if !validEntryID(id) {
+		return errors.New("bad quarantine id")
+	}
 	if err := os.Remove(filepath.Join(q.dir, id+".eml")); err != nil {
 		return err
 	}
-	return os.Remove(filepath.Join(q.dir, id+".json"))
+	if err := os.Remove(filepath.Join(q.dir, id+".json")); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(q.dir, id+".lock"))
+	return nil
 }
 
 // writeFileSynced writes r to a temporary file beside path, syncs it and

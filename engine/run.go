@@ -42,7 +42,7 @@ func (e *Engine) syncLoops() {
 	if e.loops == nil {
 		return
 	}
-	cfg := e.setup.Load().Config
+	cfg := e.Config()
 	e.loops.mu.Lock()
 	defer e.loops.mu.Unlock()
 	want := map[string]*InputConfig{}
@@ -97,48 +97,6 @@ func (e *Engine) pollLoop(ctx context.Context, name string, sched Schedule) {
 		case <-time.After(wait):
 		}
 	}
-}
-
-// Reload reads the config file again and, if it is valid and every plugin
-// and script in it builds, swaps it in. Messages in flight finish with the
-// setup they started with; plugins whose config did not change are kept,
-// with their connections. On any error the running config stays in force.
-func (e *Engine) Reload() (bool, error) {
-	e.reloadMu.Lock()
-	defer e.reloadMu.Unlock()
-	old := e.setup.Load()
-	src, err := os.ReadFile(old.Config.Path)
-	if err != nil {
-		e.Observer.Reloaded(err)
-		return false, err
-	}
-	cfg, err := ParseConfig(old.Config.Path, src, e.Catalog)
-	if err != nil {
-		e.Observer.Reloaded(err)
-		return false, err
-	}
-	if cfg.StateDir != old.Config.StateDir {
-		err := &ConfigError{File: cfg.Path, Msg: "state_dir cannot change while mailflow runs; restart to move it"}
-		e.Observer.Reloaded(err)
-		return false, err
-	}
-	next, err := Build(cfg, e.Catalog, e.Ledger, e.Log, old)
-	if err != nil {
-		e.Observer.Reloaded(err)
-		return false, err
-	}
-	old.handOver(next)
-	e.setup.Store(next)
-	e.syncLoops()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		if err := old.retire(ctx); err != nil {
-			e.Log.Warn("closing the plugins of the previous config", "err", err)
-		}
-	}()
-	e.Observer.Reloaded(nil)
-	return true, nil
 }
 
 func ensureDir(dir string) error {

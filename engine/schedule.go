@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"time"
 
@@ -48,9 +47,4 @@ func ParseSchedule(s string) (Schedule, error) {
 		return nil, fmt.Errorf("schedule %q is neither an interval like \"30s\" nor a cron expression like \"*/5 * * * *\": %v", s, err)
 	}
 	return cronSchedule{sched, s}, nil
-}
-
-func hashBytes(b []byte) []byte {
-	h := sha256.Sum256(b)
-	return h[:8]
 }

@@ -2,24 +2,23 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sync"
 )
 
 // Setup is one built config: every plugin provisioned and initialised, every
-// script compiled. The engine holds the current Setup behind an atomic
-// pointer; a reload builds a new one completely before swapping it in, and
-// a message keeps the Setup it started with until it is settled.
+// script compiled. The engine runs it as a generation (see reload.go).
 type Setup struct {
 	Config    *Config
 	outputs   map[string]Output
 	pipelines map[string]*pipeline
 
-	inflight sync.WaitGroup
-	owned    []any // plugins this Setup made (not reused from an older one)
+	owned []any // plugins and chains this Setup holds and closes
+	fresh []any // plugins this Setup built (not taken over), to Start
 }
 
 type pipeline struct {
@@ -40,10 +39,10 @@ type namedFilter struct {
 
 // LoadChain compiles the scripts at paths, in order. Filters that implement
 // Provisioner get a logger that names the script.
-func LoadChain(cat Catalog, paths []string, limits ScriptLimits, log *slog.Logger) (*Chain, error) {
+func LoadChain(reg Registry, paths []string, limits ScriptLimits, log *slog.Logger) (*Chain, error) {
 	c := &Chain{}
 	for _, path := range paths {
-		f, err := cat.LoadScript(path, limits)
+		f, err := reg.LoadScript(path, limits)
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -71,10 +70,11 @@ func (c *Chain) Close() error {
 }
 
 // Build provisions and initialises every plugin of cfg and compiles every
-// script. Plugins whose config text is unchanged from prev (which may be nil)
-// are taken over from it instead, keeping their connections. On error,
+// script; it does no I/O of its own (Start does). A plugin of prev (which
+// may be nil) is taken over instead of built when everything it was built
+// from is unchanged (see fingerprint), keeping its connections. On error,
 // everything Build set up is closed again.
-func Build(cfg *Config, cat Catalog, ledger *Ledger, log *slog.Logger, prev *Setup) (*Setup, error) {
+func Build(cfg *Config, reg Registry, log *slog.Logger, prev *Setup) (*Setup, error) {
 	s := &Setup{Config: cfg, outputs: map[string]Output{}, pipelines: map[string]*pipeline{}}
 	fail := func(err error) (*Setup, error) {
 		s.closeOwned()
@@ -84,9 +84,10 @@ func Build(cfg *Config, cat Catalog, ledger *Ledger, log *slog.Logger, prev *Set
 		return Env{Name: name, Logger: log.With("plugin", name), Spool: cfg.Spool, BaseDir: cfg.BaseDir}
 	}
 	for _, oc := range cfg.Outputs {
+		oc.fingerprint = fingerprint(cfg, "output", oc.Type, oc.settings)
 		if prev != nil {
-			if old := prev.Config.Output(oc.Name); old != nil && old.Type == oc.Type && old.settings == oc.settings {
-				oc.Plugin = old.Plugin
+			if old := prev.Config.Output(oc.Name); old != nil && unchanged(old.fingerprint, old.files, oc.fingerprint, old.Plugin) {
+				oc.Plugin, oc.files = old.Plugin, old.files
 				s.outputs[oc.Name] = oc.Plugin
 				continue
 			}
@@ -94,27 +95,28 @@ func Build(cfg *Config, cat Catalog, ledger *Ledger, log *slog.Logger, prev *Set
 		if err := initPlugin(oc.Plugin, env(oc.Name)); err != nil {
 			return fail(&ConfigError{File: cfg.Path, Line: oc.Line, Msg: fmt.Sprintf("output %q: %v", oc.Name, err)})
 		}
+		oc.files = filesDigest(oc.Plugin)
 		s.owned = append(s.owned, oc.Plugin)
+		s.fresh = append(s.fresh, oc.Plugin)
 		s.outputs[oc.Name] = oc.Plugin
 	}
 	for _, ic := range cfg.Inputs {
+		ic.fingerprint = fingerprint(cfg, "input", ic.Type, ic.settings)
 		if prev != nil {
-			if old := prev.Config.Input(ic.Name); old != nil && old.Type == ic.Type && old.settings == ic.settings {
-				ic.Plugin = old.Plugin
+			if old := prev.Config.Input(ic.Name); old != nil && unchanged(old.fingerprint, old.files, ic.fingerprint, old.Plugin) {
+				ic.Plugin, ic.files = old.Plugin, old.files
 				continue
 			}
 		}
-		e := env(ic.Name)
-		if ledger != nil {
-			e.Ledger = ledger.For(ic.Name)
-		}
-		if err := initPlugin(ic.Plugin, e); err != nil {
+		if err := initPlugin(ic.Plugin, env(ic.Name)); err != nil {
 			return fail(&ConfigError{File: cfg.Path, Line: ic.Line, Msg: fmt.Sprintf("input %q: %v", ic.Name, err)})
 		}
+		ic.files = filesDigest(ic.Plugin)
 		s.owned = append(s.owned, ic.Plugin)
+		s.fresh = append(s.fresh, ic.Plugin)
 	}
 	for _, pc := range cfg.Pipelines {
-		chain, err := LoadChain(cat, pc.Scripts, cfg.Script, log)
+		chain, err := LoadChain(reg, pc.Scripts, cfg.Script, log)
 		if err != nil {
 			return fail(err)
 		}
@@ -122,6 +124,43 @@ func Build(cfg *Config, cat Catalog, ledger *Ledger, log *slog.Logger, prev *Set
 		s.pipelines[pc.Name] = &pipeline{name: pc.Name, chain: chain, outputs: pc.Outputs}
 	}
 	return s, nil
+}
+
+// fingerprint is everything a plugin is built from but its files: its
+// type, its table's text, and the global settings plugins read.
+func fingerprint(cfg *Config, kind, typ, settings string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%+v\x00", kind, typ, settings, cfg.BaseDir, cfg.Spool)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// filesDigest is the digest of the bytes of the files a plugin read.
+func filesDigest(p any) string {
+	fu, ok := p.(FileUser)
+	if !ok {
+		return ""
+	}
+	d := digestFiles(fu.Files())
+	return hex.EncodeToString(d[:])
+}
+
+// unchanged reports whether a plugin built with fingerprint oldFP and file
+// digest oldFiles can serve a config whose fingerprint is newFP: the same
+// table and globals, and its files still hold the same bytes.
+func unchanged(oldFP, oldFiles, newFP string, plugin any) bool {
+	return oldFP == newFP && filesDigest(plugin) == oldFiles
+}
+
+// Start does the start-up I/O of the plugins this Setup built (Starter).
+func (s *Setup) Start(ctx context.Context) error {
+	for _, p := range s.fresh {
+		if st, ok := p.(Starter); ok {
+			if err := st.Start(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func initPlugin(p any, env Env) error {
@@ -173,16 +212,4 @@ func (s *Setup) handOver(next *Setup) {
 		}
 	}
 	s.owned = mine
-}
-
-// retire waits for the messages still using s, then closes what s owns.
-func (s *Setup) retire(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { s.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return s.closeOwned()
 }

@@ -54,13 +54,28 @@ func (w *Watcher) Close() error {
 	return err
 }
 
-// watched returns the files the current config depends on.
+// watched returns the files the current config depends on: the config,
+// its scripts, and the files its plugins read (secrets, CA certificates).
 func (w *Watcher) watched() []string {
 	cfg := w.engine.Config()
 	files := []string{absPath(cfg.Path)}
 	for _, p := range cfg.Pipelines {
 		for _, s := range p.Scripts {
 			files = append(files, absPath(s))
+		}
+	}
+	var plugins []any
+	for _, ic := range cfg.Inputs {
+		plugins = append(plugins, ic.Plugin)
+	}
+	for _, oc := range cfg.Outputs {
+		plugins = append(plugins, oc.Plugin)
+	}
+	for _, p := range plugins {
+		if fu, ok := p.(FileUser); ok {
+			for _, f := range fu.Files() {
+				files = append(files, absPath(f))
+			}
 		}
 	}
 	return files
@@ -74,12 +89,18 @@ func absPath(p string) string {
 	return a
 }
 
-// rewatch makes the set of watched directories match the current config,
-// and remembers the digest of the files' contents.
+// rewatch makes the set of watched directories match the current config.
+// It takes the digest of the files' contents only when the set of files
+// changed; otherwise the digest stays the one taken before the reload, so a
+// save made while the reload ran is seen as a change and loaded.
 func (w *Watcher) rewatch() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	files := w.watched()
+	same := len(files) == len(w.files)
+	for _, f := range files {
+		same = same && w.files[f]
+	}
 	w.files = map[string]bool{}
 	dirs := map[string]bool{}
 	for _, f := range files {
@@ -96,7 +117,9 @@ func (w *Watcher) rewatch() {
 			w.log.Warn("cannot watch directory", "dir", d, "err", err)
 		}
 	}
-	w.digest = digestFiles(files)
+	if !same {
+		w.digest = digestFiles(files)
+	}
 }
 
 func digestFiles(files []string) [32]byte {
@@ -145,8 +168,12 @@ func (w *Watcher) loop(ctx context.Context) {
 			w.log.Warn("file watcher", "err", err)
 		case <-fire:
 			fire = nil
+			// The digest is taken before reloading: what is saved from now
+			// on differs from it and brings another reload.
 			w.mu.Lock()
-			changed := digestFiles(w.watched()) != w.digest
+			now := digestFiles(w.watched())
+			changed := now != w.digest
+			w.digest = now
 			w.mu.Unlock()
 			if changed {
 				w.reload()

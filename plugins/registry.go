@@ -3,7 +3,7 @@
 //
 //	func init() { plugins.AddInput("maildir", func() engine.Input { return &Input{} }) }
 //
-// The engine sees the registry only through engine.Catalog, so nothing in the
+// The engine sees the registry only through engine.Registry, so nothing in the
 // engine imports a connector. cmd/mailflow blank-imports every built-in
 // connector (see plugins/all).
 package plugins
@@ -90,7 +90,7 @@ func mustBeNew[T any](name string, m map[string]T) {
 	}
 }
 
-// NewInput implements engine.Catalog.
+// NewInput implements engine.Registry.
 func (r *Registry) NewInput(typ string) (engine.Input, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -101,7 +101,7 @@ func (r *Registry) NewInput(typ string) (engine.Input, bool) {
 	return c(), true
 }
 
-// NewOutput implements engine.Catalog.
+// NewOutput implements engine.Registry.
 func (r *Registry) NewOutput(typ string) (engine.Output, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -112,13 +112,13 @@ func (r *Registry) NewOutput(typ string) (engine.Output, bool) {
 	return c(), true
 }
 
-// InputTypes implements engine.Catalog.
+// InputTypes implements engine.Registry.
 func (r *Registry) InputTypes() []string { return keys(&r.mu, r.inputs) }
 
-// OutputTypes implements engine.Catalog.
+// OutputTypes implements engine.Registry.
 func (r *Registry) OutputTypes() []string { return keys(&r.mu, r.outputs) }
 
-// LoadScript implements engine.Catalog.
+// LoadScript implements engine.Registry.
 func (r *Registry) LoadScript(path string, limits engine.ScriptLimits) (engine.Filter, error) {
 	ext := strings.ToLower(filepath.Ext(path))
 	r.mu.RLock()
@@ -141,4 +141,4 @@ func keys[T any](mu *sync.RWMutex, m map[string]T) []string {
 	return out
 }
 
-var _ engine.Catalog = (*Registry)(nil)
+var _ engine.Registry = (*Registry)(nil)

@@ -97,7 +97,7 @@ func TestForwardingExampleEndToEnd(t *testing.T) {
 	t.Setenv("MAILFLOW_SMTP_PASSWORD", srv.Password)
 
 	r := mailflow(t, "run", "--once", "-c", conf)
-	if r.code != 0 || !strings.Contains(r.stdout, "mailbox: fetched=5 delivered=3 dropped=2 quarantined=0 failed=0") {
+	if r.code != 0 || !strings.Contains(r.stdout, "mailbox: fetched=5 delivered=3 dropped=2 quarantined=0 deferred=0") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	// Alice's message was forwarded: the envelope went to the new address,

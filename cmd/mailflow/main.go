@@ -195,7 +195,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			return exitFailed
 		}
 		for _, s := range stats {
-			if s.Failed > 0 {
+			if s.Deferred > 0 {
 				return exitFailed
 			}
 		}
@@ -279,7 +279,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mailflow:", err)
 		return exitConfig
 	}
-	s, err := engine.Build(cfg, plugins.Default, nil, log, nil)
+	s, err := engine.Build(cfg, plugins.Default, log, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "mailflow:", err)
 		return exitConfig

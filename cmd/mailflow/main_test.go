@@ -102,7 +102,7 @@ func TestFiveHundredMessagesMaildirToMaildir(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stdout, "src: fetched=500 delivered=500 dropped=0 quarantined=0 failed=0") {
+	if !strings.Contains(r.stdout, "src: fetched=500 delivered=500 dropped=0 quarantined=0 deferred=0") {
 		t.Fatalf("summary: %s", r.stdout)
 	}
 	got, err := enginetest.ReadMaildir(filepath.Join(dir, "dst"))

@@ -24,7 +24,6 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
-	"github.com/mailflow/mailflow/connectors/pop3"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/plugins"
 )
@@ -120,19 +119,15 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	// Survey every POP3 input first: totals for the progress bar, and what
-	// an earlier run already moved.
+	// Survey every input first: totals for the progress bar, and what an
+	// earlier run already moved.
 	var since time.Time
 	if f.since != "" {
 		since, _ = parseSince(f.since)
 	}
 	var sv survey
 	for _, ic := range cfg.Inputs {
-		in, ok := ic.Plugin.(*pop3.Input)
-		if !ok {
-			continue
-		}
-		items, err := in.Survey(ctx, f.dryRun)
+		items, err := e.Survey(ctx, ic.Name, f.dryRun)
 		if err != nil {
 			fmt.Fprintf(stderr, "mailflow migrate: %s: %v\n", ic.Name, err)
 			return exitFailed
@@ -186,8 +181,8 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	for _, q := range refused {
 		fmt.Fprintf(stdout, "  %s <%s>: %s (mailflow quarantine resend -c %s %s)\n", q.SourceID, q.MessageID, oneLine(q.Reason), confPath, q.ID)
 	}
-	if total.Failed > 0 {
-		fmt.Fprintf(stdout, "deferred, still on the old server: %d (run again to retry)\n", total.Failed)
+	if total.Deferred > 0 {
+		fmt.Fprintf(stdout, "deferred, still on the old server: %d (run again to retry)\n", total.Deferred)
 	}
 	if runErr != nil {
 		fmt.Fprintf(stdout, "stopped early: %v\n", runErr)
@@ -195,7 +190,7 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "interrupted: run the same command again to go on where it stopped")
 		}
 	}
-	if runErr != nil || total.Failed > 0 || len(refused) > 0 || sv.tooLarge > 0 {
+	if runErr != nil || total.Deferred > 0 || len(refused) > 0 || sv.tooLarge > 0 {
 		return exitFailed
 	}
 	return exitOK
@@ -410,10 +405,10 @@ type counted struct {
 
 func (c counted) plus(o counted) counted { return counted{c.n + o.n, c.bytes + o.bytes} }
 
-func (s *survey) add(items []pop3.SurveyItem) {
+func (s *survey) add(items []engine.SurveyItem) {
 	for _, it := range items {
 		switch {
-		case it.Delivered:
+		case it.Settled:
 			s.done++
 		case it.TooLarge:
 			s.tooLarge++
@@ -428,12 +423,12 @@ var headerDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 
 // dryRun lists the messages that would move; it returns those that stay
 // because they are dated before since.
-func dryRun(w io.Writer, items []pop3.SurveyItem, since time.Time) (stay counted) {
+func dryRun(w io.Writer, items []engine.SurveyItem, since time.Time) (stay counted) {
 	fmt.Fprintf(w, "%-6s %10s  %-16s  %-28s  %s\n", "#", "SIZE", "DATE", "FROM", "SUBJECT")
-	for _, it := range items {
+	for i, it := range items {
 		note := ""
 		switch {
-		case it.Delivered:
+		case it.Settled:
 			continue
 		case it.TooLarge:
 			note = "  [too large: stays]"
@@ -450,7 +445,7 @@ func dryRun(w io.Writer, items []pop3.SurveyItem, since time.Time) (stay counted
 			from, _ = headerDecoder.DecodeHeader(m.Header.Get("From"))
 			subject, _ = headerDecoder.DecodeHeader(m.Header.Get("Subject"))
 		}
-		fmt.Fprintf(w, "%-6d %10d  %-16s  %-28s  %s%s\n", it.Number, it.Size, date, clip(from, 28), clip(subject, 50), note)
+		fmt.Fprintf(w, "%-6d %10d  %-16s  %-28s  %s%s\n", i+1, it.Size, date, clip(from, 28), clip(subject, 50), note)
 	}
 	return stay
 }

@@ -440,40 +440,34 @@ func (c *Client) Dele(n int) error {
 	return err
 }
 
-// DeleMany marks several messages for deletion, pipelined when the server
-// offers PIPELINING. It returns the first error.
-func (c *Client) DeleMany(ns []int) error {
-	if !c.Has("PIPELINING") {
-		for _, n := range ns {
-			if err := c.Dele(n); err != nil {
-				return err
-			}
-		}
-		return nil
+// DeleEach marks several messages for deletion, pipelined when the server
+// offers PIPELINING, and returns each one's refusal (nil when marked), in
+// order. An error means the connection broke.
+func (c *Client) DeleEach(ns []int) ([]error, error) {
+	out := make([]error, len(ns))
+	window := 1
+	if c.Has("PIPELINING") {
+		window = 64
 	}
-	const window = 64
-	var first error
 	for i := 0; i < len(ns); i += window {
-		batch := ns[i:min(i+window, len(ns))]
-		for _, n := range batch {
+		end := min(i+window, len(ns))
+		for _, n := range ns[i:end] {
 			c.send("DELE %d", n)
 		}
 		if err := c.flush(); err != nil {
-			return err
+			return out, err
 		}
-		for range batch {
+		for k := i; k < end; k++ {
 			if _, err := c.readStatus("DELE"); err != nil {
 				var pe *Error
 				if !errors.As(err, &pe) {
-					return err // the connection broke
+					return out, err
 				}
-				if first == nil {
-					first = err
-				}
+				out[k] = err
 			}
 		}
 	}
-	return first
+	return out, nil
 }
 
 // Rset unmarks every message marked for deletion.

@@ -1,12 +1,11 @@
 // Package pop3 is mailflow's POP3 input: a streaming POP3 client of our own
 // and the input plugin built on it.
 //
-// The delivery contract over POP3: RETR → engine → ack → the ledger records
-// the UIDL as settled (synced) → DELE → QUIT. The DELEs of a session are sent
-// just before QUIT, which is when the server deletes anyway (RFC 1939 UPDATE
-// state). If the session dies before QUIT, the server keeps every message;
-// on the next poll the UIDLs the ledger knows are not fetched again, only
-// deleted.
+// A session lists the mailbox (LIST, and UIDL for the ids), fetches what the
+// engine asks for with pipelined RETRs, and commits with DELE and QUIT: the
+// server deletes only at a QUIT it answers +OK (RFC 1939's UPDATE state), so
+// a session that dies before it keeps every message. Which messages to
+// fetch, and which may be deleted, is the engine's decision.
 package pop3
 
 import (
@@ -16,10 +15,11 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
@@ -46,16 +46,12 @@ type Input struct {
 	Auth               string `toml:"auth"`
 	AllowPlaintextAuth bool   `toml:"allow_plaintext_auth"`
 	Delete             *bool  `toml:"delete"`
-	MaxMessageSize     int64  `toml:"max_message_size"`
 	Pipelining         *bool  `toml:"pipelining"`
 	Window             int    `toml:"pipeline_window"`
 	Timeout            string `toml:"timeout"`
 	tlsconf.Options
 
-	name     string
 	log      *slog.Logger
-	ledger   engine.SourceLedger
-	spool    engine.SpoolOptions
 	secret   string
 	delete   bool
 	timeout  time.Duration
@@ -68,7 +64,11 @@ func (*Input) SampleConfig() string { return sampleConfig }
 
 // Provision implements engine.Provisioner.
 func (in *Input) Provision(env engine.Env) error {
-	in.name, in.log, in.ledger, in.spool = env.Name, env.Logger, env.Ledger, env.Spool
+	in.log = env.Logger
+	if in.PasswordFile != "" && !filepath.IsAbs(in.PasswordFile) {
+		in.PasswordFile = filepath.Join(env.BaseDir, in.PasswordFile)
+	}
+	in.Options.Resolve(env.BaseDir)
 	return nil
 }
 
@@ -111,9 +111,6 @@ func (in *Input) Init() error {
 		if in.timeout, err = time.ParseDuration(in.Timeout); err != nil {
 			return fmt.Errorf("timeout: %v", err)
 		}
-	}
-	if in.MaxMessageSize > 0 {
-		in.spool.MaxSize = in.MaxMessageSize
 	}
 	if in.TLS != "none" || in.InsecureSkipVerify {
 		if in.tlsCfg, err = in.Options.Config(in.Address, in.log); err != nil {
@@ -202,140 +199,107 @@ func (in *Input) login(c *Client) error {
 	}
 }
 
-// Open implements engine.Input: it logs in and lists the mailbox.
+// Files implements engine.FileUser: a changed password or CA file rebuilds
+// the input on reload.
+func (in *Input) Files() []string {
+	var files []string
+	if in.PasswordFile != "" {
+		files = append(files, in.PasswordFile)
+	}
+	return append(files, in.Options.Files()...)
+}
+
+// Open implements engine.Input: it connects and logs in.
 func (in *Input) Open(ctx context.Context) (engine.Session, error) {
 	c, err := in.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Address, err)
 	}
-	s := &session{in: in, c: c}
-	if err := s.list(); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("%s: %w", in.Address, err)
-	}
-	return s, nil
+	return &session{in: in, c: c}, nil
 }
 
 type session struct {
 	in     *Input
 	c      *Client
-	todo   []MessageInfo // to fetch, in order
-	queued int           // RETRs sent whose replies are not read yet
-	sent   int           // index in todo of the next RETR to send
-	next   int           // index in todo of the next reply to read
-	broken error         // the connection is out of step
-
-	mu      sync.Mutex
-	dele    []int    // message numbers to delete before QUIT
-	deleIDs []string // their UIDLs, to forget after a successful QUIT
-	onSrv   map[string]bool
+	queued int   // RETRs sent whose replies are not read yet
+	broken error // the connection is out of step: drop it, never QUIT
 }
 
-// list reads UIDL and LIST and decides what to fetch.
-func (s *session) list() error {
-	sizes, uids, err := s.in.inventory(s.c)
+// The id schemes. Without UIDL a message is named by a hash of its header
+// and its size, and a count among messages that share both: unique within a
+// listing, but only a hint across sessions, so the listing says it is not
+// stable and the engine checks each message's content before committing.
+const (
+	schemeUIDL   = "uidl"
+	schemeHeader = "pop3-header"
+)
+
+// List implements engine.Session: LIST for the sizes, UIDL for the ids.
+func (s *session) List(ctx context.Context) (engine.Listing, error) {
+	l, err := s.in.inventory(s.c)
 	if err != nil {
-		return err
+		return l, s.fail(err)
 	}
-	s.onSrv = map[string]bool{}
-	var tooLarge int
-	for _, m := range sizes {
-		m.UID = uids[m.Number]
-		if m.UID == "" {
-			return &ProtocolError{Command: "UIDL", Line: fmt.Sprintf("no id for message %d", m.Number)}
-		}
-		s.onSrv[m.UID] = true
-		if s.in.ledger != nil && s.in.ledger.Delivered(m.UID) {
-			// Delivered on an earlier poll whose QUIT never happened (or
-			// kept on purpose): delete now, or leave it, but never fetch.
-			if s.in.delete {
-				s.dele = append(s.dele, m.Number)
-				s.deleIDs = append(s.deleIDs, m.UID)
-			}
-			continue
-		}
-		if s.in.spool.MaxSize > 0 && m.Size > s.in.spool.MaxSize {
-			tooLarge++
-			s.in.log.Warn("message is over max_message_size; left on the server", "number", m.Number, "uidl", m.UID, "size", m.Size, "max", s.in.spool.MaxSize)
-			continue
-		}
-		s.todo = append(s.todo, m)
-	}
-	if len(s.dele) > 0 {
-		s.in.log.Info("deleting messages delivered on an earlier poll", "count", len(s.dele))
-	}
-	return nil
+	return l, nil
 }
 
-// inventory lists the mailbox: sizes by LIST, ids by UIDL, or, on servers
-// without UIDL, by a hash of each message's header (TOP n 0).
-func (in *Input) inventory(c *Client) ([]MessageInfo, map[int]string, error) {
+func (s *session) fail(err error) error {
+	if s.broken == nil {
+		var pe *Error
+		if !errors.As(err, &pe) {
+			s.broken = err
+		}
+	}
+	return fmt.Errorf("%s: %w", s.in.Address, err)
+}
+
+// inventory lists the mailbox.
+func (in *Input) inventory(c *Client) (engine.Listing, error) {
+	l := engine.Listing{Scheme: schemeUIDL, Stable: true, Keeps: !in.delete}
 	sizes, err := c.List()
 	if err != nil {
-		return nil, nil, err
+		return l, err
 	}
 	uids := map[int]string{}
-	if c.Has("UIDL") || len(c.caps) == 0 {
+	advertised := c.Has("UIDL")
+	if advertised || len(c.caps) == 0 {
 		ul, err := c.Uidl()
 		var pe *Error
-		if err != nil && !errors.As(err, &pe) {
-			return nil, nil, err
+		switch {
+		case err != nil && !errors.As(err, &pe):
+			return l, err
+		case err != nil && advertised:
+			// It said it has UIDL and then did not give it: a passing
+			// fault. Falling back to other ids now would make this poll
+			// unlike the last one; wait for the next poll instead.
+			return l, fmt.Errorf("the server lists UIDL but refused it (%v); nothing fetched or deleted, trying again next poll", err)
 		}
 		for _, u := range ul {
 			uids[u.Number] = u.UID
 		}
 	}
 	if len(uids) == 0 && len(sizes) > 0 {
-		in.log.Warn("server has no UIDL; identifying messages by a hash of their headers (TOP n 0)")
+		in.log.Warn("server has no UIDL; naming messages by a hash of their header and size (TOP n 0), and checking each one's content before deleting it")
+		l.Scheme, l.Stable = schemeHeader, false
+		seen := map[string]int{}
 		for _, m := range sizes {
 			h, err := c.Top(m.Number, 0, 1<<20)
 			if err != nil {
-				return nil, nil, err
+				return l, err
 			}
-			uids[m.Number] = fmt.Sprintf("hdr-%x", sha256.Sum256(h))
+			base := fmt.Sprintf("hdr-%x-%d", sha256.Sum256(h), m.Size)
+			seen[base]++
+			uids[m.Number] = fmt.Sprintf("%s-%d", base, seen[base])
 		}
 	}
-	return sizes, uids, nil
-}
-
-// SurveyItem is one message of the mailbox as Survey sees it.
-type SurveyItem struct {
-	Number    int
-	UID       string
-	Size      int64
-	Delivered bool   // the ledger has it as settled: it will not be fetched again
-	TooLarge  bool   // over max_message_size: it will be left on the server
-	Header    []byte // its header (TOP n 0), when asked for
-}
-
-// Survey logs in and lists the mailbox without fetching, deleting or
-// changing anything, then logs out: for progress totals and dry runs.
-func (in *Input) Survey(ctx context.Context, headers bool) ([]SurveyItem, error) {
-	c, err := in.dial(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", in.Address, err)
-	}
-	defer c.Close()
-	sizes, uids, err := in.inventory(c)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", in.Address, err)
-	}
-	out := make([]SurveyItem, 0, len(sizes))
 	for _, m := range sizes {
-		it := SurveyItem{Number: m.Number, UID: uids[m.Number], Size: m.Size}
-		it.Delivered = in.ledger != nil && it.UID != "" && in.ledger.Delivered(it.UID)
-		it.TooLarge = in.spool.MaxSize > 0 && m.Size > in.spool.MaxSize
-		if headers && !it.Delivered {
-			if it.Header, err = c.Top(m.Number, 0, 1<<20); err != nil {
-				return nil, fmt.Errorf("%s: %w", in.Address, err)
-			}
+		id := uids[m.Number]
+		if id == "" {
+			return l, &ProtocolError{Command: "UIDL", Line: fmt.Sprintf("no id for message %d", m.Number)}
 		}
-		out = append(out, it)
+		l.Items = append(l.Items, engine.Item{ID: id, Size: m.Size, Ref: m.Number})
 	}
-	if err := c.Quit(); err != nil {
-		return nil, fmt.Errorf("%s: %w", in.Address, err)
-	}
-	return out, nil
+	return l, nil
 }
 
 // window is how many RETRs may be outstanding.
@@ -346,125 +310,135 @@ func (s *session) window() int {
 	return 1
 }
 
-func (s *session) Next(ctx context.Context) (*engine.Message, engine.AckFunc, error) {
-	for s.next < len(s.todo) {
-		if s.broken != nil {
-			return nil, nil, s.broken
-		}
+// Fetch implements engine.Session with RETRs kept in flight ahead of the
+// one being read, so the server sends the next messages while the engine
+// works on this one.
+func (s *session) Fetch(ctx context.Context, items []engine.Item, each func(engine.Item, io.Reader, error) error) error {
+	sent := 0
+	for next := 0; next < len(items); next++ {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return err
 		}
-		// Keep the pipeline full: the server sends the next messages while
-		// the engine works on this one.
+		if s.broken != nil {
+			return s.broken
+		}
 		sentAny := false
-		for s.sent < len(s.todo) && s.queued < s.window() {
-			s.c.SendRetr(s.todo[s.sent].Number)
-			s.sent++
+		for sent < len(items) && s.queued < s.window() {
+			s.c.SendRetr(items[sent].Ref.(int))
+			sent++
 			s.queued++
 			sentAny = true
 		}
 		if sentAny {
 			if err := s.c.Flush(); err != nil {
-				s.broken = err
-				return nil, nil, err
+				return s.fail(err)
 			}
 		}
-		m := s.todo[s.next]
-		s.next++
+		it := items[next]
 		s.queued--
-		r, err := s.c.ReadRetr(s.in.spool.MaxSize)
+		r, err := s.c.ReadRetr(0)
 		if err != nil {
 			var pe *Error
-			if errors.As(err, &pe) {
-				// The message vanished or cannot be read: one line, the
-				// stream is still in step. Leave it and go on.
-				s.in.log.Warn("RETR refused; message left on the server", "number", m.Number, "uidl", m.UID, "err", err)
-				continue
+			if !errors.As(err, &pe) {
+				return s.fail(err)
 			}
-			s.broken = err
-			return nil, nil, err
+			// One line: the stream is still in step.
+			if err := each(it, nil, err); err != nil {
+				return err
+			}
+			continue
 		}
-		msg, err := engine.ReadMessage(r, engine.Source{Input: s.in.name, ID: m.UID}, s.in.spool)
+		err = each(it, r, nil)
+		// Whatever the engine read, the rest of the reply must go before
+		// the next one can be read.
+		if derr := r.(*dotReader).drain(); derr != nil {
+			return s.fail(derr)
+		}
 		if err != nil {
-			// Mid-message the stream is out of step (or the size bound
-			// was hit because the server lied in LIST): end the session
-			// without QUIT, so that nothing is deleted on the server.
-			if errors.Is(err, engine.ErrTooLarge) || errors.Is(err, ErrMessageTooLarge) {
-				err = fmt.Errorf("message %d (%s) is larger than max_message_size although LIST said %d bytes; session ended", m.Number, m.UID, m.Size)
-			}
-			s.broken = err
-			return nil, nil, err
+			return err
 		}
-		return msg, s.ackFunc(m), nil
 	}
-	return nil, nil, engine.ErrEndOfInput
+	return nil
 }
 
-func (s *session) ackFunc(m MessageInfo) engine.AckFunc {
-	return func(ctx context.Context, err error) error {
-		if err != nil || !s.in.delete {
-			return nil
-		}
-		s.mu.Lock()
-		s.dele = append(s.dele, m.Number)
-		s.deleIDs = append(s.deleIDs, m.UID)
-		s.mu.Unlock()
-		return nil
+// PeekHeader implements engine.HeaderPeeker with TOP n 0.
+func (s *session) PeekHeader(ctx context.Context, it engine.Item) ([]byte, error) {
+	h, err := s.c.Top(it.Ref.(int), 0, 1<<20)
+	if err != nil {
+		return nil, s.fail(err)
 	}
+	return h, nil
 }
 
-// Close marks the settled messages deleted and QUITs, which commits the
-// deletions. If the session is broken it is dropped without QUIT: the server
-// keeps everything, and the ledger makes the next poll delete what was
-// delivered.
+// Commit implements engine.Session: it marks the messages deleted (with
+// delete = false, it does nothing). The server deletes them at QUIT, in
+// Close. A DELE refused for one message leaves that one for the next poll.
+func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Item, error) {
+	if !s.in.delete || len(items) == 0 {
+		return nil, nil
+	}
+	if s.broken != nil {
+		return items, s.broken
+	}
+	if err := s.drainQueued(); err != nil {
+		return items, s.fail(err)
+	}
+	nums := make([]int, len(items))
+	for i, it := range items {
+		nums[i] = it.Ref.(int)
+	}
+	refused, err := s.c.DeleEach(nums)
+	if err != nil {
+		return items, s.fail(err)
+	}
+	var failed []engine.Item
+	for i, it := range items {
+		if refused[i] != nil {
+			s.in.log.Warn("DELE refused; the message stays on the server for the next poll", "number", nums[i], "id", it.ID, "err", refused[i])
+			failed = append(failed, it)
+		}
+	}
+	return failed, nil
+}
+
+// drainQueued reads the replies of RETRs still in flight (a fetch that
+// stopped early), so that the next reply read is the next command's.
+func (s *session) drainQueued() error {
+	for ; s.queued > 0; s.queued-- {
+		r, err := s.c.ReadRetr(0)
+		if err == nil {
+			err = r.(*dotReader).drain()
+		}
+		var pe *Error
+		if err != nil && !errors.As(err, &pe) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close implements engine.Session: QUIT, which makes the server delete
+// what was marked. A broken session is dropped without QUIT, so the server
+// deletes nothing.
 func (s *session) Close(ctx context.Context) error {
 	if s.broken != nil {
 		s.c.Close()
-		return nil // already reported by Next
+		return nil // already reported
 	}
-	if s.queued > 0 {
-		// Stopped early (shutdown): read the replies still in flight so
-		// that the DELE replies line up.
-		for ; s.queued > 0; s.queued-- {
-			r, err := s.c.ReadRetr(0)
-			if err == nil {
-				err = r.(*dotReader).drain()
-			}
-			var pe *Error
-			if err != nil && !errors.As(err, &pe) {
-				s.c.Close()
-				return err
-			}
-		}
-	}
-	s.mu.Lock()
-	dele, ids := s.dele, s.deleIDs
-	s.mu.Unlock()
-	if err := s.c.DeleMany(dele); err != nil {
+	if err := s.drainQueued(); err != nil {
 		s.c.Close()
-		return fmt.Errorf("DELE: %w (the messages stay on the server and are deleted on the next poll)", err)
+		return err
 	}
 	if err := s.c.Quit(); err != nil {
 		return fmt.Errorf("QUIT: %w (the server may not have deleted the messages; they are deleted on the next poll)", err)
 	}
-	if s.in.ledger == nil {
-		return nil
-	}
-	if s.in.delete {
-		return s.in.ledger.Forget(ids)
-	}
-	// Keep mode: forget the UIDLs that left the server by other means.
-	var gone []string
-	for _, id := range s.in.ledger.Known() {
-		if !s.onSrv[id] {
-			gone = append(gone, id)
-		}
-	}
-	return s.in.ledger.Forget(gone)
+	return nil
 }
 
 var (
-	_ engine.Input       = (*Input)(nil)
-	_ engine.Provisioner = (*Input)(nil)
-	_ engine.Initializer = (*Input)(nil)
+	_ engine.Input        = (*Input)(nil)
+	_ engine.Provisioner  = (*Input)(nil)
+	_ engine.Initializer  = (*Input)(nil)
+	_ engine.FileUser     = (*Input)(nil)
+	_ engine.HeaderPeeker = (*session)(nil)
 )

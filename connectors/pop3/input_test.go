@@ -257,24 +257,23 @@ func TestOversizedMessagesStayOnTheServer(t *testing.T) {
 	}
 }
 
-func TestServerLyingAboutSizeEndsSessionWithoutDeleting(t *testing.T) {
+func TestServerLyingAboutSizeLeavesThatMessage(t *testing.T) {
 	msgs := crlfMix(3)
 	msgs[1] = enginetest.Message(enginetest.Huge, 1, 300_000)
 	srv := newServer(t, msgs)
 	srv.Set(func(b *pop3test.Behaviour) { b.ListSize = map[int]int64{2: 100} }) // says 100 bytes, sends 300 KB
 	j := newJob(t, srv.Addr(), "max_message_size = 200000\npipelining = false")
-	if _, err := j.poll(); err == nil || !strings.Contains(err.Error(), "larger than max_message_size") {
-		t.Fatalf("want a size error, got %v", err)
+	st, err := j.poll()
+	if err != nil || st.Delivered != 2 {
+		t.Fatalf("the other messages must go through: %v %v", st, err)
 	}
-	if len(srv.Messages()) != 3 {
-		t.Fatal("nothing may be deleted in a session that ended mid-message")
+	if left := srv.Messages(); len(left) != 1 || !bytes.Equal(left[0], msgs[1]) {
+		t.Fatal("the message over the bound must stay on the server, and only it")
 	}
-	if got := j.delivered(); len(got) != 1 || !bytes.Equal(got[0], msgs[0]) {
-		t.Fatalf("message 1 should have been delivered before the lie; have %d", len(got))
-	}
+	assertExactlyOnce(t, [][]byte{msgs[0], msgs[2]}, j.delivered())
 }
 
-func TestNoUIDLFallsBackToHeaderHashAndKeepModeFetchesOnce(t *testing.T) {
+func TestNoUIDLKeepModeDeliversEachOnceByContent(t *testing.T) {
 	msgs := crlfMix(5)
 	srv := newServer(t, msgs)
 	srv.Set(func(b *pop3test.Behaviour) { b.NoUIDL = true })
@@ -285,15 +284,157 @@ func TestNoUIDLFallsBackToHeaderHashAndKeepModeFetchesOnce(t *testing.T) {
 	if len(srv.Messages()) != 5 {
 		t.Fatal("keep mode deleted messages")
 	}
-	st, err := j.poll()
-	if err != nil || st.Fetched != 0 {
-		t.Fatalf("second poll in keep mode fetched again: %v %v", st, err)
+	// Without UIDL the ids are only hints: every poll fetches, and the
+	// content (digest) says each one was delivered already.
+	for range 2 {
+		st, err := j.poll()
+		if err != nil || st.Delivered != 0 || st.Skipped != 5 {
+			t.Fatalf("later poll in keep mode: %v %v", st, err)
+		}
 	}
 	assertExactlyOnce(t, msgs, j.delivered())
 	for _, l := range srv.Log() {
 		if strings.HasPrefix(l, "DELE") {
 			t.Fatal("keep mode sent DELE")
 		}
+	}
+}
+
+// sameHeaders are three messages whose headers are byte-identical and
+// whose bodies differ (in length too): without UIDL, a header hash alone
+// named all three the same.
+func sameHeaders() [][]byte {
+	h := "From: a@example.org\r\nTo: b@example.org\r\nSubject: same\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\n"
+	return [][]byte{[]byte(h + "first body\r\n"), []byte(h + "the second body\r\n"), []byte(h + "and the third, longest body\r\n")}
+}
+
+func TestNoUIDLIdenticalHeadersDroppedMidRetrLoseNothing(t *testing.T) {
+	for _, sameSize := range []bool{false, true} {
+		t.Run(fmt.Sprintf("same size=%v", sameSize), func(t *testing.T) {
+			msgs := sameHeaders()
+			if sameSize {
+				for i := range msgs {
+					msgs[i] = append(bytes.TrimSuffix(msgs[i], []byte("\r\n")), bytes.Repeat([]byte("x"), 160-len(msgs[i]))...)
+					msgs[i] = append(msgs[i], "\r\n"...)
+				}
+			}
+			srv := newServer(t, msgs)
+			srv.Set(func(b *pop3test.Behaviour) { b.NoUIDL = true; b.Drop = dropAt("RETR", 3, false) })
+			j := newJob(t, srv.Addr(), "pipelining = false")
+			if _, err := j.poll(); err == nil {
+				t.Fatal("a session dropped during RETR must fail the poll")
+			}
+			if len(srv.Messages()) != 3 {
+				t.Fatal("nothing may be deleted by a session that never QUIT")
+			}
+			for range 2 {
+				j.restart()
+				if _, err := j.poll(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			assertExactlyOnce(t, msgs, j.delivered())
+			if n := len(srv.Messages()); n != 0 {
+				t.Fatalf("%d left on the server", n)
+			}
+		})
+	}
+}
+
+func TestUIDLRefusedOnceInKeepModeRefetchesNothing(t *testing.T) {
+	msgs := crlfMix(5)
+	srv := newServer(t, msgs)
+	j := newJob(t, srv.Addr(), "delete = false")
+	if st, err := j.poll(); err != nil || st.Delivered != 5 {
+		t.Fatalf("%v %v", st, err)
+	}
+	srv.Set(func(b *pop3test.Behaviour) { b.UIDLErrOnce = true })
+	st, err := j.poll()
+	if err == nil || st.Fetched != 0 {
+		t.Fatalf("a UIDL refused by a server that lists it must stop the poll before fetching: %v %v", st, err)
+	}
+	if st, err := j.poll(); err != nil || st.Fetched != 0 || st.Delivered != 0 {
+		t.Fatalf("poll after the hiccup: %v %v", st, err)
+	}
+	assertExactlyOnce(t, msgs, j.delivered())
+}
+
+func TestReusedUIDLIsReadBeforeDeleting(t *testing.T) {
+	msgs := crlfMix(3)
+	srv := newServer(t, msgs)
+	// The first session's QUIT is lost: everything stays on the server.
+	srv.Set(func(b *pop3test.Behaviour) { b.Drop = dropAt("QUIT", 0, false) })
+	j := newJob(t, srv.Addr(), "")
+	if st, _ := j.poll(); st.Delivered != 3 {
+		t.Fatalf("first poll: %v", st)
+	}
+	// The server now gives the first UIDL to other bytes of the same size.
+	other := bytes.Replace(msgs[0], []byte("Subject: "), []byte("Subject! "), 1)
+	if len(other) != len(msgs[0]) || bytes.Equal(other, msgs[0]) {
+		t.Fatal("test message has no Subject")
+	}
+	srv.Replace(0, other)
+	if st, err := j.poll(); err != nil || st.Delivered != 1 || st.Skipped != 2 {
+		t.Fatalf("second poll: %v %v", st, err)
+	}
+	assertExactlyOnce(t, append(msgs, other), j.delivered())
+	if n := len(srv.Messages()); n != 0 {
+		t.Fatalf("%d left on the server", n)
+	}
+}
+
+func TestUndottedLeadingDotIsNeverDeliveredShort(t *testing.T) {
+	// Dovecot 2.3 sent these without doubling the leading dot: the first
+	// is read as 0 bytes, the others one byte short.
+	odd := [][]byte{[]byte(".\r\n"), []byte(".hidden: x\r\n\r\nbody\r\n")}
+	msgs := append(crlfMix(3), odd...)
+	srv := newServer(t, msgs)
+	srv.Set(func(b *pop3test.Behaviour) { b.NoDotStuff = true })
+	j := newJob(t, srv.Addr(), "pipelining = false") // fetch_attempts: 3
+	// The 0-byte read leaves the stream out of step, so each poll ends
+	// there until that message is held; then the next one gets its tries.
+	var held int64
+	for range 6 {
+		st, _ := j.poll()
+		held += st.Held
+	}
+	for _, got := range j.delivered() {
+		if bytes.HasPrefix(got, []byte("hidden")) || len(got) == 0 {
+			t.Fatalf("a short copy was delivered: %q", got)
+		}
+	}
+	assertExactlyOnce(t, msgs[:3], j.delivered())
+	left := srv.Messages()
+	if len(left) != 2 || !bytes.Equal(left[0], odd[0]) || !bytes.Equal(left[1], odd[1]) {
+		t.Fatalf("the misread messages must stay on the server; it has %d", len(left))
+	}
+	if held != 2 {
+		t.Fatalf("want both held after 3 attempts, got %d", held)
+	}
+	entries, _ := j.engine.Quarantine.List()
+	if len(entries) != 2 || !entries[0].Kept || !strings.Contains(entries[0].Reason, "the source keeps the message") {
+		t.Fatalf("quarantine: %+v", entries)
+	}
+}
+
+func TestDeleRefusedForOneCommitsTheRest(t *testing.T) {
+	msgs := crlfMix(4)
+	srv := newServer(t, msgs)
+	srv.Set(func(b *pop3test.Behaviour) { b.DeleErr = map[int]string{2: "[SYS/TEMP] cannot delete now"} })
+	j := newJob(t, srv.Addr(), "")
+	if st, err := j.poll(); err != nil || st.Delivered != 4 {
+		t.Fatalf("%v %v", st, err)
+	}
+	if left := srv.Messages(); len(left) != 1 || !bytes.Equal(left[0], msgs[1]) {
+		t.Fatalf("only message 2 must stay; %d left", len(left))
+	}
+	srv.Set(func(b *pop3test.Behaviour) { b.DeleErr = nil })
+	if st, err := j.poll(); err != nil || st.Skipped != 1 || st.Delivered != 0 {
+		t.Fatalf("%v %v", st, err)
+	}
+	assertExactlyOnce(t, msgs, j.delivered())
+	if len(srv.Messages()) != 0 {
+		t.Fatal("message 2 not deleted on the next poll")
 	}
 }
 
@@ -307,7 +448,7 @@ func TestCleartextPasswordRefusedUnlessAllowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = engine.Build(cfg, plugins.Default, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	_, err = engine.Build(cfg, plugins.Default, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err == nil || !strings.Contains(err.Error(), "allow_plaintext_auth") {
 		t.Fatalf("want a refusal naming allow_plaintext_auth, got %v", err)
 	}

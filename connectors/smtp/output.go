@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/mail"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,7 +78,21 @@ func (*Output) SampleConfig() string { return sampleConfig }
 // Provision implements engine.Provisioner.
 func (o *Output) Provision(env engine.Env) error {
 	o.log = env.Logger
+	if o.PasswordFile != "" && !filepath.IsAbs(o.PasswordFile) {
+		o.PasswordFile = filepath.Join(env.BaseDir, o.PasswordFile)
+	}
+	o.Options.Resolve(env.BaseDir)
 	return nil
+}
+
+// Files implements engine.FileUser: a changed password or CA file rebuilds
+// the output on reload.
+func (o *Output) Files() []string {
+	var files []string
+	if o.PasswordFile != "" {
+		files = append(files, o.PasswordFile)
+	}
+	return append(files, o.Options.Files()...)
 }
 
 // Init implements engine.Initializer.
@@ -442,4 +457,5 @@ var (
 	_ engine.Provisioner = (*Output)(nil)
 	_ engine.Initializer = (*Output)(nil)
 	_ engine.Closer      = (*Output)(nil)
+	_ engine.FileUser    = (*Output)(nil)
 )

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 )
 
 // Options are the TLS keys of a connector's config.
@@ -18,6 +19,22 @@ type Options struct {
 	CAFile             string `toml:"tls_ca_file"`
 	ServerName         string `toml:"tls_server_name"`
 	InsecureSkipVerify bool   `toml:"tls_insecure_skip_verify"`
+}
+
+// Resolve makes a relative tls_ca_file relative to base (the config's
+// directory).
+func (o *Options) Resolve(base string) {
+	if o.CAFile != "" && !filepath.IsAbs(o.CAFile) {
+		o.CAFile = filepath.Join(base, o.CAFile)
+	}
+}
+
+// Files lists the files the options read, for reloads (engine.FileUser).
+func (o Options) Files() []string {
+	if o.CAFile == "" {
+		return nil
+	}
+	return []string{o.CAFile}
 }
 
 // Config builds the client TLS config for a server at address (host:port).

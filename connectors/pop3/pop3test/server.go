@@ -40,6 +40,9 @@ type Behaviour struct {
 	InUse         bool           // PASS answers -ERR [IN-USE]
 	ListSize      map[int]int64  // LIST reports these sizes instead
 	RetrErr       map[int]string // RETR n answers -ERR with this text
+	UIDLErrOnce   bool           // the next UIDL answers -ERR (though CAPA lists it), then UIDL works again
+	NoDotStuff    bool           // send lines that begin with "." without doubling the dot (Dovecot 2.3 does, for a message's first line)
+	DeleErr       map[int]string // DELE n answers -ERR with this text
 	// Drop, if set, is asked before and after each command; returning true
 	// closes the connection at that point without a reply.
 	Drop func(cmd string, arg int, after bool) bool
@@ -93,6 +96,14 @@ func (s *Server) Add(msgs ...[]byte) {
 		s.nextUID++
 		s.msgs = append(s.msgs, &message{data: m, uid: fmt.Sprintf("uid%05d", s.nextUID)})
 	}
+}
+
+// Replace gives the message now at position i (from 0) other bytes under
+// the same UIDL: a server that reuses a UIDL, which RFC 1939 forbids.
+func (s *Server) Replace(i int, data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.msgs[i] = &message{data: data, uid: s.msgs[i].uid}
 }
 
 // Messages returns the mailbox's messages now.
@@ -175,13 +186,13 @@ func (w *writer) flush() error {
 
 // dotStuff writes data as a multi-line body: CRLF line ends, leading dots
 // doubled, terminated by ".CRLF".
-func (w *writer) dotStuff(data []byte) {
+func (w *writer) dotStuff(data []byte, stuff bool) {
 	lines := bytes.SplitAfter(data, []byte("\n"))
 	for _, l := range lines {
 		if len(l) == 0 {
 			continue
 		}
-		if l[0] == '.' {
+		if l[0] == '.' && stuff {
 			w.buf.WriteByte('.')
 		}
 		l = bytes.TrimSuffix(bytes.TrimSuffix(l, []byte("\n")), []byte("\r"))
@@ -331,6 +342,14 @@ func (s *Server) session(conn net.Conn) {
 				w.line("-ERR no UIDL here")
 				break
 			}
+			s.mu.Lock()
+			failOnce := s.b.UIDLErrOnce
+			s.b.UIDLErrOnce = false
+			s.mu.Unlock()
+			if failOnce {
+				w.line("-ERR [SYS/TEMP] UIDL index busy")
+				break
+			}
 			w.line("+OK")
 			for i, m := range view {
 				if !deleted[i+1] {
@@ -355,10 +374,14 @@ func (s *Server) session(conn net.Conn) {
 					data = data[:i+4]
 				}
 			}
-			w.dotStuff(data)
+			w.dotStuff(data, !b.NoDotStuff)
 		case cmd == "DELE":
 			if msg(arg) == nil {
 				w.line("-ERR no such message")
+				break
+			}
+			if text, ok := b.DeleErr[arg]; ok {
+				w.line("-ERR %s", text)
 				break
 			}
 			deleted[arg] = true

@@ -1,4 +1,4 @@
-package engine
+package ledger
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"time"
 
@@ -28,7 +27,7 @@ import (
 // it; a process killed then would send the message again on the next run,
 // since SMTP gives no way to ask whether the server kept it. So the engine
 // first Notes the acceptance in a journal, one plain write (microseconds):
-// the kernel keeps it when the process dies, and OpenLedger replays it.
+// the kernel keeps it when the process dies, and Open replays it.
 // Only the machine losing power in that window can still cause a repeat.
 type Ledger struct {
 	db *bolt.DB
@@ -51,41 +50,9 @@ type journalEntry struct {
 	Rec   Record `json:"rec"`
 }
 
-// Outcome is how a message was settled.
-type Outcome string
-
-const (
-	OutcomeDelivered   Outcome = "delivered"
-	OutcomeDropped     Outcome = "dropped"
-	OutcomeQuarantined Outcome = "quarantined"
-)
-
-// Record is what the ledger holds for one message.
-type Record struct {
-	// Settled is set once the message needs nothing more but its commit at
-	// the source.
-	Settled Outcome `json:"settled,omitempty"`
-	// Accepted holds, per output, the recipients that accepted the message
-	// ("*" for an output without recipients, such as a Maildir).
-	Accepted map[string][]string `json:"accepted,omitempty"`
-	// Refused holds, per output, the recipients that refused the message for
-	// good, and Reasons their replies; they are not tried again.
-	Refused map[string][]string `json:"refused,omitempty"`
-	Reasons []string            `json:"reasons,omitempty"`
-	// Sending lists the outputs a delivery was under way to. It is set
-	// (in the journal) before an output is handed the message and cleared
-	// when it answers, so after a hard kill it names the messages whose fate
-	// at that output is unknown: SMTP cannot say whether a server kept a
-	// message whose reply never arrived.
-	Sending []string `json:"sending,omitempty"`
-	// Digest is the SHA-256 of the message's bytes, so that a source id
-	// reused for another message is not mistaken for this one.
-	Digest string    `json:"digest,omitempty"`
-	At     time.Time `json:"at"`
-}
-
-// OpenLedger opens (creating it if needed) the ledger in dir.
-func OpenLedger(dir string) (*Ledger, error) {
+// Open opens (creating it if needed) the ledger in dir. Only one process
+// may have it open: bbolt locks the file.
+func Open(dir string) (*Ledger, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -97,6 +64,12 @@ func OpenLedger(dir string) (*Ledger, error) {
 	if err := l.replay(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("replaying the ledger journal in %s: %w", dir, err)
+	}
+	if file, free := l.Size(); file >= compactMinSize && free > file/2 {
+		if err := l.Compact(); err != nil {
+			l.db.Close()
+			return nil, err
+		}
 	}
 	if l.journal, err = os.OpenFile(filepath.Join(dir, journalName), os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
 		db.Close()
@@ -160,7 +133,7 @@ func (l *Ledger) replay() error {
 
 // Note records rec at once, without waiting for the disk: it survives the
 // process being killed, not the machine losing power. Put follows to make
-// it durable; OpenLedger replays Notes that Put did not get to.
+// it durable; Open replays Notes that Put did not get to.
 func (l *Ledger) Note(input, id string, rec Record) error {
 	rec.At = time.Now().UTC()
 	line, err := json.Marshal(journalEntry{Input: input, ID: id, Rec: rec})
@@ -245,54 +218,3 @@ func (l *Ledger) Put(input, id string, rec Record) error {
 		return b.Put([]byte(id), v)
 	})
 }
-
-// Forget removes the records of these ids.
-func (l *Ledger) Forget(input string, ids []string) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	return l.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketName(input))
-		if b == nil {
-			return nil
-		}
-		for _, id := range ids {
-			if err := b.Delete([]byte(id)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// Known lists the ids recorded for an input, sorted.
-func (l *Ledger) Known(input string) []string {
-	var ids []string
-	_ = l.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketName(input))
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, _ []byte) error {
-			ids = append(ids, string(k))
-			return nil
-		})
-	})
-	sort.Strings(ids)
-	return ids
-}
-
-// For returns the view of the ledger that one input gets.
-func (l *Ledger) For(input string) SourceLedger { return inputLedger{l, input} }
-
-type inputLedger struct {
-	l     *Ledger
-	input string
-}
-
-func (il inputLedger) Delivered(id string) bool {
-	rec, ok := il.l.Get(il.input, id)
-	return ok && rec.Settled != ""
-}
-func (il inputLedger) Forget(ids []string) error { return il.l.Forget(il.input, ids) }
-func (il inputLedger) Known() []string           { return il.l.Known(il.input) }

@@ -1,4 +1,4 @@
-package engine
+package ledger
 
 import (
 	"testing"
@@ -8,11 +8,11 @@ import (
 // ledger after the next open; a later Put wins over an older Note.
 func TestLedgerJournalSurvivesAKill(t *testing.T) {
 	dir := t.TempDir()
-	l, err := OpenLedger(dir)
+	l, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Put("in", "put-then-noted", Record{Settled: OutcomeDelivered}); err != nil {
+	if err := l.Put("in", "put-then-noted", Record{Settled: Delivered}); err != nil {
 		t.Fatal(err)
 	}
 	accepted := Record{Accepted: map[string][]string{"smtp": {"a@example.net"}}, Digest: "d1"}
@@ -22,7 +22,7 @@ func TestLedgerJournalSurvivesAKill(t *testing.T) {
 	if err := l.Note("in", "put-then-noted", Record{Accepted: map[string][]string{"x": {"*"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Put("in", "put-then-noted", Record{Settled: OutcomeDelivered, Accepted: map[string][]string{"x": {"*"}}}); err != nil {
+	if err := l.Put("in", "put-then-noted", Record{Settled: Delivered, Accepted: map[string][]string{"x": {"*"}}}); err != nil {
 		t.Fatal(err)
 	}
 	// What a SIGKILL leaves: the journal written, the database not closed
@@ -30,7 +30,7 @@ func TestLedgerJournalSurvivesAKill(t *testing.T) {
 	l.journal.Close()
 	l.db.Close()
 
-	l2, err := OpenLedger(dir)
+	l2, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,13 +40,13 @@ func TestLedgerJournalSurvivesAKill(t *testing.T) {
 		t.Fatalf("noted record after reopen: %+v %v", rec, ok)
 	}
 	rec, _ = l2.Get("in", "put-then-noted")
-	if rec.Settled != OutcomeDelivered {
+	if rec.Settled != Delivered {
 		t.Fatalf("an older Note overwrote a newer Put: %+v", rec)
 	}
 }
 
 func TestLedgerJournalRotates(t *testing.T) {
-	l, err := OpenLedger(t.TempDir())
+	l, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

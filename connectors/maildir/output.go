@@ -1,0 +1,98 @@
+package maildir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mailflow/mailflow/engine"
+)
+
+// Output writes messages into a Maildir.
+type Output struct {
+	Path   string `toml:"path"`
+	Create *bool  `toml:"create"`
+
+	dir  string
+	host string
+}
+
+// SampleConfig returns the documented sample config of both plugins.
+func (*Output) SampleConfig() string { return sampleConfig }
+
+// Provision implements engine.Provisioner.
+func (o *Output) Provision(env engine.Env) error {
+	o.dir = resolve(env.BaseDir, o.Path)
+	return nil
+}
+
+// Init implements engine.Initializer.
+func (o *Output) Init() error {
+	if o.Path == "" {
+		return errors.New("path is required")
+	}
+	host, _ := os.Hostname()
+	o.host = strings.NewReplacer("/", `\057`, ":", `\072`).Replace(host)
+	if o.host == "" {
+		o.host = "localhost"
+	}
+	return nil
+}
+
+// Start implements engine.Starter: it creates the Maildir when create is
+// not false, so that a wrong path fails at start-up and not at the first
+// message ("mailflow check" creates nothing).
+func (o *Output) Start(ctx context.Context) error {
+	if o.Create == nil || *o.Create {
+		for _, sub := range []string{"tmp", "new", "cur"} {
+			if err := os.MkdirAll(filepath.Join(o.dir, sub), 0o700); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(o.dir, "new")); err != nil {
+		return fmt.Errorf("%s is not a Maildir: %w", o.dir, err)
+	}
+	return nil
+}
+
+// Deliver implements engine.Output. The file name is derived from the
+// delivery key, so a retry after a crash finds the copy it already wrote and
+// does not write a second one.
+func (o *Output) Deliver(ctx context.Context, msg *engine.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
+	name := d.Key + ".mailflow." + o.host
+	final := filepath.Join(o.dir, "new", name)
+	if _, err := os.Stat(final); err == nil {
+		return nil, nil // written on an earlier try
+	}
+	tmp := filepath.Join(o.dir, "tmp", name)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	_, err = msg.WriteTo(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, final)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	return nil, syncDir(filepath.Join(o.dir, "new"))
+}
+
+var (
+	_ engine.Output      = (*Output)(nil)
+	_ engine.Provisioner = (*Output)(nil)
+	_ engine.Initializer = (*Output)(nil)
+	_ engine.Starter     = (*Output)(nil)
+)

@@ -1,0 +1,301 @@
+package ledger
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// A record lives while its message is at the source: Sweep removes the
+// records of ids that a complete listing no longer holds. So the ledger's
+// size follows what the sources hold now, not how much ever went through
+// them; and an input that left the config is forgotten after a grace period
+// (ForgetOrphans), in case it was only renamed for a while.
+
+var metaBucket = []byte("meta")
+
+// GetMany returns the records of these ids that exist, in one transaction.
+func (l *Ledger) GetMany(input string, ids []string) map[string]Record {
+	out := map[string]Record{}
+	_ = l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName(input))
+		if b == nil {
+			return nil
+		}
+		for _, id := range ids {
+			var rec Record
+			if v := b.Get([]byte(id)); v != nil && json.Unmarshal(v, &rec) == nil {
+				out[id] = rec
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// All returns every record of an input, by id.
+func (l *Ledger) All(input string) map[string]Record {
+	out := map[string]Record{}
+	_ = l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName(input))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var rec Record
+			if json.Unmarshal(v, &rec) == nil {
+				out[string(k)] = rec
+			}
+			return nil
+		})
+	})
+	return out
+}
+
+// Move gives the records at the keys of moves the ids they map to, in one
+// transaction: for a source whose ids changed while its messages did not
+// (a changed id scheme, ids that are only positions).
+func (l *Ledger) Move(input string, moves map[string]string) error {
+	if len(moves) == 0 {
+		return nil
+	}
+	return l.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketName(input))
+		if err != nil {
+			return err
+		}
+		vals := map[string][]byte{}
+		for from := range moves {
+			if v := b.Get([]byte(from)); v != nil {
+				vals[from] = append([]byte(nil), v...)
+				if err := b.Delete([]byte(from)); err != nil {
+					return err
+				}
+			}
+		}
+		for from, to := range moves {
+			if v, ok := vals[from]; ok {
+				if err := b.Put([]byte(to), v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Sweep removes the records of input whose id is not in present: the
+// source no longer holds those messages. Call it only with a complete
+// listing, never with one cut short. It returns how many it removed.
+func (l *Ledger) Sweep(input string, present map[string]bool) (int, error) {
+	removed := 0
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName(input))
+		if b == nil {
+			return nil
+		}
+		var gone [][]byte
+		err := b.ForEach(func(k, _ []byte) error {
+			if !present[string(k)] {
+				gone = append(gone, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range gone {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		removed = len(gone)
+		return nil
+	})
+	return removed, err
+}
+
+// Meta returns what the ledger keeps about an input as a whole.
+func (l *Ledger) Meta(input string) Meta {
+	var m Meta
+	_ = l.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(metaBucket); b != nil {
+			if v := b.Get([]byte(input)); v != nil {
+				_ = json.Unmarshal(v, &m)
+			}
+		}
+		return nil
+	})
+	return m
+}
+
+// SetMeta stores what the ledger keeps about an input as a whole.
+func (l *Ledger) SetMeta(input string, m Meta) error {
+	v, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return l.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(metaBucket)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(input), v)
+	})
+}
+
+// InputStats is how much the ledger holds for one input.
+type InputStats struct {
+	Input   string
+	Records int
+	Settled int
+	Meta    Meta
+}
+
+// Stats lists every input the ledger holds records or meta for.
+func (l *Ledger) Stats() []InputStats {
+	by := map[string]*InputStats{}
+	get := func(name string) *InputStats {
+		if by[name] == nil {
+			by[name] = &InputStats{Input: name}
+		}
+		return by[name]
+	}
+	_ = l.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			if input, ok := strings.CutPrefix(string(name), "input/"); ok {
+				st := get(input)
+				return b.ForEach(func(_, v []byte) error {
+					st.Records++
+					var rec Record
+					if json.Unmarshal(v, &rec) == nil && rec.Settled != "" {
+						st.Settled++
+					}
+					return nil
+				})
+			}
+			if string(name) == string(metaBucket) {
+				return b.ForEach(func(k, v []byte) error {
+					_ = json.Unmarshal(v, &get(string(k)).Meta)
+					return nil
+				})
+			}
+			return nil
+		})
+	})
+	out := make([]InputStats, 0, len(by))
+	for _, st := range by {
+		out = append(out, *st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Input < out[j].Input })
+	return out
+}
+
+// ForgetOrphans is called with the inputs the config has now. An input
+// the ledger knows but the config does not is marked orphaned the first
+// time; once it has been orphaned for longer than grace, its records and
+// meta are removed. An orphan that comes back is kept, with its records.
+// It returns the inputs it removed and those newly orphaned.
+func (l *Ledger) ForgetOrphans(configured []string, grace time.Duration, now time.Time) (removed, orphaned []string, err error) {
+	want := map[string]bool{}
+	for _, n := range configured {
+		want[n] = true
+	}
+	for _, st := range l.Stats() {
+		m := st.Meta
+		switch {
+		case want[st.Input] && !m.Orphaned.IsZero():
+			m.Orphaned = time.Time{}
+			err = l.SetMeta(st.Input, m)
+		case want[st.Input]:
+		case m.Orphaned.IsZero():
+			m.Orphaned = now
+			orphaned = append(orphaned, st.Input)
+			err = l.SetMeta(st.Input, m)
+		case now.Sub(m.Orphaned) >= grace:
+			removed = append(removed, st.Input)
+			err = l.db.Update(func(tx *bolt.Tx) error {
+				if tx.Bucket(bucketName(st.Input)) != nil {
+					if err := tx.DeleteBucket(bucketName(st.Input)); err != nil {
+						return err
+					}
+				}
+				if b := tx.Bucket(metaBucket); b != nil {
+					return b.Delete([]byte(st.Input))
+				}
+				return nil
+			})
+		}
+		if err != nil {
+			return removed, orphaned, err
+		}
+	}
+	return removed, orphaned, nil
+}
+
+// Size is the ledger file's size in bytes, and how many of them are free
+// pages that bbolt would reuse (a file never shrinks by itself).
+func (l *Ledger) Size() (file, free int64) {
+	if st, err := os.Stat(l.db.Path()); err == nil {
+		file = st.Size()
+	}
+	s := l.db.Stats()
+	free = int64(s.FreePageN+s.PendingPageN) * int64(l.db.Info().PageSize)
+	return file, free
+}
+
+// compactWhen says when Open compacts: a file of at least compactMinSize
+// whose pages are more than half free.
+const compactMinSize = 1 << 20
+
+// Compact rewrites the ledger into a new file holding only live pages and
+// puts it in place of the old. It needs the ledger to itself: Open calls it
+// before anything else can use the database.
+func (l *Ledger) Compact() error {
+	path := l.db.Path()
+	tmp := filepath.Join(filepath.Dir(path), ".ledger.db.compact")
+	os.Remove(tmp)
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	if err := bolt.Compact(dst, l.db, 64<<20); err != nil {
+		dst.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("compacting the ledger: %w", err)
+	}
+	if err := dst.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := l.db.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	l.db = db
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

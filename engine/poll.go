@@ -1,0 +1,327 @@
+package engine
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mailflow/mailflow/engine/ledger"
+)
+
+// PollOnce runs one poll of the named input: it lists the source, decides
+// per message from the ledger what to do, fetches what needs fetching and
+// takes each message through its pipeline, then commits at the source what
+// is settled, and forgets the records of messages that left the source.
+func (e *Engine) PollOnce(ctx context.Context, name string) (Stats, error) {
+	mu := e.inputLock(name)
+	mu.Lock()
+	defer mu.Unlock()
+	if e.Ledger == nil {
+		return Stats{}, errors.New("engine opened without its ledger cannot poll")
+	}
+	// The poll pins one generation of the config for its whole session:
+	// a reload meanwhile does not close the plugins it uses.
+	g := e.gens.pin()
+	defer g.unpin()
+	ic := g.setup.Config.Input(name)
+	if ic == nil {
+		return Stats{}, fmt.Errorf("no input %q", name)
+	}
+	p := &poll{e: e, s: g.setup, ic: ic, log: e.Log.With("input", name)}
+	err := p.run(ctx)
+	e.Observer.PollDone(name, err)
+	if err != nil {
+		return p.stats, fmt.Errorf("input %q: %w", name, err)
+	}
+	return p.stats, nil
+}
+
+func (e *Engine) inputLock(name string) *sync.Mutex {
+	e.pollMu.Lock()
+	defer e.pollMu.Unlock()
+	mu := e.polling[name]
+	if mu == nil {
+		mu = &sync.Mutex{}
+		e.polling[name] = mu
+	}
+	return mu
+}
+
+// poll is one session of one input.
+type poll struct {
+	e   *Engine
+	s   *Setup
+	ic  *InputConfig
+	log *slog.Logger
+
+	// byContent is set when ids cannot be trusted on their own this poll
+	// (an unstable scheme, or a scheme that changed since the last poll):
+	// every message is fetched and matched to records by its digest.
+	byContent bool
+	records   map[string]ledger.Record // by id, of the listed ids
+	byDigest  map[string]string        // settled records' digest → id (byContent only)
+
+	mu     sync.Mutex
+	stats  Stats
+	commit []Item
+}
+
+func (p *poll) run(ctx context.Context) error {
+	name := p.ic.Name
+	sess, err := p.ic.Plugin.Open(ctx)
+	if err != nil {
+		return err
+	}
+	listing, err := sess.List(ctx)
+	if err != nil {
+		return errors.Join(err, sess.Close(ctx))
+	}
+	fetch := p.plan(listing)
+
+	// Messages already fetched are finished even when ctx is cancelled (a
+	// shutdown): they are settled, recorded and committed.
+	work := context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	fetchErr := sess.Fetch(ctx, fetch, func(it Item, r io.Reader, err error) error {
+		if err != nil {
+			p.count(Stats{Deferred: 1})
+			p.log.Warn("could not fetch the message; it stays at the source", "id", it.ID, "err", err)
+			return nil
+		}
+		msg, err := ReadMessage(r, Source{Input: name, ID: it.ID}, p.spool())
+		if errors.Is(err, ErrTooLarge) {
+			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "max", p.spool().MaxSize)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		p.count(Stats{Fetched: 1})
+		if !SizeAgrees(it.Size, msg) {
+			p.mismatch(it, msg)
+			msg.Close()
+			return nil
+		}
+		select {
+		case p.e.sem <- struct{}{}:
+		case <-ctx.Done():
+			msg.Close()
+			return ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-p.e.sem; wg.Done() }()
+			defer msg.Close()
+			p.handle(work, it, msg)
+		}()
+		return nil
+	})
+	wg.Wait()
+
+	var commitErr error
+	if len(p.commit) > 0 {
+		closeCtx, cancel := context.WithTimeout(work, 2*time.Minute)
+		failed, err := sess.Commit(closeCtx, p.commit)
+		cancel()
+		for _, it := range failed {
+			p.log.Warn("source did not commit a settled message; it is committed on the next poll", "id", it.ID)
+		}
+		commitErr = err
+	}
+	closeCtx, cancel := context.WithTimeout(work, 2*time.Minute)
+	defer cancel()
+	closeErr := sess.Close(closeCtx)
+
+	// The listing was complete: records of ids the source no longer holds
+	// are about messages that are gone, so they go too.
+	present := make(map[string]bool, len(listing.Items))
+	for _, it := range listing.Items {
+		present[it.ID] = true
+	}
+	if n, err := p.e.Ledger.Sweep(name, present); err != nil {
+		p.log.Warn("ledger: could not forget messages that left the source", "err", err)
+	} else if n > 0 {
+		p.log.Debug("forgot the records of messages that left the source", "count", n)
+	}
+	meta := p.e.Ledger.Meta(name)
+	meta.Scheme, meta.LastListed = listing.Scheme, time.Now().UTC()
+	if err := p.e.Ledger.SetMeta(name, meta); err != nil {
+		p.log.Warn("ledger: could not record the id scheme", "err", err)
+	}
+	return errors.Join(fetchErr, commitErr, closeErr)
+}
+
+// spool is how this input's messages are read in: the global options with
+// the input's own max_message_size, if it has one.
+func (p *poll) spool() SpoolOptions {
+	o := p.s.Config.Spool
+	if p.ic.MaxMessageSize > 0 {
+		o.MaxSize = p.ic.MaxMessageSize
+	}
+	return o
+}
+
+func (p *poll) count(s Stats) {
+	p.mu.Lock()
+	p.stats.Add(s)
+	p.mu.Unlock()
+}
+
+func (p *poll) toCommit(it Item) {
+	p.mu.Lock()
+	p.commit = append(p.commit, it)
+	p.mu.Unlock()
+}
+
+// plan decides, for each listed message, from its record: commit only
+// (settled earlier, and the listing shows the same message), leave it
+// (over the size bound, or held), or fetch it.
+func (p *poll) plan(listing Listing) []Item {
+	name := p.ic.Name
+	meta := p.e.Ledger.Meta(name)
+	ids := make([]string, len(listing.Items))
+	for i, it := range listing.Items {
+		ids[i] = it.ID
+	}
+	p.records = p.e.Ledger.GetMany(name, ids)
+	p.byContent = !listing.Stable
+	if meta.Scheme != "" && meta.Scheme != listing.Scheme {
+		p.log.Warn("the source identifies its messages differently than on the last poll; matching them to the ledger by their content this time (every message is fetched, none is delivered twice)",
+			"was", meta.Scheme, "now", listing.Scheme)
+		p.byContent = true
+	}
+	if p.byContent {
+		p.byDigest = map[string]string{}
+		for id, rec := range p.e.Ledger.All(name) {
+			if rec.Settled != "" && rec.Digest != "" {
+				p.byDigest[rec.Digest] = id
+			}
+		}
+	}
+	max := p.spool().MaxSize
+	var fetch []Item
+	for _, it := range listing.Items {
+		rec, known := p.records[it.ID]
+		sameSize := known && rec.Listed > 0 && rec.Listed == it.Size
+		switch {
+		case known && rec.Settled == ledger.Held && (sameSize || !listing.Stable):
+			// A person has to look at it (see the quarantine); fetching
+			// it again would give the same wrong bytes.
+		case max > 0 && it.Size > max:
+			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "size", it.Size, "max", max)
+		case known && rec.Settled != "" && sameSize && !p.byContent && listing.Keeps:
+			p.count(Stats{Skipped: 1})
+			p.toCommit(it)
+		default:
+			fetch = append(fetch, it)
+		}
+	}
+	return fetch
+}
+
+// handle settles one fetched message: a message the ledger has as settled
+// under this id (or, matching by content, under another) is only
+// committed; any other goes through its pipeline.
+func (p *poll) handle(ctx context.Context, it Item, msg *Message) {
+	name := p.ic.Name
+	digest := hex.EncodeToString(msg.Digest[:])
+	rec, known := p.records[it.ID]
+	if known && rec.Digest != "" && rec.Digest != digest {
+		// Sources promise never to reuse an id (RFC 1939 for UIDL, the
+		// Maildir spec for names), but if one does, the record is about
+		// another message: committing this one on it would lose it.
+		p.log.Warn("source id reused for a different message; treating it as new", "id", it.ID, "message_id", msg.MessageID(), "earlier", string(rec.Settled))
+		rec, known = ledger.Record{}, false
+	}
+	if p.byContent && (!known || rec.Settled == "") {
+		p.mu.Lock()
+		other, ok := p.byDigest[digest]
+		if ok {
+			delete(p.byDigest, digest) // one record settles one message
+		}
+		p.mu.Unlock()
+		if ok && other != it.ID {
+			if err := p.e.Ledger.Move(name, map[string]string{other: it.ID}); err != nil {
+				p.log.Warn("ledger: could not move a record to the message's new id; it is delivered again", "id", it.ID, "err", err)
+			} else {
+				rec, known = p.e.Ledger.GetMany(name, []string{it.ID})[it.ID], true
+			}
+		} else if ok {
+			rec, known = p.e.Ledger.GetMany(name, []string{it.ID})[it.ID], true
+		}
+	}
+	if known && rec.Settled != "" {
+		p.count(Stats{Skipped: 1})
+		p.log.Debug("settled on an earlier poll; committing only", "id", it.ID, "earlier", string(rec.Settled))
+		p.toCommit(it)
+		return
+	}
+	rec.Digest, rec.Size, rec.Listed, rec.Attempts = digest, msg.OriginalSize(), it.Size, 0
+	res := p.e.settle(ctx, p.s, p.ic.Pipeline, msg, rec, ledgerRecorder{p.e.Ledger, name, it.ID})
+	p.count(res.stats)
+	if res.state == stateSettled {
+		p.toCommit(it)
+	}
+}
+
+// mismatch handles a message whose fetched size does not agree with what
+// the source announced: a truncated transfer, a server that did not
+// byte-stuff a leading dot. It is neither delivered nor committed; after
+// Config.FetchAttempts such fetches its bytes go to the quarantine for a
+// person to look at and the source keeps it.
+func (p *poll) mismatch(it Item, msg *Message) {
+	name := p.ic.Name
+	rec := p.records[it.ID]
+	rec.Attempts++
+	rec.Listed, rec.Size, rec.Digest = it.Size, msg.OriginalSize(), hex.EncodeToString(msg.Digest[:])
+	attempts := p.s.Config.FetchAttempts
+	log := p.log.With("id", it.ID, "announced", it.Size, "fetched", msg.OriginalSize(), "attempt", rec.Attempts, "of", attempts)
+	if rec.Attempts < attempts {
+		log.Warn("fetched message does not have the size the source announced; not delivered, not committed, tried again next poll")
+		if err := p.e.Ledger.Put(name, it.ID, rec); err != nil {
+			log.Warn("ledger", "err", err)
+		}
+		p.count(Stats{Deferred: 1})
+		return
+	}
+	reason := fmt.Sprintf("fetched %d bytes where the source announced %d, %d times; the source keeps the message", msg.OriginalSize(), it.Size, rec.Attempts)
+	entry, err := p.e.Quarantine.Put(msg, QuarantineEntry{Pipeline: p.ic.Pipeline, Reason: reason, Kept: true})
+	if err != nil {
+		log.Error("quarantine", "err", err)
+		p.count(Stats{Deferred: 1})
+		return
+	}
+	rec.Settled = ledger.Held
+	if err := p.e.Ledger.Put(name, it.ID, rec); err != nil {
+		log.Warn("ledger", "err", err)
+	}
+	log.Error("held: the fetched copy is in the quarantine and the source keeps the message; it is not fetched again while the source lists it the same way", "quarantine_id", entry.ID)
+	p.count(Stats{Held: 1})
+}
+
+// SizeAgrees reports whether msg's size is what the source announced, up
+// to line-end conversion: a source may count its lines with CRLF and hand
+// over LF, or the other way round. A negative announced size is unknown.
+func SizeAgrees(announced int64, msg *Message) bool {
+	got := msg.OriginalSize()
+	if announced < 0 || got == announced {
+		return true
+	}
+	crlf, bareLF := msg.LineEnds()
+	return got-crlf == announced || got+bareLF == announced
+}
+
+// ledgerRecorder records one polled message's delivery in the ledger.
+type ledgerRecorder struct {
+	l     *ledger.Ledger
+	input string
+	id    string
+}
+
+func (r ledgerRecorder) note(rec ledger.Record) error { return r.l.Note(r.input, r.id, rec) }
+func (r ledgerRecorder) put(rec ledger.Record) error  { return r.l.Put(r.input, r.id, rec) }

@@ -1,0 +1,67 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/mailflow/mailflow/engine/ledger"
+)
+
+// SurveyItem is one message of a source as a survey sees it.
+type SurveyItem struct {
+	Item
+	Settled  bool   // the ledger has it as settled under this id: it is not delivered again
+	TooLarge bool   // over max_message_size: it stays at the source
+	Held     bool   // held after fetches that did not match its size
+	Header   []byte // its header, when asked for and the source can peek
+}
+
+// Survey lists an input's source without fetching, committing or changing
+// anything, and says of each message what a poll would do with it: for
+// progress totals and dry runs (mailflow migrate). It works for every input;
+// headers are read where the source can peek at them (HeaderPeeker).
+func (e *Engine) Survey(ctx context.Context, input string, headers bool) ([]SurveyItem, error) {
+	if e.Ledger == nil {
+		return nil, errors.New("engine opened without its ledger cannot survey")
+	}
+	g := e.gens.pin()
+	defer g.unpin()
+	ic := g.setup.Config.Input(input)
+	if ic == nil {
+		return nil, fmt.Errorf("no input %q", input)
+	}
+	sess, err := ic.Plugin.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	listing, err := sess.List(ctx)
+	if err != nil {
+		return nil, errors.Join(err, sess.Close(ctx))
+	}
+	ids := make([]string, len(listing.Items))
+	for i, it := range listing.Items {
+		ids[i] = it.ID
+	}
+	recs := e.Ledger.GetMany(input, ids)
+	max := g.setup.Config.Spool.MaxSize
+	if ic.MaxMessageSize > 0 {
+		max = ic.MaxMessageSize
+	}
+	peek, _ := sess.(HeaderPeeker)
+	out := make([]SurveyItem, 0, len(listing.Items))
+	for _, it := range listing.Items {
+		rec, known := recs[it.ID]
+		si := SurveyItem{Item: it}
+		si.Held = known && rec.Settled == ledger.Held
+		si.Settled = known && rec.Settled != "" && !si.Held
+		si.TooLarge = max > 0 && it.Size > max
+		if headers && peek != nil && !si.Settled {
+			if si.Header, err = peek.PeekHeader(ctx, it); err != nil {
+				return nil, errors.Join(err, sess.Close(ctx))
+			}
+		}
+		out = append(out, si)
+	}
+	return out, sess.Close(ctx)
+}
