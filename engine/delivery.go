@@ -127,7 +127,6 @@ func (d *delivery) answered(results []RecipientResult, err error) error {
 	if err != nil {
 		return nil
 	}
-	all := true
 	for _, r := range results {
 		switch {
 		case r.Err == nil:
@@ -141,13 +140,8 @@ func (d *delivery) answered(results []RecipientResult, err error) error {
 			d.rec.Refused[name] = append(d.rec.Refused[name], r.Recipient)
 			d.rec.Reasons = append(d.rec.Reasons, fmt.Sprintf("%s: <%s>: %v", name, r.Recipient, r.Err))
 		default:
-			all = false
 			d.temp = append(d.temp, fmt.Sprintf("%s: <%s>: %v", name, r.Recipient, r.Err))
 		}
-	}
-	if all && len(results) > 0 {
-		// Every recipient has answered for good: the output is done with.
-		d.rec.Accepted[name] = append(d.rec.Accepted[name], "*")
 	}
 	return nil
 }

@@ -116,6 +116,21 @@ func Open(cfg *Config, reg Registry, log *slog.Logger) (*Engine, error) {
 	return e, nil
 }
 
+// OpenLedger takes cfg.StateDir for this process and opens its ledger
+// alone, without building anything: for "mailflow ledger". close releases
+// both.
+func OpenLedger(cfg *Config) (l *ledger.Ledger, close func(), err error) {
+	unlock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if l, err = ledger.Open(cfg.StateDir); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return l, func() { l.Close(); unlock() }, nil
+}
+
 // OpenForResend opens the quarantine of cfg and builds and starts its
 // outputs and pipelines, without the ledger: for "mailflow quarantine
 // resend", which may run while "mailflow run" holds the state_dir. It

@@ -9,12 +9,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/plugins"
 )
 
@@ -27,6 +30,7 @@ type memInput struct {
 	keep    bool
 	scheme  string // "" is "mem"
 	unsafe  bool   // the listing says its ids are not stable
+	prefix  string // put before every id
 	fetches map[string]int
 	commits map[string]int
 	gone    map[string]bool
@@ -57,7 +61,7 @@ func (s *memSession) List(ctx context.Context) (engine.Listing, error) {
 		l.Scheme = "mem"
 	}
 	for i, m := range s.in.msgs {
-		id := fmt.Sprint(i)
+		id := s.in.prefix + fmt.Sprint(i)
 		if !s.in.gone[id] {
 			l.Items = append(l.Items, engine.Item{ID: id, Size: int64(len(m)), Ref: i})
 		}
@@ -358,4 +362,120 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// When a source starts naming its messages another way (a changed id
+// scheme), the poll matches them to the ledger by content: nothing is
+// delivered again, and the records move to the new ids.
+func TestSchemeChangeMatchesByContentAndMovesRecords(t *testing.T) {
+	msgs := enginetest.Mix(5)
+	h := newHarness(t, msgs, []string{"out"}, "")
+	h.in.keep = true
+	if st, _ := h.e.PollOnce(context.Background(), "mem"); st.Delivered != 5 {
+		t.Fatalf("first poll: %v", st)
+	}
+	h.in.scheme, h.in.prefix = "other", "x"
+	st, err := h.e.PollOnce(context.Background(), "mem")
+	if err != nil || st.Delivered != 0 || st.Skipped != 5 || st.Fetched != 5 {
+		t.Fatalf("poll under the new scheme: %v %v", st, err)
+	}
+	if got := h.e.Ledger.Stats(); len(got) != 1 || got[0].Records != 5 || got[0].Meta.Scheme != "other" {
+		t.Fatalf("ledger after the change: %+v", got)
+	}
+	if rec, ok := h.e.Ledger.Get("mem", "x3"); !ok || rec.Settled == "" {
+		t.Fatal("the record did not follow the message to its new id")
+	}
+	st, _ = h.e.PollOnce(context.Background(), "mem")
+	if st.Fetched != 0 || st.Skipped != 5 {
+		t.Fatalf("third poll, same scheme again: %v", st)
+	}
+	if n := len(h.outs["out"].got); n != 5 {
+		t.Fatalf("output has %d", n)
+	}
+}
+
+// Ids that the source says are not stable are never trusted alone: every
+// settled message is fetched and its digest compared before a commit.
+func TestUnstableIdsAreCheckedByContent(t *testing.T) {
+	msgs := enginetest.Mix(3)
+	h := newHarness(t, msgs, []string{"out"}, "f.test")
+	h.in.unsafe, h.in.keep = true, true
+	leave := true
+	h.filters["f.test"] = func(m *engine.Message) (engine.Verdict, error) {
+		if m.Source.ID == "2" && leave {
+			return engine.Verdict{Action: engine.ActionLeave}, nil
+		}
+		return engine.Verdict{}, nil
+	}
+	if st, _ := h.e.PollOnce(context.Background(), "mem"); st.Delivered != 2 || st.Left != 1 {
+		t.Fatalf("first poll: %v", st)
+	}
+	// The source now lists the same ids for other bytes (as a header hash
+	// would, for two messages with the same header).
+	h.in.msgs = [][]byte{msgs[1], msgs[0], msgs[2]}
+	leave = false
+	for poll := 2; poll <= 3; poll++ {
+		st, _ := h.e.PollOnce(context.Background(), "mem")
+		if want := int64(3 - poll); st.Delivered != want || st.Skipped != 3-want || st.Fetched != 3 {
+			t.Fatalf("poll %d: %v; want %d delivered", poll, st, want)
+		}
+	}
+	if n := len(h.outs["out"].got); n != 3 {
+		t.Fatalf("output has %d distinct ids", n)
+	}
+}
+
+// The journal marks a delivery under way before the output is called and
+// clears the mark on every answer: after a hard kill, only a delivery that
+// was really under way is taken for in doubt.
+func TestJournalMarksOnlyDeliveriesUnderWay(t *testing.T) {
+	h := newHarness(t, enginetest.Mix(2), []string{"out"}, "")
+	hang, inside := make(chan struct{}), make(chan struct{})
+	h.outs["out"].fail = func(m *engine.Message) error {
+		if m.Source.ID == "1" {
+			close(inside)
+			<-hang
+		} else {
+			<-inside // fail only once 1 is with the output (no back-off for it)
+		}
+		return errors.New("421 later")
+	}
+	done := make(chan struct{})
+	go func() { h.e.PollOnce(context.Background(), "mem"); close(done) }()
+	defer func() { close(hang); <-done }()
+	// What a SIGKILL would leave, taken until message 0's answer is in the
+	// journal: the database file and the journal.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := ledger.Open(copyState(t, h.e.Config().StateDir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r0, ok0 := l.Get("mem", "0")
+		r1, _ := l.Get("mem", "1")
+		l.Close()
+		if ok0 && r0.Digest != "" && r0.Sending == nil {
+			if !slices.Equal(r1.Sending, []string{"out"}) {
+				t.Fatalf("the delivery under way is not marked: %+v", r1)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a delivery that failed for now is still marked as under way: %+v", r0)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func copyState(t *testing.T, dir string) string {
+	t.Helper()
+	to := t.TempDir()
+	for _, name := range []string{"ledger.db", "ledger.journal"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(to, name), b, 0o600)
+	}
+	return to
 }

@@ -64,6 +64,7 @@ type poll struct {
 	// every message is fetched and matched to records by its digest.
 	byContent bool
 	records   map[string]ledger.Record // by id, of the listed ids
+	all       map[string]ledger.Record // every record of the input (byContent only)
 	byDigest  map[string]string        // settled records' digest → id (byContent only)
 
 	mu     sync.Mutex
@@ -197,7 +198,8 @@ func (p *poll) plan(listing Listing) []Item {
 	}
 	if p.byContent {
 		p.byDigest = map[string]string{}
-		for id, rec := range p.e.Ledger.All(name) {
+		p.all = p.e.Ledger.All(name)
+		for id, rec := range p.all {
 			if rec.Settled != "" && rec.Digest != "" {
 				p.byDigest[rec.Digest] = id
 			}
@@ -239,20 +241,21 @@ func (p *poll) handle(ctx context.Context, it Item, msg *Message) {
 		rec, known = ledger.Record{}, false
 	}
 	if p.byContent && (!known || rec.Settled == "") {
+		// Matched by content to a record under another id: as that record
+		// was when the poll began, so that two messages whose ids were
+		// swapped each find their own.
 		p.mu.Lock()
 		other, ok := p.byDigest[digest]
 		if ok {
 			delete(p.byDigest, digest) // one record settles one message
 		}
 		p.mu.Unlock()
-		if ok && other != it.ID {
-			if err := p.e.Ledger.Move(name, map[string]string{other: it.ID}); err != nil {
-				p.log.Warn("ledger: could not move a record to the message's new id; it is delivered again", "id", it.ID, "err", err)
-			} else {
-				rec, known = p.e.Ledger.GetMany(name, []string{it.ID})[it.ID], true
+		if ok {
+			rec, known = p.all[other], true
+			rec.Listed = it.Size
+			if err := p.e.Ledger.Put(name, it.ID, rec); err != nil {
+				p.log.Warn("ledger: could not record the message under its new id", "id", it.ID, "err", err)
 			}
-		} else if ok {
-			rec, known = p.e.Ledger.GetMany(name, []string{it.ID})[it.ID], true
 		}
 	}
 	if known && rec.Settled != "" {

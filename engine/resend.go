@@ -52,16 +52,6 @@ func (e *Engine) Resend(ctx context.Context, id string) (string, error) {
 	return outcome, e.Quarantine.Remove(id)
 }
 
-// Delete removes a quarantined message for good, once no resend holds it.
-func (e *Engine) Delete(id string) error {
-	release, err := e.Quarantine.Claim(id)
-	if err != nil {
-		return err
-	}
-	defer release()
-	return e.Quarantine.Remove(id)
-}
-
 // entryRecorder keeps a resend's progress in the quarantine entry itself.
 type entryRecorder struct {
 	q     *Quarantine

@@ -3,12 +3,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -44,9 +47,11 @@ Usage:
                                     show what the filter chain would do
   mailflow migrate --from pop3s://USER@HOST --to smtp://HOST:587 --rcpt ADDR
                                     move a mailbox, resumably, with progress
-  mailflow quarantine list -c FILE  list quarantined messages
-  mailflow quarantine resend -c FILE ID...
-                                    put quarantined messages back through their pipeline
+  mailflow quarantine list|show|resend|delete -c FILE [ID...]
+                                    list, look at, resend or delete quarantined
+                                    messages (also while "run" runs)
+  mailflow ledger stats|compact -c FILE
+                                    what the delivery ledger holds, per input
   mailflow version                  print the version
 
 Run "mailflow COMMAND --help" for a command's options.
@@ -75,6 +80,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdTest(rest, stdout, stderr)
 	case "migrate":
 		return cmdMigrate(rest, stdout, stderr)
+	case "ledger":
+		return cmdLedger(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "mailflow %s\n", version)
 		return exitOK
@@ -295,17 +302,30 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 const quarantineHelp = `Usage: mailflow quarantine list -c FILE
+       mailflow quarantine show -c FILE ID
        mailflow quarantine resend -c FILE ID...
+       mailflow quarantine delete -c FILE ID...
 
 list shows every quarantined message: its id, when, where from, size and why.
-resend puts each message back through its pipeline; it leaves the quarantine
-once it is delivered or dropped (or quarantined anew, with a new id).
-The files are in STATE_DIR/quarantine/ as ID.eml (the original message,
-byte for byte) and ID.json (the record).
+show prints one entry's record, then the message exactly as it was kept.
+resend puts each message back through its pipeline; recipients that had
+already accepted it are not sent it again. It leaves the quarantine once it
+is delivered or dropped (or is quarantined anew, with a new id).
+delete removes entries for good.
+
+All four work while "mailflow run" runs on the same config: the quarantine
+is plain files in STATE_DIR/quarantine/ (ID.eml, the original message byte
+for byte, and ID.json, the record), and an entry being resent or deleted is
+locked against a second resend or delete.
 `
 
 func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "resend") {
+	verbs := []string{"list", "show", "resend", "delete"}
+	if len(args) == 0 || !slices.Contains(verbs, args[0]) {
+		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h") {
+			fmt.Fprint(stdout, quarantineHelp)
+			return exitOK
+		}
 		fmt.Fprint(stderr, quarantineHelp)
 		return exitConfig
 	}
@@ -315,32 +335,80 @@ func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitConfig
 	}
-	e, _, code := c.open(stderr)
-	if e == nil {
-		return code
+	log, err := c.logger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return exitConfig
 	}
-	defer e.Close()
-	if verb == "list" {
-		entries, err := e.Quarantine.List()
+	if c.config == "" {
+		fmt.Fprintln(stderr, "mailflow: -c FILE is required")
+		return exitConfig
+	}
+	cfg, err := engine.LoadConfig(c.config, plugins.Default)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return exitConfig
+	}
+	if verb != "list" && fs.NArg() == 0 {
+		fmt.Fprintf(stderr, "mailflow: quarantine %s needs an ID (see quarantine list)\n", verb)
+		return exitConfig
+	}
+	// The quarantine is files beside the ledger, not in it: these commands
+	// never take the state_dir lock that "mailflow run" holds.
+	q, err := engine.OpenQuarantine(filepath.Join(cfg.StateDir, "quarantine"))
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return exitFailed
+	}
+	switch verb {
+	case "list":
+		entries, err := q.List()
 		if err != nil {
 			fmt.Fprintln(stderr, "mailflow:", err)
 			return exitFailed
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tWHEN\tINPUT\tSIZE\tMESSAGE-ID\tREASON")
-		for _, q := range entries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", q.ID, q.At.Local().Format(time.DateTime), q.Input, q.Size, q.MessageID, oneLine(q.Reason))
+		for _, e := range entries {
+			reason := oneLine(e.Reason)
+			if e.Kept {
+				reason = "[source keeps it] " + reason
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.At.Local().Format(time.DateTime), e.Input, e.Size, e.MessageID, reason)
 		}
 		tw.Flush()
 		return exitOK
+	case "show":
+		entry, msg, err := q.Get(fs.Arg(0))
+		if err != nil {
+			fmt.Fprintln(stderr, "mailflow:", err)
+			return exitFailed
+		}
+		defer msg.Close()
+		b, _ := json.MarshalIndent(entry, "", "  ")
+		fmt.Fprintf(stdout, "%s\n\n", b)
+		if _, err := io.Copy(stdout, msg.Original()); err != nil {
+			fmt.Fprintln(stderr, "mailflow:", err)
+			return exitFailed
+		}
+		return exitOK
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "mailflow: quarantine resend needs at least one ID (see quarantine list)")
-		return exitConfig
+	var e *engine.Engine
+	if verb == "resend" {
+		if e, err = engine.OpenForResend(cfg, plugins.Default, log); err != nil {
+			fmt.Fprintln(stderr, "mailflow:", err)
+			return exitConfig
+		}
+		defer e.Close()
 	}
 	failed := false
 	for _, id := range fs.Args() {
-		outcome, err := e.Resend(context.Background(), id)
+		outcome := "deleted"
+		if verb == "resend" {
+			outcome, err = e.Resend(context.Background(), id)
+		} else {
+			err = deleteEntry(q, id)
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", id, err)
 			failed = true
@@ -352,6 +420,16 @@ func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// deleteEntry removes a quarantined message once no resend holds it.
+func deleteEntry(q *engine.Quarantine, id string) error {
+	release, err := q.Claim(id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return q.Remove(id)
 }
 
 func oneLine(s string) string {

@@ -58,38 +58,6 @@ func (l *Ledger) All(input string) map[string]Record {
 	return out
 }
 
-// Move gives the records at the keys of moves the ids they map to, in one
-// transaction: for a source whose ids changed while its messages did not
-// (a changed id scheme, ids that are only positions).
-func (l *Ledger) Move(input string, moves map[string]string) error {
-	if len(moves) == 0 {
-		return nil
-	}
-	return l.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketName(input))
-		if err != nil {
-			return err
-		}
-		vals := map[string][]byte{}
-		for from := range moves {
-			if v := b.Get([]byte(from)); v != nil {
-				vals[from] = append([]byte(nil), v...)
-				if err := b.Delete([]byte(from)); err != nil {
-					return err
-				}
-			}
-		}
-		for from, to := range moves {
-			if v, ok := vals[from]; ok {
-				if err := b.Put([]byte(to), v); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-}
-
 // Sweep removes the records of input whose id is not in present: the
 // source no longer holds those messages. Call it only with a complete
 // listing, never with one cut short. It returns how many it removed.

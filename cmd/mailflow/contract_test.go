@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/mailflow/mailflow/engine/enginetest"
+)
+
+// sink is emersion/go-smtp's server: it refuses the recipients in refuse
+// with a 550 and records, per recipient, how many copies arrived.
+type sink struct {
+	addr string
+	mu   sync.Mutex
+	got  map[string]int
+	deny map[string]bool
+}
+
+func newSink(t *testing.T, refuse ...string) *sink {
+	t.Helper()
+	k := &sink{got: map[string]int{}, deny: map[string]bool{}}
+	for _, r := range refuse {
+		k.deny[r] = true
+	}
+	s := gosmtp.NewServer(k)
+	s.Domain, s.AllowInsecureAuth = "sink.test", true
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.addr = ln.Addr().String()
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return k
+}
+
+func (k *sink) refuse(rcpt string, yes bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.deny[rcpt] = yes
+}
+
+func (k *sink) copies(rcpt string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.got[rcpt]
+}
+
+func (k *sink) NewSession(*gosmtp.Conn) (gosmtp.Session, error) { return &sinkSession{k: k}, nil }
+
+type sinkSession struct {
+	k    *sink
+	rcpt []string
+}
+
+func (s *sinkSession) Mail(string, *gosmtp.MailOptions) error { return nil }
+func (s *sinkSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	if s.k.deny[to] {
+		return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "no such user here"}
+	}
+	s.rcpt = append(s.rcpt, to)
+	return nil
+}
+func (s *sinkSession) Data(r io.Reader) error {
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	s.k.mu.Lock()
+	defer s.k.mu.Unlock()
+	for _, to := range s.rcpt {
+		s.k.got[to]++
+	}
+	return nil
+}
+func (s *sinkSession) Reset()        { s.rcpt = nil }
+func (s *sinkSession) Logout() error { return nil }
+
+// daemon starts "mailflow run" and waits until it logs that it runs.
+func daemon(t *testing.T, conf string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(binary, "run", "-c", conf)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	running := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "mailflow running") {
+				once.Do(func() { close(running) })
+			}
+		}
+	}()
+	select {
+	case <-running:
+	case <-time.After(30 * time.Second):
+		t.Fatal("mailflow run did not start")
+	}
+	return cmd
+}
+
+func TestSecondRunOnTheSameStateDirIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := enginetest.WriteMaildir(filepath.Join(dir, "src"), nil); err != nil {
+		t.Fatal(err)
+	}
+	conf := maildirJob(t, dir, "")
+	first := daemon(t, conf)
+	for _, args := range [][]string{{"run", "--once", "-c", conf}, {"ledger", "stats", "-c", conf}} {
+		r := mailflow(t, args...)
+		want := fmt.Sprintf("is in use by mailflow pid %d", first.Process.Pid)
+		if r.code == 0 || !strings.Contains(r.stderr, want) {
+			t.Fatalf("%v while another runs: exit %d, stderr %q; want %q", args, r.code, r.stderr, want)
+		}
+	}
+	first.Process.Signal(syscall.SIGTERM)
+	first.Wait()
+	if r := mailflow(t, "run", "--once", "-c", conf); r.code != 0 {
+		t.Fatalf("after the first stopped: exit %d %s", r.code, r.stderr)
+	}
+}
+
+func TestCheckCreatesNothing(t *testing.T) {
+	dir := t.TempDir()
+	conf := maildirJob(t, dir, "")
+	if r := mailflow(t, "check", "-c", conf); r.code != 0 {
+		t.Fatalf("check: %d %s", r.code, r.stderr)
+	}
+	for _, p := range []string{"dst", "state"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err == nil {
+			t.Errorf("check created %s", p)
+		}
+	}
+}
+
+// A message refused by one of its two recipients is quarantined; while
+// "mailflow run" runs, quarantine list shows it and resend sends it to the
+// recipient that refused, not again to the one that has it.
+func TestQuarantineResendWhileRunningSendsOnlyToTheRest(t *testing.T) {
+	k := newSink(t, "b@x.test")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := enginetest.WriteMaildir(src, enginetest.Mix(1)); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "mailflow.toml")
+	os.WriteFile(conf, fmt.Appendf(nil, `state_dir = "state"
+[[input]]
+name = "src"
+type = "maildir"
+path = "src"
+pipeline = "main"
+schedule = "1s"
+[[pipeline]]
+name = "main"
+outputs = ["smtp"]
+[[output]]
+name = "smtp"
+type = "smtp"
+address = %q
+tls = "none"
+to = ["a@x.test", "b@x.test"]
+`, k.addr), 0o600)
+	daemon(t, conf)
+	var id string
+	deadline := time.Now().Add(30 * time.Second)
+	for id == "" && time.Now().Before(deadline) {
+		r := mailflow(t, "quarantine", "list", "-c", conf)
+		if r.code != 0 {
+			t.Fatalf("quarantine list while running: %d %s", r.code, r.stderr)
+		}
+		if m := regexp.MustCompile(`(?m)^(\d{8}T\d{6}-[0-9a-f]+)\s.*550`).FindStringSubmatch(r.stdout); m != nil {
+			id = m[1]
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if id == "" {
+		t.Fatal("the refused message never showed in quarantine list")
+	}
+	if k.copies("a@x.test") != 1 || k.copies("b@x.test") != 0 {
+		t.Fatalf("before resend: a has %d, b %d", k.copies("a@x.test"), k.copies("b@x.test"))
+	}
+	if r := mailflow(t, "quarantine", "show", "-c", conf, id); r.code != 0 || !strings.Contains(r.stdout, `"a@x.test"`) {
+		t.Fatalf("show: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	k.refuse("b@x.test", false)
+	r := mailflow(t, "quarantine", "resend", "-c", conf, id)
+	if r.code != 0 || !strings.Contains(r.stdout, id+": delivered") {
+		t.Fatalf("resend while running: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if k.copies("a@x.test") != 1 || k.copies("b@x.test") != 1 {
+		t.Fatalf("after resend: a has %d, b %d; want 1 and 1", k.copies("a@x.test"), k.copies("b@x.test"))
+	}
+	if r := mailflow(t, "quarantine", "list", "-c", conf); strings.Contains(r.stdout, id) {
+		t.Fatalf("resent entry still listed: %s", r.stdout)
+	}
+	if left, _ := enginetest.ReadMaildir(src); len(left) != 0 {
+		t.Fatal("the quarantined message must have left its source")
+	}
+}
