@@ -203,6 +203,29 @@ func (l *Ledger) Get(input, id string) (Record, bool) {
 	return rec, ok
 }
 
+// PutMany writes several records of one input in one transaction, synced
+// once.
+func (l *Ledger) PutMany(input string, recs map[string]Record) error {
+	now := time.Now().UTC()
+	return l.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketName(input))
+		if err != nil {
+			return err
+		}
+		for id, rec := range recs {
+			rec.At = now
+			v, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(id), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // Put writes the record of one message and syncs it to disk before returning.
 func (l *Ledger) Put(input, id string, rec Record) error {
 	rec.At = time.Now().UTC()

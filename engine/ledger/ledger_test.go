@@ -1,7 +1,10 @@
 package ledger
 
 import (
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 )
 
 // A Note that was never Put (the process was killed in between) is in the
@@ -59,5 +62,94 @@ func TestLedgerJournalRotates(t *testing.T) {
 	}
 	if l.jsize > journalMaxSize {
 		t.Fatalf("journal is %d bytes, over %d", l.jsize, journalMaxSize)
+	}
+}
+
+// 200,000 messages pass through a source over 20 polls, 10,000 new ones a
+// poll, each staying for two polls: after every sweep the ledger holds
+// exactly what the source holds, and compaction gives the space back.
+func TestRecordsFollowTheSource(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const polls, perPoll = 20, 10_000
+	rec := Record{Settled: Delivered, Digest: strings.Repeat("ab", 32), Size: 4096, Listed: 4096, Accepted: map[string][]string{"smtp": {"someone@example.org"}}}
+	var peak int64
+	for poll := range polls {
+		batch := map[string]Record{}
+		for i := range perPoll {
+			batch[fmt.Sprintf("uid-%07d", poll*perPoll+i)] = rec
+		}
+		if err := l.PutMany("pop", batch); err != nil {
+			t.Fatal(err)
+		}
+		present := map[string]bool{}
+		for i := max(0, poll-1) * perPoll; i < (poll+1)*perPoll; i++ {
+			present[fmt.Sprintf("uid-%07d", i)] = true
+		}
+		if _, err := l.Sweep("pop", present); err != nil {
+			t.Fatal(err)
+		}
+		if got := l.Stats()[0].Records; got != len(present) {
+			t.Fatalf("poll %d: %d records for %d messages at the source", poll, got, len(present))
+		}
+		file, _ := l.Size()
+		peak = max(peak, file)
+	}
+	if n, err := l.Sweep("pop", map[string]bool{}); err != nil || n != 2*perPoll {
+		t.Fatalf("emptied source: swept %d, %v", n, err)
+	}
+	before, free := l.Size()
+	if err := l.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := l.Size()
+	t.Logf("ledger file: peak %d bytes; with the source empty %d bytes (%d free); compacted %d bytes", peak, before, free, after)
+	if after*4 > before || len(l.Stats()) != 1 || l.Stats()[0].Records != 0 {
+		t.Fatalf("compaction: %d → %d bytes, stats %+v", before, after, l.Stats())
+	}
+	l.Close()
+	// A reopen compacts by itself when most of the file is free.
+	l, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+}
+
+func TestForgetOrphansAfterGrace(t *testing.T) {
+	l, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, in := range []string{"kept", "gone", "back"} {
+		l.Put(in, "x", Record{Settled: Delivered})
+		l.SetMeta(in, Meta{Scheme: "uidl"})
+	}
+	t0 := time.Now()
+	_, orphaned, err := l.ForgetOrphans([]string{"kept"}, time.Hour, t0)
+	if err != nil || len(orphaned) != 2 {
+		t.Fatalf("orphaned %v %v", orphaned, err)
+	}
+	removed, _, _ := l.ForgetOrphans([]string{"kept", "back"}, time.Hour, t0.Add(30*time.Minute))
+	if len(removed) != 0 {
+		t.Fatalf("removed within the grace period: %v", removed)
+	}
+	removed, _, _ = l.ForgetOrphans([]string{"kept", "back"}, time.Hour, t0.Add(2*time.Hour))
+	if len(removed) != 1 || removed[0] != "gone" {
+		t.Fatalf("removed %v; want [gone]", removed)
+	}
+	var names []string
+	for _, st := range l.Stats() {
+		names = append(names, st.Input)
+		if !st.Meta.Orphaned.IsZero() {
+			t.Fatalf("%s still marked orphaned", st.Input)
+		}
+	}
+	if strings.Join(names, ",") != "back,kept" {
+		t.Fatalf("inputs left: %v", names)
 	}
 }

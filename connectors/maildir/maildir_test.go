@@ -1,0 +1,142 @@
+package maildir_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/mailflow/mailflow/connectors/maildir"
+	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/plugins"
+)
+
+func TestInputListsFetchesAndCommits(t *testing.T) {
+	for _, del := range []bool{true, false} {
+		t.Run(fmt.Sprintf("delete=%v", del), func(t *testing.T) {
+			dir := t.TempDir()
+			msgs := enginetest.Mix(3)
+			if err := enginetest.WriteMaildir(dir, msgs); err != nil {
+				t.Fatal(err)
+			}
+			// A reader moved one to cur/ and flagged it seen.
+			ents, _ := os.ReadDir(filepath.Join(dir, "new"))
+			moved := ents[0].Name()
+			os.Rename(filepath.Join(dir, "new", moved), filepath.Join(dir, "cur", moved+":2,S"))
+
+			in := &maildir.Input{Path: dir, Delete: &del}
+			if err := in.Provision(engine.Env{BaseDir: "/"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := in.Init(); err != nil {
+				t.Fatal(err)
+			}
+			s, _ := in.Open(context.Background())
+			l, err := s.List(context.Background())
+			if err != nil || len(l.Items) != 3 || !l.Stable || l.Keeps == del || l.Scheme != "maildir" {
+				t.Fatalf("listing %+v %v", l, err)
+			}
+			var got [][]byte
+			for _, it := range l.Items {
+				if it.ID == moved && !slices.Equal(it.Flags, []string{"S"}) {
+					t.Fatalf("flags of the moved file: %v", it.Flags)
+				}
+			}
+			err = s.Fetch(context.Background(), l.Items, func(it engine.Item, r io.Reader, err error) error {
+				b, _ := io.ReadAll(r)
+				if int64(len(b)) != it.Size {
+					t.Errorf("%s: %d bytes, listed %d", it.ID, len(b), it.Size)
+				}
+				got = append(got, b)
+				return err
+			})
+			if err != nil || len(got) != 3 {
+				t.Fatal(err)
+			}
+			failed, err := s.Commit(context.Background(), l.Items[:2])
+			if err != nil || len(failed) != 0 {
+				t.Fatal(failed, err)
+			}
+			s.Close(context.Background())
+			left, _ := enginetest.ReadMaildir(dir)
+			if want := map[bool]int{true: 1, false: 3}[del]; len(left) != want {
+				t.Fatalf("%d files left, want %d", len(left), want)
+			}
+		})
+	}
+}
+
+func TestOutputIsIdempotentByKeyAndCreatesOnlyAtStart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	o := &maildir.Output{Path: dir}
+	o.Provision(engine.Env{})
+	if err := o.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Fatal("Init created the Maildir; only Start may")
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	msg := engine.NewMessage(enginetest.Mix(1)[0], engine.Source{Input: "in", ID: "1"})
+	for range 2 {
+		if _, err := o.Deliver(context.Background(), msg, engine.Delivery{Key: "k1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := enginetest.ReadMaildir(dir)
+	if len(got) != 1 || !bytes.Equal(got[0], enginetest.Mix(1)[0]) {
+		t.Fatalf("a retry with the same key wrote %d copies", len(got))
+	}
+}
+
+// The ledger holds what the source holds: after 3 batches of 100 messages
+// through a Maildir input it holds nothing when the input deletes, and one
+// record per file when it keeps them.
+func TestLedgerFollowsTheMaildir(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			dir := t.TempDir()
+			conf := filepath.Join(dir, "mailflow.toml")
+			os.WriteFile(conf, fmt.Appendf(nil, "state_dir = \"state\"\n[[input]]\nname = \"src\"\ntype = \"maildir\"\npath = \"src\"\ndelete = %v\npipeline = \"p\"\n[[pipeline]]\nname = \"p\"\noutputs = [\"dst\"]\n[[output]]\nname = \"dst\"\ntype = \"maildir\"\npath = \"dst\"\n", !keep), 0o600)
+			cfg, err := engine.LoadConfig(conf, plugins.Default)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, err := engine.Open(cfg, plugins.Default, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			src := filepath.Join(dir, "src")
+			for batch := range 3 {
+				msgs := make([][]byte, 100)
+				for i := range msgs {
+					msgs[i] = enginetest.Message(enginetest.Plain, batch*100+i, 0)
+				}
+				if err := enginetest.WriteMaildir(src, msgs); err != nil {
+					t.Fatal(err)
+				}
+				if st, err := e.PollOnce(context.Background(), "src"); err != nil || st.Delivered != 100 {
+					t.Fatalf("batch %d: %v %v", batch, st, err)
+				}
+			}
+			e.PollOnce(context.Background(), "src") // sees the source as it is now
+			files, _ := enginetest.ReadMaildir(src)
+			records := e.Ledger.Stats()[0].Records
+			if records != len(files) || (keep && records != 300) || (!keep && records != 0) {
+				t.Fatalf("%d records for %d files at the source", records, len(files))
+			}
+			if got, _ := enginetest.ReadMaildir(filepath.Join(dir, "dst")); len(got) != 300 {
+				t.Fatalf("%d delivered", len(got))
+			}
+		})
+	}
+}
