@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"os"
 	"path/filepath"
 	"sort"
@@ -38,7 +39,7 @@ type Config struct {
 	BaseDir     string // relative paths are relative to it
 	StateDir    string
 	MaxInFlight int
-	Spool       SpoolOptions
+	Spool       message.SpoolOptions
 	Script      ScriptLimits
 	Metrics     MetricsConfig
 	Inputs      []*InputConfig
@@ -155,7 +156,7 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 		Path:        path,
 		BaseDir:     filepath.Dir(abs),
 		MaxInFlight: fc.MaxInFlight,
-		Spool:       SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize},
+		Spool:       message.SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize},
 		Script:      ScriptLimits{Timeout: time.Second, MaxMemory: fc.ScriptMemory},
 		Metrics:     fc.Metrics,
 
@@ -176,7 +177,7 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 		cfg.MaxInFlight = 16
 	}
 	if cfg.Spool.InMemory <= 0 {
-		cfg.Spool.InMemory = DefaultSpool.InMemory
+		cfg.Spool.InMemory = message.DefaultSpool.InMemory
 	}
 	if cfg.Script.MaxMemory <= 0 {
 		cfg.Script.MaxMemory = 64 << 20

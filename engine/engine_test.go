@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"os"
@@ -100,11 +101,11 @@ func (s *memSession) Close(ctx context.Context) error { return nil }
 type memOutput struct {
 	mu   sync.Mutex
 	got  map[string][]byte
-	fail func(msg *engine.Message) error
-	rcpt func(msg *engine.Message, d engine.Delivery) []engine.RecipientResult
+	fail func(msg *message.Message) error
+	rcpt func(msg *message.Message, d engine.Delivery) []engine.RecipientResult
 }
 
-func (o *memOutput) Deliver(ctx context.Context, msg *engine.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
+func (o *memOutput) Deliver(ctx context.Context, msg *message.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
 	if o.fail != nil {
 		if err := o.fail(msg); err != nil {
 			return nil, err
@@ -120,9 +121,9 @@ func (o *memOutput) Deliver(ctx context.Context, msg *engine.Message, d engine.D
 	return nil, nil
 }
 
-type testFilter func(msg *engine.Message) (engine.Verdict, error)
+type testFilter func(msg *message.Message) (engine.Verdict, error)
 
-func (f testFilter) Filter(ctx context.Context, msg *engine.Message) (engine.Verdict, error) {
+func (f testFilter) Filter(ctx context.Context, msg *message.Message) (engine.Verdict, error) {
 	return f(msg)
 }
 
@@ -149,7 +150,7 @@ func newHarness(t *testing.T, msgs [][]byte, outputs []string, script string) *h
 		fmt.Fprintf(&conf, "[[output]]\nname = %q\ntype = %q\n", name, name)
 	}
 	reg.AddScriptLoader(".test", func(path string, _ engine.ScriptLimits) (engine.Filter, error) {
-		return testFilter(func(m *engine.Message) (engine.Verdict, error) { return h.filters[filepath.Base(path)](m) }), nil
+		return testFilter(func(m *message.Message) (engine.Verdict, error) { return h.filters[filepath.Base(path)](m) }), nil
 	})
 	scripts := "[]"
 	if script != "" {
@@ -194,7 +195,7 @@ func TestDeliveredMessagesAreCommittedOnceAndByteIdentical(t *testing.T) {
 
 func TestTemporaryFailureKeepsMessageAtSource(t *testing.T) {
 	h := newHarness(t, enginetest.Mix(3), []string{"out"}, "")
-	h.outs["out"].fail = func(*engine.Message) error { return errors.New("connection refused") }
+	h.outs["out"].fail = func(*message.Message) error { return errors.New("connection refused") }
 	st, _ := h.e.PollOnce(context.Background(), "mem")
 	if st.Deferred != 3 || st.Delivered != 0 {
 		t.Fatalf("stats %v", st)
@@ -213,7 +214,7 @@ func TestTemporaryFailureKeepsMessageAtSource(t *testing.T) {
 func TestPermanentFailureQuarantinesWithReason(t *testing.T) {
 	msgs := enginetest.Mix(2)
 	h := newHarness(t, msgs, []string{"out"}, "")
-	h.outs["out"].fail = func(m *engine.Message) error {
+	h.outs["out"].fail = func(m *message.Message) error {
 		if m.Source.ID == "1" {
 			return engine.Permanent(errors.New("554 5.7.1 rejected"))
 		}
@@ -251,7 +252,7 @@ func TestPermanentFailureQuarantinesWithReason(t *testing.T) {
 
 func TestFilterVerdicts(t *testing.T) {
 	h := newHarness(t, enginetest.Mix(4), []string{"a", "b"}, "f.test")
-	h.filters["f.test"] = func(m *engine.Message) (engine.Verdict, error) {
+	h.filters["f.test"] = func(m *message.Message) (engine.Verdict, error) {
 		switch m.Source.ID {
 		case "0":
 			return engine.Verdict{Action: engine.ActionDrop, Reason: "blocklisted"}, nil
@@ -290,7 +291,7 @@ func TestPartialRecipientsAreRetriedOnlyForTheRest(t *testing.T) {
 	h := newHarness(t, enginetest.Mix(1), []string{"smtp"}, "")
 	var calls []engine.Delivery
 	tempFail := true
-	h.outs["smtp"].rcpt = func(m *engine.Message, d engine.Delivery) []engine.RecipientResult {
+	h.outs["smtp"].rcpt = func(m *message.Message, d engine.Delivery) []engine.RecipientResult {
 		calls = append(calls, d)
 		var res []engine.RecipientResult
 		for _, r := range []string{"a@x", "b@x"} {
@@ -401,7 +402,7 @@ func TestUnstableIdsAreCheckedByContent(t *testing.T) {
 	h := newHarness(t, msgs, []string{"out"}, "f.test")
 	h.in.unsafe, h.in.keep = true, true
 	leave := true
-	h.filters["f.test"] = func(m *engine.Message) (engine.Verdict, error) {
+	h.filters["f.test"] = func(m *message.Message) (engine.Verdict, error) {
 		if m.Source.ID == "2" && leave {
 			return engine.Verdict{Action: engine.ActionLeave}, nil
 		}
@@ -431,7 +432,7 @@ func TestUnstableIdsAreCheckedByContent(t *testing.T) {
 func TestJournalMarksOnlyDeliveriesUnderWay(t *testing.T) {
 	h := newHarness(t, enginetest.Mix(2), []string{"out"}, "")
 	hang, inside := make(chan struct{}), make(chan struct{})
-	h.outs["out"].fail = func(m *engine.Message) error {
+	h.outs["out"].fail = func(m *message.Message) error {
 		if m.Source.ID == "1" {
 			close(inside)
 			<-hang

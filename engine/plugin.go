@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"time"
@@ -109,7 +110,7 @@ type Output interface {
 	// several goroutines at once. It returns a result per recipient where
 	// the destination has recipients; an error means the whole message
 	// was not accepted (see Temporary and Permanent).
-	Deliver(ctx context.Context, msg *Message, d Delivery) ([]RecipientResult, error)
+	Deliver(ctx context.Context, msg *message.Message, d Delivery) ([]RecipientResult, error)
 }
 
 // Delivery says what to deliver for one message to one output.
@@ -135,7 +136,7 @@ type Filter interface {
 	// Filter is called from several goroutines at once, each with its own
 	// message. An error means the filter broke: the engine quarantines the
 	// message with the error, it never drops it.
-	Filter(ctx context.Context, msg *Message) (Verdict, error)
+	Filter(ctx context.Context, msg *message.Message) (Verdict, error)
 }
 
 // Action is what a filter decided.
@@ -209,7 +210,7 @@ type Closer interface {
 type Env struct {
 	Name   string // the configured name
 	Logger *slog.Logger
-	Spool  SpoolOptions
+	Spool  message.SpoolOptions
 	// BaseDir is the directory of the config file; relative paths in a
 	// plugin's config are relative to it.
 	BaseDir string

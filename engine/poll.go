@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"sync"
@@ -94,8 +95,8 @@ func (p *poll) run(ctx context.Context) error {
 			p.log.Warn("could not fetch the message; it stays at the source", "id", it.ID, "err", err)
 			return nil
 		}
-		msg, err := ReadMessage(r, Source{Input: name, ID: it.ID}, p.spool())
-		if errors.Is(err, ErrTooLarge) {
+		msg, err := message.Read(r, message.Source{Input: name, ID: it.ID}, p.spool())
+		if errors.Is(err, message.ErrTooLarge) {
 			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "max", p.spool().MaxSize)
 			return nil
 		}
@@ -159,7 +160,7 @@ func (p *poll) run(ctx context.Context) error {
 
 // spool is how this input's messages are read in: the global options with
 // the input's own max_message_size, if it has one.
-func (p *poll) spool() SpoolOptions {
+func (p *poll) spool() message.SpoolOptions {
 	o := p.s.Config.Spool
 	if p.ic.MaxMessageSize > 0 {
 		o.MaxSize = p.ic.MaxMessageSize
@@ -229,7 +230,7 @@ func (p *poll) plan(listing Listing) []Item {
 // handle settles one fetched message: a message the ledger has as settled
 // under this id (or, matching by content, under another) is only
 // committed; any other goes through its pipeline.
-func (p *poll) handle(ctx context.Context, it Item, msg *Message) {
+func (p *poll) handle(ctx context.Context, it Item, msg *message.Message) {
 	name := p.ic.Name
 	digest := hex.EncodeToString(msg.Digest[:])
 	rec, known := p.records[it.ID]
@@ -277,7 +278,7 @@ func (p *poll) handle(ctx context.Context, it Item, msg *Message) {
 // byte-stuff a leading dot. It is neither delivered nor committed; after
 // Config.FetchAttempts such fetches its bytes go to the quarantine for a
 // person to look at and the source keeps it.
-func (p *poll) mismatch(it Item, msg *Message) {
+func (p *poll) mismatch(it Item, msg *message.Message) {
 	name := p.ic.Name
 	rec := p.records[it.ID]
 	rec.Attempts++
@@ -310,7 +311,7 @@ func (p *poll) mismatch(it Item, msg *Message) {
 // SizeAgrees reports whether msg's size is what the source announced, up
 // to line-end conversion: a source may count its lines with CRLF and hand
 // over LF, or the other way round. A negative announced size is unknown.
-func SizeAgrees(announced int64, msg *Message) bool {
+func SizeAgrees(announced int64, msg *message.Message) bool {
 	got := msg.OriginalSize()
 	if announced < 0 || got == announced {
 		return true

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"os"
 	"path/filepath"
@@ -55,7 +56,7 @@ func (q *Quarantine) Dir() string { return q.dir }
 // Put writes msg's original bytes and the record e (its Reason, Pipeline,
 // Accepted and Kept; the rest is filled in), each synced and renamed into
 // place, so that a crash leaves either a whole entry or none.
-func (q *Quarantine) Put(msg *Message, e QuarantineEntry) (QuarantineEntry, error) {
+func (q *Quarantine) Put(msg *message.Message, e QuarantineEntry) (QuarantineEntry, error) {
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	e.ID = time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(rnd[:])
@@ -103,7 +104,7 @@ func (q *Quarantine) List() ([]QuarantineEntry, error) {
 }
 
 // Get returns an entry and its message.
-func (q *Quarantine) Get(id string) (QuarantineEntry, *Message, error) {
+func (q *Quarantine) Get(id string) (QuarantineEntry, *message.Message, error) {
 	var e QuarantineEntry
 	if !validEntryID(id) {
 		return e, nil, errors.New("bad quarantine id")
@@ -120,7 +121,7 @@ func (q *Quarantine) Get(id string) (QuarantineEntry, *Message, error) {
 		return e, nil, err
 	}
 	defer f.Close()
-	msg, err := ReadMessage(f, Source{Input: e.Input, ID: e.SourceID}, DefaultSpool)
+	msg, err := message.Read(f, message.Source{Input: e.Input, ID: e.SourceID}, message.DefaultSpool)
 	return e, msg, err
 }
 

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"os"
@@ -21,7 +22,7 @@ type fileOutput struct {
 	PasswordFile string `toml:"password_file"`
 
 	secret string
-	spool  engine.SpoolOptions
+	spool  message.SpoolOptions
 	id     int64
 }
 
@@ -41,7 +42,7 @@ func (o *fileOutput) Init() error {
 
 func (o *fileOutput) Files() []string { return []string{o.PasswordFile} }
 
-func (o *fileOutput) Deliver(context.Context, *engine.Message, engine.Delivery) ([]engine.RecipientResult, error) {
+func (o *fileOutput) Deliver(context.Context, *message.Message, engine.Delivery) ([]engine.RecipientResult, error) {
 	return nil, nil
 }
 

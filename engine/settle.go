@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"log/slog"
 	"slices"
 	"strings"
@@ -33,7 +34,7 @@ type settleResult struct {
 // settle takes msg through pipeline pipeName and its outputs, driving a
 // delivery from rec (what earlier tries achieved) and recording every step
 // with r. Only a result in stateSettled may be committed at the source.
-func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *Message, rec ledger.Record, r recorder) settleResult {
+func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *message.Message, rec ledger.Record, r recorder) settleResult {
 	start := time.Now()
 	log := e.Log.With("input", msg.Source.Input, "id", msg.Source.ID, "message_id", msg.MessageID(), "bytes", msg.OriginalSize())
 	var res settleResult
@@ -113,7 +114,7 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *Mes
 }
 
 // deliver hands msg to every output of d that has not accepted it yet.
-func (e *Engine) deliver(ctx context.Context, s *Setup, msg *Message, d *delivery, r recorder, log *slog.Logger) {
+func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d *delivery, r recorder, log *slog.Logger) {
 	for _, name := range d.pending() {
 		out := s.outputs[name]
 		if out == nil {
@@ -150,7 +151,7 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *Message, d *deliver
 
 // finished logs one message's outcome, tells the observer, and fills in
 // the result's counts.
-func (e *Engine) finished(log *slog.Logger, msg *Message, start time.Time, d *delivery, res settleResult, attrs []any) settleResult {
+func (e *Engine) finished(log *slog.Logger, msg *message.Message, start time.Time, d *delivery, res settleResult, attrs []any) settleResult {
 	res.state = d.state
 	switch d.state {
 	case stateSettled:
@@ -185,7 +186,7 @@ func (e *Engine) finished(log *slog.Logger, msg *Message, start time.Time, d *de
 // name of the filter that decided it (or broke). Each filter sees what the
 // ones before it changed. A route or redirect does not end the chain: a
 // later filter may still drop the message or route it elsewhere.
-func (c *Chain) Run(ctx context.Context, msg *Message) (Verdict, string, error) {
+func (c *Chain) Run(ctx context.Context, msg *message.Message) (Verdict, string, error) {
 	var out Verdict
 	by := ""
 	for _, f := range c.filters {

@@ -3,6 +3,7 @@ package scripts
 import (
 	"context"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,11 +59,11 @@ func benchChain3(b *testing.B, parse bool) {
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	b.ResetTimer()
-	base := engine.NewMessage(raw, engine.Source{Input: "in", ID: "x"})
+	base := message.New(raw, message.Source{Input: "in", ID: "x"})
 	for i := 0; i < b.N; i++ {
 		m := base
 		if parse {
-			m = engine.NewMessage(raw, engine.Source{Input: "in", ID: "x"})
+			m = message.New(raw, message.Source{Input: "in", ID: "x"})
 		} else {
 			m.Header = base.Header.Copy()
 		}

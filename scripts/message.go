@@ -1,12 +1,12 @@
 package scripts
 
 import (
+	"github.com/mailflow/mailflow/engine/message"
 	"net/mail"
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
 
-	"github.com/mailflow/mailflow/engine"
 )
 
 const messageType = "mailflow.message"
@@ -99,7 +99,7 @@ func (v *vm) openAPI() {
 }
 
 // message is the message behind the msg argument of the running call.
-func (v *vm) message(L *lua.LState) *engine.Message {
+func (v *vm) message(L *lua.LState) *message.Message {
 	ud, ok := L.Get(1).(*lua.LUserData)
 	if !ok {
 		L.RaiseError("call message methods with a colon: msg:header(\"Subject\")")
@@ -193,7 +193,7 @@ func (v *vm) removeHeader(L *lua.LState) int {
 
 // fieldArgs checks a name and value for set_header and add_header, and
 // encodes the value for the wire.
-func (v *vm) fieldArgs(L *lua.LState, fn string) (*engine.Message, string, string) {
+func (v *vm) fieldArgs(L *lua.LState, fn string) (*message.Message, string, string) {
 	m := v.message(L)
 	name, value := L.CheckString(2), L.CheckAny(3)
 	if err := checkFieldName(name); err != nil {
@@ -217,7 +217,7 @@ func (v *vm) fieldArgs(L *lua.LState, fn string) (*engine.Message, string, strin
 
 // mustBeEditable refuses to change a header that could not be parsed: what
 // would be written back is not what came in.
-func (v *vm) mustBeEditable(L *lua.LState, m *engine.Message, fn string) {
+func (v *vm) mustBeEditable(L *lua.LState, m *message.Message, fn string) {
 	if m.HeaderErr != nil {
 		L.RaiseError("%s: the message header could not be parsed (%v); it is left as it is", fn, m.HeaderErr)
 	}

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -109,7 +110,7 @@ func (s *Script) Provision(env engine.Env) error {
 func (s *Script) Path() string { return s.path }
 
 // Filter implements engine.Filter.
-func (s *Script) Filter(ctx context.Context, msg *engine.Message) (engine.Verdict, error) {
+func (s *Script) Filter(ctx context.Context, msg *message.Message) (engine.Verdict, error) {
 	if s.closed.Load() {
 		return engine.Verdict{}, errors.New("script was unloaded")
 	}

@@ -3,6 +3,7 @@ package scripts
 import (
 	"bytes"
 	"context"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"os"
@@ -34,13 +35,13 @@ func load(t *testing.T, src string, limits engine.ScriptLimits) *Script {
 }
 
 // eml reads a message from testdata.
-func eml(t *testing.T, name string) *engine.Message {
+func eml(t *testing.T, name string) *message.Message {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := engine.NewMessage(b, engine.Source{Input: "inbox", ID: name})
+	m := message.New(b, message.Source{Input: "inbox", ID: name})
 	t.Cleanup(func() { m.Close() })
 	return m
 }
@@ -132,7 +133,7 @@ func TestAddresses(t *testing.T) {
 		"none": "0",
 	})
 	// An unparseable field still gives up its addresses.
-	m := engine.NewMessage([]byte("From: broken <<a@b.example>> ,, \"x\r\nTo: x\r\n\r\nhi\r\n"), engine.Source{})
+	m := message.New([]byte("From: broken <<a@b.example>> ,, \"x\r\nTo: x\r\n\r\nhi\r\n"), message.Source{})
 	if a := parseAddresses(m.Header.Values("From")); len(a) != 1 || a[0].Address != "a@b.example" {
 		t.Errorf("loose parse = %+v", a)
 	}
@@ -347,7 +348,7 @@ func TestStateIsSharedAndCountsExactly(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				m := engine.NewMessage([]byte("Subject: x\r\n\r\nbody\r\n"), engine.Source{Input: "in", ID: "m"})
+				m := message.New([]byte("Subject: x\r\n\r\nbody\r\n"), message.Source{Input: "in", ID: "m"})
 				if _, err := s.Filter(context.Background(), m); err != nil {
 					t.Error(err)
 					return
@@ -433,7 +434,7 @@ func TestRunawayErroringAndGreedyScriptsAreStopped(t *testing.T) {
 			}
 			s := load(t, "local n = 0\nfunction filter(msg)\n if msg.id == 'bad' then "+c.body+" end\n n = n + 1\n return route('ok' .. n)\nend", limits)
 			start := time.Now()
-			bad := engine.NewMessage([]byte("Subject: bad\r\n\r\nx\r\n"), engine.Source{Input: "in", ID: "bad"})
+			bad := message.New([]byte("Subject: bad\r\n\r\nx\r\n"), message.Source{Input: "in", ID: "bad"})
 			_, err := s.Filter(context.Background(), bad)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want it to mention %q", err, c.want)
@@ -442,7 +443,7 @@ func TestRunawayErroringAndGreedyScriptsAreStopped(t *testing.T) {
 				t.Errorf("took %v to stop", d)
 			}
 			// The next message is processed normally.
-			good := engine.NewMessage([]byte("Subject: good\r\n\r\nx\r\n"), engine.Source{Input: "in", ID: "good"})
+			good := message.New([]byte("Subject: good\r\n\r\nx\r\n"), message.Source{Input: "in", ID: "good"})
 			v, err := s.Filter(context.Background(), good)
 			if err != nil || v.Action != engine.ActionRoute {
 				t.Fatalf("next message: %+v %v", v, err)

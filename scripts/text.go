@@ -3,13 +3,13 @@ package scripts
 import (
 	"bytes"
 	"errors"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"strings"
 
-	"github.com/emersion/go-message"
+	gomessage "github.com/emersion/go-message"
 	"golang.org/x/net/html"
 
-	"github.com/mailflow/mailflow/engine"
 )
 
 // textLimit bounds how much decoded text msg:text() returns, so that a huge
@@ -22,15 +22,15 @@ var errFound = errors.New("found")
 // decoded from its transfer encoding and charset to UTF-8; failing that, the
 // first text/html part with its tags stripped; failing that (no MIME
 // structure, or a broken one), the raw body as UTF-8. At most max bytes.
-func bodyText(m *engine.Message, max int) string {
-	ent, err := message.Read(m.Reader())
+func bodyText(m *message.Message, max int) string {
+	ent, err := gomessage.Read(m.Reader())
 	if ent == nil {
 		return rawBody(m, max)
 	}
 	_ = err // an unknown charset or encoding: the entity is still readable
 	var plain, htmlText string
 	var havePlain, haveHTML bool
-	walkErr := ent.Walk(func(_ []int, part *message.Entity, _ error) error {
+	walkErr := ent.Walk(func(_ []int, part *gomessage.Entity, _ error) error {
 		t, _, _ := part.Header.ContentType()
 		if t == "" {
 			t = "text/plain"
@@ -65,13 +65,13 @@ func readText(r io.Reader, max int) string {
 	return strings.ToValidUTF8(toUTF8(string(b)), "\uFFFD")
 }
 
-func rawBody(m *engine.Message, max int) string {
+func rawBody(m *message.Message, max int) string {
 	return readText(m.Body(), max)
 }
 
 // isAttachment reports whether a part is meant as a file rather than text
 // to read.
-func isAttachment(part *message.Entity) bool {
+func isAttachment(part *gomessage.Entity) bool {
 	disp, params, _ := part.Header.ContentDisposition()
 	if disp == "attachment" {
 		return true
@@ -124,13 +124,13 @@ type attachment struct {
 
 // listAttachments lists the parts that are files: those with an attachment
 // disposition or a file name, and non-text leaves of a multipart message.
-func listAttachments(m *engine.Message) []attachment {
-	ent, _ := message.Read(m.Reader())
+func listAttachments(m *message.Message) []attachment {
+	ent, _ := gomessage.Read(m.Reader())
 	if ent == nil {
 		return nil
 	}
 	var out []attachment
-	_ = ent.Walk(func(path []int, part *message.Entity, _ error) error {
+	_ = ent.Walk(func(path []int, part *gomessage.Entity, _ error) error {
 		t, params, _ := part.Header.ContentType()
 		if strings.HasPrefix(t, "multipart/") {
 			return nil

@@ -3,6 +3,7 @@ package scripts
 import (
 	"context"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"log/slog"
 
 	lua "github.com/yuin/gopher-lua"
@@ -25,7 +26,7 @@ type vm struct {
 
 // msgRef is what the msg userdata points to during a call.
 type msgRef struct {
-	m   *engine.Message
+	m   *message.Message
 	log *slog.Logger
 }
 
@@ -72,7 +73,7 @@ func (s *Script) newVM() (*vm, error) {
 }
 
 // call runs filter(msg) and turns what it returned into a verdict.
-func (v *vm) call(m *engine.Message) (engine.Verdict, error) {
+func (v *vm) call(m *message.Message) (engine.Verdict, error) {
 	v.cur = msgRef{m: m}
 	v.msgUD.Value = &v.cur
 	defer func() {

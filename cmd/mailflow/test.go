@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"io/fs"
 	"os"
@@ -168,7 +169,7 @@ func testOne(w io.Writer, chain *engine.Chain, path string, defaultOutputs []str
 		fmt.Fprintf(w, "   error:      %v\n", err)
 		return "", err
 	}
-	msg, err := engine.ReadMessage(f, engine.Source{Input: "test", ID: filepath.Base(path)}, engine.DefaultSpool)
+	msg, err := message.Read(f, message.Source{Input: "test", ID: filepath.Base(path)}, message.DefaultSpool)
 	f.Close()
 	if err != nil {
 		fmt.Fprintf(w, "   error:      %v\n", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"io/fs"
 	"os"
@@ -131,7 +132,7 @@ func (s *session) PeekHeader(ctx context.Context, it engine.Item) ([]byte, error
 		return nil, err
 	}
 	defer f.Close()
-	return engine.ReadHeaderBlock(f, 1<<20)
+	return message.ReadHeaderBlock(f, 1<<20)
 }
 
 // Commit removes the files (with delete = false, it leaves them).

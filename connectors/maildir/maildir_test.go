@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"os"
@@ -85,7 +86,7 @@ func TestOutputIsIdempotentByKeyAndCreatesOnlyAtStart(t *testing.T) {
 	if err := o.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	msg := engine.NewMessage(enginetest.Mix(1)[0], engine.Source{Input: "in", ID: "1"})
+	msg := message.New(enginetest.Mix(1)[0], message.Source{Input: "in", ID: "1"})
 	for range 2 {
 		if _, err := o.Deliver(context.Background(), msg, engine.Delivery{Key: "k1"}); err != nil {
 			t.Fatal(err)

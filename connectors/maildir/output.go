@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,7 +63,7 @@ func (o *Output) Start(ctx context.Context) error {
 // Deliver implements engine.Output. The file name is derived from the
 // delivery key, so a retry after a crash finds the copy it already wrote and
 // does not write a second one.
-func (o *Output) Deliver(ctx context.Context, msg *engine.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
+func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
 	name := d.Key + ".mailflow." + o.host
 	final := filepath.Join(o.dir, "new", name)
 	if _, err := os.Stat(final); err == nil {

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"strings"
 	"sync"
 	"testing"
@@ -40,7 +41,7 @@ func TestPostfixThousandMessages(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			res, err := o.Deliver(context.Background(), engine.NewMessage(m, engine.Source{Input: "t", ID: fmt.Sprint(i)}), engine.Delivery{})
+			res, err := o.Deliver(context.Background(), message.New(m, message.Source{Input: "t", ID: fmt.Sprint(i)}), engine.Delivery{})
 			if err == nil && res[0].Err != nil {
 				err = res[0].Err
 			}
@@ -80,7 +81,7 @@ func TestPostfixSubmissionNeedsTLSAndAuth(t *testing.T) {
 	msg := enginetest.Tagged(run, [][]byte{enginetest.Message(enginetest.UTF8Header, 1, 500)})[0]
 	o := newOutput(t, &smtp.Output{Address: srv.Submission, TLS: "starttls", Options: tlsOptsCA(srv.CA),
 		Username: "u1", Password: srv.Password, To: []string{"sink@example.net"}})
-	if res, err := o.Deliver(context.Background(), engine.NewMessage(msg, engine.Source{}), engine.Delivery{}); err != nil || res[0].Err != nil {
+	if res, err := o.Deliver(context.Background(), message.New(msg, message.Source{}), engine.Delivery{}); err != nil || res[0].Err != nil {
 		t.Fatalf("%v %v", res, err)
 	}
 	if got := enginetest.SinkMessages(t, srv.SinkDir, run, 1); len(got) != 1 {
@@ -88,7 +89,7 @@ func TestPostfixSubmissionNeedsTLSAndAuth(t *testing.T) {
 	}
 	bad := newOutput(t, &smtp.Output{Address: srv.Submission, TLS: "starttls", Options: tlsOptsCA(srv.CA),
 		Username: "u1", Password: "wrong", To: []string{"sink@example.net"}})
-	if _, err := bad.Deliver(context.Background(), engine.NewMessage(msg, engine.Source{}), engine.Delivery{}); err == nil || !engine.IsPermanent(err) {
+	if _, err := bad.Deliver(context.Background(), message.New(msg, message.Source{}), engine.Delivery{}); err == nil || !engine.IsPermanent(err) {
 		t.Fatalf("a wrong password must be permanent, got %v", err)
 	}
 }
@@ -97,7 +98,7 @@ func TestPostfixPerRecipientCodes(t *testing.T) {
 	srv := enginetest.RealServers(t)
 	o := newOutput(t, &smtp.Output{Address: srv.SMTP, TLS: "starttls", Options: tlsOptsCA(srv.CA),
 		To: []string{"ok@example.net", "defer@example.net", "refuse@example.net"}})
-	res, err := o.Deliver(context.Background(), engine.NewMessage(enginetest.Message(enginetest.Plain, 1, 100), engine.Source{}), engine.Delivery{})
+	res, err := o.Deliver(context.Background(), message.New(enginetest.Message(enginetest.Plain, 1, 100), message.Source{}), engine.Delivery{})
 	if err != nil || len(res) != 3 {
 		t.Fatalf("%v %v", res, err)
 	}
@@ -130,7 +131,7 @@ func BenchmarkPostfix(b *testing.B) {
 						go func() {
 							defer wg.Done()
 							defer func() { <-sem }()
-							if _, err := o.Deliver(context.Background(), engine.NewMessage(m, engine.Source{Input: "b", ID: fmt.Sprint(i)}), engine.Delivery{}); err != nil {
+							if _, err := o.Deliver(context.Background(), message.New(m, message.Source{Input: "b", ID: fmt.Sprint(i)}), engine.Delivery{}); err != nil {
 								b.Error(err)
 							}
 						}()

@@ -10,6 +10,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"github.com/mailflow/mailflow/engine/message"
 	"log/slog"
 	"net"
 	"net/mail"
@@ -285,7 +286,7 @@ func (o *Output) put(c *Client) {
 }
 
 // Deliver implements engine.Output.
-func (o *Output) Deliver(ctx context.Context, msg *engine.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
+func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
 	rcpts := d.Recipients
 	if len(rcpts) == 0 {
 		rcpts = o.To
@@ -370,7 +371,7 @@ func (o *Output) check(c *Client, env Envelope) error {
 
 // sender is the envelope sender: the configured from, else the message's
 // envelope, Return-Path or From.
-func (o *Output) sender(msg *engine.Message) string {
+func (o *Output) sender(msg *message.Message) string {
 	if o.From != "" {
 		return o.From
 	}

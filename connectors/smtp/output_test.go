@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"math/big"
@@ -261,7 +262,7 @@ func plainOutput(t *testing.T, p *peer, to ...string) *smtp.Output {
 }
 
 func deliver(o *smtp.Output, raw []byte, done ...string) ([]engine.RecipientResult, error) {
-	msg := engine.NewMessage(raw, engine.Source{Input: "t", ID: "1"})
+	msg := message.New(raw, message.Source{Input: "t", ID: "1"})
 	return o.Deliver(context.Background(), msg, engine.Delivery{Key: "k", Done: done})
 }
 
@@ -487,7 +488,7 @@ func TestPoolUnderContention(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			msg := engine.NewMessage(enginetest.Message(enginetest.Plain, i, 200), engine.Source{})
+			msg := message.New(enginetest.Message(enginetest.Plain, i, 200), message.Source{})
 			if _, err := o.Deliver(ctx, msg, engine.Delivery{}); err != nil {
 				errs <- err
 			}

@@ -1,4 +1,7 @@
-package engine
+// Package message is one e-mail as mailflow carries it: its original bytes
+// (in memory or spilled to disk), its parsed header, its envelope and where
+// it came from.
+package message
 
 import (
 	"bufio"
@@ -62,7 +65,7 @@ type Envelope struct {
 	Recipients []string
 }
 
-// ErrTooLarge is returned by ReadMessage when a message exceeds the
+// ErrTooLarge is returned by Read when a message exceeds the
 // configured maximum size. The source must leave such a message in place.
 var ErrTooLarge = errors.New("message exceeds the maximum size")
 
@@ -77,10 +80,10 @@ type SpoolOptions struct {
 // DefaultSpool is used where no options are configured.
 var DefaultSpool = SpoolOptions{InMemory: 4 << 20, MaxSize: 0, MaxHeader: 1 << 20}
 
-// ReadMessage reads a whole message from r, keeping at most opts.InMemory
+// Read reads a whole message from r, keeping at most opts.InMemory
 // bytes in memory and spilling the rest to a temporary file. The caller owns
 // the message and must call Close when done with it.
-func ReadMessage(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
+func Read(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 	if opts.InMemory <= 0 {
 		opts.InMemory = DefaultSpool.InMemory
 	}
@@ -135,8 +138,8 @@ func ReadMessage(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 	return msg, nil
 }
 
-// NewMessage makes a message from bytes held in memory.
-func NewMessage(b []byte, src Source) *Message {
+// New makes a message from bytes held in memory.
+func New(b []byte, src Source) *Message {
 	msg := &Message{Source: src, ReceivedAt: time.Now(), data: memData(b), eightBit: has8Bit(b)}
 	msg.crlf = int64(bytes.Count(b, []byte("\r\n")))
 	msg.bareLF = int64(bytes.Count(b, []byte("\n"))) - msg.crlf

@@ -1,4 +1,4 @@
-package engine_test
+package message_test
 
 import (
 	"bytes"
@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 func TestMessageRoundTripsEveryKind(t *testing.T) {
@@ -18,7 +18,7 @@ func TestMessageRoundTripsEveryKind(t *testing.T) {
 	for _, k := range kinds {
 		t.Run(string(k), func(t *testing.T) {
 			raw := enginetest.Message(k, 1, 4000)
-			msg, err := engine.ReadMessage(bytes.NewReader(raw), engine.Source{}, engine.SpoolOptions{InMemory: 1024, Dir: t.TempDir()})
+			msg, err := message.Read(bytes.NewReader(raw), message.Source{}, message.SpoolOptions{InMemory: 1024, Dir: t.TempDir()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -37,7 +37,7 @@ func TestMessageRoundTripsEveryKind(t *testing.T) {
 func TestChangedHeaderKeepsBodyBytes(t *testing.T) {
 	for _, k := range []enginetest.Kind{enginetest.Multipart, enginetest.BareLF} {
 		raw := enginetest.Message(k, 2, 3000)
-		msg := engine.NewMessage(raw, engine.Source{})
+		msg := message.New(raw, message.Source{})
 		origBody, _ := io.ReadAll(msg.Body())
 		msg.Header.Add("X-Tag", "newsletter")
 		msg.Header.Del("Return-Path")
@@ -62,7 +62,7 @@ func TestChangedHeaderKeepsBodyBytes(t *testing.T) {
 func TestLargeMessageSpillsAndSizeLimit(t *testing.T) {
 	dir := t.TempDir()
 	raw := enginetest.Message(enginetest.Huge, 1, 3<<20)
-	msg, err := engine.ReadMessage(bytes.NewReader(raw), engine.Source{}, engine.SpoolOptions{InMemory: 64 << 10, Dir: dir})
+	msg, err := message.Read(bytes.NewReader(raw), message.Source{}, message.SpoolOptions{InMemory: 64 << 10, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,8 +78,8 @@ func TestLargeMessageSpillsAndSizeLimit(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Fatal("spill file left behind")
 	}
-	_, err = engine.ReadMessage(bytes.NewReader(raw), engine.Source{}, engine.SpoolOptions{InMemory: 64 << 10, Dir: dir, MaxSize: 1 << 20})
-	if !errors.Is(err, engine.ErrTooLarge) {
+	_, err = message.Read(bytes.NewReader(raw), message.Source{}, message.SpoolOptions{InMemory: 64 << 10, Dir: dir, MaxSize: 1 << 20})
+	if !errors.Is(err, message.ErrTooLarge) {
 		t.Fatalf("want ErrTooLarge, got %v", err)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
