@@ -120,8 +120,9 @@ type Delivery struct {
 	Key string
 	// Recipients, when not empty, replace the output's own recipients.
 	Recipients []string
-	// Done lists recipients that accepted the message on an earlier try;
-	// the output must not send to them again.
+	// Done lists recipients that already answered for good on an earlier
+	// try (accepted, or refused with a 5xx): the output must not send to
+	// them again.
 	Done []string
 }
 

@@ -165,8 +165,9 @@ func (l *Ledger) Note(input, id string, rec Record) error {
 	return err
 }
 
-// Close closes the ledger. Everything Noted was also Put by then, so the
-// journal is removed.
+// Close closes the ledger. What was Noted but never Put (a partial
+// delivery whose Put failed) is applied to the database first, the way Open
+// applies it after a kill, and the journal removed.
 func (l *Ledger) Close() error {
 	l.jmu.Lock()
 	if l.journal != nil {
@@ -174,12 +175,7 @@ func (l *Ledger) Close() error {
 		l.journal = nil
 	}
 	l.jmu.Unlock()
-	err := l.db.Close()
-	if err == nil {
-		os.Remove(filepath.Join(l.dir, journalName))
-		os.Remove(filepath.Join(l.dir, journalName+".old"))
-	}
-	return err
+	return errors.Join(l.replay(), l.db.Close())
 }
 
 func bucketName(input string) []byte { return []byte("input/" + input) }
