@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
-
 )
 
 const messageType = "mailflow.message"

@@ -9,7 +9,6 @@ import (
 
 	gomessage "github.com/emersion/go-message"
 	"golang.org/x/net/html"
-
 )
 
 // textLimit bounds how much decoded text msg:text() returns, so that a huge
