@@ -38,6 +38,7 @@ type delivery struct {
 	rec     ledger.Record
 	outputs []string // where the verdict sends it
 	sending string   // the output it is with, in stateSending
+	doubted bool     // an output of this try may have it without having said so
 	temp    []string // temporary failures of this try, as text
 	perm    []string // permanent refusals of this try, as text
 }
@@ -117,6 +118,12 @@ func (d *delivery) answered(results []RecipientResult, err error) error {
 	}
 	d.state, d.sending = stateFiltered, ""
 	switch {
+	case err != nil && IsInDoubt(err):
+		d.temp = append(d.temp, fmt.Sprintf("%s: %v", name, err))
+		if !slices.Contains(d.rec.InDoubt, name) {
+			d.rec.InDoubt = append(d.rec.InDoubt, name)
+		}
+		d.doubted = true
 	case err != nil && IsPermanent(err):
 		d.perm = append(d.perm, fmt.Sprintf("%s: %v", name, err))
 	case err != nil:

@@ -29,3 +29,26 @@ func IsPermanent(err error) bool {
 	var p interface{ Permanent() bool }
 	return errors.As(err, &p) && p.Permanent()
 }
+
+// An error is in doubt when the destination may have taken the message
+// although the output could not learn it: SMTP's reply after the final dot
+// never came. The message is kept at its source and tried again (losing it
+// would be worse than a second copy); the engine counts and logs each one.
+type inDoubtError struct{ err error }
+
+func (e *inDoubtError) Error() string { return e.err.Error() }
+func (e *inDoubtError) Unwrap() error { return e.err }
+
+// InDoubt marks err as in doubt (see above). It is temporary.
+func InDoubt(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &inDoubtError{err}
+}
+
+// IsInDoubt reports whether err, or an error it wraps, was marked InDoubt.
+func IsInDoubt(err error) bool {
+	var d *inDoubtError
+	return errors.As(err, &d)
+}

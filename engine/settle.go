@@ -45,6 +45,7 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *mes
 		log.Warn("in doubt: this message was being delivered when mailflow was stopped hard; delivering it again, so the destination may get it twice",
 			"outputs", strings.Join(rec.Sending, ","))
 		res.stats.InDoubt = 1
+		rec.InDoubt = append(rec.InDoubt, rec.Sending...)
 		rec.Sending = nil
 	}
 	d := newDelivery(rec)
@@ -77,6 +78,11 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *mes
 			attrs = append(attrs, "recipients", strings.Join(msg.Envelope.Recipients, ","))
 		}
 		e.deliver(ctx, s, msg, d, r, log)
+		if d.doubted {
+			log.Warn("in doubt: the server may have taken the message although its reply never came (SMTP cannot tell); it stays at its source and is delivered again, so the destination may get it twice",
+				"outputs", strings.Join(d.rec.InDoubt, ","))
+			res.stats.InDoubt = 1
+		}
 		_ = d.finish()
 	}
 	if d.state == stateRefused {
@@ -104,7 +110,7 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *mes
 		// Keep who accepted, so that the retry sends only to the rest; and
 		// clear Sending for good, so that a crash later is not taken for a
 		// delivery in doubt.
-		if len(d.rec.Accepted) > 0 || len(d.rec.Refused) > 0 || res.stats.InDoubt > 0 {
+		if len(d.rec.Accepted) > 0 || len(d.rec.Refused) > 0 || len(d.rec.InDoubt) > 0 {
 			if err := r.put(d.rec); err != nil {
 				log.Error("ledger: could not record a partial delivery; the retry may send again to recipients that accepted", "err", err)
 			}

@@ -93,7 +93,27 @@ type Client struct {
 	// DataStarted is set once the server answered 354 in the last Send:
 	// from then on a lost connection may have delivered the message.
 	DataStarted bool
+	// DataTimeout bounds the wait for the reply after the final dot, which
+	// comes only once the server (and its content filters) took the
+	// message: RFC 5321 4.5.3.2.6 asks for 10 minutes. 0: the timeout.
+	DataTimeout time.Duration
+	waitLong    bool // reading the reply to the final dot
 }
+
+// ReplyLostError is returned by Send when the whole message, terminator
+// included, went out but the server's reply never came (the connection
+// broke, or DataTimeout passed): the server may have taken the message,
+// and SMTP gives no way to ask.
+type ReplyLostError struct{ Err error }
+
+func (e *ReplyLostError) Error() string {
+	return fmt.Sprintf("smtp DATA: no reply after the message was sent, so the server may have it: %v", e.Err)
+}
+func (e *ReplyLostError) Unwrap() error { return e.Err }
+
+// positive asks expect for any 2xx reply: where RFC 5321 allows more than
+// one success code (RCPT 250 or 251), the class is what counts.
+const positive = 2
 
 // NewClient starts a session on conn (already TLS for implicit TLS) and
 // reads the 220 greeting.
@@ -128,8 +148,12 @@ func Dial(ctx context.Context, address string, tlsConfig *tls.Config, timeout ti
 type deadlineReader struct{ c *Client }
 
 func (d deadlineReader) Read(p []byte) (int, error) {
-	if d.c.timeout > 0 {
-		d.c.conn.SetReadDeadline(time.Now().Add(d.c.timeout))
+	t := d.c.timeout
+	if d.c.waitLong && d.c.DataTimeout > 0 {
+		t = d.c.DataTimeout
+	}
+	if t > 0 {
+		d.c.conn.SetReadDeadline(time.Now().Add(t))
 	}
 	return d.c.conn.Read(p)
 }
@@ -207,14 +231,15 @@ func splitEnhanced(code int, text string) (string, string) {
 	return first, rest
 }
 
-// expect reads a reply and turns any code other than want into an *Error.
-// A 421 also marks the connection broken: the server is closing it.
+// expect reads a reply and turns any code other than want (or, with want
+// = positive, any code outside 2xx) into an *Error. A 421 also marks the
+// connection broken: the server is closing it.
 func (c *Client) expect(cmd string, want int) (*Reply, error) {
 	r, err := c.ReadReply(cmd)
 	if err != nil {
 		return nil, err
 	}
-	if r.Code != want {
+	if r.Code != want && !(want == positive && r.Code/100 == 2) {
 		if r.Code == 421 {
 			c.Broken = true
 		}
@@ -248,11 +273,11 @@ func (c *Client) cmd(name string, want int, format string, args ...any) (*Reply,
 // Hello sends EHLO, and HELO if the server does not know EHLO.
 func (c *Client) Hello(name string) error {
 	c.helo = name
-	r, err := c.cmd("EHLO", 250, "EHLO %s", name)
+	r, err := c.cmd("EHLO", positive, "EHLO %s", name)
 	var se *Error
 	if errors.As(err, &se) && (se.Code == 500 || se.Code == 502 || se.Code == 504) {
 		c.ext = map[string]string{}
-		_, err = c.cmd("HELO", 250, "HELO %s", name)
+		_, err = c.cmd("HELO", positive, "HELO %s", name)
 		return err
 	}
 	if err != nil {
@@ -374,7 +399,7 @@ func (c *Client) Send(env Envelope, body io.Reader) ([]RcptResult, error) {
 		if err := c.flush(); err != nil {
 			return nil, err
 		}
-		if _, err := c.expect("MAIL", 250); err != nil {
+		if _, err := c.expect("MAIL", positive); err != nil {
 			return nil, err
 		}
 	}
@@ -386,7 +411,7 @@ func (c *Client) Send(env Envelope, body io.Reader) ([]RcptResult, error) {
 			if err := c.flush(); err != nil {
 				return nil, err
 			}
-			if _, err := c.expect("RCPT", 250); err != nil {
+			if _, err := c.expect("RCPT", positive); err != nil {
 				if c.Broken {
 					return nil, err
 				}
@@ -405,12 +430,12 @@ func (c *Client) Send(env Envelope, body io.Reader) ([]RcptResult, error) {
 	}
 	if pipelining {
 		// Read the replies in order: MAIL, each RCPT, DATA.
-		_, mailErr := c.expect("MAIL", 250)
+		_, mailErr := c.expect("MAIL", positive)
 		if mailErr != nil && c.Broken {
 			return nil, mailErr
 		}
 		for i := range env.To {
-			_, err := c.expect("RCPT", 250)
+			_, err := c.expect("RCPT", positive)
 			if err != nil && c.Broken {
 				return nil, err
 			}
@@ -459,12 +484,19 @@ func (c *Client) Send(env Envelope, body io.Reader) ([]RcptResult, error) {
 		c.Broken = true
 		return nil, fmt.Errorf("smtp DATA: %w", err)
 	}
+	// The terminator is on its way: from here on a lost connection leaves
+	// the server possibly holding the message.
 	if err := c.flush(); err != nil {
-		return nil, fmt.Errorf("smtp DATA: %w", err)
+		return nil, &ReplyLostError{err}
 	}
-	// Only this reply says the message was taken. If the connection breaks
-	// before it arrives, nothing counts as delivered.
-	if _, err := c.expect("DATA", 250); err != nil {
+	c.waitLong = true
+	_, err := c.expect("DATA", positive)
+	c.waitLong = false
+	var se *Error
+	if err != nil && !errors.As(err, &se) {
+		return nil, &ReplyLostError{err}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return results, nil
@@ -472,13 +504,13 @@ func (c *Client) Send(env Envelope, body io.Reader) ([]RcptResult, error) {
 
 // Reset aborts the current transaction (RSET).
 func (c *Client) Reset() error {
-	_, err := c.cmd("RSET", 250, "RSET")
+	_, err := c.cmd("RSET", positive, "RSET")
 	return err
 }
 
 // Noop checks that the session is alive.
 func (c *Client) Noop() error {
-	_, err := c.cmd("NOOP", 250, "NOOP")
+	_, err := c.cmd("NOOP", positive, "NOOP")
 	return err
 }
 

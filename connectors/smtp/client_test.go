@@ -53,20 +53,23 @@ func unstuff(t *testing.T, b []byte) []byte {
 
 // canonical is what the data must carry for input: every line ended by
 // CRLF (a bare LF gets its CR; an unfinished last line gets CRLF).
+// canonical is in with every line end made CRLF: CRLF stays, a bare LF
+// and a bare CR each become CRLF, and a last line without an end gets one.
 func canonical(in []byte) []byte {
 	var out bytes.Buffer
-	for i, c := range in {
-		if c == '\n' && (i == 0 || in[i-1] != '\r') {
-			out.WriteByte('\r')
+	for i := 0; i < len(in); i++ {
+		switch {
+		case in[i] == '\r' && i+1 < len(in) && in[i+1] == '\n':
+			out.WriteString("\r\n")
+			i++
+		case in[i] == '\r' || in[i] == '\n':
+			out.WriteString("\r\n")
+		default:
+			out.WriteByte(in[i])
 		}
-		out.WriteByte(c)
 	}
 	b := out.Bytes()
-	switch {
-	case len(b) == 0 || bytes.HasSuffix(b, []byte("\r\n")):
-	case b[len(b)-1] == '\r':
-		b = append(b, '\n')
-	default:
+	if len(b) > 0 && !bytes.HasSuffix(b, []byte("\r\n")) {
 		b = append(b, "\r\n"...)
 	}
 	return b
@@ -93,7 +96,13 @@ func TestDotWriter(t *testing.T) {
 		"x\r\n..\r\n.\r\n": "x\r\n...\r\n..\r\n.\r\n",
 		"no end":           "no end\r\n.\r\n",
 		"cr at end\r":      "cr at end\r\n.\r\n",
-		"mid\rcr\r\n":      "mid\rcr\r\n.\r\n",
+		"mid\rcr\r\n":      "mid\r\ncr\r\n.\r\n",
+		// The SMTP smuggling patterns: a bare CR or LF before a dot line
+		// must not end the data early on any server's reading.
+		"a\r.\r\nb":  "a\r\n..\r\nb\r\n.\r\n",
+		"a\n.\nb":     "a\r\n..\r\nb\r\n.\r\n",
+		"a\r\n.\rb":  "a\r\n..\r\nb\r\n.\r\n",
+		"\r\r\n":     "\r\n\r\n.\r\n",
 	}
 	for in, want := range cases {
 		for _, chunk := range []int{1, 2, 1000} {
@@ -117,6 +126,11 @@ func FuzzDotStuffing(f *testing.F) {
 		}
 		if bytes.Contains(out[:len(out)-3], []byte("\r\n.\r\n")) && !bytes.HasPrefix(out, []byte(".\r\n")) {
 			t.Fatalf("terminator inside the data: %q", out)
+		}
+		for i, c := range out {
+			if (c == '\r') != (i+1 < len(out) && out[i+1] == '\n') || (c == '\n' && (i == 0 || out[i-1] != '\r')) {
+				t.Fatalf("bare CR or LF at %d on the wire: %q", i, out)
+			}
 		}
 	})
 }

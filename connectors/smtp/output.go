@@ -51,6 +51,7 @@ type Output struct {
 	MaxConnections     int      `toml:"max_connections"`
 	Rate               string   `toml:"rate"`
 	Timeout            string   `toml:"timeout"`
+	DataTimeout        string   `toml:"data_timeout"`
 	IdleTimeout        string   `toml:"idle_timeout"`
 	Pipelining         *bool    `toml:"pipelining"`
 	tlsconf.Options
@@ -58,6 +59,7 @@ type Output struct {
 	log     *slog.Logger
 	secret  string
 	timeout time.Duration
+	dataFor time.Duration
 	idleFor time.Duration
 	tlsCfg  *tls.Config
 	limiter *limiter
@@ -151,6 +153,9 @@ func (o *Output) Init() error {
 	if o.timeout, err = parseDuration(o.Timeout, 2*time.Minute); err != nil {
 		return fmt.Errorf("timeout: %v", err)
 	}
+	if o.dataFor, err = parseDuration(o.DataTimeout, 10*time.Minute); err != nil {
+		return fmt.Errorf("data_timeout: %v", err)
+	}
 	if o.idleFor, err = parseDuration(o.IdleTimeout, 30*time.Second); err != nil {
 		return fmt.Errorf("idle_timeout: %v", err)
 	}
@@ -193,6 +198,7 @@ func (o *Output) connect(ctx context.Context) (*Client, error) {
 		return nil, err
 	}
 	c.NoPipelining = o.Pipelining != nil && !*o.Pipelining
+	c.DataTimeout = o.dataFor
 	fail := func(err error) (*Client, error) {
 		c.Close()
 		return nil, err
@@ -202,7 +208,10 @@ func (o *Output) connect(ctx context.Context) (*Client, error) {
 	}
 	if o.TLS == "starttls" {
 		if ok, _ := c.Extension("STARTTLS"); !ok {
-			return fail(engine.Permanent(fmt.Errorf("smtp: %s does not offer STARTTLS and tls = \"starttls\"; refusing to go on in clear", o.Address)))
+			// A relay that offered it before and does not now has a
+			// problem of its own (a missing certificate, an overload);
+			// the message waits at its source, never goes in clear.
+			return fail(fmt.Errorf("smtp: %s does not offer STARTTLS now and tls = \"starttls\"; not going on in clear, trying again later", o.Address))
 		}
 		if err := c.StartTLS(o.tlsCfg); err != nil {
 			return fail(err)
@@ -229,7 +238,9 @@ func (o *Output) authenticate(c *Client) error {
 			}
 		}
 		if name == "" {
-			return engine.Permanent(fmt.Errorf("smtp: %s offers no AUTH mechanism we speak (offered: %q)", o.Address, offered))
+			// Postfix stops offering AUTH when its SASL backend is down:
+			// a state of the server, not of the message.
+			return fmt.Errorf("smtp: %s offers no AUTH mechanism we speak now (offered: %q); trying again later", o.Address, offered)
 		}
 	}
 	if !c.IsTLS() && sasl.SendsSecret(name) && !o.AllowPlaintextAuth {
@@ -239,8 +250,28 @@ func (o *Output) authenticate(c *Client) error {
 	if err != nil {
 		return err
 	}
-	return c.Auth(m)
+	err = c.Auth(m)
+	var se *Error
+	if errors.As(err, &se) && se.Code == 535 {
+		// The server checked the password and said no: only a person can
+		// fix that. Every other refusal (454 temporary failure, 421) is
+		// the server's state, tried again later.
+		return engine.Permanent(err)
+	}
+	if se != nil {
+		return &authError{err}
+	}
+	return err
 }
+
+// authError is an AUTH refusal other than 535: temporary whatever its code
+// (a 5xx such as 534 "mechanism too weak" from a misconfigured relay must
+// not drain a mailbox into the quarantine).
+type authError struct{ err error }
+
+func (e *authError) Error() string   { return e.err.Error() }
+func (e *authError) Unwrap() error   { return e.err }
+func (e *authError) Permanent() bool { return false }
 
 // get returns a session: an idle one if there is one, else a new one if
 // fewer than max_connections are open, else whichever of the two comes
@@ -329,6 +360,11 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 			return nil, err
 		}
 		results, err := c.Send(env, msg.Reader())
+		var lost *ReplyLostError
+		if errors.As(err, &lost) {
+			o.put(c)
+			return nil, engine.InDoubt(err)
+		}
 		if err != nil {
 			var se *Error
 			stale := attempt == 0 && c.Broken && !errors.As(err, &se)

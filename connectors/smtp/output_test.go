@@ -437,13 +437,13 @@ func TestReplyCode421MidSessionReconnects(t *testing.T) {
 	}
 }
 
-func TestConnectionCutAfterDataIsNotDelivered(t *testing.T) {
+func TestConnectionCutAfterDataIsInDoubt(t *testing.T) {
 	p := newPeer(t, peerOpts{})
 	p.cutData = true
 	o := plainOutput(t, p, "x@example.net")
 	res, err := deliver(o, enginetest.Message(enginetest.Plain, 1, 100))
-	if err == nil || res != nil || engine.IsPermanent(err) {
-		t.Fatalf("a message without its final reply must count as not delivered (temporary): %v %v", res, err)
+	if !engine.IsInDoubt(err) || res != nil || engine.IsPermanent(err) {
+		t.Fatalf("a message without its final reply must count as in doubt (temporary): %v %v", res, err)
 	}
 	if n := p.sessions.Load(); n != 1 {
 		t.Fatalf("the data was sent, so no silent retry may happen: %d sessions", n)

@@ -37,6 +37,11 @@ type Record struct {
 	// exactly the messages whose fate at that output is unknown: SMTP
 	// cannot say whether a server kept a message whose reply never came.
 	Sending []string `json:"sending,omitempty"`
+	// InDoubt lists the outputs that may hold the message although they
+	// never said so (SMTP's reply after the data was lost, or a hard kill
+	// while Sending): the message is delivered to them again, and that
+	// delivery is reported.
+	InDoubt []string `json:"in_doubt,omitempty"`
 	// Digest is the SHA-256 of the message's bytes as fetched, and Size
 	// their length: the identity that the source id is checked against
 	// before anything is committed on the strength of this record.

@@ -52,7 +52,7 @@ func New() *Metrics {
 		Name: "mailflow_messages_fetched_total", Help: "Messages read from an input.",
 	}, []string{"input"})
 	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailflow_messages_total", Help: "Messages settled, by input and outcome (delivered, dropped, quarantined, deferred, failed, skipped, left).",
+		Name: "mailflow_messages_total", Help: "Messages settled, by input and outcome (delivered, dropped, quarantined, held, deferred, skipped, left).",
 	}, []string{"input", "outcome"})
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailflow_message_bytes_total", Help: "Bytes of messages read from an input.",
@@ -61,7 +61,7 @@ func New() *Metrics {
 		Name: "mailflow_message_duration_seconds", Help: "Time from reading a message to settling it.", Buckets: buckets,
 	}, []string{"input"})
 	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailflow_output_deliveries_total", Help: "Delivery attempts, by output and result (accepted, temporary, permanent).",
+		Name: "mailflow_output_deliveries_total", Help: "Delivery attempts, by output and result (accepted, temporary, permanent, in_doubt: the reply after the data was lost).",
 	}, []string{"output", "result"})
 	m.outBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailflow_output_bytes_total", Help: "Bytes accepted by an output.",
@@ -100,6 +100,8 @@ func (m *Metrics) OutputResult(output string, err error, bytes int64, d time.Dur
 		m.outBytes.WithLabelValues(output).Add(float64(bytes))
 	case engine.IsPermanent(err):
 		result = "permanent"
+	case engine.IsInDoubt(err):
+		result = "in_doubt"
 	default:
 		result = "temporary"
 	}
