@@ -99,10 +99,10 @@ func TestDotWriter(t *testing.T) {
 		"mid\rcr\r\n":      "mid\r\ncr\r\n.\r\n",
 		// The SMTP smuggling patterns: a bare CR or LF before a dot line
 		// must not end the data early on any server's reading.
-		"a\r.\r\nb":  "a\r\n..\r\nb\r\n.\r\n",
-		"a\n.\nb":     "a\r\n..\r\nb\r\n.\r\n",
-		"a\r\n.\rb":  "a\r\n..\r\nb\r\n.\r\n",
-		"\r\r\n":     "\r\n\r\n.\r\n",
+		"a\r.\r\nb": "a\r\n..\r\nb\r\n.\r\n",
+		"a\n.\nb":   "a\r\n..\r\nb\r\n.\r\n",
+		"a\r\n.\rb": "a\r\n..\r\nb\r\n.\r\n",
+		"\r\r\n":    "\r\n\r\n.\r\n",
 	}
 	for in, want := range cases {
 		for _, chunk := range []int{1, 2, 1000} {
