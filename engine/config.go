@@ -49,6 +49,9 @@ type Config struct {
 	// size its source announced before it is held (quarantined with the
 	// source keeping it).
 	FetchAttempts int
+	// ShutdownTimeout is how long a stop (SIGTERM) waits for messages being
+	// sent; those still under way then are in doubt.
+	ShutdownTimeout time.Duration
 	// LedgerGrace is how long the ledger keeps the records of an input that
 	// left the config, in case it comes back.
 	LedgerGrace time.Duration
@@ -120,6 +123,7 @@ type fileConfig struct {
 	ScriptMemory   int64            `toml:"script_max_memory"`
 	FetchAttempts  int              `toml:"fetch_attempts"`
 	LedgerGrace    string           `toml:"ledger_grace"`
+	ShutdownTimout string           `toml:"shutdown_timeout"`
 	Metrics        MetricsConfig    `toml:"metrics"`
 	Input          []toml.Primitive `toml:"input"`
 	Pipeline       []toml.Primitive `toml:"pipeline"`
@@ -160,8 +164,16 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 		Script:      ScriptLimits{Timeout: time.Second, MaxMemory: fc.ScriptMemory},
 		Metrics:     fc.Metrics,
 
-		FetchAttempts: fc.FetchAttempts,
-		LedgerGrace:   7 * 24 * time.Hour,
+		FetchAttempts:   fc.FetchAttempts,
+		LedgerGrace:     7 * 24 * time.Hour,
+		ShutdownTimeout: 30 * time.Second,
+	}
+	if fc.ShutdownTimout != "" {
+		d, err := time.ParseDuration(fc.ShutdownTimout)
+		if err != nil || d <= 0 {
+			return nil, cerr(pos.line("", 0, "shutdown_timeout"), "shutdown_timeout: %q is not a duration like \"30s\"", fc.ShutdownTimout)
+		}
+		cfg.ShutdownTimeout = d
 	}
 	if cfg.FetchAttempts <= 0 {
 		cfg.FetchAttempts = 3

@@ -480,3 +480,18 @@ func copyState(t *testing.T, dir string) string {
 	}
 	return to
 }
+
+// While every output of the pipeline backs off after a failure, a poll
+// does not download the mailbox again only to leave it there.
+func TestNoFetchingWhileEveryOutputBacksOff(t *testing.T) {
+	h := newHarness(t, enginetest.Mix(3), []string{"out"}, "")
+	h.outs["out"].fail = func(*message.Message) error { return errors.New("421 try later") }
+	if st, _ := h.e.PollOnce(context.Background(), "mem"); st.Deferred != 3 {
+		t.Fatalf("first poll: %v", st)
+	}
+	before := h.in.fetches["0"]
+	st, err := h.e.PollOnce(context.Background(), "mem")
+	if err != nil || st.Fetched != 0 || h.in.fetches["0"] != before {
+		t.Fatalf("poll during the back-off fetched: %v %v", st, err)
+	}
+}

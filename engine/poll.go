@@ -34,12 +34,39 @@ func (e *Engine) PollOnce(ctx context.Context, name string) (Stats, error) {
 		return Stats{}, fmt.Errorf("no input %q", name)
 	}
 	p := &poll{e: e, s: g.setup, ic: ic, log: e.Log.With("input", name)}
+	if wait := e.outputsDown(g.setup, ic); wait > 0 {
+		// Fetching now would only download mail to leave it where it is.
+		p.log.Info("every output of the pipeline is backing off; not polling until one can be tried again", "retry_in", wait.Round(time.Second))
+		e.Observer.PollDone(name, nil)
+		return p.stats, nil
+	}
 	err := p.run(ctx)
 	e.Observer.PollDone(name, err)
 	if err != nil {
 		return p.stats, fmt.Errorf("input %q: %w", name, err)
 	}
 	return p.stats, nil
+}
+
+// outputsDown returns how long until one of the outputs the input's
+// pipeline sends to by default may be tried again, or 0 when one may be
+// tried now (or the pipeline has none, and its scripts route).
+func (e *Engine) outputsDown(s *Setup, ic *InputConfig) time.Duration {
+	p := s.pipelines[ic.Pipeline]
+	if p == nil || len(p.outputs) == 0 {
+		return 0
+	}
+	var soonest time.Duration
+	for i, name := range p.outputs {
+		w := e.backoff.wait(name)
+		if w <= 0 {
+			return 0
+		}
+		if i == 0 || w < soonest {
+			soonest = w
+		}
+	}
+	return soonest
 }
 
 func (e *Engine) inputLock(name string) *sync.Mutex {
@@ -85,8 +112,10 @@ func (p *poll) run(ctx context.Context) error {
 	}
 	fetch := p.plan(listing)
 
-	// Messages already fetched are finished even when ctx is cancelled (a
-	// shutdown): they are settled, recorded and committed.
+	// When ctx is cancelled (a shutdown) no more is fetched; a message
+	// already fetched is filtered, and released to its source unless an
+	// output has it already (see settle); what settled is recorded and
+	// committed all the same.
 	work := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	fetchErr := sess.Fetch(ctx, fetch, func(it Item, r io.Reader, err error) error {
@@ -119,7 +148,7 @@ func (p *poll) run(ctx context.Context) error {
 		go func() {
 			defer func() { <-p.e.sem; wg.Done() }()
 			defer msg.Close()
-			p.handle(work, it, msg)
+			p.handle(ctx, it, msg)
 		}()
 		return nil
 	})

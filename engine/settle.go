@@ -34,6 +34,10 @@ type settleResult struct {
 // settle takes msg through pipeline pipeName and its outputs, driving a
 // delivery from rec (what earlier tries achieved) and recording every step
 // with r. Only a result in stateSettled may be committed at the source.
+//
+// Cancelling ctx is a shutdown: the chain still runs to its verdict, but no
+// output is handed the message any more (it is released to its source), and
+// outputs get ctx so that one waiting (a rate limit, a connection) gives up.
 func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *message.Message, rec ledger.Record, r recorder) settleResult {
 	start := time.Now()
 	log := e.Log.With("input", msg.Source.Input, "id", msg.Source.ID, "message_id", msg.MessageID(), "bytes", msg.OriginalSize())
@@ -58,7 +62,7 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *mes
 	if msg.HeaderErr != nil {
 		log.Warn("header could not be parsed; the message goes on with its bytes untouched", "err", msg.HeaderErr)
 	}
-	v, by, err := p.chain.Run(ctx, msg)
+	v, by, err := p.chain.Run(context.WithoutCancel(ctx), msg)
 	switch {
 	case err != nil:
 		v = Verdict{Action: ActionQuarantine, Reason: fmt.Sprintf("filter %s: %v", by, err)}
@@ -127,6 +131,10 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 			_ = d.skipped(name, "no such output", true)
 			continue
 		}
+		if ctx.Err() != nil {
+			_ = d.skipped(name, "mailflow is stopping; the message stays at its source", false)
+			continue
+		}
 		if wait := e.backoff.wait(name); wait > 0 {
 			_ = d.skipped(name, fmt.Sprintf("backing off for %s after earlier failures", wait.Round(time.Second)), false)
 			continue
@@ -147,6 +155,8 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 		switch {
 		case err == nil:
 			e.backoff.ok(name)
+		case ctx.Err() != nil:
+			// Given up for the shutdown: says nothing about the output.
 		case !IsPermanent(err):
 			if next := e.backoff.fail(name); next > 0 {
 				e.Log.Warn("output failing; backing off", "output", name, "retry_in", next.Round(time.Second), "err", err)

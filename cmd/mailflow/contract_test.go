@@ -17,6 +17,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/mailflow/mailflow/connectors/smtp/smtptest"
 	"github.com/mailflow/mailflow/engine/enginetest"
 )
 
@@ -214,5 +215,63 @@ to = ["a@x.test", "b@x.test"]
 	}
 	if left, _ := enginetest.ReadMaildir(src); len(left) != 0 {
 		t.Fatal("the quarantined message must have left its source")
+	}
+}
+
+// SIGTERM while an output waits on its rate limit ("1/h"): mailflow gives
+// the waiting messages back to their source and exits cleanly, well before
+// shutdown_timeout, instead of waiting an hour.
+func TestStopWhileRateLimitedReleasesAndExits(t *testing.T) {
+	srv, err := smtptest.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := enginetest.WriteMaildir(src, enginetest.Mix(3)); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "mailflow.toml")
+	os.WriteFile(conf, fmt.Appendf(nil, `state_dir = "state"
+shutdown_timeout = "60s"
+[[input]]
+name = "src"
+type = "maildir"
+path = "src"
+pipeline = "main"
+[[pipeline]]
+name = "main"
+outputs = ["smtp"]
+[[output]]
+name = "smtp"
+type = "smtp"
+address = %q
+tls = "none"
+to = ["a@x.test"]
+rate = "1/h"
+`, srv.Addr()), 0o600)
+	cmd := daemon(t, conf)
+	deadline := time.Now().Add(30 * time.Second)
+	for len(srv.Mails()) < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the others reach the limiter
+	cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("mailflow did not stop cleanly: %v", err)
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("mailflow still running 45 s after SIGTERM")
+	}
+	if n := len(srv.Mails()); n != 1 {
+		t.Fatalf("%d sent; want the 1 the rate allowed", n)
+	}
+	if left, _ := enginetest.ReadMaildir(src); len(left) != 2 {
+		t.Fatalf("%d left at the source; want the 2 waiting on the limit", len(left))
 	}
 }

@@ -156,8 +156,12 @@ func (c *common) open(stderr io.Writer) (*engine.Engine, *slog.Logger, int) {
 
 const runHelp = `Usage: mailflow run [--once] -c FILE
 
-Runs every input of FILE on its schedule until SIGINT or SIGTERM, then
-finishes the messages in flight and exits. SIGHUP reloads the config and
+Runs every input of FILE on its schedule until SIGINT or SIGTERM. On the
+first signal it fetches nothing more, gives back to their sources the
+messages no output has been handed yet, lets the deliveries under way finish,
+commits what settled, and exits; after shutdown_timeout (default 30s), or on
+a second signal, it exits at once, and a delivery still under way is then in
+doubt (reported when it is sent again). SIGHUP reloads the config and
 scripts; a config that does not build is logged and the running one stays.
 
 With --once, each input is polled once, a summary line per input is printed,
@@ -179,7 +183,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	defer e.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := stopOnSignal(log, e.Config().ShutdownTimeout)
 	defer stop()
 	if listen := e.Config().Metrics.Listen; listen != "" {
 		m := metrics.New()
@@ -438,4 +442,39 @@ func oneLine(s string) string {
 		s = s[:117] + "..."
 	}
 	return s
+}
+
+// stopOnSignal returns a context cancelled by the first SIGINT or SIGTERM:
+// the engine then fetches nothing more and releases what no output has yet.
+// If the process is still running timeout later, or a second signal comes,
+// it exits at once: waiting longer for a server would only hold the user up,
+// and the journal already marks what was being sent as in doubt.
+func stopOnSignal(log *slog.Logger, timeout time.Duration) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigs:
+			log.Info("stopping: no more fetching; finishing the deliveries under way (a second signal stops at once)", "signal", sig.String(), "shutdown_timeout", timeout)
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-sigs:
+			log.Warn("stopped at once by a second signal; deliveries under way are in doubt and reported when sent again")
+		case <-time.After(timeout):
+			log.Warn("shutdown_timeout passed; stopping at once; deliveries under way are in doubt and reported when sent again")
+		case <-done:
+			return
+		}
+		os.Exit(exitFailed)
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
 }
