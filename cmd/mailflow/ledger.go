@@ -37,8 +37,8 @@ func cmdLedger(args []string, stdout, stderr io.Writer) int {
 	verb := args[0]
 	var c common
 	fs := newFlags("ledger "+verb, ledgerHelp, stderr, &c)
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitConfig
+	if code, stop := parseFlags(fs, args[1:], stdout); stop {
+		return code
 	}
 	if c.config == "" {
 		fmt.Fprintln(stderr, "mailflow: -c FILE is required")

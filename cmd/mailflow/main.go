@@ -31,8 +31,11 @@ var version = "0.1.0-dev"
 const (
 	exitOK      = 0
 	exitFailed  = 1 // something did not go through (messages left to retry, a poll failed)
-	exitConfig  = 2 // bad usage or config
+	exitConfig  = 2 // bad usage or config, or the state_dir in use
 	exitUnknown = 2
+	// exitQuarantined: everything was settled, but some messages went to
+	// the quarantine (or were held): a person should look (quarantine list).
+	exitQuarantined = 3
 )
 
 const usage = `mailflow moves e-mail through a scriptable pipeline: inputs (Maildir, POP3)
@@ -55,8 +58,9 @@ Usage:
   mailflow version                  print the version
 
 Run "mailflow COMMAND --help" for a command's options.
-Exit codes: 0 all went through, 1 something failed and stays to be retried,
-2 bad usage or configuration.
+Exit codes: 0 all went through; 1 something failed and stays at its source to
+be retried; 2 bad usage or configuration, or the state_dir in use; 3 all was
+settled but some messages went to the quarantine ("mailflow quarantine list").
 `
 
 func main() {
@@ -108,11 +112,31 @@ func newFlags(name, help string, stderr io.Writer, c *common) *flag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, help)
-		fmt.Fprintln(stderr, "\nOptions:")
+		fmt.Fprint(fs.Output(), help)
+		fmt.Fprintln(fs.Output(), "\nOptions:")
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// parseFlags parses args; asked for help (-h, --help), it prints the help to
+// stdout and says to exit 0. stop is true when the command should return
+// code now.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, stop bool) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return exitOK, true
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitConfig, true
+	}
+	return exitOK, false
 }
 
 func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
@@ -154,6 +178,14 @@ func (c *common) open(stderr io.Writer) (*engine.Engine, *slog.Logger, int) {
 	return e, log, exitOK
 }
 
+// inDoubtNote is the delivery contract's one unknowable case, said the same
+// way in README.md, "run --help" and "migrate --help".
+const inDoubtNote = `One case no mail program can rule out: when the connection is lost after a
+message was sent but before the server's reply to it (or mailflow is killed
+at that instant), the server may have kept it, and SMTP gives no way to ask.
+mailflow then sends it again rather than risk losing it, and reports it as
+in doubt: a log line with its Message-ID, and in_doubt in the summary.`
+
 const runHelp = `Usage: mailflow run [--once] -c FILE
 
 Runs every input of FILE on its schedule until SIGINT or SIGTERM. On the
@@ -164,10 +196,13 @@ a second signal, it exits at once, and a delivery still under way is then in
 doubt (reported when it is sent again). SIGHUP reloads the config and
 scripts; a config that does not build is logged and the running one stays.
 
+` + inDoubtNote + `
+
 With --once, each input is polled once, a summary line per input is printed,
-and mailflow exits: 0 when every message was settled (delivered, dropped or
-quarantined), 1 when some were left at their source to be retried or a poll
-failed, 2 when the config is wrong.
+and mailflow exits: 0 when every message was delivered or dropped, 1 when
+some were left at their source to be retried or a poll failed, 2 when the
+config is wrong or the state_dir is in use, 3 when all was settled but some
+messages went to the quarantine (so that cron notices).
 `
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -175,8 +210,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", runHelp, stderr, &c)
 	once := fs.Bool("once", false, "poll each input once, print a summary, exit")
 	watch := fs.Bool("watch", true, "reload when the config file or a script changes")
-	if err := fs.Parse(args); err != nil {
-		return exitConfig
+	if code, stop := parseFlags(fs, args, stdout); stop {
+		return code
 	}
 	e, log, code := c.open(stderr)
 	if e == nil {
@@ -205,12 +240,16 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			log.Error("run failed", "err", err)
 			return exitFailed
 		}
+		code := exitOK
 		for _, s := range stats {
 			if s.Deferred > 0 {
 				return exitFailed
 			}
+			if s.Quarantined > 0 || s.Held > 0 {
+				code = exitQuarantined
+			}
 		}
-		return exitOK
+		return code
 	}
 
 	hup := make(chan os.Signal, 1)
@@ -273,8 +312,8 @@ running anything: 0 when all is well, 2 with "file:line: problem" when not.
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	var c common
 	fs := newFlags("check", checkHelp, stderr, &c)
-	if err := fs.Parse(args); err != nil {
-		return exitConfig
+	if code, stop := parseFlags(fs, args, stdout); stop {
+		return code
 	}
 	if c.config == "" {
 		fmt.Fprintln(stderr, "mailflow: -c FILE is required")
@@ -336,8 +375,8 @@ func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
 	verb := args[0]
 	var c common
 	fs := newFlags("quarantine "+verb, quarantineHelp, stderr, &c)
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitConfig
+	if code, stop := parseFlags(fs, args[1:], stdout); stop {
+		return code
 	}
 	log, err := c.logger(stderr)
 	if err != nil {

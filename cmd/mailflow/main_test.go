@@ -257,7 +257,7 @@ func TestHelpAndVersion(t *testing.T) {
 	if r := mailflow(t, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "mailflow ") {
 		t.Fatalf("version: %+v", r)
 	}
-	if r := mailflow(t, "run", "--help"); !strings.Contains(r.stderr, "Usage: mailflow run") {
+	if r := mailflow(t, "run", "--help"); r.code != 0 || !strings.Contains(r.stdout, "Usage: mailflow run") {
 		t.Fatalf("run --help: %+v", r)
 	}
 	if r := mailflow(t, "frobnicate"); r.code != 2 {

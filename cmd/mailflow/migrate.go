@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/sha256"
 	"errors"
 	"flag"
@@ -11,13 +10,11 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/emersion/go-message/charset"
@@ -36,8 +33,11 @@ const migrateHelp = `Usage: mailflow migrate --from pop3s://USER@HOST[:PORT] --t
 Moves every message of a POP3 mailbox to an SMTP server, byte for byte
 (Date, Message-ID, every header kept), with a progress bar. It is resumable:
 interrupt it (Ctrl-C) or kill it, run the same command again, and it goes on
-where it stopped without sending anything twice. It ends with a report and
-exits 1 if anything was not moved.
+where it stopped. It ends with a report and exits 1 if anything is still on
+the old server to be retried, 3 if all that did not move was refused by the
+new server or quarantined ("mailflow quarantine list -c STATE/migrate.toml").
+
+` + inDoubtNote + `
 
 URLs: pop3:// uses STLS, pop3s:// implicit TLS (port 995); smtp:// uses
 STARTTLS (port 587), smtps:// implicit TLS (port 465). Add ?tls=none only for
@@ -83,8 +83,8 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.plaintext, "allow-plaintext-auth", false, "allow passwords over a connection without TLS (?tls=none)")
 	fs.Int64Var(&f.maxSize, "max-message-size", 0, "leave messages larger than this many `BYTES` on the old server (0: no limit)")
 	fs.StringVar(&f.progress, "progress", "auto", "bar, log (a line every 5 s), none, or auto (bar on a terminal)")
-	if err := fs.Parse(args); err != nil {
-		return exitConfig
+	if code, stop := parseFlags(fs, args, stdout); stop {
+		return code
 	}
 	log, err := c.logger(stderr)
 	if err != nil {
@@ -116,7 +116,7 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	defer e.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := stopOnSignal(log, cfg.ShutdownTimeout)
 	defer stop()
 
 	// Survey every input first: totals for the progress bar, and what an
@@ -190,8 +190,11 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "interrupted: run the same command again to go on where it stopped")
 		}
 	}
-	if runErr != nil || total.Deferred > 0 || len(refused) > 0 || sv.tooLarge > 0 {
+	switch {
+	case runErr != nil || total.Deferred > 0 || sv.tooLarge > 0:
 		return exitFailed
+	case len(refused) > 0 || total.Held > 0:
+		return exitQuarantined
 	}
 	return exitOK
 }

@@ -39,8 +39,8 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	pipelineName := fs.String("pipeline", "", "the pipeline `NAME` whose scripts run (default: the only one)")
 	var scripts scriptList
 	fs.Var(&scripts, "script", "a script `FILE` to run (repeat for a chain); instead of a pipeline")
-	if err := fs.Parse(args); err != nil {
-		return exitConfig
+	if code, stop := parseFlags(fs, args, stdout); stop {
+		return code
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "mailflow test: give one or more message files or directories")

@@ -132,6 +132,12 @@ func (in *Input) dial(ctx context.Context) (*Client, error) {
 	} else {
 		c, err = Dial(ctx, in.Address, nil, in.timeout)
 	}
+	var rh tls.RecordHeaderError
+	if err != nil && in.TLS == "implicit" && errors.As(err, &rh) {
+		// The server spoke in clear: port 110 is POP3 with STLS, and
+		// implicit TLS (the default) is port 995.
+		return nil, fmt.Errorf("%w (the server answered in clear: for port 110 set tls = \"starttls\"; tls = \"implicit\", the default, is for port 995)", err)
+	}
 	if err != nil {
 		return nil, err
 	}

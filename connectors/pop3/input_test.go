@@ -453,3 +453,17 @@ func TestCleartextPasswordRefusedUnlessAllowed(t *testing.T) {
 		t.Fatalf("want a refusal naming allow_plaintext_auth, got %v", err)
 	}
 }
+
+// The default tls = "implicit" against a server that speaks in clear (port
+// 110) fails with a hint, not a bare TLS error.
+func TestImplicitTLSOnAPlainPortSaysWhatToSet(t *testing.T) {
+	srv := newServer(t, crlfMix(1))
+	j := newJob(t, srv.Addr(), "username = \"u\"\npassword = \"p\"\ntls_insecure_skip_verify = true\n", true)
+	_, err := j.poll()
+	if err == nil || !strings.Contains(err.Error(), `set tls = "starttls"`) {
+		t.Fatalf("want a hint to set tls = \"starttls\", got %v", err)
+	}
+	if len(srv.Messages()) != 1 {
+		t.Fatal("nothing may change on the server")
+	}
+}
