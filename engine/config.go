@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // Registry makes plugins by type name. plugins.Registry is the one
@@ -119,6 +120,7 @@ type fileConfig struct {
 	MaxInFlight    int              `toml:"max_in_flight"`
 	MaxMessageSize int64            `toml:"max_message_size"`
 	SpillOver      int64            `toml:"spill_over"`
+	MaxHeaderSize  int64            `toml:"max_header_size"`
 	ScriptTimeout  string           `toml:"script_timeout"`
 	ScriptMemory   int64            `toml:"script_max_memory"`
 	FetchAttempts  int              `toml:"fetch_attempts"`
@@ -160,7 +162,7 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 		Path:        path,
 		BaseDir:     filepath.Dir(abs),
 		MaxInFlight: fc.MaxInFlight,
-		Spool:       message.SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize},
+		Spool:       message.SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize, MaxHeader: fc.MaxHeaderSize},
 		Script:      ScriptLimits{Timeout: time.Second, MaxMemory: fc.ScriptMemory},
 		Metrics:     fc.Metrics,
 
@@ -187,6 +189,9 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 16
+	}
+	if cfg.Spool.MaxHeader <= 0 {
+		cfg.Spool.MaxHeader = message.DefaultSpool.MaxHeader
 	}
 	if cfg.Spool.InMemory <= 0 {
 		cfg.Spool.InMemory = message.DefaultSpool.InMemory

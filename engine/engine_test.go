@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/ledger"
+	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/plugins"
 )
 

@@ -2,10 +2,11 @@ package engine
 
 import (
 	"context"
-	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // The lifecycle of every plugin, in the order the engine calls it:

@@ -5,13 +5,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/mailflow/mailflow/engine/ledger"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // PollOnce runs one poll of the named input: it lists the source, decides

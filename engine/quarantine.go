@@ -6,13 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // Quarantine keeps messages that could not be delivered and must not be

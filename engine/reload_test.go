@@ -3,7 +3,6 @@ package engine_test
 import (
 	"context"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/plugins"
 )
 

@@ -3,13 +3,13 @@ package engine
 import (
 	"context"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"log/slog"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/mailflow/mailflow/engine/ledger"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // recorder keeps the record of one delivery: the ledger for a polled

@@ -3,14 +3,12 @@ package scripts
 import (
 	"errors"
 	"mime"
-	nettextproto "net/textproto"
 	"regexp"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/mail"
-	"github.com/emersion/go-message/textproto"
 )
 
 var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
@@ -133,37 +131,4 @@ func parseAddresses(values []string) []address {
 		}
 	}
 	return out
-}
-
-// setField sets name to value. An existing field keeps its place in the
-// header (the first one; further ones of that name go); a new one goes on
-// top, as trace fields do. Other fields keep their exact bytes. Only the
-// fields above the replaced one are re-added, so that replacing a field near
-// the top (where Subject usually sits, below the trace fields) is cheap.
-func setField(h *textproto.Header, name, value string) {
-	key := nettextproto.CanonicalMIMEHeaderKey(name)
-	if !h.Has(key) {
-		h.Add(key, value)
-		return
-	}
-	var above [][]byte
-	fields := h.Fields()
-	for fields.Next() {
-		if fields.Key() == key {
-			break
-		}
-		raw, err := fields.Raw()
-		if err != nil {
-			var f textproto.Header
-			f.Add(fields.Key(), fields.Value())
-			raw, _ = f.Raw(fields.Key())
-		}
-		above = append(above, raw)
-		fields.Del()
-	}
-	h.Del(key)
-	h.Add(key, value)
-	for i := len(above) - 1; i >= 0; i-- { // each goes on top, so add bottom-up
-		h.AddRaw(above[i])
-	}
 }

@@ -1,11 +1,12 @@
 package scripts
 
 import (
-	"github.com/mailflow/mailflow/engine/message"
 	"net/mail"
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 const messageType = "mailflow.message"
@@ -128,13 +129,12 @@ func (v *vm) headers(L *lua.LState) int {
 	m := v.message(L)
 	t := L.NewTable()
 	if L.GetTop() < 2 {
-		fields := m.Header.Fields()
-		for fields.Next() {
+		m.Header.Each(func(name, value string) {
 			f := L.NewTable()
-			f.RawSetString("name", lua.LString(fields.Key()))
-			f.RawSetString("value", lua.LString(decodeHeader(fields.Value())))
+			f.RawSetString("name", lua.LString(name))
+			f.RawSetString("value", lua.LString(decodeHeader(value)))
 			t.Append(f)
-		}
+		})
 		L.Push(t)
 		return 1
 	}
@@ -161,7 +161,7 @@ func (v *vm) rawHeader(L *lua.LState) int {
 // setHeader replaces a field in place, or adds it on top.
 func (v *vm) setHeader(L *lua.LState) int {
 	m, name, value := v.fieldArgs(L, "set_header")
-	setField(&m.Header, name, value)
+	m.Header.Set(name, value)
 	m.MarkHeaderChanged()
 	return 0
 }

@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -33,6 +32,7 @@ import (
 	"github.com/yuin/gopher-lua/parse"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // Script is one compiled filter script. It implements engine.Filter.

@@ -3,7 +3,6 @@ package scripts
 import (
 	"bytes"
 	"context"
-	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"os"
@@ -17,6 +16,7 @@ import (
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // load compiles src as a script file in a temporary directory.

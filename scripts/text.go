@@ -3,12 +3,13 @@ package scripts
 import (
 	"bytes"
 	"errors"
-	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"strings"
 
 	gomessage "github.com/emersion/go-message"
 	"golang.org/x/net/html"
+
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // textLimit bounds how much decoded text msg:text() returns, so that a huge

@@ -3,12 +3,12 @@ package scripts
 import (
 	"context"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"log/slog"
 
 	lua "github.com/yuin/gopher-lua"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // vm is one sandboxed Lua state with the script's top level already run.

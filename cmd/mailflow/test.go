@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"io/fs"
 	"os"
@@ -12,9 +10,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/emersion/go-message/textproto"
-
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/plugins"
 )
 
@@ -238,27 +235,43 @@ func listOr(xs []string, none string) string {
 	return strings.Join(xs, ", ")
 }
 
-// fieldLines renders each header field as one line, as it would be written.
-func fieldLines(h textproto.Header) []string {
-	var out []string
-	fields := h.Fields()
-	for fields.Next() {
-		raw, err := fields.Raw()
-		if err != nil {
-			out = append(out, fields.Key()+": "+fields.Value())
-			continue
-		}
-		s := string(bytes.TrimRight(raw, "\r\n"))
-		s = strings.NewReplacer("\r\n", "\n     ", "\n", "\n     ").Replace(s)
-		out = append(out, s)
+// fieldLines renders each header field as one line, as it would be
+// written, continuation lines indented under it.
+func fieldLines(h message.Header) []string {
+	out := h.Lines()
+	for i, s := range out {
+		out[i] = strings.NewReplacer("\r\n", "\n     ", "\n", "\n     ", "\r", "\n     ").Replace(s)
 	}
 	return out
 }
 
-// diffLines is a line diff (longest common subsequence): "- " for removed
-// lines, "+ " for added ones. Headers are short, so O(n·m) is fine.
+// diffLines is a line diff: "- " for removed lines, "+ " for added ones.
+// The lines both share at the start and the end are taken off first (a
+// script edits a few fields of a header that may have 10,000), and the rest
+// is diffed by longest common subsequence while that stays small; past
+// that, the differing middle is shown as removed, then added.
 func diffLines(a, b []string) []string {
+	pre := 0
+	for pre < len(a) && pre < len(b) && a[pre] == b[pre] {
+		pre++
+	}
+	a, b = a[pre:], b[pre:]
+	suf := 0
+	for suf < len(a) && suf < len(b) && a[len(a)-1-suf] == b[len(b)-1-suf] {
+		suf++
+	}
+	a, b = a[:len(a)-suf], b[:len(b)-suf]
 	n, m := len(a), len(b)
+	var out []string
+	if n*m > 1<<20 {
+		for _, l := range a {
+			out = append(out, "- "+l)
+		}
+		for _, l := range b {
+			out = append(out, "+ "+l)
+		}
+		return out
+	}
 	lcs := make([][]int, n+1)
 	for i := range lcs {
 		lcs[i] = make([]int, m+1)
@@ -272,7 +285,6 @@ func diffLines(a, b []string) []string {
 			}
 		}
 	}
-	var out []string
 	i, j := 0, 0
 	for i < n || j < m {
 		switch {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/mailflow/mailflow/connectors/maildir"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/plugins"
 )
 

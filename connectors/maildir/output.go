@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // Output writes messages into a Maildir.

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 func TestPostfixThousandMessages(t *testing.T) {

@@ -10,7 +10,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"github.com/mailflow/mailflow/engine/message"
 	"log/slog"
 	"net"
 	"net/mail"
@@ -25,6 +24,7 @@ import (
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/plugins"
 )
 

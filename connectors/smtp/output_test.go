@@ -11,7 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"github.com/mailflow/mailflow/engine/message"
 	"io"
 	"log/slog"
 	"math/big"
@@ -31,6 +30,7 @@ import (
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // peer is emersion/go-smtp's server, an SMTP implementation independent of

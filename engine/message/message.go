@@ -16,17 +16,15 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"github.com/emersion/go-message/textproto"
 )
 
 // Message is one e-mail moving through mailflow.
 //
 // The original bytes are kept exactly as the source gave them (in memory, or
-// spilled to a file when large). The header is parsed once, with
-// go-message's textproto, which round-trips unchanged fields byte for byte.
-// When a filter changes the header, only the header block is re-written on
-// output; the body is always streamed from the original bytes.
+// spilled to a file when large). The header is parsed once into a Header
+// that keeps every field's bytes; when a filter changes it, the header block
+// is written from it (unchanged fields byte for byte), and the body is always
+// streamed from the original bytes.
 type Message struct {
 	// Source says where the message came from.
 	Source Source
@@ -35,10 +33,11 @@ type Message struct {
 	Envelope Envelope
 	// ReceivedAt is when mailflow read the message from its source.
 	ReceivedAt time.Time
-	// Header is the parsed header. When the header could not be parsed,
-	// HeaderErr says why, Header holds what was read before the error, and
-	// the message still flows with its bytes untouched.
-	Header    textproto.Header
+	// Header is the parsed header. When the header could not be parsed (no
+	// field on the first line, or larger than SpoolOptions.MaxHeader),
+	// HeaderErr says why, Header is empty, and the message flows with its
+	// bytes untouched.
+	Header    Header
 	HeaderErr error
 	// Digest is the SHA-256 of the original bytes.
 	Digest [32]byte
@@ -48,7 +47,6 @@ type Message struct {
 	header8Bit  bool  // some byte of the original header is >= 0x80
 	headerLen   int64 // bytes of the original header block, blank line included
 	headerDirty bool  // a filter changed Header
-	lfOnly      bool  // the original header used bare LF line ends
 	crlf        int64 // CRLF line ends in the original
 	bareLF      int64 // LF line ends without a CR before them
 }
@@ -78,7 +76,7 @@ type SpoolOptions struct {
 }
 
 // DefaultSpool is used where no options are configured.
-var DefaultSpool = SpoolOptions{InMemory: 4 << 20, MaxSize: 0, MaxHeader: 1 << 20}
+var DefaultSpool = SpoolOptions{InMemory: 4 << 20, MaxSize: 0, MaxHeader: 16 << 20}
 
 // Read reads a whole message from r, keeping at most opts.InMemory
 // bytes in memory and spilling the rest to a temporary file. The caller owns
@@ -148,53 +146,24 @@ func New(b []byte, src Source) *Message {
 	return msg
 }
 
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 func (m *Message) parseHeader(max int64) {
-	cr := &countingReader{r: io.LimitReader(m.data.Reader(), max)}
-	br := bufio.NewReaderSize(cr, 4<<10) // longer lines are read in pieces
-	hdr, err := textproto.ReadHeader(br)
-	consumed := cr.n - int64(br.Buffered())
-	if m.data.Size() == 0 {
-		err = errors.New("message is empty")
+	h, n, err := readHeader(m.data.Reader(), max)
+	if err != nil {
+		// Keep the bytes as they are; the whole message counts as body.
+		m.Header, m.HeaderErr, m.headerLen, m.header8Bit = Header{}, err, 0, m.eightBit
+		return
 	}
-	if err == nil {
-		m.Header = hdr
-		m.headerLen = consumed
-		if m.eightBit {
-			head := make([]byte, consumed)
-			io.ReadFull(m.data.Reader(), head)
-			m.header8Bit = has8Bit(head)
-		}
-	} else {
-		// Keep the bytes as they are; the whole message counts as body so
-		// that a header added by a filter is simply put in front.
-		if errors.Is(err, io.EOF) && consumed == m.data.Size() && consumed > 0 {
-			err = errors.New("message has no blank line after its header")
-		}
-		m.Header = textproto.Header{}
-		m.HeaderErr = err
-		m.headerLen = 0
-		m.header8Bit = m.eightBit
+	m.Header, m.headerLen = h, n
+	if m.eightBit {
+		m.header8Bit = has8Bit(m.headerBytes())
 	}
-	// Bare LF line ends in the header decide how a re-written header ends its lines.
-	first := make([]byte, 0, 1024)
-	r := m.data.Reader()
-	first = first[:cap(first)]
-	k, _ := io.ReadFull(r, first)
-	first = first[:k]
-	if i := bytes.IndexByte(first, '\n'); i >= 0 && (i == 0 || first[i-1] != '\r') {
-		m.lfOnly = true
-	}
+}
+
+// headerBytes returns the original header block.
+func (m *Message) headerBytes() []byte {
+	head := make([]byte, m.headerLen)
+	io.ReadFull(m.data.Reader(), head)
+	return head
 }
 
 // EightBit reports whether the message has bytes >= 0x80 anywhere, and in
@@ -301,15 +270,7 @@ func (m *Message) WriteTo(w io.Writer) (int64, error) {
 }
 
 func (m *Message) writeHeader(w io.Writer) error {
-	var buf bytes.Buffer
-	if err := textproto.WriteHeader(&buf, m.Header); err != nil {
-		return err
-	}
-	b := buf.Bytes()
-	if m.lfOnly {
-		b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
-	}
-	_, err := w.Write(b)
+	_, err := m.Header.WriteTo(w)
 	return err
 }
 

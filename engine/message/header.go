@@ -1,0 +1,367 @@
+package message
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/textproto"
+	"strings"
+)
+
+// Header is a message's header block: its fields in order, each kept as
+// its exact bytes (folded lines, spacing, line ends) until it is edited.
+// Lines that are not a field (a line with no name before its colon, a line
+// without a colon) are kept where they stand. So writing a header gives back
+// every byte that was read but for the fields a filter changed, and the cost
+// of an edit is linear in the size of the header.
+type Header struct {
+	fields []field
+	nl     string // the line end of new fields, as the block's own lines end
+	sep    []byte // what ended the block: the blank line as it was, or nothing (header-only message)
+}
+
+type field struct {
+	key string // canonical name; "" for a line that is no field
+	raw []byte // the bytes as read, line ends included; nil once edited
+	val string // the value given, for an edited or new field
+}
+
+// ErrHeaderTooLarge is the HeaderErr of a message whose header block is
+// larger than SpoolOptions.MaxHeader: it flows on untouched, and a filter
+// that edits its header fails.
+var ErrHeaderTooLarge = errors.New("the header is larger than max_header_size")
+
+// readHeader reads a header block from r, at most max bytes. A message
+// whose first line is no field (no colon, or a continuation) has no header:
+// the error says so, and the whole message counts as body.
+func readHeader(r io.Reader, max int64) (Header, int64, error) {
+	h := Header{nl: "\r\n"}
+	br := bufio.NewReaderSize(io.LimitReader(r, max+1), 64<<10)
+	var n int64
+	first := true
+	for {
+		line, err := readLine(br)
+		n += int64(len(line))
+		if n > max {
+			return Header{}, 0, ErrHeaderTooLarge
+		}
+		if len(line) == 0 {
+			if err == io.EOF {
+				if first {
+					return Header{}, 0, errors.New("message is empty")
+				}
+				return h, n, nil // header only, no blank line
+			}
+			return Header{}, 0, err
+		}
+		if isBlank(line) {
+			if first {
+				h.nl = string(line) // an empty header: the blank line opens the body
+			}
+			h.sep = line
+			return h, n, nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if first {
+				return Header{}, 0, fmt.Errorf("malformed header: the first line is a continuation: %q", trimEnd(line, 60))
+			}
+			last := &h.fields[len(h.fields)-1]
+			last.raw = append(last.raw, line...)
+			continue
+		}
+		key := fieldName(line)
+		if first {
+			if key == "" {
+				return Header{}, 0, fmt.Errorf("malformed header line: %q", trimEnd(line, 60))
+			}
+			h.nl = lineEnd(line)
+		}
+		first = false
+		h.fields = append(h.fields, field{key: key, raw: append([]byte(nil), line...)})
+		if err == io.EOF {
+			return h, n, nil
+		}
+	}
+}
+
+// readLine reads one line with its end: CRLF, LF, or a CR alone.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var out []byte
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return out, err
+		}
+		out = append(out, b)
+		switch b {
+		case '\n':
+			return out, nil
+		case '\r':
+			next, err := br.Peek(1)
+			if err == nil && next[0] == '\n' {
+				br.ReadByte()
+				out = append(out, '\n')
+			}
+			return out, nil
+		}
+		// Copy the run up to the next line end at once.
+		if buf, _ := br.Peek(br.Buffered()); len(buf) > 0 {
+			if i := bytes.IndexAny(buf, "\r\n"); i != 0 {
+				if i < 0 {
+					i = len(buf)
+				}
+				out = append(out, buf[:i]...)
+				br.Discard(i)
+			}
+		}
+	}
+}
+
+func isBlank(line []byte) bool {
+	s := string(line)
+	return s == "\r\n" || s == "\n" || s == "\r"
+}
+
+func lineEnd(line []byte) string {
+	switch {
+	case bytes.HasSuffix(line, []byte("\r\n")):
+		return "\r\n"
+	case bytes.HasSuffix(line, []byte("\n")):
+		return "\n"
+	case bytes.HasSuffix(line, []byte("\r")):
+		return "\r"
+	}
+	return "\r\n"
+}
+
+func trimEnd(line []byte, n int) string {
+	s := strings.TrimRight(string(line), "\r\n")
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
+}
+
+// fieldName returns the canonical name of the field that line starts, or
+// "" when the line is no field (RFC 5322 2.2: printable ASCII but colon,
+// before a colon; spaces before the colon are tolerated).
+func fieldName(line []byte) string {
+	i := bytes.IndexByte(line, ':')
+	if i <= 0 {
+		return ""
+	}
+	name := bytes.TrimRight(line[:i], " \t")
+	if len(name) == 0 {
+		return ""
+	}
+	for _, c := range name {
+		if c < 33 || c > 126 {
+			return ""
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
+}
+
+// value unfolds a field's value: the text after the colon, with the line
+// ends of folding and the space around them taken out, as go-message and
+// net/mail do.
+func (f *field) value() string {
+	if f.raw == nil {
+		return f.val
+	}
+	i := bytes.IndexByte(f.raw, ':')
+	v := f.raw[i+1:]
+	var b strings.Builder
+	for len(v) > 0 {
+		j := bytes.IndexAny(v, "\r\n")
+		var line []byte
+		if j < 0 {
+			line, v = v, nil
+		} else {
+			line, v = v[:j], v[j+1:]
+		}
+		line = bytes.Trim(line, " \t")
+		if len(line) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.Write(line)
+	}
+	return b.String()
+}
+
+// Has reports whether a field of that name exists.
+func (h *Header) Has(name string) bool {
+	key := textproto.CanonicalMIMEHeaderKey(name)
+	for i := range h.fields {
+		if h.fields[i].key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// Get returns the first value of a field, unfolded, or "".
+func (h *Header) Get(name string) string {
+	key := textproto.CanonicalMIMEHeaderKey(name)
+	for i := range h.fields {
+		if h.fields[i].key == key {
+			return h.fields[i].value()
+		}
+	}
+	return ""
+}
+
+// Values returns every value of a field, in order.
+func (h *Header) Values(name string) []string {
+	key := textproto.CanonicalMIMEHeaderKey(name)
+	var out []string
+	for i := range h.fields {
+		if h.fields[i].key == key {
+			out = append(out, h.fields[i].value())
+		}
+	}
+	return out
+}
+
+// Len is the number of fields (lines that are no field not counted).
+func (h *Header) Len() int {
+	n := 0
+	for i := range h.fields {
+		if h.fields[i].key != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// Each calls fn with every field's name and unfolded value, in order.
+func (h *Header) Each(fn func(name, value string)) {
+	for i := range h.fields {
+		if h.fields[i].key != "" {
+			fn(h.fields[i].key, h.fields[i].value())
+		}
+	}
+}
+
+// Lines returns every line of the block but the blank line at its end, each
+// field (or line that is no field) as it would be written, folded lines
+// included: for showing a header, and diffing one.
+func (h *Header) Lines() []string {
+	out := make([]string, 0, len(h.fields))
+	for i := range h.fields {
+		var b bytes.Buffer
+		h.writeField(&b, &h.fields[i])
+		out = append(out, strings.TrimRight(b.String(), "\r\n"))
+	}
+	return out
+}
+
+// Set replaces the first field of that name, in its place, and removes the
+// others of that name; without one, the field is added on top (as trace
+// fields are). Every other field keeps its bytes.
+func (h *Header) Set(name, value string) {
+	key := textproto.CanonicalMIMEHeaderKey(name)
+	out := h.fields[:0]
+	done := false
+	for _, f := range h.fields {
+		if f.key != key {
+			out = append(out, f)
+			continue
+		}
+		if !done {
+			out = append(out, field{key: key, val: value})
+			done = true
+		}
+	}
+	clear(h.fields[len(out):])
+	h.fields = out
+	if !done {
+		h.Add(name, value)
+	}
+}
+
+// Add puts a field on top of the header (where trace fields go).
+func (h *Header) Add(name, value string) {
+	key := textproto.CanonicalMIMEHeaderKey(name)
+	h.fields = append(h.fields, field{})
+	copy(h.fields[1:], h.fields)
+	h.fields[0] = field{key: key, val: value}
+}
+
+// Del removes every field of that name.
+func (h *Header) Del(name string) {
+	key := textproto.CanonicalMIMEHeaderKey(name)
+	out := h.fields[:0]
+	for _, f := range h.fields {
+		if f.key != key {
+			out = append(out, f)
+		}
+	}
+	clear(h.fields[len(out):])
+	h.fields = out
+}
+
+// maxLine is RFC 5322's limit on a line (2.1.1), line end excluded: a new
+// value longer than that is folded at a space before it.
+const maxLine = 998
+
+// writeField writes one field: its bytes as read, or a new "Name: value"
+// with the block's own line ends, folded where a line would pass maxLine.
+func (h *Header) writeField(w *bytes.Buffer, f *field) {
+	if f.raw != nil {
+		w.Write(f.raw)
+		return
+	}
+	nl := h.nl
+	if nl == "" {
+		nl = "\r\n"
+	}
+	w.WriteString(f.key)
+	w.WriteString(": ")
+	v := f.val
+	col := len(f.key) + 2
+	for len(v) > maxLine-col {
+		cut := strings.LastIndexAny(v[:maxLine-col], " \t")
+		if cut <= 0 {
+			// No space in reach: fold at the next one, if there is one.
+			k := strings.IndexAny(v[1:], " \t")
+			if k < 0 {
+				break
+			}
+			cut = k + 1
+		}
+		w.WriteString(v[:cut])
+		w.WriteString(nl)
+		v = v[cut:] // the space stays, opening the continuation line
+		col = 0
+	}
+	w.WriteString(v)
+	w.WriteString(nl)
+}
+
+// WriteTo writes the header block: every field, then the blank line that
+// ended it (nothing for a header-only message that had none).
+func (h *Header) WriteTo(w io.Writer) (int64, error) {
+	var b bytes.Buffer
+	for i := range h.fields {
+		h.writeField(&b, &h.fields[i])
+	}
+	if h.sep != nil {
+		b.Write(h.sep)
+	} else if h.nl == "" {
+		b.WriteString("\r\n") // a header built from nothing ends like any other
+	}
+	return b.WriteTo(w)
+}
+
+// Clone returns a copy of h that can be edited without changing h.
+func (h *Header) Clone() Header {
+	c := *h
+	c.fields = append([]field(nil), h.fields...)
+	return c
+}
