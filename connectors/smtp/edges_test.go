@@ -3,9 +3,12 @@ package smtp_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
+
+	gomessage "github.com/emersion/go-message"
 
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/connectors/smtp/smtptest"
@@ -134,4 +137,94 @@ func TestRawBytesKeptWhereNothingIsBare(t *testing.T) {
 	if got := s.Mails()[0].Raw; !bytes.Equal(got, []byte("Subject: ok\r\n\r\n..leading dot\r\nlast\r\n")) {
 		t.Fatalf("%q", got)
 	}
+}
+
+// An 8-bit message to a server without 8BITMIME arrives as 7-bit MIME
+// whose decoded content equals the original, structure kept.
+func TestEightBitConvertedForServerWithout8BITMIME(t *testing.T) {
+	s := newFake(t, func(b *smtptest.Behaviour) { b.Extensions = []string{"PIPELINING"} })
+	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}})
+	text := "Grüße aus Köln — naïve café\r\nzweite Zeile ünd mehr\r\n"
+	blob := []byte{0x00, 0xff, 0x80, 'a', '\r', '\n', 0xfe, 0x01}
+	plain := "From: a@x.test\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + text
+	multi := "From: a@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n--XX\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n" + string(blob) + "\r\n--XX\r\nContent-Type: text/plain\r\n\r\nplain ascii part\r\n--XX--\r\nepilogue\r\n"
+	for i, raw := range []string{plain, multi} {
+		if _, err := deliver(o, []byte(raw)); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	got := s.Mails()
+	if len(got) != 2 {
+		t.Fatalf("%d received", len(got))
+	}
+	for i, m := range got {
+		for _, c := range m.Raw {
+			if c >= 0x80 {
+				t.Fatalf("message %d: an 8-bit byte on the wire to a server without 8BITMIME", i)
+			}
+		}
+	}
+	parts := decodedParts(t, got[0].Raw)
+	if len(parts) != 1 || parts[0] != text {
+		t.Fatalf("text/plain: %q", parts)
+	}
+	parts = decodedParts(t, got[1].Raw)
+	if len(parts) != 3 || parts[0] != text || parts[1] != string(blob) || parts[2] != "plain ascii part" {
+		t.Fatalf("multipart: %q", parts)
+	}
+	if !bytes.Contains(got[1].Raw, []byte("preamble\r\n--XX\r\n")) || !bytes.Contains(got[1].Raw, []byte("--XX--\r\nepilogue")) {
+		t.Fatal("the multipart structure changed")
+	}
+	// Refused: on request, and where it cannot be converted without guessing.
+	latin1Header := "From: a@x.test\r\nSubject: caf\xe9\r\n\r\nbody caf\xe9\r\n"
+	if _, err := deliver(o, []byte(latin1Header)); !engine.IsPermanent(err) || !strings.Contains(err.Error(), "header") {
+		t.Fatalf("an 8-bit header cannot become 7-bit: %v", err)
+	}
+	refusing := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}, EightBit: "refuse"})
+	if _, err := deliver(refusing, []byte(plain)); !engine.IsPermanent(err) || !strings.Contains(err.Error(), "8BITMIME") {
+		t.Fatalf("eight_bit = refuse: %v", err)
+	}
+}
+
+// With 8BITMIME and no SMTPUTF8, a raw Latin-1 header goes as legacy 8-bit
+// data (as Postfix relays it), not refused for want of SMTPUTF8.
+func TestLegacyEightBitHeaderNeedsNoSMTPUTF8(t *testing.T) {
+	s := newFake(t, nil) // PIPELINING, 8BITMIME; no SMTPUTF8
+	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}})
+	raw := "From: a@x.test\r\nSubject: caf\xe9\r\n\r\nbody\r\n"
+	if _, err := deliver(o, []byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Mails(); len(got) != 1 || string(got[0].Raw) != raw {
+		t.Fatal("the message changed")
+	}
+}
+
+// decodedParts returns each leaf part's decoded body, as a reader of the
+// mail would see it.
+func decodedParts(t *testing.T, raw []byte) []string {
+	t.Helper()
+	ent, err := gomessage.Read(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	err = ent.Walk(func(_ []int, part *gomessage.Entity, err error) error {
+		if err != nil {
+			return err
+		}
+		if mr := part.MultipartReader(); mr != nil {
+			return nil
+		}
+		b, err := io.ReadAll(part.Body)
+		if err != nil {
+			return err
+		}
+		out = append(out, string(b))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -5,11 +5,13 @@
 package smtp
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/mail"
@@ -20,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
@@ -52,6 +55,7 @@ type Output struct {
 	Rate               string   `toml:"rate"`
 	Timeout            string   `toml:"timeout"`
 	DataTimeout        string   `toml:"data_timeout"`
+	EightBit           string   `toml:"eight_bit"`
 	IdleTimeout        string   `toml:"idle_timeout"`
 	Pipelining         *bool    `toml:"pipelining"`
 	tlsconf.Options
@@ -158,6 +162,13 @@ func (o *Output) Init() error {
 	}
 	if o.idleFor, err = parseDuration(o.IdleTimeout, 30*time.Second); err != nil {
 		return fmt.Errorf("idle_timeout: %v", err)
+	}
+	switch o.EightBit {
+	case "":
+		o.EightBit = "convert"
+	case "convert", "refuse":
+	default:
+		return fmt.Errorf("eight_bit must be \"convert\" or \"refuse\", not %q", o.EightBit)
 	}
 	if o.Rate != "" {
 		if o.limiter, err = parseRate(o.Rate); err != nil {
@@ -339,9 +350,9 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 			return nil, engine.Permanent(fmt.Errorf("recipient: %v", err))
 		}
 	}
-	any8, hdr8 := msg.EightBit()
-	env := Envelope{From: o.sender(msg), To: todo, Size: msg.Size(), EightBit: any8,
-		SMTPUTF8: hdr8 || !isASCII(msg.Envelope.Sender) || slices.ContainsFunc(todo, func(s string) bool { return !isASCII(s) })}
+	from := o.sender(msg)
+	env := Envelope{From: from, To: todo, Size: msg.Size(),
+		SMTPUTF8: !isASCII(from) || slices.ContainsFunc(todo, func(s string) bool { return !isASCII(s) })}
 	if o.limiter != nil {
 		if err := o.limiter.wait(ctx); err != nil {
 			return nil, err
@@ -355,11 +366,12 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 		if err != nil {
 			return nil, err
 		}
-		if err := o.check(c, env); err != nil {
+		env, body, err := o.prepare(c, env, msg)
+		if err != nil {
 			o.put(c)
 			return nil, err
 		}
-		results, err := c.Send(env, msg.Reader())
+		results, err := c.Send(env, body)
 		var lost *ReplyLostError
 		if errors.As(err, &lost) {
 			o.put(c)
@@ -389,20 +401,54 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 	}
 }
 
-// check refuses, before any data goes out, what this server cannot take.
-func (o *Output) check(c *Client, env Envelope) error {
+// prepare fits the message to what this server takes, before any data
+// goes out: its size; 8-bit content as BODY=8BITMIME, or converted to
+// 7-bit MIME where the server lacks 8BITMIME (unless eight_bit = "refuse");
+// SMTPUTF8 where RFC 6531 needs it. It returns the envelope to send with and
+// the bytes to send.
+//
+// SMTPUTF8 is asked for when an envelope address is not ASCII (then it is
+// required), and when the header holds UTF-8 and the server offers it (RFC
+// 6532). A header with 8-bit bytes that are not UTF-8 (a raw Latin-1
+// Subject) or sent to a server without SMTPUTF8 goes as legacy 8-bit data
+// under BODY=8BITMIME, as Postfix relays it.
+func (o *Output) prepare(c *Client, env Envelope, msg *message.Message) (Envelope, io.Reader, error) {
 	if ok, v := c.Extension("SIZE"); ok && v != "" {
 		if max, err := strconv.ParseInt(v, 10, 64); err == nil && max > 0 && env.Size > max {
-			return engine.Permanent(fmt.Errorf("smtp: message is %d bytes; %s takes at most %d (SIZE)", env.Size, o.Address, max))
+			return env, nil, engine.Permanent(fmt.Errorf("smtp: message is %d bytes; %s takes at most %d (SIZE)", env.Size, o.Address, max))
 		}
 	}
-	if ok, _ := c.Extension("8BITMIME"); env.EightBit && !ok {
-		return engine.Permanent(fmt.Errorf("smtp: message has 8-bit content and %s does not offer 8BITMIME; not sending it altered", o.Address))
+	hasUTF8, _ := c.Extension("SMTPUTF8")
+	if env.SMTPUTF8 && !hasUTF8 {
+		return env, nil, engine.Permanent(fmt.Errorf("smtp: an envelope address is not ASCII and %s does not offer SMTPUTF8", o.Address))
 	}
-	if ok, _ := c.Extension("SMTPUTF8"); env.SMTPUTF8 && !ok {
-		return engine.Permanent(fmt.Errorf("smtp: message has 8-bit header fields or addresses and %s does not offer SMTPUTF8", o.Address))
+	any8, hdr8 := msg.EightBit()
+	if hdr8 && hasUTF8 {
+		var h bytes.Buffer
+		msg.Header.WriteTo(&h)
+		env.SMTPUTF8 = env.SMTPUTF8 || utf8.Valid(h.Bytes())
 	}
-	return nil
+	if !any8 {
+		return env, msg.Reader(), nil
+	}
+	if ok, _ := c.Extension("8BITMIME"); ok {
+		env.EightBit = true
+		return env, msg.Reader(), nil
+	}
+	if o.EightBit == "refuse" {
+		return env, nil, engine.Permanent(fmt.Errorf("smtp: message has 8-bit content and %s does not offer 8BITMIME (eight_bit = \"refuse\")", o.Address))
+	}
+	raw, err := io.ReadAll(io.LimitReader(msg.Reader(), maxConvert+1))
+	if err != nil {
+		return env, nil, err
+	}
+	conv, err := to7Bit(raw)
+	if err != nil {
+		return env, nil, engine.Permanent(fmt.Errorf("smtp: %s does not offer 8BITMIME and the message %v", o.Address, err))
+	}
+	o.log.Info("converted an 8-bit message to 7-bit MIME for a server without 8BITMIME", "server", o.Address, "message_id", msg.MessageID(), "bytes", len(raw), "converted", len(conv))
+	env.Size = int64(len(conv))
+	return env, bytes.NewReader(conv), nil
 }
 
 // sender is the envelope sender: the configured from, else the message's
