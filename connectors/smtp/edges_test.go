@@ -2,6 +2,7 @@ package smtp_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/connectors/smtp/smtptest"
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 func newFake(t *testing.T, f func(*smtptest.Behaviour)) *smtptest.Server {
@@ -227,4 +229,22 @@ func decodedParts(t *testing.T, raw []byte) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// Lines that are no header field inside a header (a ": value", a line
+// without a colon) go out where they were when another field is edited.
+func TestEditedHeaderKeepsMalformedLinesOnTheWire(t *testing.T) {
+	s := newFake(t, nil)
+	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}})
+	raw := "From: a@x.test\r\n: value without a name\r\nno colon in this line\r\nSubject: old\r\n\r\nbody\r\n"
+	msg := message.New([]byte(raw), message.Source{Input: "t", ID: "1"})
+	msg.Header.Set("Subject", "new")
+	msg.MarkHeaderChanged()
+	if _, err := o.Deliver(context.Background(), msg, engine.Delivery{Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Replace(raw, "Subject: old", "Subject: new", 1)
+	if got := s.Mails(); len(got) != 1 || string(got[0].Raw) != want {
+		t.Fatalf("on the wire:\n%q\nwant\n%q", got[0].Raw, want)
+	}
 }

@@ -108,7 +108,7 @@ func WithoutTrace(b []byte) []byte {
 	b = CRLF([][]byte{b})[0]
 	end := bytes.Index(b, []byte("\r\n\r\n"))
 	if end < 0 {
-		return b
+		end = len(b) - 2 // a header-only message: all of it is header
 	}
 	var out bytes.Buffer
 	skipping := false
@@ -128,7 +128,9 @@ func WithoutTrace(b []byte) []byte {
 			out.Write(line)
 		}
 	}
-	out.Write(b[end+2:])
+	if end+2 <= len(b) {
+		out.Write(b[end+2:])
+	}
 	return out.Bytes()
 }
 
