@@ -159,7 +159,7 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 			// Given up for the shutdown: says nothing about the output.
 		case !IsPermanent(err):
 			if next := e.backoff.fail(name); next > 0 {
-				e.Log.Warn("output failing; backing off", "output", name, "retry_in", next.Round(time.Second), "err", err)
+				e.Log.Error("output unhealthy: failing for now; messages for it wait at their source; backing off", "output", name, "retry_in", next.Round(time.Second), "err", err)
 			}
 		}
 	}

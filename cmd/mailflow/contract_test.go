@@ -275,3 +275,68 @@ rate = "1/h"
 		t.Fatalf("%d left at the source; want the 2 waiting on the limit", len(left))
 	}
 }
+
+// smtpJob writes a Maildir → SMTP config for srv, with extra output keys.
+func smtpJob(t *testing.T, addr, extra string, msgs [][]byte) (conf, src string) {
+	t.Helper()
+	dir := t.TempDir()
+	src = filepath.Join(dir, "src")
+	if err := enginetest.WriteMaildir(src, msgs); err != nil {
+		t.Fatal(err)
+	}
+	conf = filepath.Join(dir, "mailflow.toml")
+	os.WriteFile(conf, fmt.Appendf(nil, "state_dir = \"state\"\n[[input]]\nname = \"src\"\ntype = \"maildir\"\npath = \"src\"\npipeline = \"main\"\n[[pipeline]]\nname = \"main\"\noutputs = [\"smtp\"]\n[[output]]\nname = \"smtp\"\ntype = \"smtp\"\naddress = %q\nto = [\"a@x.test\"]\n%s", addr, extra), 0o600)
+	return conf, src
+}
+
+// The connection drops after the final dot, before the reply: the run
+// reports the message in doubt and keeps it at its source; the next run
+// delivers it once more, and that is the only repeat.
+func TestReplyLostAfterDataIsReportedAndDeliveredOnceMore(t *testing.T) {
+	srv, err := smtptest.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.Set(func(b *smtptest.Behaviour) { b.LoseReplies = 1 })
+	conf, src := smtpJob(t, srv.Addr(), "tls = \"none\"\nmax_connections = 1\n", enginetest.Mix(1))
+	r := mailflow(t, "run", "--once", "-c", conf)
+	if r.code != 1 || !strings.Contains(r.stdout, "deferred=1") || !strings.Contains(r.stdout, "in_doubt=1") || !strings.Contains(r.stderr, "in doubt") {
+		t.Fatalf("first run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if left, _ := enginetest.ReadMaildir(src); len(left) != 1 {
+		t.Fatal("a message in doubt must stay at its source")
+	}
+	r = mailflow(t, "run", "--once", "-c", conf)
+	if r.code != 0 || !strings.Contains(r.stdout, "delivered=1") {
+		t.Fatalf("second run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if n := len(srv.Mails()); n != 2 {
+		t.Fatalf("the server got %d copies; want the one in doubt and one more", n)
+	}
+	r = mailflow(t, "run", "--once", "-c", conf)
+	if n := len(srv.Mails()); n != 2 || !strings.Contains(r.stdout, "fetched=0") {
+		t.Fatalf("a third run sent again: %d copies", n)
+	}
+}
+
+// A relay that stops offering STARTTLS (or AUTH) is in trouble of its own:
+// the five messages wait at their source, none is quarantined, exit 1.
+func TestRelayWithoutStartTLSKeepsTheMailbox(t *testing.T) {
+	srv, err := smtptest.NewServer() // offers no STARTTLS
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	conf, src := smtpJob(t, srv.Addr(), "tls = \"starttls\"\n", enginetest.Mix(5))
+	r := mailflow(t, "run", "--once", "-c", conf)
+	if r.code != 1 || !strings.Contains(r.stdout, "quarantined=0 deferred=5") || !strings.Contains(r.stderr, "level=ERROR") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if left, _ := enginetest.ReadMaildir(src); len(left) != 5 {
+		t.Fatalf("%d left at the source, want 5", len(left))
+	}
+	if len(srv.Mails()) != 0 {
+		t.Fatal("a message went out in clear")
+	}
+}

@@ -31,6 +31,7 @@ type Metrics struct {
 	polls       *prometheus.CounterVec   // input, result
 	lastPoll    *prometheus.GaugeVec     // input
 	reloads     *prometheus.CounterVec   // result
+	healthy     *prometheus.GaugeVec     // output
 
 	mu      sync.Mutex
 	started time.Time
@@ -75,10 +76,13 @@ func New() *Metrics {
 	m.lastPoll = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "mailflow_last_successful_poll_timestamp_seconds", Help: "When an input last polled without error (Unix time).",
 	}, []string{"input"})
+	m.healthy = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "mailflow_output_healthy", Help: "1 when an output's last delivery attempt went through or was refused for that message only, 0 when it failed for now (server down, TLS or AUTH missing, a 4xx, a lost reply).",
+	}, []string{"output"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailflow_reloads_total", Help: "Config reloads, by result (ok, error).",
 	}, []string{"result"})
-	m.reg.MustRegister(m.fetched, m.messages, m.bytes, m.duration, m.deliveries, m.outBytes, m.outDuration,
+	m.reg.MustRegister(m.fetched, m.messages, m.bytes, m.duration, m.deliveries, m.outBytes, m.outDuration, m.healthy,
 		m.polls, m.lastPoll, m.reloads,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
@@ -106,6 +110,11 @@ func (m *Metrics) OutputResult(output string, err error, bytes int64, d time.Dur
 		result = "temporary"
 	}
 	m.deliveries.WithLabelValues(output, result).Inc()
+	if result == "temporary" || result == "in_doubt" {
+		m.healthy.WithLabelValues(output).Set(0)
+	} else {
+		m.healthy.WithLabelValues(output).Set(1)
+	}
 	m.outDuration.WithLabelValues(output).Observe(d.Seconds())
 }
 

@@ -30,6 +30,7 @@ func TestObserverFeedsMetricsAndHealth(t *testing.T) {
 	m.OutputResult("archive", nil, 1500, 5*time.Millisecond)
 	m.OutputResult("relay", errors.New("421 try later"), 10, time.Millisecond)
 	m.OutputResult("relay", engine.Permanent(errors.New("550 no")), 10, time.Millisecond)
+	m.OutputResult("mx", engine.InDoubt(errors.New("no reply after DATA")), 10, time.Millisecond)
 	m.PollDone("inbox", nil)
 	m.PollDone("pop", errors.New("connection refused"))
 	m.Reloaded(nil)
@@ -46,6 +47,9 @@ func TestObserverFeedsMetricsAndHealth(t *testing.T) {
 		`mailflow_output_deliveries_total{output="relay",result="temporary"} 1`,
 		`mailflow_output_deliveries_total{output="relay",result="permanent"} 1`,
 		`mailflow_output_bytes_total{output="archive"} 1500`,
+		`mailflow_output_deliveries_total{output="mx",result="in_doubt"} 1`,
+		`mailflow_output_healthy{output="archive"} 1`,
+		`mailflow_output_healthy{output="mx"} 0`,
 		`mailflow_polls_total{input="inbox",result="ok"} 1`,
 		`mailflow_polls_total{input="pop",result="error"} 1`,
 		`mailflow_reloads_total{result="ok"} 1`,
