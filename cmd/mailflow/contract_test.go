@@ -157,29 +157,7 @@ func TestCheckCreatesNothing(t *testing.T) {
 // recipient that refused, not again to the one that has it.
 func TestQuarantineResendWhileRunningSendsOnlyToTheRest(t *testing.T) {
 	k := newSink(t, "b@x.test")
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	if err := enginetest.WriteMaildir(src, enginetest.Mix(1)); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "mailflow.toml")
-	os.WriteFile(conf, fmt.Appendf(nil, `state_dir = "state"
-[[input]]
-name = "src"
-type = "maildir"
-path = "src"
-pipeline = "main"
-schedule = "1s"
-[[pipeline]]
-name = "main"
-outputs = ["smtp"]
-[[output]]
-name = "smtp"
-type = "smtp"
-address = %q
-tls = "none"
-to = ["a@x.test", "b@x.test"]
-`, k.addr), 0o600)
+	conf, src := smtpJob(t, k.addr, "tls = \"none\"\nto = [\"a@x.test\", \"b@x.test\"]\n", enginetest.Mix(1))
 	daemon(t, conf)
 	var id string
 	deadline := time.Now().Add(30 * time.Second)
@@ -227,30 +205,9 @@ func TestStopWhileRateLimitedReleasesAndExits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	if err := enginetest.WriteMaildir(src, enginetest.Mix(3)); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "mailflow.toml")
-	os.WriteFile(conf, fmt.Appendf(nil, `state_dir = "state"
-shutdown_timeout = "60s"
-[[input]]
-name = "src"
-type = "maildir"
-path = "src"
-pipeline = "main"
-[[pipeline]]
-name = "main"
-outputs = ["smtp"]
-[[output]]
-name = "smtp"
-type = "smtp"
-address = %q
-tls = "none"
-to = ["a@x.test"]
-rate = "1/h"
-`, srv.Addr()), 0o600)
+	conf, src := smtpJob(t, srv.Addr(), "tls = \"none\"\nrate = \"1/h\"\n", enginetest.Mix(3))
+	b, _ := os.ReadFile(conf)
+	os.WriteFile(conf, append([]byte("shutdown_timeout = \"60s\"\n"), b...), 0o600)
 	cmd := daemon(t, conf)
 	deadline := time.Now().Add(30 * time.Second)
 	for len(srv.Mails()) < 1 && time.Now().Before(deadline) {
@@ -285,7 +242,10 @@ func smtpJob(t *testing.T, addr, extra string, msgs [][]byte) (conf, src string)
 		t.Fatal(err)
 	}
 	conf = filepath.Join(dir, "mailflow.toml")
-	os.WriteFile(conf, fmt.Appendf(nil, "state_dir = \"state\"\n[[input]]\nname = \"src\"\ntype = \"maildir\"\npath = \"src\"\npipeline = \"main\"\n[[pipeline]]\nname = \"main\"\noutputs = [\"smtp\"]\n[[output]]\nname = \"smtp\"\ntype = \"smtp\"\naddress = %q\nto = [\"a@x.test\"]\n%s", addr, extra), 0o600)
+	if !strings.Contains(extra, "to = ") {
+		extra += "to = [\"a@x.test\"]\n"
+	}
+	os.WriteFile(conf, fmt.Appendf(nil, "state_dir = \"state\"\n[[input]]\nname = \"src\"\ntype = \"maildir\"\npath = \"src\"\npipeline = \"main\"\nschedule = \"1s\"\n[[pipeline]]\nname = \"main\"\noutputs = [\"smtp\"]\n[[output]]\nname = \"smtp\"\ntype = \"smtp\"\naddress = %q\n%s", addr, extra), 0o600)
 	return conf, src
 }
 

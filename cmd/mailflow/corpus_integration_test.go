@@ -65,27 +65,6 @@ func malformedCorpus() [][]byte {
 	return out
 }
 
-// canonicalCRLF is what arrives for a message sent over SMTP: every line
-// end CRLF (a bare CR or LF made one), the last line ended.
-func canonicalCRLF(in []byte) []byte {
-	var out bytes.Buffer
-	for i := 0; i < len(in); i++ {
-		switch {
-		case in[i] == '\r' && i+1 < len(in) && in[i+1] == '\n':
-			out.WriteString("\r\n")
-			i++
-		case in[i] == '\r' || in[i] == '\n':
-			out.WriteString("\r\n")
-		default:
-			out.WriteByte(in[i])
-		}
-	}
-	if out.Len() > 0 && !bytes.HasSuffix(out.Bytes(), []byte("\r\n")) {
-		out.WriteString("\r\n")
-	}
-	return out.Bytes()
-}
-
 // corpusRun moves msgs from a Maildir through a script that adds one header
 // field to real Postfix, and returns what arrived and what was quarantined.
 func corpusRun(t *testing.T, srv *enginetest.Servers, run string, msgs [][]byte) (arrived [][]byte, quarantined []string) {
@@ -143,7 +122,7 @@ func TestMalformedCorpusArrivesIntactOrQuarantined(t *testing.T) {
 	arrived, quarantined := corpusRun(t, srv, run, msgs)
 	want := map[string]int{}
 	for _, m := range msgs {
-		want[enginetest.Digest(canonicalCRLF(append([]byte("X-Test-Run: "+run+"\r\n"), m...)))]++
+		want[enginetest.Digest(enginetest.CanonicalCRLF(append([]byte("X-Test-Run: "+run+"\r\n"), m...)))]++
 	}
 	for _, a := range arrived {
 		d := enginetest.Digest(enginetest.WithoutTrace(a))

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/mailflow/mailflow/engine"
-	"github.com/mailflow/mailflow/plugins"
 )
 
 const ledgerHelp = `Usage: mailflow ledger stats -c FILE
@@ -40,14 +39,9 @@ func cmdLedger(args []string, stdout, stderr io.Writer) int {
 	if code, stop := parseFlags(fs, args[1:], stdout); stop {
 		return code
 	}
-	if c.config == "" {
-		fmt.Fprintln(stderr, "mailflow: -c FILE is required")
-		return exitConfig
-	}
-	cfg, err := engine.LoadConfig(c.config, plugins.Default)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow:", err)
-		return exitConfig
+	cfg, _, code := c.load(stderr)
+	if cfg == nil {
+		return code
 	}
 	l, closeLedger, err := engine.OpenLedger(cfg)
 	if err != nil {

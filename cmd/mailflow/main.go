@@ -156,6 +156,20 @@ func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
 
 // open parses flags' config and opens the engine.
 func (c *common) open(stderr io.Writer) (*engine.Engine, *slog.Logger, int) {
+	cfg, log, code := c.load(stderr)
+	if cfg == nil {
+		return nil, nil, code
+	}
+	e, err := engine.Open(cfg, plugins.Default, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return nil, nil, exitConfig
+	}
+	return e, log, exitOK
+}
+
+// load makes the logger and reads the -c config, saying what is wrong.
+func (c *common) load(stderr io.Writer) (*engine.Config, *slog.Logger, int) {
 	log, err := c.logger(stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "mailflow:", err)
@@ -170,12 +184,7 @@ func (c *common) open(stderr io.Writer) (*engine.Engine, *slog.Logger, int) {
 		fmt.Fprintln(stderr, "mailflow:", err)
 		return nil, nil, exitConfig
 	}
-	e, err := engine.Open(cfg, plugins.Default, log)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow:", err)
-		return nil, nil, exitConfig
-	}
-	return e, log, exitOK
+	return cfg, log, exitOK
 }
 
 // inDoubtNote is the delivery contract's one unknowable case, said the same
@@ -315,19 +324,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if code, stop := parseFlags(fs, args, stdout); stop {
 		return code
 	}
-	if c.config == "" {
-		fmt.Fprintln(stderr, "mailflow: -c FILE is required")
-		return exitConfig
-	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow:", err)
-		return exitConfig
-	}
-	cfg, err := engine.LoadConfig(c.config, plugins.Default)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow:", err)
-		return exitConfig
+	cfg, log, code := c.load(stderr)
+	if cfg == nil {
+		return code
 	}
 	s, err := engine.Build(cfg, plugins.Default, log, nil)
 	if err != nil {
@@ -378,19 +377,9 @@ func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
 	if code, stop := parseFlags(fs, args[1:], stdout); stop {
 		return code
 	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow:", err)
-		return exitConfig
-	}
-	if c.config == "" {
-		fmt.Fprintln(stderr, "mailflow: -c FILE is required")
-		return exitConfig
-	}
-	cfg, err := engine.LoadConfig(c.config, plugins.Default)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow:", err)
-		return exitConfig
+	cfg, log, code := c.load(stderr)
+	if cfg == nil {
+		return code
 	}
 	if verb != "list" && fs.NArg() == 0 {
 		fmt.Fprintf(stderr, "mailflow: quarantine %s needs an ID (see quarantine list)\n", verb)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/mailflow/mailflow/engine/enginetest"
 )
 
 func TestReadReplyMultiLineAndSplit(t *testing.T) {
@@ -49,30 +51,6 @@ func unstuff(t *testing.T, b []byte) []byte {
 		out.Write(l)
 	}
 	return out.Bytes()
-}
-
-// canonical is what the data must carry for input: every line ended by
-// CRLF (a bare LF gets its CR; an unfinished last line gets CRLF).
-// canonical is in with every line end made CRLF: CRLF stays, a bare LF
-// and a bare CR each become CRLF, and a last line without an end gets one.
-func canonical(in []byte) []byte {
-	var out bytes.Buffer
-	for i := 0; i < len(in); i++ {
-		switch {
-		case in[i] == '\r' && i+1 < len(in) && in[i+1] == '\n':
-			out.WriteString("\r\n")
-			i++
-		case in[i] == '\r' || in[i] == '\n':
-			out.WriteString("\r\n")
-		default:
-			out.WriteByte(in[i])
-		}
-	}
-	b := out.Bytes()
-	if len(b) > 0 && !bytes.HasSuffix(b, []byte("\r\n")) {
-		b = append(b, "\r\n"...)
-	}
-	return b
 }
 
 func stuffed(in []byte, chunk int) []byte {
@@ -121,7 +99,7 @@ func FuzzDotStuffing(f *testing.F) {
 	f.Add([]byte(""), 5)
 	f.Fuzz(func(t *testing.T, in []byte, chunk int) {
 		out := stuffed(in, chunk%64)
-		if got, want := unstuff(t, out), canonical(in); !bytes.Equal(got, want) {
+		if got, want := unstuff(t, out), enginetest.CanonicalCRLF(in); !bytes.Equal(got, want) {
 			t.Fatalf("round trip: got %q want %q", got, want)
 		}
 		if bytes.Contains(out[:len(out)-3], []byte("\r\n.\r\n")) && !bytes.HasPrefix(out, []byte(".\r\n")) {

@@ -100,6 +100,27 @@ func CRLF(msgs [][]byte) [][]byte {
 	return out
 }
 
+// CanonicalCRLF is what a message sent over SMTP becomes: every line end
+// CRLF (a bare CR or LF made one), the last line ended.
+func CanonicalCRLF(in []byte) []byte {
+	var out bytes.Buffer
+	for i := 0; i < len(in); i++ {
+		switch {
+		case in[i] == '\r' && i+1 < len(in) && in[i+1] == '\n':
+			out.WriteString("\r\n")
+			i++
+		case in[i] == '\r' || in[i] == '\n':
+			out.WriteString("\r\n")
+		default:
+			out.WriteByte(in[i])
+		}
+	}
+	if out.Len() > 0 && !bytes.HasSuffix(out.Bytes(), []byte("\r\n")) {
+		out.WriteString("\r\n")
+	}
+	return out.Bytes()
+}
+
 // WithoutTrace removes from the header block the trace fields Postfix adds
 // (X-Original-To, Delivered-To, Received) or replaces (Return-Path: its
 // cleanup drops any that came in, and writes its own), with their folded
