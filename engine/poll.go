@@ -310,6 +310,14 @@ func (p *poll) handle(ctx context.Context, it Item, msg *message.Message) {
 func (p *poll) mismatch(it Item, msg *message.Message) {
 	name := p.ic.Name
 	rec := p.records[it.ID]
+	if rec.Settled != "" {
+		// Fetched to check a settled message before committing it: a short
+		// read proves nothing about it. Neither commit nor touch the record.
+		p.log.Warn("fetched message does not have the size the source announced; not committed, checked again next poll",
+			"id", it.ID, "announced", it.Size, "fetched", msg.OriginalSize())
+		p.count(Stats{Deferred: 1})
+		return
+	}
 	rec.Attempts++
 	rec.Listed, rec.Size, rec.Digest = it.Size, msg.OriginalSize(), hex.EncodeToString(msg.Digest[:])
 	attempts := p.s.Config.FetchAttempts
