@@ -125,6 +125,11 @@ type Delivery struct {
 	// try (accepted, or refused with a 5xx): the output must not send to
 	// them again.
 	Done []string
+	// InDoubt is set when an earlier delivery of this message to this
+	// output may have arrived without the output learning it (see
+	// engine.InDoubt): an output that can look (IMAP SEARCH) does, before
+	// delivering again.
+	InDoubt bool
 }
 
 // RecipientResult is the outcome for one recipient. A nil Err means accepted.

@@ -125,6 +125,9 @@ func (p *poll) run(ctx context.Context) error {
 			return nil
 		}
 		msg, err := message.Read(r, message.Source{Input: name, ID: it.ID}, p.spool())
+		if msg != nil {
+			msg.Folder, msg.Flags, msg.InternalDate = it.Folder, it.Flags, it.Date
+		}
 		if errors.Is(err, message.ErrTooLarge) {
 			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "max", p.spool().MaxSize)
 			return nil

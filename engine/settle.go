@@ -141,7 +141,7 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 		}
 		start := time.Now()
 		del := Delivery{Key: msg.Key() + "." + name, Recipients: msg.Envelope.Recipients,
-			Done: append(slices.Clone(d.rec.Accepted[name]), d.rec.Refused[name]...)}
+			Done: append(slices.Clone(d.rec.Accepted[name]), d.rec.Refused[name]...), InDoubt: slices.Contains(d.rec.InDoubt, name)}
 		_ = d.started(name)
 		if err := r.note(d.rec); err != nil {
 			log.Warn("ledger journal", "err", err)

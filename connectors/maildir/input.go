@@ -83,22 +83,27 @@ func (s *session) List(ctx context.Context) (engine.Listing, error) {
 			}
 			rel := filepath.Join(sub, e.Name())
 			l.Items = append(l.Items, engine.Item{ID: UniqueName(rel), Size: info.Size(), Date: info.ModTime(),
-				Folder: sub, Flags: flags(e.Name()), Ref: filepath.Join(s.in.dir, rel)})
+				Flags: flags(e.Name()), Ref: filepath.Join(s.in.dir, rel)})
 		}
 	}
 	sort.Slice(l.Items, func(i, j int) bool { return l.Items[i].Ref.(string) < l.Items[j].Ref.(string) })
 	return l, nil
 }
 
-// flags returns the Maildir flags of a file name ("P", "R", "S", "T", "D", "F").
+// maildirFlags are the Maildir info letters as IMAP flags.
+var maildirFlags = map[rune]string{'D': `\Draft`, 'F': `\Flagged`, 'R': `\Answered`, 'S': `\Seen`, 'T': `\Deleted`, 'P': "$Forwarded"}
+
+// flags returns the flags of a Maildir file name (":2,FS"), as IMAP names them.
 func flags(name string) []string {
 	_, info, ok := strings.Cut(name, ":2,")
 	if !ok {
 		return nil
 	}
-	out := make([]string, 0, len(info))
+	var out []string
 	for _, c := range info {
-		out = append(out, string(c))
+		if f, ok := maildirFlags[c]; ok {
+			out = append(out, f)
+		}
 	}
 	return out
 }

@@ -45,7 +45,7 @@ func TestInputListsFetchesAndCommits(t *testing.T) {
 			}
 			var got [][]byte
 			for _, it := range l.Items {
-				if it.ID == moved && !slices.Equal(it.Flags, []string{"S"}) {
+				if it.ID == moved && !slices.Equal(it.Flags, []string{`\Seen`}) {
 					t.Fatalf("flags of the moved file: %v", it.Flags)
 				}
 			}

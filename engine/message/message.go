@@ -33,6 +33,13 @@ type Message struct {
 	Envelope Envelope
 	// ReceivedAt is when mailflow read the message from its source.
 	ReceivedAt time.Time
+	// What the source knew of it, where it knew it: the folder it was in,
+	// its flags (IMAP's \Seen, \Flagged, keywords; Maildir's letters made
+	// IMAP flags), and when it arrived there (IMAP INTERNALDATE). Outputs
+	// that store them (IMAP) keep them.
+	Folder       string
+	Flags        []string
+	InternalDate time.Time
 	// Header is the parsed header. When the header could not be parsed (no
 	// field on the first line, or larger than SpoolOptions.MaxHeader),
 	// HeaderErr says why, Header is empty, and the message flows with its

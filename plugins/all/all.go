@@ -2,6 +2,7 @@
 package all
 
 import (
+	_ "github.com/mailflow/mailflow/connectors/imap"
 	_ "github.com/mailflow/mailflow/connectors/maildir"
 	_ "github.com/mailflow/mailflow/connectors/pop3"
 	_ "github.com/mailflow/mailflow/connectors/smtp"

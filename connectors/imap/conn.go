@@ -1,0 +1,298 @@
+package imap
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mailflow/mailflow/engine"
+)
+
+// conn is the little of IMAP that mailflow uses, over emersion/go-imap/v2
+// (a beta: keeping it behind this type means a change of library touches
+// this file only).
+type conn struct {
+	c    *imapclient.Client
+	caps goimap.CapSet
+	sel  string // the selected folder
+}
+
+// msgInfo is one message of a folder as a listing gives it.
+type msgInfo struct {
+	UID   uint32
+	Size  int64
+	Flags []string
+	Date  time.Time
+}
+
+// dialer is what connecting needs: where, how secured, who.
+type dialer struct {
+	Address  string
+	TLS      string // implicit, starttls, none
+	TLSCfg   *tls.Config
+	Username string
+	Password string
+	Timeout  time.Duration
+}
+
+// dial connects, secures and logs in.
+func (d dialer) dial(ctx context.Context) (*conn, error) {
+	opts := &imapclient.Options{TLSConfig: d.TLSCfg, Dialer: &net.Dialer{Timeout: d.Timeout}}
+	var c *imapclient.Client
+	var err error
+	switch d.TLS {
+	case "implicit":
+		c, err = imapclient.DialTLS(d.Address, opts)
+	case "starttls":
+		c, err = imapclient.DialStartTLS(d.Address, opts)
+	default:
+		c, err = imapclient.DialInsecure(d.Address, opts)
+	}
+	if err != nil {
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) && d.TLS == "implicit" {
+			return nil, fmt.Errorf("%w (the server answered in clear: for port 143 set tls = \"starttls\"; tls = \"implicit\", the default, is for port 993)", err)
+		}
+		return nil, err
+	}
+	if err := c.Login(d.Username, d.Password).Wait(); err != nil {
+		c.Close()
+		var ie *goimap.Error
+		if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeAuthenticationFailed {
+			return nil, engine.Permanent(fmt.Errorf("imap LOGIN: %w", err))
+		}
+		return nil, fmt.Errorf("imap LOGIN: %w", err)
+	}
+	return &conn{c: c, caps: c.Caps()}, nil
+}
+
+func (c *conn) close() error {
+	if c == nil || c.c == nil {
+		return nil
+	}
+	c.c.Logout().Wait()
+	return c.c.Close()
+}
+
+// folders lists the folders matching any of patterns ("INBOX", "Archive/*",
+// "*"), but those matching an exclude pattern, in LIST order.
+func (c *conn) folders(patterns, exclude []string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range patterns {
+		list, err := c.c.List("", p, nil).Collect()
+		if err != nil {
+			return nil, fmt.Errorf("imap LIST %q: %w", p, err)
+		}
+		for _, m := range list {
+			if seen[m.Mailbox] || slices.Contains(m.Attrs, goimap.MailboxAttrNoSelect) || matchAny(exclude, m.Mailbox, m.Delim) {
+				continue
+			}
+			seen[m.Mailbox] = true
+			out = append(out, m.Mailbox)
+		}
+	}
+	return out, nil
+}
+
+// matchAny reports whether name matches one of the LIST-style patterns
+// ("*" matches anything, "%" anything but the delimiter).
+func matchAny(patterns []string, name string, delim rune) bool {
+	for _, p := range patterns {
+		if match(p, name, delim) {
+			return true
+		}
+	}
+	return false
+}
+
+func match(p, name string, delim rune) bool {
+	for len(p) > 0 {
+		switch p[0] {
+		case '*', '%':
+			for i := 0; i <= len(name); i++ {
+				if p[0] == '%' && delim != 0 && strings.ContainsRune(name[:i], delim) {
+					break
+				}
+				if match(p[1:], name[i:], delim) {
+					return true
+				}
+			}
+			return false
+		default:
+			if name == "" || name[0] != p[0] {
+				return false
+			}
+			p, name = p[1:], name[1:]
+		}
+	}
+	return name == ""
+}
+
+// examine selects folder (read-only unless write) and returns its
+// UIDVALIDITY and how many messages it holds.
+func (c *conn) examine(folder string, write bool) (uint32, uint32, error) {
+	data, err := c.c.Select(folder, &goimap.SelectOptions{ReadOnly: !write}).Wait()
+	if err != nil {
+		return 0, 0, fmt.Errorf("imap SELECT %q: %w", folder, err)
+	}
+	c.sel = folder
+	return data.UIDValidity, data.NumMessages, nil
+}
+
+// messages lists the selected folder: UID, size, flags, INTERNALDATE.
+func (c *conn) messages(n uint32) ([]msgInfo, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	all := goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}}
+	msgs, err := c.c.Fetch(all, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true}).Collect()
+	if err != nil {
+		return nil, fmt.Errorf("imap FETCH: %w", err)
+	}
+	out := make([]msgInfo, 0, len(msgs))
+	for _, m := range msgs {
+		mi := msgInfo{UID: uint32(m.UID), Size: m.RFC822Size, Date: m.InternalDate}
+		for _, f := range m.Flags {
+			mi.Flags = append(mi.Flags, string(f))
+		}
+		out = append(out, mi)
+	}
+	slices.SortFunc(out, func(a, b msgInfo) int { return int(a.UID) - int(b.UID) })
+	return out, nil
+}
+
+// fetch streams the bodies of uids in the selected folder (BODY.PEEK[],
+// so reading does not set \Seen), calling fn for each; a message the
+// server no longer has is passed with an error.
+func (c *conn) fetch(uids []uint32, fn func(uid uint32, r io.Reader) error) error {
+	set := goimap.UIDSet{}
+	for _, u := range uids {
+		set.AddNum(goimap.UID(u))
+	}
+	cmd := c.c.Fetch(set, &goimap.FetchOptions{UID: true, BodySection: []*goimap.FetchItemBodySection{{Peek: true}}})
+	defer cmd.Close()
+	for {
+		m := cmd.Next()
+		if m == nil {
+			break
+		}
+		var uid uint32
+		for {
+			item := m.Next()
+			if item == nil {
+				break
+			}
+			switch item := item.(type) {
+			case imapclient.FetchItemDataUID:
+				uid = uint32(item.UID)
+			case imapclient.FetchItemDataBodySection:
+				if err := fn(uid, item.Literal); err != nil {
+					return err
+				}
+				io.Copy(io.Discard, item.Literal)
+			}
+		}
+	}
+	if err := cmd.Close(); err != nil {
+		return fmt.Errorf("imap FETCH: %w", err)
+	}
+	return nil
+}
+
+func uidSet(uids []uint32) goimap.UIDSet {
+	set := goimap.UIDSet{}
+	for _, u := range uids {
+		set.AddNum(goimap.UID(u))
+	}
+	return set
+}
+
+// addFlags sets flags on uids in the selected folder.
+func (c *conn) addFlags(uids []uint32, flags ...string) error {
+	fl := make([]goimap.Flag, len(flags))
+	for i, f := range flags {
+		fl[i] = goimap.Flag(f)
+	}
+	if err := c.c.Store(uidSet(uids), &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Silent: true, Flags: fl}, nil).Close(); err != nil {
+		return fmt.Errorf("imap STORE: %w", err)
+	}
+	return nil
+}
+
+// remove deletes uids from the selected folder: \Deleted and UID EXPUNGE,
+// or, without UIDPLUS, EXPUNGE (which also removes what others marked).
+func (c *conn) remove(uids []uint32) error {
+	if err := c.addFlags(uids, `\Deleted`); err != nil {
+		return err
+	}
+	if c.caps.Has(goimap.CapUIDPlus) || c.caps.Has(goimap.CapIMAP4rev2) {
+		return c.c.UIDExpunge(uidSet(uids)).Close()
+	}
+	return c.c.Expunge().Close()
+}
+
+// move moves uids to folder: MOVE, or COPY and remove.
+func (c *conn) move(uids []uint32, folder string) error {
+	if c.caps.Has(goimap.CapMove) || c.caps.Has(goimap.CapIMAP4rev2) {
+		if _, err := c.c.Move(uidSet(uids), folder).Wait(); err != nil {
+			return fmt.Errorf("imap MOVE: %w", err)
+		}
+		return nil
+	}
+	if _, err := c.c.Copy(uidSet(uids), folder).Wait(); err != nil {
+		return fmt.Errorf("imap COPY: %w", err)
+	}
+	return c.remove(uids)
+}
+
+// appendMsg stores a message in folder with its flags and date.
+func (c *conn) appendMsg(folder string, flags []string, date time.Time, size int64, r io.Reader) error {
+	fl := make([]goimap.Flag, 0, len(flags))
+	for _, f := range flags {
+		if f != `\Recent` {
+			fl = append(fl, goimap.Flag(f))
+		}
+	}
+	cmd := c.c.Append(folder, size, &goimap.AppendOptions{Flags: fl, Time: date})
+	if _, err := io.Copy(cmd, r); err != nil {
+		cmd.Close()
+		return err
+	}
+	if err := cmd.Close(); err != nil {
+		return err
+	}
+	_, err := cmd.Wait()
+	return err
+}
+
+// create makes folder.
+func (c *conn) create(folder string) error {
+	err := c.c.Create(folder, nil).Wait()
+	var ie *goimap.Error
+	if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeAlreadyExists {
+		return nil
+	}
+	return err
+}
+
+// hasMessageID reports whether folder holds a message with this Message-ID.
+func (c *conn) hasMessageID(folder, id string) (bool, error) {
+	if _, _, err := c.examine(folder, false); err != nil {
+		return false, err
+	}
+	data, err := c.c.UIDSearch(&goimap.SearchCriteria{Header: []goimap.SearchCriteriaHeaderField{{Key: "Message-Id", Value: id}}}, nil).Wait()
+	if err != nil {
+		return false, fmt.Errorf("imap SEARCH: %w", err)
+	}
+	return len(data.AllUIDs()) > 0, nil
+}

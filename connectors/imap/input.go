@@ -1,0 +1,205 @@
+package imap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/mailflow/mailflow/engine"
+)
+
+// Input fetches mail from IMAP folders. Its exported fields are its config.
+type Input struct {
+	Endpoint
+	Folders   []string `toml:"folders"`
+	Exclude   []string `toml:"exclude"`
+	OnSettled string   `toml:"on_settled"`
+
+	action string // delete, move, flag, keep
+	arg    string // the folder or flag
+}
+
+// SampleConfig returns the documented sample config of both plugins.
+func (*Input) SampleConfig() string { return sampleConfig }
+
+// Provision implements engine.Provisioner.
+func (in *Input) Provision(env engine.Env) error {
+	in.provision(env)
+	return nil
+}
+
+// Init implements engine.Initializer.
+func (in *Input) Init() error {
+	if len(in.Folders) == 0 {
+		in.Folders = []string{"INBOX"}
+	}
+	settled := in.OnSettled
+	if settled == "" {
+		settled = "delete"
+	}
+	in.action, in.arg, _ = strings.Cut(settled, ":")
+	switch {
+	case in.action == "delete" || in.action == "keep":
+	case (in.action == "move" || in.action == "flag") && in.arg != "":
+	default:
+		return fmt.Errorf(`on_settled must be "delete", "keep", "move:FOLDER" or "flag:FLAG", not %q`, in.OnSettled)
+	}
+	return in.init()
+}
+
+// Open implements engine.Input: it connects and logs in.
+func (in *Input) Open(ctx context.Context) (engine.Session, error) {
+	c, err := in.dialer.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", in.Address, err)
+	}
+	return &session{in: in, c: c}, nil
+}
+
+type session struct {
+	in *Input
+	c  *conn
+}
+
+// ref is where a listed message is: the input's handle for it.
+type ref struct {
+	folder string
+	uid    uint32
+}
+
+// List implements engine.Session: every message of every folder, named
+// folder/UIDVALIDITY/UID. The scheme carries each folder's UIDVALIDITY, so
+// that a folder whose UIDs were renumbered (a new UIDVALIDITY) makes the
+// engine match messages by content for that poll, never taking them all for
+// new or all for settled.
+func (s *session) List(ctx context.Context) (engine.Listing, error) {
+	l := engine.Listing{Stable: true, Keeps: s.in.action == "keep" || s.in.action == "flag"}
+	folders, err := s.c.folders(s.in.Folders, s.in.Exclude)
+	if err != nil {
+		return l, err
+	}
+	sort.Strings(folders)
+	var scheme []string
+	for _, f := range folders {
+		validity, n, err := s.c.examine(f, false)
+		if err != nil {
+			return l, err
+		}
+		scheme = append(scheme, fmt.Sprintf("%s=%d", f, validity))
+		msgs, err := s.c.messages(n)
+		if err != nil {
+			return l, err
+		}
+		for _, m := range msgs {
+			if containsFold(m.Flags, `\Deleted`) {
+				continue // on its way out; not ours to deliver
+			}
+			l.Items = append(l.Items, engine.Item{
+				ID: fmt.Sprintf("%s/%d/%d", f, validity, m.UID), Size: m.Size,
+				Folder: f, Flags: m.Flags, Date: m.Date, Ref: ref{f, m.UID},
+			})
+		}
+	}
+	l.Scheme = "imap-uid " + strings.Join(scheme, " ")
+	return l, nil
+}
+
+func containsFold(xs []string, x string) bool {
+	for _, y := range xs {
+		if strings.EqualFold(x, y) {
+			return true
+		}
+	}
+	return false
+}
+
+// byFolder groups items by their folder, keeping the order of first sight.
+func byFolder(items []engine.Item) (folders []string, uids map[string][]uint32, of map[string][]engine.Item) {
+	uids, of = map[string][]uint32{}, map[string][]engine.Item{}
+	for _, it := range items {
+		r := it.Ref.(ref)
+		if _, ok := uids[r.folder]; !ok {
+			folders = append(folders, r.folder)
+		}
+		uids[r.folder] = append(uids[r.folder], r.uid)
+		of[r.folder] = append(of[r.folder], it)
+	}
+	return folders, uids, of
+}
+
+// Fetch implements engine.Session: per folder, one UID FETCH BODY.PEEK[]
+// streaming every message asked for.
+func (s *session) Fetch(ctx context.Context, items []engine.Item, each func(engine.Item, io.Reader, error) error) error {
+	folders, uids, of := byFolder(items)
+	for _, f := range folders {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, _, err := s.c.examine(f, false); err != nil {
+			return err
+		}
+		byUID := map[uint32]engine.Item{}
+		for _, it := range of[f] {
+			byUID[it.Ref.(ref).uid] = it
+		}
+		err := s.c.fetch(uids[f], func(uid uint32, r io.Reader) error {
+			it, ok := byUID[uid]
+			if !ok {
+				return nil
+			}
+			delete(byUID, uid)
+			return each(it, r, nil)
+		})
+		if err != nil {
+			return err
+		}
+		for _, it := range byUID {
+			if err := each(it, nil, errors.New("the server no longer has it")); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Commit implements engine.Session with on_settled's action.
+func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Item, error) {
+	if s.in.action == "keep" || len(items) == 0 {
+		return nil, nil
+	}
+	folders, uids, of := byFolder(items)
+	var failed []engine.Item
+	for _, f := range folders {
+		_, _, err := s.c.examine(f, true)
+		if err == nil {
+			switch s.in.action {
+			case "delete":
+				err = s.c.remove(uids[f])
+			case "move":
+				if err = s.c.create(s.in.arg); err == nil {
+					err = s.c.move(uids[f], s.in.arg)
+				}
+			case "flag":
+				err = s.c.addFlags(uids[f], s.in.arg)
+			}
+		}
+		if err != nil {
+			s.in.log.Warn("could not commit settled messages; they are committed on the next poll", "folder", f, "count", len(uids[f]), "err", err)
+			failed = append(failed, of[f]...)
+		}
+	}
+	return failed, nil
+}
+
+// Close implements engine.Session: LOGOUT.
+func (s *session) Close(ctx context.Context) error { return s.c.close() }
+
+var (
+	_ engine.Input       = (*Input)(nil)
+	_ engine.Provisioner = (*Input)(nil)
+	_ engine.Initializer = (*Input)(nil)
+	_ engine.FileUser    = (*Input)(nil)
+)

@@ -1,0 +1,206 @@
+package imap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+	"sync"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+
+	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
+)
+
+// Output stores messages in an IMAP mailbox. Its exported fields are its
+// config.
+type Output struct {
+	Endpoint
+	// Folder is where a message goes that came from no folder (POP3, a
+	// Maildir's new/ and cur/); default INBOX.
+	Folder string `toml:"folder"`
+	// FolderMap renames source folders: "Sent" = "Sent Items", and
+	// "Archive/*" = "Old/*" for a folder and everything below it.
+	FolderMap map[string]string `toml:"folder_map"`
+	// KeepFlags and KeepDate: store the source's flags and date (default).
+	KeepFlags      *bool `toml:"keep_flags"`
+	KeepDate       *bool `toml:"keep_date"`
+	MaxConnections int   `toml:"max_connections"`
+
+	pool    chan *conn
+	slots   chan struct{}
+	created sync.Map // folders known to exist
+}
+
+// SampleConfig returns the documented sample config of both plugins.
+func (*Output) SampleConfig() string { return sampleConfig }
+
+// Provision implements engine.Provisioner.
+func (o *Output) Provision(env engine.Env) error {
+	o.provision(env)
+	return nil
+}
+
+// Init implements engine.Initializer.
+func (o *Output) Init() error {
+	if o.Folder == "" {
+		o.Folder = "INBOX"
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = 2
+	}
+	o.pool = make(chan *conn, o.MaxConnections)
+	o.slots = make(chan struct{}, o.MaxConnections)
+	return o.init()
+}
+
+// target is the folder a message goes to.
+func (o *Output) target(msg *message.Message) string {
+	src := msg.Folder
+	if src == "" {
+		return o.Folder
+	}
+	if to, ok := o.FolderMap[src]; ok {
+		return to
+	}
+	for from, to := range o.FolderMap {
+		// "A/*" = "B/*": A itself becomes B, and A/x becomes B/x.
+		base, tree := strings.CutSuffix(from, "/*")
+		if !tree {
+			continue
+		}
+		toBase := strings.TrimSuffix(to, "/*")
+		if src == base {
+			return toBase
+		}
+		if rest, ok := strings.CutPrefix(src, base+"/"); ok {
+			return toBase + "/" + rest
+		}
+	}
+	return src
+}
+
+func (o *Output) get(ctx context.Context) (*conn, error) {
+	select {
+	case c := <-o.pool:
+		return c, nil
+	default:
+	}
+	select {
+	case c := <-o.pool:
+		return c, nil
+	case o.slots <- struct{}{}:
+		c, err := o.dialer.dial(ctx)
+		if err != nil {
+			<-o.slots
+			return nil, err
+		}
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (o *Output) put(c *conn, broken bool) {
+	if broken {
+		c.c.Close()
+		<-o.slots
+		return
+	}
+	o.pool <- c
+}
+
+// Deliver implements engine.Output: APPEND into the message's folder with
+// its flags and date. A delivery the engine marks in doubt (the reply to an
+// earlier APPEND was lost) first looks for the Message-ID in that folder, so
+// that a retry does not leave two copies.
+func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
+	folder := o.target(msg)
+	c, err := o.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if d.InDoubt {
+		if id := msg.Header.Get("Message-Id"); id != "" {
+			found, err := c.hasMessageID(folder, id)
+			if err == nil && found {
+				o.put(c, false)
+				o.log.Info("the in-doubt APPEND had arrived; not appending again", "folder", folder, "message_id", id)
+				return nil, nil
+			}
+		}
+	}
+	var flags []string
+	if o.KeepFlags == nil || *o.KeepFlags {
+		flags = msg.Flags
+	}
+	var date time.Time
+	if o.KeepDate == nil || *o.KeepDate {
+		date = msg.InternalDate
+		if date.IsZero() {
+			if t, err := mail.ParseDate(msg.Header.Get("Date")); err == nil {
+				date = t
+			}
+		}
+	}
+	err = o.appendTo(c, folder, flags, date, msg)
+	var ie *goimap.Error
+	if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeTryCreate {
+		if cerr := c.create(folder); cerr != nil {
+			o.put(c, false)
+			return nil, fmt.Errorf("imap CREATE %q: %w", folder, cerr)
+		}
+		err = o.appendTo(c, folder, flags, date, msg)
+	}
+	switch {
+	case err == nil:
+		o.put(c, false)
+		return nil, nil
+	case errors.As(err, &ie):
+		// The server said no. BAD and TOOBIG are about this message;
+		// anything else (OVERQUOTA, a NO without a code) may pass, and the
+		// message waits at its source meanwhile.
+		o.put(c, false)
+		if ie.Type == goimap.StatusResponseTypeBad || ie.Code == "TOOBIG" {
+			return nil, engine.Permanent(fmt.Errorf("imap APPEND to %q: %w", folder, err))
+		}
+		return nil, fmt.Errorf("imap APPEND to %q: %w", folder, err)
+	default:
+		// The connection broke while the message went out: the server may
+		// have stored it.
+		o.put(c, true)
+		return nil, engine.InDoubt(fmt.Errorf("imap APPEND to %q: no reply: %w", folder, err))
+	}
+}
+
+func (o *Output) appendTo(c *conn, folder string, flags []string, date time.Time, msg *message.Message) error {
+	if _, ok := o.created.Load(folder); !ok && folder != "INBOX" {
+		if err := c.create(folder); err == nil {
+			o.created.Store(folder, true)
+		}
+	}
+	return c.appendMsg(folder, flags, date, msg.Size(), msg.Reader())
+}
+
+// Close implements engine.Closer: LOGOUT from every pooled session.
+func (o *Output) Close() error {
+	for {
+		select {
+		case c := <-o.pool:
+			c.close()
+		default:
+			return nil
+		}
+	}
+}
+
+var (
+	_ engine.Output      = (*Output)(nil)
+	_ engine.Provisioner = (*Output)(nil)
+	_ engine.Initializer = (*Output)(nil)
+	_ engine.Closer      = (*Output)(nil)
+	_ engine.FileUser    = (*Output)(nil)
+)
