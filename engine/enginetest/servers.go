@@ -18,7 +18,9 @@ type Servers struct {
 	CA         string // PEM of the CA that signed both servers' certificate
 	POP3       string // host:port, plain with STLS
 	POP3S      string // host:port, implicit TLS
-	Password   string // of every POP3 user u1..u8
+	IMAP       string // host:port, plain with STARTTLS
+	IMAPS      string // host:port, implicit TLS
+	Password   string // of every user u1..u8, over POP3 and IMAP
 	SMTP       string // relay sink, no auth
 	Submission string // STARTTLS + AUTH required
 	SinkDir    string // the Maildir Postfix delivers every recipient to
@@ -35,6 +37,8 @@ func RealServers(t testing.TB) *Servers {
 		CA:         os.Getenv("MAILFLOW_TEST_CA"),
 		POP3:       os.Getenv("MAILFLOW_TEST_POP3"),
 		POP3S:      os.Getenv("MAILFLOW_TEST_POP3S"),
+		IMAP:       os.Getenv("MAILFLOW_TEST_IMAP"),
+		IMAPS:      os.Getenv("MAILFLOW_TEST_IMAPS"),
 		Password:   os.Getenv("MAILFLOW_TEST_POP3_PASSWORD"),
 		SMTP:       os.Getenv("MAILFLOW_TEST_SMTP"),
 		Submission: os.Getenv("MAILFLOW_TEST_SUBMISSION"),
@@ -42,7 +46,7 @@ func RealServers(t testing.TB) *Servers {
 		mailDirs:   os.Getenv("MAILFLOW_TEST_POP3_MAILDIRS"),
 	}
 	s.mailUID, _ = strconv.Atoi(os.Getenv("MAILFLOW_TEST_POP3_UID"))
-	if s.POP3 == "" || s.SMTP == "" {
+	if s.POP3 == "" || s.SMTP == "" || s.IMAP == "" {
 		const how = "real Dovecot/Postfix are not running: .ci/testenv install && .ci/testenv start /tmp/mf.env && set -a && . /tmp/mf.env && set +a, then go test -tags integration ./..."
 		if os.Getenv("CI") != "" {
 			t.Fatal("CI must run the integration tests, but " + how)

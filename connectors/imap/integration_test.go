@@ -1,0 +1,137 @@
+//go:build integration
+
+package imap
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/mailflow/mailflow/engine/enginetest"
+)
+
+// Users u2 (source) and u4 (destination) of the test Dovecot are this
+// package's.
+
+// dovecot logs in to the real Dovecot over IMAP with STARTTLS.
+func dovecot(t *testing.T, srv *enginetest.Servers, user string) *conn {
+	t.Helper()
+	e := &Endpoint{Address: srv.IMAP, TLS: "starttls", Username: user, Password: srv.Password}
+	e.Options.CAFile = srv.CA
+	if err := e.init(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.dialer.dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.close() })
+	return c
+}
+
+// empty removes every folder but INBOX, and everything in INBOX.
+func empty(t *testing.T, c *conn) {
+	t.Helper()
+	folders, err := c.folders([]string{"*"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(folders))) // children first
+	for _, f := range folders {
+		if f != "INBOX" {
+			if err := c.c.Delete(f).Wait(); err != nil {
+				t.Fatalf("DELETE %s: %v", f, err)
+			}
+		}
+	}
+	_, n, err := c.examine("INBOX", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if infos, _ := c.messages(n); len(infos) > 0 {
+		var uids []uint32
+		for _, i := range infos {
+			uids = append(uids, i.UID)
+		}
+		if err := c.remove(uids); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// 2,000 messages over 10 folders (nested, one with a non-ASCII name) with
+// mixed flags and dates, IMAP → IMAP on real Dovecot: every message once,
+// byte-identical, same folder, same flags, same INTERNALDATE; the source
+// emptied; a second poll moves nothing.
+func TestDovecotIMAPToIMAPTwoThousand(t *testing.T) {
+	srv := enginetest.RealServers(t)
+	src, dst := dovecot(t, srv, "u2"), dovecot(t, srv, "u4")
+	empty(t, src)
+	empty(t, dst)
+	folders := []string{"INBOX", "Archive", "Archive/2024", "Archive/2025", "Projekte", "Projekte/Größe", "Sent", "Drafts", "Lists/go", "Lists/rust"}
+	flagSets := [][]string{nil, {`\Seen`}, {`\Flagged`, `\Seen`}, {`$Forwarded`, `\Answered`, `\Seen`}, {`\Draft`}}
+	var want []stored
+	for i, m := range enginetest.CRLF(enginetest.Mix(2000)) {
+		fl := append([]string(nil), flagSets[i%len(flagSets)]...)
+		sort.Strings(fl)
+		want = append(want, stored{folder: folders[i%len(folders)], flags: fl,
+			date: time.Date(2015+i%10, time.Month(1+i%12), 1+i%28, i%24, i%60, 0, 0, time.UTC), data: m})
+	}
+	seed(t, src, want)
+	conf := fmt.Sprintf(`[[input]]
+name = "old"
+type = "imap"
+address = %q
+tls = "starttls"
+tls_ca_file = %q
+username = "u2"
+password = %q
+folders = ["*"]
+pipeline = "move"
+[[pipeline]]
+name = "move"
+outputs = ["new"]
+[[output]]
+name = "new"
+type = "imap"
+address = %q
+tls = "implicit"
+tls_ca_file = %q
+username = "u4"
+password = %q
+max_connections = 4
+`, srv.IMAP, srv.CA, srv.Password, srv.IMAPS, srv.CA, srv.Password)
+	e := newEngine(t, conf)
+	start := time.Now()
+	st, err := e.PollOnce(context.Background(), "old")
+	if err != nil || st.Delivered != 2000 {
+		t.Fatalf("%v %v", st, err)
+	}
+	t.Logf("2,000 messages IMAP → IMAP in %v", time.Since(start).Round(time.Millisecond))
+	got := dump(t, dovecot(t, srv, "u4"))
+	w, g := map[string]int{}, map[string]int{}
+	for _, m := range want {
+		w[key(m)]++
+	}
+	for _, m := range got {
+		g[key(m)]++
+	}
+	bad := 0
+	for k, n := range w {
+		if g[k] != n && bad < 5 {
+			t.Errorf("%.80s: want %d, have %d", k, n, g[k])
+			bad++
+		}
+	}
+	if len(got) != 2000 {
+		t.Fatalf("%d at the destination", len(got))
+	}
+	if left := dump(t, dovecot(t, srv, "u2")); len(left) != 0 {
+		t.Fatalf("%d left at the source", len(left))
+	}
+	if st, _ := e.PollOnce(context.Background(), "old"); st.Fetched != 0 || st.Delivered != 0 {
+		t.Fatalf("second poll: %v", st)
+	}
+}
