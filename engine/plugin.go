@@ -91,12 +91,21 @@ type Item struct {
 	ID   string // the source's id for it, under the listing's scheme
 	Size int64  // bytes, as the source announces them; -1 when unknown
 	// What else the source knows, where it knows it.
-	Folder string
-	Flags  []string
-	Date   time.Time
+	Folder    string
+	Flags     []string
+	Date      time.Time
+	MessageID string // without angle brackets
 	// Ref is the input's own handle for the message (a POP3 message
 	// number, a file path); the engine passes it back untouched.
 	Ref any
+}
+
+// Finder is implemented by outputs that can say what they hold (IMAP),
+// so that a migration can check that everything arrived.
+type Finder interface {
+	// Holds returns how many messages with each Message-ID (without angle
+	// brackets) are where the output puts mail that came from folder.
+	Holds(ctx context.Context, folder string) (map[string]int, error)
 }
 
 // HeaderPeeker is implemented by sessions that can read a message's

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
 	"github.com/emersion/go-message/charset"
@@ -28,10 +30,18 @@ import (
 const migrateHelp = `Usage: mailflow migrate --from pop3s://USER@HOST[:PORT] --to smtp://[USER@]HOST[:PORT]
                         --rcpt ADDRESS [--password-env VAR | --password-file FILE]
                         [--keep] [--since DATE] [--rate 10/s] [--dry-run]
+       mailflow migrate --from imaps://USER@HOST --to imaps://USER@HOST
+                        [--folders 'INBOX,Archive/*'] [--folder-map 'Sent=Sent Items']
+                        [--to-password-env VAR | --to-password-file FILE] [--dry-run]
        mailflow migrate -c FILE
 
-Moves every message of a POP3 mailbox to an SMTP server, byte for byte
-(Date, Message-ID, every header kept), with a progress bar. It is resumable:
+Moves every message of a POP3 mailbox to an SMTP server, or of an IMAP
+mailbox (every folder, or those --folders names) or a POP3 mailbox into an
+IMAP mailbox, byte for byte (Date, Message-ID, every header kept; into IMAP
+with its folder, flags and date), with a progress bar. An IMAP source is
+left as it is; into IMAP, the run ends with a verification, folder by folder,
+that every message of the source is at the destination (by Message-ID). It
+is resumable:
 interrupt it (Ctrl-C) or kill it, run the same command again, and it goes on
 where it stopped. It ends with a report and exits 1 if anything is still on
 the old server to be retried, 3 if all that did not move was refused by the
@@ -61,6 +71,8 @@ type migrateFlags struct {
 	plaintext                 bool
 	maxSize                   int64
 	progress                  string
+	folders                   string
+	folderMap                 string
 }
 
 func cmdMigrate(args []string, stdout, stderr io.Writer) int {
@@ -83,6 +95,8 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.plaintext, "allow-plaintext-auth", false, "allow passwords over a connection without TLS (?tls=none)")
 	fs.Int64Var(&f.maxSize, "max-message-size", 0, "leave messages larger than this many `BYTES` on the old server (0: no limit)")
 	fs.StringVar(&f.progress, "progress", "auto", "bar, log (a line every 5 s), none, or auto (bar on a terminal)")
+	fs.StringVar(&f.folders, "folders", "*", "IMAP source: the folders to move, as comma-separated LIST `PATTERNS`")
+	fs.StringVar(&f.folderMap, "folder-map", "", "IMAP destination: rename folders, `FROM=TO,...` (\"Sent=Sent Items,Archive/*=Old/*\")")
 	if code, stop := parseFlags(fs, args, stdout); stop {
 		return code
 	}
@@ -162,12 +176,12 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	}
 	took := time.Since(start)
 	fmt.Fprintf(stdout, "moved:                  %d (%s in %v)\n", total.Delivered, humanBytes(prog.moved.Load()), took.Round(time.Millisecond))
-	fmt.Fprintf(stdout, "skipped, already moved: %d\n", int64(sv.done)+total.Skipped)
+	fmt.Fprintf(stdout, "skipped, already moved: %d\n", total.Skipped)
 	if total.Left > 0 {
 		fmt.Fprintf(stdout, "left, older than --since: %d\n", total.Left)
 	}
 	if total.InDoubt > 0 {
-		fmt.Fprintf(stdout, "sent again after a hard stop: %d (they were being sent when mailflow was killed; the new server may hold two copies)\n", total.InDoubt)
+		fmt.Fprintf(stdout, "in doubt, sent again:   %d (they were being sent when mailflow was stopped, or the reply was lost; an IMAP destination is searched for each Message-ID first, an SMTP one may hold two copies)\n", total.InDoubt)
 	}
 	fmt.Fprintf(stdout, "too large:              %d\n", sv.tooLarge)
 	entries, _ := e.Quarantine.List()
@@ -190,8 +204,9 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "interrupted: run the same command again to go on where it stopped")
 		}
 	}
+	missing := verifyMigration(ctx, e, cfg, stdout)
 	switch {
-	case runErr != nil || total.Deferred > 0 || sv.tooLarge > 0:
+	case runErr != nil || total.Deferred > 0 || sv.tooLarge > 0 || missing > 0:
 		return exitFailed
 	case len(refused) > 0 || total.Held > 0:
 		return exitQuarantined
@@ -219,8 +234,8 @@ func levelOf(fs *flag.FlagSet, level string) string {
 // writeMigrateConfig turns the flags into a config in the state directory,
 // so that a resumed run uses the same ledger, and errors point at a file.
 func writeMigrateConfig(f *migrateFlags) (string, error) {
-	if f.from == "" || f.to == "" || f.rcpt == "" {
-		return "", errors.New("--from, --to and --rcpt are needed (or -c FILE); see --help")
+	if f.from == "" || f.to == "" {
+		return "", errors.New("--from and --to are needed (or -c FILE); see --help")
 	}
 	from, err := url.Parse(f.from)
 	if err != nil {
@@ -230,19 +245,25 @@ func writeMigrateConfig(f *migrateFlags) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("--to: %v", err)
 	}
-	if strings.ContainsAny(f.rcpt, " <>\r\n") || !strings.Contains(f.rcpt, "@") {
-		return "", fmt.Errorf("--rcpt %q is not an address", f.rcpt)
-	}
-	in, err := endpoint(from, map[string]endpointKind{"pop3": {"starttls", "110"}, "pop3s": {"implicit", "995"}})
+	in, err := endpoint(from, map[string]endpointKind{"pop3": {"starttls", "110"}, "pop3s": {"implicit", "995"},
+		"imap": {"starttls", "143"}, "imaps": {"implicit", "993"}})
 	if err != nil {
 		return "", fmt.Errorf("--from: %v", err)
 	}
-	out, err := endpoint(to, map[string]endpointKind{"smtp": {"starttls", "587"}, "smtps": {"implicit", "465"}})
+	out, err := endpoint(to, map[string]endpointKind{"smtp": {"starttls", "587"}, "smtps": {"implicit", "465"},
+		"imap": {"starttls", "143"}, "imaps": {"implicit", "993"}})
 	if err != nil {
 		return "", fmt.Errorf("--to: %v", err)
 	}
+	inType, outType := strings.TrimSuffix(from.Scheme, "s"), strings.TrimSuffix(to.Scheme, "s")
 	if in.user == "" {
-		return "", errors.New("--from needs the user name: pop3s://USER@HOST")
+		return "", fmt.Errorf("--from needs the user name: %s://USER@HOST", from.Scheme)
+	}
+	if outType == "smtp" && (strings.ContainsAny(f.rcpt, " <>\r\n") || !strings.Contains(f.rcpt, "@")) {
+		return "", fmt.Errorf("--rcpt %q is not an address (an SMTP destination needs one)", f.rcpt)
+	}
+	if outType == "imap" && out.user == "" {
+		return "", fmt.Errorf("--to needs the user name: %s://USER@HOST", to.Scheme)
 	}
 	since := time.Time{}
 	if f.since != "" {
@@ -279,7 +300,7 @@ func writeMigrateConfig(f *migrateFlags) (string, error) {
 	if f.maxSize > 0 {
 		fmt.Fprintf(&b, "max_message_size = %d\n", f.maxSize)
 	}
-	fmt.Fprintf(&b, "\n[[input]]\nname = \"old\"\ntype = \"pop3\"\npipeline = \"migrate\"\n")
+	fmt.Fprintf(&b, "\n[[input]]\nname = \"old\"\ntype = %s\npipeline = \"migrate\"\n", q(inType))
 	fmt.Fprintf(&b, "address = %s\ntls = %s\nusername = %s\n", q(in.host), q(in.tls), q(in.user))
 	switch {
 	case f.passwordFile != "":
@@ -289,7 +310,13 @@ func writeMigrateConfig(f *migrateFlags) (string, error) {
 	default:
 		fmt.Fprintf(&b, "password_env = \"MAILFLOW_PASSWORD\"\n")
 	}
-	fmt.Fprintf(&b, "delete = %v\n", !f.keep)
+	if inType == "imap" {
+		// An IMAP mailbox being migrated is kept: the verification at the
+		// end compares it with the destination.
+		fmt.Fprintf(&b, "folders = [%s]\non_settled = \"keep\"\n", quoteList(f.folders))
+	} else {
+		fmt.Fprintf(&b, "delete = %v\n", !f.keep)
+	}
 	if f.plaintext {
 		fmt.Fprintf(&b, "allow_plaintext_auth = true\n")
 	}
@@ -314,8 +341,22 @@ func writeMigrateConfig(f *migrateFlags) (string, error) {
 		fmt.Fprintf(&b, "scripts = [%s]\n", q(script))
 	}
 
-	fmt.Fprintf(&b, "\n[[output]]\nname = \"new\"\ntype = \"smtp\"\n")
-	fmt.Fprintf(&b, "address = %s\ntls = %s\nto = [%s]\n", q(out.host), q(out.tls), q(f.rcpt))
+	fmt.Fprintf(&b, "\n[[output]]\nname = \"new\"\ntype = %s\n", q(outType))
+	fmt.Fprintf(&b, "address = %s\ntls = %s\n", q(out.host), q(out.tls))
+	if outType == "smtp" {
+		fmt.Fprintf(&b, "to = [%s]\n", q(f.rcpt))
+	}
+	if outType == "imap" && f.folderMap != "" {
+		var pairs []string
+		for _, p := range strings.Split(f.folderMap, ",") {
+			a, b, ok := strings.Cut(p, "=")
+			if !ok {
+				return "", fmt.Errorf("--folder-map %q: give FROM=TO pairs, comma-separated", f.folderMap)
+			}
+			pairs = append(pairs, q(strings.TrimSpace(a))+" = "+q(strings.TrimSpace(b)))
+		}
+		fmt.Fprintf(&b, "folder_map = { %s }\n", strings.Join(pairs, ", "))
+	}
 	if out.user != "" {
 		fmt.Fprintf(&b, "username = %s\n", q(out.user))
 		switch {
@@ -333,7 +374,7 @@ func writeMigrateConfig(f *migrateFlags) (string, error) {
 	if f.caFile != "" {
 		fmt.Fprintf(&b, "tls_ca_file = %s\n", q(absPath(f.caFile)))
 	}
-	if f.rate != "" {
+	if f.rate != "" && outType == "smtp" {
 		fmt.Fprintf(&b, "rate = %s\n", q(f.rate))
 	}
 	path := filepath.Join(state, "migrate.toml")
@@ -581,3 +622,53 @@ func isTerminal(f *os.File) bool {
 }
 
 var _ engine.Observer = (*progress)(nil)
+
+// quoteList makes a TOML array's items of a comma-separated list.
+func quoteList(s string) string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, strconv.Quote(x))
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// verifyMigration compares, folder by folder, what each input's source
+// holds with what each of its outputs that can say what it holds (IMAP)
+// has, by Message-ID, and prints the result. It returns how many are
+// missing.
+func verifyMigration(ctx context.Context, e *engine.Engine, cfg *engine.Config, w io.Writer) int {
+	missing := 0
+	for _, ic := range cfg.Inputs {
+		pc := cfg.Pipeline(ic.Pipeline)
+		if pc == nil {
+			continue
+		}
+		for _, out := range pc.Outputs {
+			if _, ok := cfg.Output(out).Plugin.(engine.Finder); !ok {
+				continue
+			}
+			checks, err := e.Verify(ctx, ic.Name, out)
+			if err != nil {
+				fmt.Fprintf(w, "verification of %s → %s failed: %v\n", ic.Name, out, err)
+				missing++
+				continue
+			}
+			fmt.Fprintf(w, "verification, %s → %s, by Message-ID:\n", ic.Name, out)
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "  FOLDER\tAT SOURCE\tFOUND\tNO MESSAGE-ID\tMISSING")
+			for _, c := range checks {
+				fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\n", c.Folder, c.Source, c.Found, c.NoID, len(c.Missing))
+				missing += len(c.Missing)
+			}
+			tw.Flush()
+			for _, c := range checks {
+				for _, id := range c.Missing {
+					fmt.Fprintf(w, "  missing in %s: <%s>\n", c.Folder, id)
+				}
+			}
+		}
+	}
+	return missing
+}

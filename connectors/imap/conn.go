@@ -28,10 +28,11 @@ type conn struct {
 
 // msgInfo is one message of a folder as a listing gives it.
 type msgInfo struct {
-	UID   uint32
-	Size  int64
-	Flags []string
-	Date  time.Time
+	UID       uint32
+	Size      int64
+	Flags     []string
+	Date      time.Time
+	MessageID string // from ENVELOPE, without angle brackets
 }
 
 // dialer is what connecting needs: where, how secured, who.
@@ -155,13 +156,16 @@ func (c *conn) messages(n uint32) ([]msgInfo, error) {
 		return nil, nil
 	}
 	all := goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}}
-	msgs, err := c.c.Fetch(all, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true}).Collect()
+	msgs, err := c.c.Fetch(all, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true, Envelope: true}).Collect()
 	if err != nil {
 		return nil, fmt.Errorf("imap FETCH: %w", err)
 	}
 	out := make([]msgInfo, 0, len(msgs))
 	for _, m := range msgs {
 		mi := msgInfo{UID: uint32(m.UID), Size: m.RFC822Size, Date: m.InternalDate}
+		if m.Envelope != nil {
+			mi.MessageID = strings.Trim(m.Envelope.MessageID, "<>")
+		}
 		for _, f := range m.Flags {
 			mi.Flags = append(mi.Flags, string(f))
 		}

@@ -203,4 +203,33 @@ var (
 	_ engine.Initializer = (*Output)(nil)
 	_ engine.Closer      = (*Output)(nil)
 	_ engine.FileUser    = (*Output)(nil)
+	_ engine.Finder      = (*Output)(nil)
 )
+
+// Holds implements engine.Finder: the Message-IDs in the folder that mail
+// from folder goes to.
+func (o *Output) Holds(ctx context.Context, folder string) (map[string]int, error) {
+	c, err := o.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer o.put(c, false)
+	target := o.target(&message.Message{Folder: folder})
+	_, n, err := c.examine(target, false)
+	if err != nil {
+		var ie *goimap.Error
+		if errors.As(err, &ie) && ie.Type == goimap.StatusResponseTypeNo {
+			return map[string]int{}, nil // no such folder: holds nothing
+		}
+		return nil, err
+	}
+	infos, err := c.messages(n)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, m := range infos {
+		out[m.MessageID]++
+	}
+	return out, nil
+}

@@ -20,7 +20,7 @@ type Servers struct {
 	POP3S      string // host:port, implicit TLS
 	IMAP       string // host:port, plain with STARTTLS
 	IMAPS      string // host:port, implicit TLS
-	Password   string // of every user u1..u8, over POP3 and IMAP
+	Password   string // of every user u1..u10, over POP3 and IMAP
 	SMTP       string // relay sink, no auth
 	Submission string // STARTTLS + AUTH required
 	SinkDir    string // the Maildir Postfix delivers every recipient to
@@ -58,7 +58,75 @@ func RealServers(t testing.TB) *Servers {
 
 var seeded atomic.Int64
 
-// SeedPOP3 replaces the mailbox of Dovecot user (u1..u8) with msgs, written
+// IMAPStore returns what Dovecot user's mailbox holds on disk, by folder
+// ("INBOX", "Archive/2024"): each message with CRLF line ends, and the
+// Maildir flag letters of its file name. Folder names must be ASCII.
+func (s *Servers) IMAPStore(t testing.TB, user string) map[string][]Stored {
+	t.Helper()
+	root := filepath.Join(s.mailDirs, user, "Maildir")
+	out := map[string][]Stored{}
+	read := func(folder, dir string) {
+		for _, sub := range []string{"new", "cur"} {
+			ents, _ := os.ReadDir(filepath.Join(dir, sub))
+			for _, e := range ents {
+				b, err := os.ReadFile(filepath.Join(dir, sub, e.Name()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, flags, _ := strings.Cut(e.Name(), ":2,")
+				out[folder] = append(out[folder], Stored{Data: CRLF([][]byte{b})[0], Flags: flags})
+			}
+		}
+	}
+	read("INBOX", root)
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), ".") && len(e.Name()) > 1 {
+			read(strings.ReplaceAll(e.Name()[1:], ".", "/"), filepath.Join(root, e.Name()))
+		}
+	}
+	return out
+}
+
+// SeedIMAP replaces the whole mailbox of Dovecot user with msgs: every
+// folder ("Archive/2024" is ".Archive.2024" on disk) with each message's
+// flags in its file name and its date as the file's time (Dovecot's
+// INTERNALDATE for a Maildir). Folder names must be ASCII.
+func (s *Servers) SeedIMAP(t testing.TB, user string, msgs map[string][]Stored) {
+	t.Helper()
+	root := filepath.Join(s.mailDirs, user, "Maildir")
+	os.RemoveAll(root)
+	for folder, list := range msgs {
+		dir := root
+		if folder != "INBOX" {
+			dir = filepath.Join(root, "."+strings.ReplaceAll(folder, "/", "."))
+		}
+		for _, sub := range []string{"new", "cur", "tmp"} {
+			if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, m := range list {
+			data := bytes.ReplaceAll(m.Data, []byte("\r\n"), []byte("\n"))
+			name := fmt.Sprintf("%d.M%dP%d.seed,S=%d:2,%s", 1700000000, seeded.Add(1), os.Getpid(), len(data), m.Flags)
+			path := filepath.Join(dir, "cur", name)
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Chtimes(path, m.Date, m.Date)
+		}
+	}
+	filepath.Walk(root, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, s.mailUID, s.mailUID) })
+}
+
+// Stored is a message as a Maildir holds it.
+type Stored struct {
+	Data  []byte
+	Flags string    // Maildir info letters: "FS"
+	Date  time.Time // the file's time (seeding only)
+}
+
+// SeedPOP3 replaces the mailbox of Dovecot user (u1..u10) with msgs, written
 // into its Maildir the way Dovecot stores mail (LF line ends). Messages
 // must use CRLF line ends, as POP3 gives them back.
 func (s *Servers) SeedPOP3(t testing.TB, user string, msgs [][]byte) {
