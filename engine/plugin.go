@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"time"
@@ -99,6 +100,22 @@ type Item struct {
 	// number, a file path); the engine passes it back untouched.
 	Ref any
 }
+
+// MailWaiter is implemented by inputs that can be told when new mail
+// arrives (IMAP IDLE), so that it is fetched within seconds instead of at
+// the next scheduled poll.
+type MailWaiter interface {
+	// WaitForMail blocks until the source has mail it did not have at the last
+	// listing (nil: poll now), ctx ends, or watching fails (an error; the
+	// engine tries again with back-off, and polls on schedule meanwhile).
+	// ErrNotWatching says the input does not watch (not configured, or the
+	// server cannot): the engine keeps to the schedule.
+	WaitForMail(ctx context.Context) error
+}
+
+// ErrNotWatching is returned by MailWaiter.WaitForMail when the input does
+// not watch.
+var ErrNotWatching = errors.New("not watching for new mail")
 
 // Finder is implemented by outputs that can say what they hold (IMAP),
 // so that a migration can check that everything arrived.

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -91,11 +92,52 @@ func (e *Engine) pollLoop(ctx context.Context, name string, sched Schedule) {
 			log.Warn("poll took longer than the schedule allows; the next one starts now", "took", time.Since(start).Round(time.Millisecond), "schedule", sched.String())
 			wait = 0
 		}
+		if e.watch(ctx, name, wait, log) {
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
+	}
+}
+
+// watch waits up to wait for the input to report new mail, when it can
+// (a MailWaiter, such as IMAP with idle = true), and reports whether it
+// waited (the caller then polls at once). A watch that fails is retried,
+// with back-off, until the schedule's time.
+func (e *Engine) watch(ctx context.Context, name string, wait time.Duration, log *slog.Logger) bool {
+	ic := e.Config().Input(name)
+	if ic == nil {
+		return false
+	}
+	w, ok := ic.Plugin.(MailWaiter)
+	if !ok {
+		return false
+	}
+	deadline := time.Now().Add(wait)
+	retry := time.Second
+	for {
+		wctx, cancel := context.WithDeadline(ctx, deadline)
+		err := w.WaitForMail(wctx)
+		cancel()
+		switch {
+		case err == nil, ctx.Err() != nil, !time.Now().Before(deadline):
+			return true // news, a stop, or the schedule's time: the loop decides
+		case errors.Is(err, ErrNotWatching):
+			return false
+		}
+		log.Warn("watching the source for new mail failed; trying again", "err", err, "retry_in", retry)
+		select {
+		case <-ctx.Done():
+			return true
+		case <-time.After(min(retry, time.Until(deadline))):
+		}
+		retry = min(2*retry, 5*time.Minute)
 	}
 }
 

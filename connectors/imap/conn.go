@@ -46,19 +46,42 @@ type dialer struct {
 }
 
 // dial connects, secures and logs in.
-func (d dialer) dial(ctx context.Context) (*conn, error) {
-	opts := &imapclient.Options{TLSConfig: d.TLSCfg, Dialer: &net.Dialer{Timeout: d.Timeout}}
+func (d dialer) dial(ctx context.Context) (*conn, error) { return d.dialWith(ctx, nil) }
+
+// dialWith is dial with a handler for what the server says unasked
+// (new messages while IDLE).
+func (d dialer) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandler) (*conn, error) {
+	opts := &imapclient.Options{TLSConfig: d.TLSCfg, UnilateralDataHandler: h}
+	raw, err := (&net.Dialer{Timeout: d.Timeout}).DialContext(ctx, "tcp", d.Address)
+	if err != nil {
+		return nil, err
+	}
+	// Until logged in, ctx's end or the timeout ends the attempt: a server
+	// that accepts and then says nothing must not hold a poll or a stop.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	raw.SetDeadline(time.Now().Add(d.Timeout))
 	var c *imapclient.Client
-	var err error
 	switch d.TLS {
 	case "implicit":
-		c, err = imapclient.DialTLS(d.Address, opts)
+		cfg := d.TLSCfg.Clone()
+		if cfg.NextProtos == nil {
+			cfg.NextProtos = []string{"imap"}
+		}
+		tc := tls.Client(raw, cfg)
+		if err = tc.HandshakeContext(ctx); err == nil {
+			c = imapclient.New(tc, opts)
+		}
 	case "starttls":
-		c, err = imapclient.DialStartTLS(d.Address, opts)
+		c, err = imapclient.NewStartTLS(raw, opts)
 	default:
-		c, err = imapclient.DialInsecure(d.Address, opts)
+		c = imapclient.New(raw, opts)
+	}
+	if err == nil {
+		err = c.WaitGreeting()
 	}
 	if err != nil {
+		raw.Close()
 		var rh tls.RecordHeaderError
 		if errors.As(err, &rh) && d.TLS == "implicit" {
 			return nil, fmt.Errorf("%w (the server answered in clear: for port 143 set tls = \"starttls\"; tls = \"implicit\", the default, is for port 993)", err)
@@ -73,7 +96,45 @@ func (d dialer) dial(ctx context.Context) (*conn, error) {
 		}
 		return nil, fmt.Errorf("imap LOGIN: %w", err)
 	}
-	return &conn{c: c, caps: c.Caps()}, nil
+	caps := c.Caps()
+	raw.SetDeadline(time.Time{})
+	return &conn{c: c, caps: caps}, nil
+}
+
+// dialNotified is dial, with a channel that gets a value whenever the
+// server reports, unasked, a new message count for the selected folder.
+func (d dialer) dialNotified(ctx context.Context) (*conn, <-chan struct{}, error) {
+	news := make(chan struct{}, 1)
+	c, err := d.dialWith(ctx, &imapclient.UnilateralDataHandler{
+		Mailbox: func(data *imapclient.UnilateralDataMailbox) {
+			if data.NumMessages != nil {
+				select {
+				case news <- struct{}{}:
+				default:
+				}
+			}
+		},
+	})
+	return c, news, err
+}
+
+// canIdle reports whether the server has IDLE.
+func (c *conn) canIdle() bool { return c.caps.Has(goimap.CapIdle) || c.caps.Has(goimap.CapIMAP4rev2) }
+
+// idle IDLEs in the selected folder until news, ctx's end, or the
+// connection's; the library re-issues IDLE before 29 minutes.
+func (c *conn) idle(ctx context.Context, news <-chan struct{}) error {
+	cmd, err := c.c.Idle()
+	if err != nil {
+		return fmt.Errorf("imap IDLE: %w", err)
+	}
+	select {
+	case <-news:
+	case <-ctx.Done():
+	case <-c.c.Closed():
+		return errors.New("imap IDLE: the server closed the connection")
+	}
+	return cmd.Close()
 }
 
 func (c *conn) close() error {
@@ -142,12 +203,20 @@ func match(p, name string, delim rune) bool {
 // examine selects folder (read-only unless write) and returns its
 // UIDVALIDITY and how many messages it holds.
 func (c *conn) examine(folder string, write bool) (uint32, uint32, error) {
+	data, err := c.selectData(folder, write)
+	if err != nil {
+		return 0, 0, err
+	}
+	return data.UIDValidity, data.NumMessages, nil
+}
+
+func (c *conn) selectData(folder string, write bool) (*goimap.SelectData, error) {
 	data, err := c.c.Select(folder, &goimap.SelectOptions{ReadOnly: !write}).Wait()
 	if err != nil {
-		return 0, 0, fmt.Errorf("imap SELECT %q: %w", folder, err)
+		return nil, fmt.Errorf("imap SELECT %q: %w", folder, err)
 	}
 	c.sel = folder
-	return data.UIDValidity, data.NumMessages, nil
+	return data, nil
 }
 
 // messages lists the selected folder: UID, size, flags, INTERNALDATE.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -319,4 +320,43 @@ func TestUIDValidityChangeRedeliversNothing(t *testing.T) {
 	if st, _ := e.PollOnce(context.Background(), "old"); st.Fetched != 0 {
 		t.Fatalf("third poll fetched: %v", st)
 	}
+}
+
+// With idle = true, mail appended to the source's INBOX is delivered long
+// before the next scheduled poll (an hour away).
+func TestIdleDeliversNewMailAtOnce(t *testing.T) {
+	addr := memServer(t)
+	conf := imapToIMAP(addr, "delete", "")
+	conf = strings.Replace(conf, "folders = [\"*\"]", "folders = [\"INBOX\"]\nidle = true\nschedule = \"1h\"", 1)
+	e := newEngine(t, conf)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	src, dst := login(t, addr, "src"), login(t, addr, "dst")
+	time.Sleep(300 * time.Millisecond) // the first poll (of nothing) and the IDLE begin
+	var lat []time.Duration
+	for i := range 5 {
+		m := sample(1)[0]
+		m.folder = "INBOX"
+		m.data = append([]byte(fmt.Sprintf("X-Idle: %d\r\n", i)), m.data...)
+		start := time.Now()
+		seed(t, src, []stored{m})
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			_, n, err := dst.examine("INBOX", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int(n) == i+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("message %d not delivered 20 s after it arrived, with the next poll an hour away", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	t.Logf("arrival → delivered: %v", lat)
 }

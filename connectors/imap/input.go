@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/mailflow/mailflow/engine"
 )
@@ -17,9 +19,16 @@ type Input struct {
 	Folders   []string `toml:"folders"`
 	Exclude   []string `toml:"exclude"`
 	OnSettled string   `toml:"on_settled"`
+	// Idle: between polls, wait for new mail in the first folder (INBOX
+	// when listed) with IMAP IDLE, and poll as soon as it comes.
+	Idle bool `toml:"idle"`
 
 	action string // delete, move, flag, keep
 	arg    string // the folder or flag
+
+	mu      sync.Mutex
+	watched string // the folder IDLE watches
+	uidNext uint32 // its UIDNEXT at the last listing
 }
 
 // SampleConfig returns the documented sample config of both plugins.
@@ -83,10 +92,23 @@ func (s *session) List(ctx context.Context) (engine.Listing, error) {
 	}
 	sort.Strings(folders)
 	var scheme []string
+	watch := ""
+	if len(folders) > 0 {
+		watch = folders[0]
+		if slices.Contains(folders, "INBOX") {
+			watch = "INBOX"
+		}
+	}
 	for _, f := range folders {
-		validity, n, err := s.c.examine(f, false)
+		data, err := s.c.selectData(f, false)
 		if err != nil {
 			return l, err
+		}
+		validity, n := data.UIDValidity, data.NumMessages
+		if f == watch {
+			s.in.mu.Lock()
+			s.in.watched, s.in.uidNext = f, uint32(data.UIDNext)
+			s.in.mu.Unlock()
 		}
 		scheme = append(scheme, fmt.Sprintf("%s=%d", f, validity))
 		msgs, err := s.c.messages(n)
@@ -194,6 +216,36 @@ func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Ite
 	return failed, nil
 }
 
+// WaitForMail implements engine.MailWaiter with IDLE on the watched folder.
+// Mail that came after the last listing (UIDNEXT moved on) is reported at
+// once; otherwise it IDLEs until the server says EXISTS, ctx ends, or the
+// connection drops (the library re-issues IDLE before 29 minutes).
+func (in *Input) WaitForMail(ctx context.Context) error {
+	in.mu.Lock()
+	folder, seen := in.watched, in.uidNext
+	in.mu.Unlock()
+	if !in.Idle || folder == "" {
+		return engine.ErrNotWatching
+	}
+	c, news, err := in.dialer.dialNotified(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if !c.canIdle() {
+		in.log.Warn("the server has no IDLE; polling on the schedule", "server", in.Address)
+		return engine.ErrNotWatching
+	}
+	data, err := c.selectData(folder, false)
+	if err != nil {
+		return err
+	}
+	if uint32(data.UIDNext) != seen {
+		return nil
+	}
+	return c.idle(ctx, news)
+}
+
 // Close implements engine.Session: LOGOUT.
 func (s *session) Close(ctx context.Context) error { return s.c.close() }
 
@@ -202,4 +254,5 @@ var (
 	_ engine.Provisioner = (*Input)(nil)
 	_ engine.Initializer = (*Input)(nil)
 	_ engine.FileUser    = (*Input)(nil)
+	_ engine.MailWaiter  = (*Input)(nil)
 )

@@ -5,6 +5,8 @@ package imap
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"sort"
 	"testing"
 	"time"
@@ -134,4 +136,74 @@ max_connections = 4
 	if st, _ := e.PollOnce(context.Background(), "old"); st.Fetched != 0 || st.Delivered != 0 {
 		t.Fatalf("second poll: %v", st)
 	}
+}
+
+// With idle = true against Dovecot, each message appended to the source
+// INBOX is delivered long before the next poll (an hour away); halfway, the
+// server drops every session of the user (doveadm kick), and the watch
+// comes back by itself. Logs the latencies.
+func TestDovecotIdle(t *testing.T) {
+	srv := enginetest.RealServers(t)
+	src, dst := dovecot(t, srv, "u2"), dovecot(t, srv, "u4")
+	empty(t, src)
+	empty(t, dst)
+	conf := fmt.Sprintf(`[[input]]
+name = "old"
+type = "imap"
+address = %q
+tls = "starttls"
+tls_ca_file = %q
+username = "u2"
+password = %q
+idle = true
+schedule = "1h"
+pipeline = "move"
+[[pipeline]]
+name = "move"
+outputs = ["new"]
+[[output]]
+name = "new"
+type = "imap"
+address = %q
+tls = "starttls"
+tls_ca_file = %q
+username = "u4"
+password = %q
+`, srv.IMAP, srv.CA, srv.Password, srv.IMAP, srv.CA, srv.Password)
+	e := newEngine(t, conf)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(500 * time.Millisecond)
+	var lat []time.Duration
+	for i := range 10 {
+		if i == 5 {
+			if out, err := exec.Command("doveadm", "-c", os.Getenv("MAILFLOW_TEST_DOVECOT_CONF"), "kick", "u2").CombinedOutput(); err != nil {
+				t.Logf("doveadm kick: %v %s", err, out)
+			}
+			src = dovecot(t, srv, "u2") // the test's own session went too
+		}
+		m := stored{folder: "INBOX", date: time.Now(), data: []byte(fmt.Sprintf("Message-ID: <idle%d@x.test>\r\nSubject: idle %d\r\n\r\nbody\r\n", i, i))}
+		start := time.Now()
+		seed(t, src, []stored{m})
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, n, err := dst.examine("INBOX", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int(n) == i+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("message %d not delivered 30 s after it arrived, the next poll an hour away", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	sorted := append([]time.Duration(nil), lat...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	t.Logf("arrival → delivered over IDLE: %v; median %v", lat, sorted[len(sorted)/2])
 }
