@@ -57,6 +57,23 @@ func (v *vm) openAPI() {
 			L.Push(lua.LString(m.MessageID()))
 		case "received_at":
 			L.Push(lua.LNumber(m.ReceivedAt.Unix()))
+		case "folder":
+			// The source's folder (IMAP), "" for sources without folders.
+			L.Push(lua.LString(m.Folder))
+		case "flags":
+			t := L.NewTable()
+			for _, f := range m.Flags {
+				t.Append(lua.LString(f))
+			}
+			L.Push(t)
+		case "internal_date":
+			// When the source received it (IMAP INTERNALDATE, a Maildir
+			// file's time), as Unix seconds; nil when it does not say.
+			if m.InternalDate.IsZero() {
+				L.Push(lua.LNil)
+			} else {
+				L.Push(lua.LNumber(m.InternalDate.Unix()))
+			}
 		case "date":
 			// The Date header as Unix seconds; nil when missing or unreadable.
 			t, err := mail.ParseDate(m.Header.Get("Date"))
@@ -73,8 +90,30 @@ func (v *vm) openAPI() {
 	mt.RawSetString("__newindex", L.NewFunction(func(L *lua.LState) int {
 		m := v.message(L)
 		key := L.CheckString(2)
-		if key != "sender" {
-			L.RaiseError("msg.%s cannot be set; only msg.sender can (use the methods to change headers)", key)
+		switch key {
+		case "folder":
+			// Where an output that stores folders (IMAP) puts it.
+			f := L.CheckString(3)
+			if strings.ContainsAny(f, "\r\n\x00") || f == "" {
+				L.RaiseError("msg.folder: %q is not a folder name", f)
+			}
+			m.Folder = f
+			return 0
+		case "flags":
+			t := L.CheckTable(3)
+			var flags []string
+			t.ForEach(func(_, f lua.LValue) {
+				s := f.String()
+				if s == "" || strings.ContainsAny(s, " ()\r\n\"\x00{%*]") {
+					L.RaiseError("msg.flags: %q is not a flag", s)
+				}
+				flags = append(flags, s)
+			})
+			m.Flags = flags
+			return 0
+		case "sender":
+		default:
+			L.RaiseError("msg.%s cannot be set; only msg.sender, msg.folder and msg.flags can (use the methods to change headers)", key)
 		}
 		s := L.CheckString(3)
 		if s != "" {

@@ -500,3 +500,26 @@ func TestTimeHelpers(t *testing.T) {
 		t.Errorf("date(1795255200) = %q (%v)", got["date"], err)
 	}
 }
+
+// A script sees the source's folder, flags and date, and can set folder
+// and flags for an output that stores them (IMAP).
+func TestFolderAndFlags(t *testing.T) {
+	s := load(t, `function filter(msg)
+  if msg.folder == "Archive" and msg.flags[1] == "\\Seen" and msg.internal_date == 1700000000 then
+    msg.folder = "Old/Archive"
+    msg.flags = {"\\Seen", "$Migrated"}
+  end
+end`, engine.ScriptLimits{})
+	m := message.New([]byte("Subject: x\r\n\r\nbody\r\n"), message.Source{Input: "in", ID: "1"})
+	m.Folder, m.Flags, m.InternalDate = "Archive", []string{`\Seen`}, time.Unix(1700000000, 0)
+	if _, err := s.Filter(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Folder != "Old/Archive" || strings.Join(m.Flags, " ") != `\Seen $Migrated` {
+		t.Fatalf("folder %q flags %v", m.Folder, m.Flags)
+	}
+	bad := load(t, `function filter(msg) msg.flags = {"two words"} end`, engine.ScriptLimits{})
+	if _, err := bad.Filter(context.Background(), m); err == nil || !strings.Contains(err.Error(), "not a flag") {
+		t.Fatalf("a flag with a space must be refused: %v", err)
+	}
+}
