@@ -50,7 +50,7 @@ func (o *Output) Init() error {
 		o.Folder = "INBOX"
 	}
 	if o.MaxConnections <= 0 {
-		o.MaxConnections = 2
+		o.MaxConnections = 4
 	}
 	o.pool = make(chan *conn, o.MaxConnections)
 	o.slots = make(chan struct{}, o.MaxConnections)

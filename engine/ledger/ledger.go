@@ -60,6 +60,8 @@ func Open(dir string) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening ledger in %s (is another mailflow running with this state_dir?): %w", dir, err)
 	}
+	// A message waits at most this long for others to share its commit.
+	db.MaxBatchDelay = 2 * time.Millisecond
 	l := &Ledger{db: db, dir: dir}
 	if err := l.replay(); err != nil {
 		db.Close()
@@ -222,14 +224,17 @@ func (l *Ledger) PutMany(input string, recs map[string]Record) error {
 	})
 }
 
-// Put writes the record of one message and syncs it to disk before returning.
+// Put writes the record of one message and syncs it to disk before
+// returning. Puts made at the same moment from several goroutines (the
+// messages in flight) share one transaction and one set of syncs (bbolt's
+// Batch): each still returns only once the commit holding its record has.
 func (l *Ledger) Put(input, id string, rec Record) error {
 	rec.At = time.Now().UTC()
 	v, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	return l.db.Update(func(tx *bolt.Tx) error {
+	return l.db.Batch(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketName(input))
 		if err != nil {
 			return err

@@ -255,6 +255,7 @@ func (l *Ledger) Compact() error {
 	if err != nil {
 		return err
 	}
+	db.MaxBatchDelay = l.db.MaxBatchDelay
 	l.db = db
 	return nil
 }
