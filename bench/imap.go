@@ -85,7 +85,10 @@ SyncState %s/
 		},
 	}
 	var results []result
-	for _, name := range []string{"mailflow", "imapsync", "mbsync"} {
+	for _, name := range strings.Split(o.imapTools, ",") {
+		if modes[name] == nil {
+			return nil, fmt.Errorf("no IMAP tool %q", name)
+		}
 		var rs []measure
 		for r := 0; r < o.runs; r++ {
 			if err := e.resetIMAP(imapDst, state, filepath.Join(work, "mbsync-state")); err != nil {

@@ -40,13 +40,14 @@ import (
 )
 
 type options struct {
-	n, runs  int
-	out      string
-	portBase int
-	user     string
-	memCase  bool
-	modes    string
-	imap     bool
+	n, runs   int
+	out       string
+	portBase  int
+	user      string
+	memCase   bool
+	modes     string
+	imap      bool
+	imapTools string
 }
 
 func main() {
@@ -61,6 +62,7 @@ func main() {
 	flag.StringVar(&o.user, "user", "u4", "the Dovecot user whose mailbox is used")
 	flag.BoolVar(&o.memCase, "memory", true, "also move one 200 MB message and report peak RSS")
 	flag.StringVar(&o.modes, "modes", "limit,fetchmail,mailflow,mailflow-lua", "which modes to run")
+	flag.StringVar(&o.imapTools, "imap-tools", "mailflow,imapsync,mbsync", "with -imap: which tools to run")
 	flag.BoolVar(&o.imap, "imap", false, "run the IMAP → IMAP bench instead: mailflow migrate, imapsync and mbsync (writes bench/RESULTS-imap.md)")
 	flag.Parse()
 	if err := run(o); err != nil {

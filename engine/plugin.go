@@ -43,8 +43,9 @@ type Session interface {
 	// List returns what the source holds now. An error means the listing
 	// is not complete: the engine then fetches and commits nothing.
 	List(ctx context.Context) (Listing, error)
-	// Fetch reads the messages of items, in their order, calling each once
-	// per item with a reader over the message's bytes exactly as the source
+	// Fetch reads the messages of items, calling each once per item (in
+	// their order, or, for a source read over several sessions at once,
+	// from several goroutines at once) with a reader over the message's bytes exactly as the source
 	// holds them (valid only during the call), or with a non-nil error when
 	// that one message could not be read but the session is still usable
 	// (it vanished, the server refused it). When each returns an error,

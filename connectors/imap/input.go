@@ -22,6 +22,9 @@ type Input struct {
 	// Idle: between polls, wait for new mail in the first folder (INBOX
 	// when listed) with IMAP IDLE, and poll as soon as it comes.
 	Idle bool `toml:"idle"`
+	// Parallel is how many folders are fetched at once, each on a session
+	// of its own. Default 4.
+	Parallel int `toml:"parallel"`
 
 	action string // delete, move, flag, keep
 	arg    string // the folder or flag
@@ -44,6 +47,9 @@ func (in *Input) Provision(env engine.Env) error {
 func (in *Input) Init() error {
 	if len(in.Folders) == 0 {
 		in.Folders = []string{"INBOX"}
+	}
+	if in.Parallel <= 0 {
+		in.Parallel = 4
 	}
 	settled := in.OnSettled
 	if settled == "" {
@@ -156,32 +162,79 @@ func byFolder(items []engine.Item) (folders []string, uids map[string][]uint32, 
 // streaming every message asked for.
 func (s *session) Fetch(ctx context.Context, items []engine.Item, each func(engine.Item, io.Reader, error) error) error {
 	folders, uids, of := byFolder(items)
-	for _, f := range folders {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if _, _, err := s.c.examine(f, false); err != nil {
-			return err
-		}
-		byUID := map[uint32]engine.Item{}
-		for _, it := range of[f] {
-			byUID[it.Ref.(ref).uid] = it
-		}
-		err := s.c.fetch(uids[f], func(uid uint32, r io.Reader) error {
-			it, ok := byUID[uid]
-			if !ok {
-				return nil
-			}
-			delete(byUID, uid)
-			return each(it, r, nil)
-		})
-		if err != nil {
-			return err
-		}
-		for _, it := range byUID {
-			if err := each(it, nil, errors.New("the server no longer has it")); err != nil {
+	workers := min(s.in.Parallel, len(folders))
+	if workers <= 1 {
+		for _, f := range folders {
+			if err := fetchFolder(ctx, s.c, f, uids[f], of[f], each); err != nil {
 				return err
 			}
+		}
+		return nil
+	}
+	// Folders in parallel, each worker on a session of its own (the first
+	// on this one): one folder's FETCH streams while another's does.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	todo := make(chan string, len(folders))
+	for _, f := range folders {
+		todo <- f
+	}
+	close(todo)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := s.c
+			if w > 0 {
+				var err error
+				if c, err = s.in.dialer.dial(ctx); err != nil {
+					cancel(err)
+					return
+				}
+				defer c.close()
+			}
+			for f := range todo {
+				if ctx.Err() != nil {
+					return
+				}
+				if err := fetchFolder(ctx, c, f, uids[f], of[f], each); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+// fetchFolder streams the messages of one folder with one UID FETCH.
+func fetchFolder(ctx context.Context, c *conn, f string, uids []uint32, items []engine.Item, each func(engine.Item, io.Reader, error) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, _, err := c.examine(f, false); err != nil {
+		return err
+	}
+	byUID := map[uint32]engine.Item{}
+	for _, it := range items {
+		byUID[it.Ref.(ref).uid] = it
+	}
+	err := c.fetch(uids, func(uid uint32, r io.Reader) error {
+		it, ok := byUID[uid]
+		if !ok {
+			return nil
+		}
+		delete(byUID, uid)
+		return each(it, r, nil)
+	})
+	if err != nil {
+		return err
+	}
+	for _, it := range byUID {
+		if err := each(it, nil, errors.New("the server no longer has it")); err != nil {
+			return err
 		}
 	}
 	return nil
