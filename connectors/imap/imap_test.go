@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +27,11 @@ import (
 
 // memServer is go-imap's in-memory IMAP server on 127.0.0.1 with users
 // "src" and "dst" (password "p").
-func memServer(t *testing.T) string {
+func memServer(t *testing.T) string { return memServerWith(t, nil) }
+
+// memServerWith is memServer with each session passed through wrap, to
+// misbehave on demand.
+func memServerWith(t *testing.T, wrap func(*imapserver.Conn, imapserver.Session) imapserver.Session) string {
 	t.Helper()
 	mem := imapmemserver.New()
 	for _, u := range []string{"src", "dst"} {
@@ -35,7 +40,10 @@ func memServer(t *testing.T) string {
 		mem.AddUser(user)
 	}
 	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			if wrap != nil {
+				return wrap(c, mem.NewSession()), nil, nil
+			}
 			return mem.NewSession(), nil, nil
 		},
 		Caps:         goimap.CapSet{goimap.CapIMAP4rev1: {}, goimap.CapIMAP4rev2: {}},
@@ -359,4 +367,84 @@ func TestIdleDeliversNewMailAtOnce(t *testing.T) {
 		lat = append(lat, time.Since(start))
 	}
 	t.Logf("arrival → delivered: %v", lat)
+}
+
+// faultySession answers APPEND as told: NO [OVERQUOTA], or storing the
+// message and then dropping the connection before the reply.
+type faultySession struct {
+	imapserver.SessionIMAP4rev2
+	conn  *imapserver.Conn
+	fault *atomic.Value // "", "overquota" or "drop-after-store" (once)
+}
+
+func (s faultySession) Append(mbox string, r goimap.LiteralReader, opts *goimap.AppendOptions) (*goimap.AppendData, error) {
+	switch s.fault.Load() {
+	case "overquota":
+		io.Copy(io.Discard, r)
+		return nil, &goimap.Error{Type: goimap.StatusResponseTypeNo, Code: goimap.ResponseCodeOverQuota, Text: "quota exceeded"}
+	case "drop-after-store":
+		s.fault.Store("")
+		data, err := s.SessionIMAP4rev2.Append(mbox, r, opts)
+		s.conn.NetConn().Close()
+		return data, err
+	}
+	return s.SessionIMAP4rev2.Append(mbox, r, opts)
+}
+
+func faultyServer(t *testing.T) (string, *atomic.Value) {
+	fault := &atomic.Value{}
+	fault.Store("")
+	addr := memServerWith(t, func(c *imapserver.Conn, s imapserver.Session) imapserver.Session {
+		return faultySession{SessionIMAP4rev2: s.(imapserver.SessionIMAP4rev2), conn: c, fault: fault}
+	})
+	return addr, fault
+}
+
+// NO [OVERQUOTA] on APPEND is temporary: nothing is quarantined, and the
+// messages stay at their source.
+func TestOverQuotaIsTemporary(t *testing.T) {
+	addr, fault := faultyServer(t)
+	seed(t, login(t, addr, "src"), sample(3))
+	fault.Store("overquota")
+	e := newEngine(t, imapToIMAP(addr, "delete", ""))
+	st, _ := e.PollOnce(context.Background(), "old")
+	if st.Deferred != 3 || st.Quarantined != 0 || st.Delivered != 0 {
+		t.Fatalf("%v", st)
+	}
+	if n := len(dump(t, login(t, addr, "src"))); n != 3 {
+		t.Fatalf("%d left at the source, want 3", n)
+	}
+}
+
+// The connection drops after the server stored an APPENDed message but
+// before its reply: the delivery is in doubt, and the next try finds the
+// Message-ID in the folder instead of appending a second copy.
+func TestLostAppendReplyLeavesOneCopy(t *testing.T) {
+	addr, fault := faultyServer(t)
+	msgs := sample(1)
+	msgs[0].folder = "INBOX"
+	seed(t, login(t, addr, "src"), msgs)
+	fault.Store("drop-after-store")
+	conf := imapToIMAP(addr, "delete", "max_connections = 1\n")
+	e := newEngine(t, conf)
+	st, _ := e.PollOnce(context.Background(), "old")
+	if st.InDoubt != 1 || st.Deferred != 1 {
+		t.Fatalf("first poll: %v", st)
+	}
+	// The output backs off after the failure; wait it out, as the next
+	// scheduled poll would.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, _ = e.PollOnce(context.Background(), "old")
+		if st.Delivered == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if st.Delivered != 1 {
+		t.Fatalf("retry: %v", st)
+	}
+	if got := dump(t, login(t, addr, "dst")); len(got) != 1 {
+		t.Fatalf("the destination holds %d copies, want 1", len(got))
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/mailflow/mailflow/connectors/pop3"
 	"github.com/mailflow/mailflow/engine/enginetest"
 )
 
@@ -206,4 +207,63 @@ password = %q
 	sorted := append([]time.Duration(nil), lat...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
 	t.Logf("arrival → delivered over IDLE: %v; median %v", lat, sorted[len(sorted)/2])
+}
+
+// POP3 → IMAP on Dovecot: a POP3 mailbox moved into another user's IMAP
+// INBOX, each message with its Date header as INTERNALDATE.
+func TestDovecotPOP3ToIMAPKeepsTheDate(t *testing.T) {
+	srv := enginetest.RealServers(t)
+	empty(t, dovecot(t, srv, "u2"))
+	empty(t, dovecot(t, srv, "u4"))
+	var msgs [][]byte
+	dates := map[string]time.Time{}
+	for i := range 50 {
+		d := time.Date(2012+i%10, time.Month(1+i%12), 1+i%28, 8, i, 0, 0, time.UTC)
+		id := fmt.Sprintf("pop%d@x.test", i)
+		dates[id] = d
+		msgs = append(msgs, []byte(fmt.Sprintf("Message-ID: <%s>\r\nDate: %s\r\nSubject: %d\r\n\r\nbody %d\r\n", id, d.Format(time.RFC1123Z), i, i)))
+	}
+	srv.SeedPOP3(t, "u2", msgs)
+	conf := fmt.Sprintf(`[[input]]
+name = "pop"
+type = "pop3"
+address = %q
+tls = "starttls"
+tls_ca_file = %q
+username = "u2"
+password = %q
+pipeline = "move"
+[[pipeline]]
+name = "move"
+outputs = ["new"]
+[[output]]
+name = "new"
+type = "imap"
+address = %q
+tls = "starttls"
+tls_ca_file = %q
+username = "u4"
+password = %q
+`, srv.POP3, srv.CA, srv.Password, srv.IMAP, srv.CA, srv.Password)
+	e := newEngine(t, conf)
+	if st, err := e.PollOnce(context.Background(), "pop"); err != nil || st.Delivered != 50 {
+		t.Fatalf("%v %v", st, err)
+	}
+	dst := dovecot(t, srv, "u4")
+	_, n, err := dst.examine("INBOX", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos, err := dst.messages(n)
+	if err != nil || len(infos) != 50 {
+		t.Fatalf("%d in the destination INBOX (%v)", len(infos), err)
+	}
+	for _, m := range infos {
+		if want := dates[m.MessageID]; !m.Date.Equal(want) {
+			t.Errorf("<%s>: INTERNALDATE %v, want its Date %v", m.MessageID, m.Date, want)
+		}
+	}
+	if srv.POP3Count("u2") != 0 {
+		t.Fatal("the POP3 mailbox was not emptied")
+	}
 }
