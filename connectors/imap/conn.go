@@ -121,20 +121,40 @@ func (d dialer) dialNotified(ctx context.Context) (*conn, <-chan struct{}, error
 // canIdle reports whether the server has IDLE.
 func (c *conn) canIdle() bool { return c.caps.Has(goimap.CapIdle) || c.caps.Has(goimap.CapIMAP4rev2) }
 
-// idle IDLEs in the selected folder until news, ctx's end, or the
-// connection's; the library re-issues IDLE before 29 minutes.
-func (c *conn) idle(ctx context.Context, news <-chan struct{}) error {
-	cmd, err := c.c.Idle()
-	if err != nil {
-		return fmt.Errorf("imap IDLE: %w", err)
+// idle IDLEs in folder (selected) until news, ctx's end, or the
+// connection's. Every recheck it also ends IDLE and looks at UIDNEXT
+// itself: a server need not report mail that came between the SELECT and
+// the IDLE, and go-imap's memory server does not. The library re-issues
+// IDLE before 29 minutes.
+func (c *conn) idle(ctx context.Context, news <-chan struct{}, folder string, seen uint32, recheck time.Duration) error {
+	for {
+		cmd, err := c.c.Idle()
+		if err != nil {
+			return fmt.Errorf("imap IDLE: %w", err)
+		}
+		t := time.NewTimer(recheck)
+		select {
+		case <-news:
+		case <-ctx.Done():
+		case <-c.c.Closed():
+			t.Stop()
+			return errors.New("imap IDLE: the server closed the connection")
+		case <-t.C:
+			if err := cmd.Close(); err != nil {
+				return fmt.Errorf("imap IDLE: %w", err)
+			}
+			data, err := c.selectData(folder, false)
+			if err != nil {
+				return err
+			}
+			if uint32(data.UIDNext) != seen {
+				return nil
+			}
+			continue
+		}
+		t.Stop()
+		return cmd.Close()
 	}
-	select {
-	case <-news:
-	case <-ctx.Done():
-	case <-c.c.Closed():
-		return errors.New("imap IDLE: the server closed the connection")
-	}
-	return cmd.Close()
 }
 
 func (c *conn) close() error {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mailflow/mailflow/engine"
 )
@@ -269,6 +270,9 @@ func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Ite
 	return failed, nil
 }
 
+// idleRecheck is how often an IDLE looks at UIDNEXT itself.
+const idleRecheck = 5 * time.Second
+
 // WaitForMail implements engine.MailWaiter with IDLE on the watched folder.
 // Mail that came after the last listing (UIDNEXT moved on) is reported at
 // once; otherwise it IDLEs until the server says EXISTS, ctx ends, or the
@@ -296,7 +300,7 @@ func (in *Input) WaitForMail(ctx context.Context) error {
 	if uint32(data.UIDNext) != seen {
 		return nil
 	}
-	return c.idle(ctx, news)
+	return c.idle(ctx, news, folder, seen, idleRecheck)
 }
 
 // Close implements engine.Session: LOGOUT.
