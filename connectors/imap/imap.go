@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"time"
 
@@ -59,19 +58,11 @@ func (e *Endpoint) provision(env engine.Env) {
 // init checks the settings and prepares the dialer. No I/O but reading
 // the secret and CA files.
 func (e *Endpoint) init() error {
-	if e.Address == "" {
-		return errors.New("address is required (host:port)")
+	mode, err := tlsconf.CheckEndpoint(e.Address, e.TLS, "implicit")
+	if err != nil {
+		return err
 	}
-	if _, _, err := net.SplitHostPort(e.Address); err != nil {
-		return fmt.Errorf("address %q: %v", e.Address, err)
-	}
-	switch e.TLS {
-	case "":
-		e.TLS = "implicit"
-	case "implicit", "starttls", "none":
-	default:
-		return fmt.Errorf("tls must be \"implicit\", \"starttls\" or \"none\", not %q", e.TLS)
-	}
+	e.TLS = mode
 	if e.Username == "" {
 		return errors.New("username is required")
 	}

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -75,19 +74,11 @@ func (in *Input) Provision(env engine.Env) error {
 // Init implements engine.Initializer: it checks the options and applies
 // the defaults.
 func (in *Input) Init() error {
-	if in.Address == "" {
-		return errors.New("address is required (host:port)")
+	mode, err := tlsconf.CheckEndpoint(in.Address, in.TLS, "implicit")
+	if err != nil {
+		return err
 	}
-	if _, _, err := net.SplitHostPort(in.Address); err != nil {
-		return fmt.Errorf("address %q: %v", in.Address, err)
-	}
-	switch in.TLS {
-	case "":
-		in.TLS = "implicit"
-	case "implicit", "starttls", "none":
-	default:
-		return fmt.Errorf("tls must be \"implicit\", \"starttls\" or \"none\", not %q", in.TLS)
-	}
+	in.TLS = mode
 	switch strings.ToLower(in.Auth) {
 	case "", "auto", "user", "apop", "plain", "login", "xoauth2":
 	default:

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/mail"
 	"os"
 	"path/filepath"
@@ -104,19 +103,11 @@ func (o *Output) Files() []string {
 
 // Init implements engine.Initializer.
 func (o *Output) Init() error {
-	if o.Address == "" {
-		return errors.New("address is required (host:port)")
+	mode, err := tlsconf.CheckEndpoint(o.Address, o.TLS, "starttls")
+	if err != nil {
+		return err
 	}
-	if _, _, err := net.SplitHostPort(o.Address); err != nil {
-		return fmt.Errorf("address %q: %v", o.Address, err)
-	}
-	switch o.TLS {
-	case "":
-		o.TLS = "starttls"
-	case "implicit", "starttls", "none":
-	default:
-		return fmt.Errorf("tls must be \"starttls\", \"implicit\" or \"none\", not %q", o.TLS)
-	}
+	o.TLS = mode
 	secret, err := engine.ResolveSecret("password", o.Password, o.PasswordEnv, o.PasswordFile)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ package tlsconf
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -66,4 +67,22 @@ func (o Options) Config(address string, log *slog.Logger) (*tls.Config, error) {
 		cfg.InsecureSkipVerify = true
 	}
 	return cfg, nil
+}
+
+// CheckEndpoint checks a connector's address ("host:port") and tls mode
+// ("implicit", "starttls" or "none"; "" gives def), and returns the mode.
+func CheckEndpoint(address, mode, def string) (string, error) {
+	if address == "" {
+		return "", errors.New("address is required (host:port)")
+	}
+	if _, _, err := net.SplitHostPort(address); err != nil {
+		return "", fmt.Errorf("address %q: %v", address, err)
+	}
+	switch mode {
+	case "":
+		return def, nil
+	case "implicit", "starttls", "none":
+		return mode, nil
+	}
+	return "", fmt.Errorf("tls must be \"implicit\", \"starttls\" or \"none\", not %q", mode)
 }
