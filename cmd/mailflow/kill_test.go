@@ -14,17 +14,21 @@ import (
 	"github.com/mailflow/mailflow/engine/enginetest"
 )
 
-// mailflow run --once, POP3 → Maildir, is killed with SIGKILL at ten
-// random points; a last run finishes. Every message is in the Maildir
+// mailflow run, POP3 → Maildir polling every second while new mail keeps
+// arriving, is killed with SIGKILL ten times: half of the kills when a
+// random number of messages has been delivered (mid-fetch), half at a
+// random moment (so some land between the ledger's record and DELE, or
+// during QUIT). A last run --once finishes. Every message is in the Maildir
 // exactly once and the mailbox is empty: the ledger, not the session,
-// carries what was delivered across the kills (no session got to QUIT).
+// carries what was delivered across the kills.
 func TestPOP3ToMaildirKilledTenTimes(t *testing.T) {
 	srv, err := pop3test.NewServer()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	msgs := enginetest.CRLF(enginetest.Mix(1000))
+	all := enginetest.CRLF(enginetest.Mix(1300))
+	msgs := all[:1000]
 	srv.Add(msgs...)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "mailflow.toml")
@@ -38,6 +42,7 @@ allow_plaintext_auth = true
 username = "u"
 password = "p"
 pipeline = "main"
+schedule = "1s"
 [[pipeline]]
 name = "main"
 outputs = ["dst"]
@@ -48,22 +53,40 @@ path = "dst"
 `, srv.Addr()), 0o600)
 	dst := filepath.Join(dir, "dst", "new")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
+	committed := 0 // rounds in which a session deleted mail before the kill
 	for round := range 10 {
+		if round > 0 {
+			// New mail arrives between the kills.
+			more := all[1000+30*(round-1) : 1000+30*round]
+			srv.Add(more...)
+			msgs = append(msgs, more...)
+		}
 		before, _ := os.ReadDir(dst)
-		target := len(before) + 1 + rng.IntN(90)
-		cmd := exec.Command(binary, "run", "--once", "-c", conf)
+		leftBefore := len(srv.Messages())
+		pending := len(msgs) - len(before) // not delivered yet
+		target := len(before) + 1 + rng.IntN(max(1, min(90, pending)))
+		if round%2 == 1 || pending <= 0 {
+			target = 1 << 30 // killed by time instead
+		}
+		after := time.After(time.Duration(50+rng.IntN(3000)) * time.Millisecond)
+		if target < 1<<30 {
+			after = nil
+		}
+		cmd := exec.Command(binary, "run", "-c", conf)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
-		deadline := time.After(60 * time.Second)
+		deadline := time.After(20 * time.Second)
 	wait:
 		for {
 			select {
 			case <-exited:
 				break wait
 			case <-deadline:
+				break wait
+			case <-after:
 				break wait
 			case <-time.After(time.Millisecond):
 				if ents, _ := os.ReadDir(dst); len(ents) >= target {
@@ -73,8 +96,15 @@ path = "dst"
 		}
 		cmd.Process.Signal(syscall.SIGKILL)
 		<-exited
-		after, _ := os.ReadDir(dst)
-		t.Logf("round %d: killed at %d delivered (aimed at %d); %d left on the server", round, len(after), target, len(srv.Messages()))
+		got, _ := os.ReadDir(dst)
+		left := len(srv.Messages())
+		if left < leftBefore {
+			committed++
+		}
+		t.Logf("round %d: killed with %d delivered; %d of %d left on the server", round, len(got), left, len(msgs))
+	}
+	if committed == 0 {
+		t.Error("no kill came after a session had deleted anything: the kills did not reach the commit phase")
 	}
 	r := mailflow(t, "run", "--once", "-c", conf)
 	if r.code != 0 {
