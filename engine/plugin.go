@@ -95,8 +95,11 @@ type Item struct {
 	// What else the source knows, where it knows it.
 	Folder    string
 	Flags     []string
-	Date      time.Time
-	MessageID string // without angle brackets
+	Date time.Time
+	// Identity names the message across mailboxes (message.Identity: its
+	// Message-ID, or a digest of Date, From, Subject and size), where the
+	// listing knows it; a migration's verification looks for it.
+	Identity string
 	// Ref is the input's own handle for the message (a POP3 message
 	// number, a file path); the engine passes it back untouched.
 	Ref any
@@ -121,8 +124,8 @@ var ErrNotWatching = errors.New("not watching for new mail")
 // Finder is implemented by outputs that can say what they hold (IMAP),
 // so that a migration can check that everything arrived.
 type Finder interface {
-	// Holds returns how many messages with each Message-ID (without angle
-	// brackets) are where the output puts mail that came from folder.
+	// Holds returns how many messages of each identity (message.Identity)
+	// are where the output puts mail that came from folder.
 	Holds(ctx context.Context, folder string) (map[string]int, error)
 }
 

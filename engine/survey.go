@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/mailflow/mailflow/engine/ledger"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // SurveyItem is one message of a source as a survey sees it.
@@ -17,11 +18,21 @@ type SurveyItem struct {
 	Header   []byte // its header, when asked for and the source can peek
 }
 
+// Peek says which messages' headers a survey reads.
+type Peek int
+
+const (
+	PeekNone      Peek = iota
+	PeekUnsettled      // those a poll would deliver (a dry run lists them)
+	PeekAll            // every one, to name each (Item.Identity) where the listing did not
+)
+
 // Survey lists an input's source without fetching, committing or changing
 // anything, and says of each message what a poll would do with it: for
 // progress totals and dry runs (mailflow migrate). It works for every input;
-// headers are read where the source can peek at them (HeaderPeeker).
-func (e *Engine) Survey(ctx context.Context, input string, headers bool) ([]SurveyItem, error) {
+// headers are read where the source can peek at them (HeaderPeeker), and a
+// message the listing did not name gets its Identity from its header.
+func (e *Engine) Survey(ctx context.Context, input string, headers Peek) ([]SurveyItem, error) {
 	if e.Ledger == nil {
 		return nil, errors.New("engine opened without its ledger cannot survey")
 	}
@@ -56,9 +67,12 @@ func (e *Engine) Survey(ctx context.Context, input string, headers bool) ([]Surv
 		si.Held = known && rec.Settled == ledger.Held
 		si.Settled = known && rec.Settled != "" && !si.Held
 		si.TooLarge = max > 0 && it.Size > max
-		if headers && peek != nil && !si.Settled {
+		if peek != nil && (headers == PeekAll || headers == PeekUnsettled && !si.Settled) {
 			if si.Header, err = peek.PeekHeader(ctx, it); err != nil {
 				return nil, errors.Join(err, sess.Close(ctx))
+			}
+			if si.Identity == "" {
+				si.Identity = message.HeaderIdentity(si.Header, it.Size)
 			}
 		}
 		out = append(out, si)

@@ -4,22 +4,30 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
+
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // FolderCheck is what a verification found for one source folder.
 type FolderCheck struct {
-	Folder  string
-	Source  int      // messages at the source
-	Found   int      // of those, found at the destination (by Message-ID)
-	NoID    int      // of those, without a Message-ID: counted, not checked
-	Missing []string // Message-IDs at the source and not at the destination
+	Folder string
+	Source int // messages at the source
+	Found  int // of those, found at the destination
+	// Made counts the found and missing messages that have no Message-ID
+	// and were named by a digest of Date, From, Subject and size instead.
+	Made int
+	// Unnamed counts messages the source could not name (no identity in
+	// its listing, no header to peek at): counted, not checked.
+	Unnamed int
+	Missing []string // identities at the source and not at the destination
 }
 
 // Verify checks that every message the input's source holds is at the
-// output, folder by folder, by Message-ID: for migrations, after the run.
-// The output must be a Finder.
+// output, folder by folder, by identity (message.Identity): for migrations,
+// after the run. The output must be a Finder.
 func (e *Engine) Verify(ctx context.Context, input, output string) ([]FolderCheck, error) {
-	items, err := e.Survey(ctx, input, false)
+	items, err := e.Survey(ctx, input, PeekAll)
 	if err != nil {
 		return nil, err
 	}
@@ -53,15 +61,21 @@ func (e *Engine) Verify(ctx context.Context, input, output string) ([]FolderChec
 		}
 		fc := by[f]
 		for _, it := range items {
-			switch {
-			case it.Folder != f:
-			case it.MessageID == "":
-				fc.NoID++
-			case holds[it.MessageID] > 0:
-				holds[it.MessageID]--
+			if it.Folder != f {
+				continue
+			}
+			if it.Identity == "" {
+				fc.Unnamed++
+				continue
+			}
+			if strings.HasSuffix(it.Identity, "@"+message.IdentityDomain) {
+				fc.Made++
+			}
+			if holds[it.Identity] > 0 {
+				holds[it.Identity]--
 				fc.Found++
-			default:
-				fc.Missing = append(fc.Missing, it.MessageID)
+			} else {
+				fc.Missing = append(fc.Missing, it.Identity)
 			}
 		}
 		out = append(out, *fc)

@@ -141,7 +141,11 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	}
 	var sv survey
 	for _, ic := range cfg.Inputs {
-		items, err := e.Survey(ctx, ic.Name, f.dryRun)
+		peek := engine.PeekNone
+		if f.dryRun {
+			peek = engine.PeekUnsettled
+		}
+		items, err := e.Survey(ctx, ic.Name, peek)
 		if err != nil {
 			fmt.Fprintf(stderr, "mailflow migrate: %s: %v\n", ic.Name, err)
 			return exitFailed
@@ -655,11 +659,11 @@ func verifyMigration(ctx context.Context, e *engine.Engine, cfg *engine.Config, 
 				missing++
 				continue
 			}
-			fmt.Fprintf(w, "verification, %s → %s, by Message-ID:\n", ic.Name, out)
+			fmt.Fprintf(w, "verification, %s → %s, by Message-ID (without one: by Date, From, Subject and size):\n", ic.Name, out)
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "  FOLDER\tAT SOURCE\tFOUND\tNO MESSAGE-ID\tMISSING")
+			fmt.Fprintln(tw, "  FOLDER\tAT SOURCE\tFOUND\tMISSING\tWITHOUT MESSAGE-ID\tNOT CHECKED")
 			for _, c := range checks {
-				fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\n", c.Folder, c.Source, c.Found, c.NoID, len(c.Missing))
+				fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\n", c.Folder, c.Source, c.Found, len(c.Missing), c.Made, c.Unnamed)
 				missing += len(c.Missing)
 			}
 			tw.Flush()

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // conn is the little of IMAP that mailflow uses, over emersion/go-imap/v2
@@ -32,8 +33,13 @@ type msgInfo struct {
 	Size      int64
 	Flags     []string
 	Date      time.Time
-	MessageID string // from ENVELOPE, without angle brackets
+	Identity  string // message.Identity: the Message-ID, or a digest of Date, From, Subject and size
 }
+
+// identityFields is the part of the header a listing fetches to name each
+// message (message.Identity) without fetching it whole.
+var identityFields = &goimap.FetchItemBodySection{Specifier: goimap.PartSpecifierHeader,
+	HeaderFields: []string{"Message-ID", "Date", "From", "Subject"}, Peek: true}
 
 // dialer is what connecting needs: where, how secured, who.
 type dialer struct {
@@ -245,16 +251,15 @@ func (c *conn) messages(n uint32) ([]msgInfo, error) {
 		return nil, nil
 	}
 	all := goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}}
-	msgs, err := c.c.Fetch(all, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true, Envelope: true}).Collect()
+	msgs, err := c.c.Fetch(all, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true,
+		BodySection: []*goimap.FetchItemBodySection{identityFields}}).Collect()
 	if err != nil {
 		return nil, fmt.Errorf("imap FETCH: %w", err)
 	}
 	out := make([]msgInfo, 0, len(msgs))
 	for _, m := range msgs {
-		mi := msgInfo{UID: uint32(m.UID), Size: m.RFC822Size, Date: m.InternalDate}
-		if m.Envelope != nil {
-			mi.MessageID = strings.Trim(m.Envelope.MessageID, "<>")
-		}
+		mi := msgInfo{UID: uint32(m.UID), Size: m.RFC822Size, Date: m.InternalDate,
+			Identity: message.HeaderIdentity(m.FindBodySection(identityFields), m.RFC822Size)}
 		for _, f := range m.Flags {
 			mi.Flags = append(mi.Flags, string(f))
 		}
@@ -348,8 +353,9 @@ func (c *conn) move(uids []uint32, folder string) error {
 	return c.remove(uids)
 }
 
-// appendMsg stores a message in folder with its flags and date.
-func (c *conn) appendMsg(folder string, flags []string, date time.Time, size int64, r io.Reader) error {
+// appendMsg stores a message in folder with its flags and date; with
+// UIDPLUS, the answer says where.
+func (c *conn) appendMsg(folder string, flags []string, date time.Time, size int64, r io.Reader) (*goimap.AppendData, error) {
 	fl := make([]goimap.Flag, 0, len(flags))
 	for _, f := range flags {
 		if f != `\Recent` {
@@ -359,13 +365,34 @@ func (c *conn) appendMsg(folder string, flags []string, date time.Time, size int
 	cmd := c.c.Append(folder, size, &goimap.AppendOptions{Flags: fl, Time: date})
 	if _, err := io.Copy(cmd, r); err != nil {
 		cmd.Close()
-		return err
+		return nil, err
 	}
 	if err := cmd.Close(); err != nil {
-		return err
+		return nil, err
 	}
-	_, err := cmd.Wait()
-	return err
+	return cmd.Wait()
+}
+
+// identities counts the messages of folder by identity (message.Identity);
+// a folder that does not exist holds nothing.
+func (c *conn) identities(folder string) (map[string]int, error) {
+	_, n, err := c.examine(folder, false)
+	if err != nil {
+		var ie *goimap.Error
+		if errors.As(err, &ie) && ie.Type == goimap.StatusResponseTypeNo {
+			return map[string]int{}, nil
+		}
+		return nil, err
+	}
+	infos, err := c.messages(n)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, len(infos))
+	for _, m := range infos {
+		out[m.Identity]++
+	}
+	return out, nil
 }
 
 // create makes folder.

@@ -87,7 +87,7 @@ func seed(t *testing.T, c *conn, msgs []stored) {
 		if m.folder != "INBOX" {
 			c.create(m.folder)
 		}
-		if err := c.appendMsg(m.folder, m.flags, m.date, int64(len(m.data)), bytes.NewReader(m.data)); err != nil {
+		if _, err := c.appendMsg(m.folder, m.flags, m.date, int64(len(m.data)), bytes.NewReader(m.data)); err != nil {
 			t.Fatal(err)
 		}
 	}

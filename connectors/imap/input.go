@@ -128,7 +128,7 @@ func (s *session) List(ctx context.Context) (engine.Listing, error) {
 			}
 			l.Items = append(l.Items, engine.Item{
 				ID: fmt.Sprintf("%s/%d/%d", f, validity, m.UID), Size: m.Size,
-				Folder: f, Flags: m.Flags, Date: m.Date, MessageID: m.MessageID, Ref: ref{f, m.UID},
+				Folder: f, Flags: m.Flags, Date: m.Date, Identity: m.Identity, Ref: ref{f, m.UID},
 			})
 		}
 	}

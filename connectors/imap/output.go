@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/mail"
 	"strings"
 	"sync"
@@ -29,10 +30,21 @@ type Output struct {
 	KeepFlags      *bool `toml:"keep_flags"`
 	KeepDate       *bool `toml:"keep_date"`
 	MaxConnections int   `toml:"max_connections"`
+	// SkipExisting: a message whose identity (its Message-ID, or a digest
+	// of Date, From, Subject and size) the target folder already holds is
+	// not appended again, as many times as the folder holds it. For
+	// migrations: a run with a fresh ledger, or on another machine, adds
+	// nothing twice. Each folder is read once, when first delivered to.
+	SkipExisting bool `toml:"skip_existing"`
+	// AddMessageID gives a message without a Message-ID one on its way in,
+	// made from its Date, From, Subject and size (imapsync's --addheader),
+	// so that it can be found again.
+	AddMessageID bool `toml:"add_message_id"`
 
 	pool    chan *conn
 	slots   chan struct{}
 	created sync.Map // folders known to exist
+	held    heldIndex
 }
 
 // SampleConfig returns the documented sample config of both plugins.
@@ -123,8 +135,25 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 	if err != nil {
 		return nil, err
 	}
+	identity := msg.Identity()
+	if o.SkipExisting {
+		there, err := o.held.take(folder, identity, func() (map[string]int, error) { return c.identities(folder) })
+		if err != nil {
+			o.put(c, false)
+			return nil, fmt.Errorf("imap: reading what %q holds: %w", folder, err)
+		}
+		if there {
+			o.put(c, false)
+			o.log.Info("already at the destination; not appended again", "folder", folder, "identity", identity)
+			return nil, nil
+		}
+	}
 	if d.InDoubt {
-		if id := msg.Header.Get("Message-Id"); id != "" {
+		id := msg.MessageID()
+		if id == "" && o.AddMessageID {
+			id = identity // the Message-ID it was given
+		}
+		if id != "" {
 			found, err := c.hasMessageID(folder, id)
 			if err == nil && found {
 				o.put(c, false)
@@ -146,18 +175,31 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 			}
 		}
 	}
-	err = o.appendTo(c, folder, flags, date, msg)
+	size, body := msg.Size(), msg.Reader
+	if o.AddMessageID && msg.MessageID() == "" {
+		// Prepended, not set through the header: the other bytes stay as
+		// they are, and a message whose header could not be parsed gets
+		// one too.
+		field := "Message-ID: <" + identity + ">\r\n"
+		size, body = size+int64(len(field)), func() io.Reader { return io.MultiReader(strings.NewReader(field), msg.Reader()) }
+	}
+	appended, err := o.appendTo(c, folder, flags, date, size, body())
 	var ie *goimap.Error
 	if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeTryCreate {
 		if cerr := c.create(folder); cerr != nil {
 			o.put(c, false)
 			return nil, fmt.Errorf("imap CREATE %q: %w", folder, cerr)
 		}
-		err = o.appendTo(c, folder, flags, date, msg)
+		appended, err = o.appendTo(c, folder, flags, date, size, body())
 	}
 	switch {
 	case err == nil:
 		o.put(c, false)
+		if appended != nil && appended.UID != 0 {
+			// UIDPLUS says where it went: logged, so that a person can find
+			// the copy (UID SEARCH, or UID FETCH in that folder).
+			o.log.Debug("appended", "folder", folder, "uidvalidity", appended.UIDValidity, "uid", appended.UID, "identity", identity)
+		}
 		return nil, nil
 	case errors.As(err, &ie):
 		// The server said no. BAD and TOOBIG are about this message;
@@ -176,13 +218,13 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 	}
 }
 
-func (o *Output) appendTo(c *conn, folder string, flags []string, date time.Time, msg *message.Message) error {
+func (o *Output) appendTo(c *conn, folder string, flags []string, date time.Time, size int64, r io.Reader) (*goimap.AppendData, error) {
 	if _, ok := o.created.Load(folder); !ok && folder != "INBOX" {
 		if err := c.create(folder); err == nil {
 			o.created.Store(folder, true)
 		}
 	}
-	return c.appendMsg(folder, flags, date, msg.Size(), msg.Reader())
+	return c.appendMsg(folder, flags, date, size, r)
 }
 
 // Close implements engine.Closer: LOGOUT from every pooled session.
@@ -214,22 +256,36 @@ func (o *Output) Holds(ctx context.Context, folder string) (map[string]int, erro
 		return nil, err
 	}
 	defer o.put(c, false)
-	target := o.target(&message.Message{Folder: folder})
-	_, n, err := c.examine(target, false)
-	if err != nil {
-		var ie *goimap.Error
-		if errors.As(err, &ie) && ie.Type == goimap.StatusResponseTypeNo {
-			return map[string]int{}, nil // no such folder: holds nothing
+	return c.identities(o.target(&message.Message{Folder: folder}))
+}
+
+// heldIndex is what each target folder held when the output first
+// delivered to it: identity → copies not yet matched to a message.
+type heldIndex struct {
+	mu      sync.Mutex
+	folders map[string]map[string]int
+}
+
+// take reports whether folder holds a copy of identity that no message
+// delivered before has claimed, and claims it; read lists the folder the
+// first time.
+func (h *heldIndex) take(folder, identity string, read func() (map[string]int, error)) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	idx, ok := h.folders[folder]
+	if !ok {
+		var err error
+		if idx, err = read(); err != nil {
+			return false, err
 		}
-		return nil, err
+		if h.folders == nil {
+			h.folders = map[string]map[string]int{}
+		}
+		h.folders[folder] = idx
 	}
-	infos, err := c.messages(n)
-	if err != nil {
-		return nil, err
+	if idx[identity] > 0 {
+		idx[identity]--
+		return true, nil
 	}
-	out := map[string]int{}
-	for _, m := range infos {
-		out[m.MessageID]++
-	}
-	return out, nil
+	return false, nil
 }

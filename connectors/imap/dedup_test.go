@@ -1,0 +1,142 @@
+package imap
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/engine/message"
+)
+
+// withoutID makes messages that have no Message-ID, two of them with the
+// same Date, From and Subject but different sizes.
+func withoutID() []stored {
+	var out []stored
+	for i, body := range []string{"first", "second, longer", "third"} {
+		subject := fmt.Sprintf("no id %d", i)
+		if i == 1 {
+			subject = "no id 0"
+		}
+		data := fmt.Sprintf("Date: Mon, 2 Jan 2023 10:00:00 +0000\r\nFrom: a@x.test\r\nSubject: %s\r\n\r\n%s\r\n", subject, body)
+		out = append(out, stored{folder: "INBOX", date: time.Date(2023, 1, 2, 10, 0, 0, 0, time.UTC), data: []byte(data)})
+	}
+	return out
+}
+
+// With skip_existing, a run with a fresh ledger (another machine, a lost
+// state_dir) appends nothing that is already there, whether the message has
+// a Message-ID or is named by its Date, From, Subject and size; and a
+// destination that holds one copy of a message the source holds twice gets
+// the second.
+func TestSkipExistingAppendsNothingTwiceWithAFreshLedger(t *testing.T) {
+	addr := memServer(t)
+	msgs := append(sample(20), withoutID()...)
+	dup := msgs[3]
+	msgs = append(msgs, dup) // the source holds it twice
+	seed(t, login(t, addr, "src"), msgs)
+	seed(t, login(t, addr, "dst"), []stored{dup})
+
+	for run := range 2 {
+		e := newEngine(t, imapToIMAP(addr, "keep", "skip_existing = true\n")) // a new state_dir each run
+		st, err := e.PollOnce(context.Background(), "old")
+		if err != nil || st.Delivered != int64(len(msgs)) {
+			t.Fatalf("run %d: %v %v", run, st, err)
+		}
+	}
+	got := dump(t, login(t, addr, "dst"))
+	if len(got) != len(msgs) {
+		t.Fatalf("%d at the destination, want %d (every source message once)", len(got), len(msgs))
+	}
+	w, g := map[string]int{}, map[string]int{}
+	for _, m := range msgs {
+		w[enginetest.Digest(m.data)]++
+	}
+	for _, m := range got {
+		g[enginetest.Digest(m.data)]++
+	}
+	for k, n := range w {
+		if g[k] != n {
+			t.Errorf("%s: want %d copies, have %d", k, n, g[k])
+		}
+	}
+}
+
+// add_message_id gives a message without one a Message-ID made from its
+// identity, prepended, every other byte kept; a second run finds it there.
+func TestAddMessageIDIsFoundAgain(t *testing.T) {
+	addr := memServer(t)
+	msgs := withoutID()
+	seed(t, login(t, addr, "src"), msgs)
+	for run := range 2 {
+		e := newEngine(t, imapToIMAP(addr, "keep", "skip_existing = true\nadd_message_id = true\n"))
+		if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != 3 {
+			t.Fatalf("run %d: %v %v", run, st, err)
+		}
+	}
+	got := dump(t, login(t, addr, "dst"))
+	if len(got) != 3 {
+		t.Fatalf("%d at the destination, want 3", len(got))
+	}
+	for _, m := range got {
+		line, rest, _ := bytes.Cut(m.data, []byte("\r\n"))
+		if !strings.HasPrefix(string(line), "Message-ID: <") || !strings.HasSuffix(string(line), "@"+message.IdentityDomain+">") {
+			t.Fatalf("first line %q", line)
+		}
+		found := false
+		for _, s := range msgs {
+			found = found || bytes.Equal(s.data, rest)
+		}
+		if !found {
+			t.Fatalf("the rest of the message changed: %q", rest)
+		}
+	}
+}
+
+// The verification names messages without a Message-ID by their Date,
+// From, Subject and size: one missing at the destination is reported.
+func TestVerifyFindsMessagesWithoutMessageID(t *testing.T) {
+	addr := memServer(t)
+	msgs := append(sample(6), withoutID()...)
+	seed(t, login(t, addr, "src"), msgs)
+	e := newEngine(t, imapToIMAP(addr, "keep", ""))
+	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != int64(len(msgs)) {
+		t.Fatalf("%v %v", st, err)
+	}
+	checks, err := e.Verify(context.Background(), "old", "new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, made, missing := 0, 0, 0
+	for _, c := range checks {
+		found, made, missing = found+c.Found, made+c.Made, missing+len(c.Missing)
+	}
+	if found != len(msgs) || made != 3 || missing != 0 {
+		t.Fatalf("found %d made %d missing %d; %+v", found, made, missing, checks)
+	}
+	// Take one message without a Message-ID away from the destination.
+	dst := login(t, addr, "dst")
+	_, n, _ := dst.examine("INBOX", true)
+	infos, _ := dst.messages(n)
+	var victim uint32
+	for _, m := range infos {
+		if strings.HasSuffix(m.Identity, "@"+message.IdentityDomain) {
+			victim = m.UID
+			break
+		}
+	}
+	if err := dst.remove([]uint32{victim}); err != nil {
+		t.Fatal(err)
+	}
+	checks, _ = e.Verify(context.Background(), "old", "new")
+	missing = 0
+	for _, c := range checks {
+		missing += len(c.Missing)
+	}
+	if missing != 1 {
+		t.Fatalf("missing %d, want 1: %+v", missing, checks)
+	}
+}
