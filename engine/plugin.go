@@ -93,9 +93,9 @@ type Item struct {
 	ID   string // the source's id for it, under the listing's scheme
 	Size int64  // bytes, as the source announces them; -1 when unknown
 	// What else the source knows, where it knows it.
-	Folder    string
-	Flags     []string
-	Date time.Time
+	Folder string
+	Flags  []string
+	Date   time.Time
 	// Identity names the message across mailboxes (message.Identity: its
 	// Message-ID, or a digest of Date, From, Subject and size), where the
 	// listing knows it; a migration's verification looks for it.

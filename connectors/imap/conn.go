@@ -29,11 +29,11 @@ type conn struct {
 
 // msgInfo is one message of a folder as a listing gives it.
 type msgInfo struct {
-	UID       uint32
-	Size      int64
-	Flags     []string
-	Date      time.Time
-	Identity  string // message.Identity: the Message-ID, or a digest of Date, From, Subject and size
+	UID      uint32
+	Size     int64
+	Flags    []string
+	Date     time.Time
+	Identity string // message.Identity: the Message-ID, or a digest of Date, From, Subject and size
 }
 
 // identityFields is the part of the header a listing fetches to name each
