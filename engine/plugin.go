@@ -93,9 +93,13 @@ type Item struct {
 	ID   string // the source's id for it, under the listing's scheme
 	Size int64  // bytes, as the source announces them; -1 when unknown
 	// What else the source knows, where it knows it.
-	Folder string
-	Flags  []string
-	Date   time.Time
+	Folder string // levels separated by "/", whatever the source's separator
+	// FolderRole is the folder's SPECIAL-USE attribute (\Sent, \Drafts,
+	// \Junk, \Trash, \Archive): an output maps it to its own folder of
+	// that use, whatever that is called.
+	FolderRole string
+	Flags      []string
+	Date       time.Time
 	// Identity names the message across mailboxes (message.Identity: its
 	// Message-ID, or a digest of Date, From, Subject and size), where the
 	// listing knows it; a migration's verification looks for it.
@@ -125,8 +129,9 @@ var ErrNotWatching = errors.New("not watching for new mail")
 // so that a migration can check that everything arrived.
 type Finder interface {
 	// Holds returns how many messages of each identity (message.Identity)
-	// are where the output puts mail that came from folder.
-	Holds(ctx context.Context, folder string) (map[string]int, error)
+	// are where the output puts mail that came from folder, whose
+	// SPECIAL-USE was role.
+	Holds(ctx context.Context, folder, role string) (map[string]int, error)
 }
 
 // HeaderPeeker is implemented by sessions that can read a message's

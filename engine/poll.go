@@ -126,7 +126,7 @@ func (p *poll) run(ctx context.Context) error {
 		}
 		msg, err := message.Read(r, message.Source{Input: name, ID: it.ID}, p.spool())
 		if msg != nil {
-			msg.Folder, msg.Flags, msg.InternalDate = it.Folder, it.Flags, it.Date
+			msg.Folder, msg.FolderRole, msg.Flags, msg.InternalDate = it.Folder, it.FolderRole, it.Flags, it.Date
 		}
 		if errors.Is(err, message.ErrTooLarge) {
 			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "max", p.spool().MaxSize)

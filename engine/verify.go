@@ -42,8 +42,10 @@ func (e *Engine) Verify(ctx context.Context, input, output string) ([]FolderChec
 		return nil, fmt.Errorf("output %q cannot say what it holds", output)
 	}
 	by := map[string]*FolderCheck{}
+	role := map[string]string{}
 	var folders []string
 	for _, it := range items {
+		role[it.Folder] = it.FolderRole
 		fc := by[it.Folder]
 		if fc == nil {
 			fc = &FolderCheck{Folder: it.Folder}
@@ -55,7 +57,7 @@ func (e *Engine) Verify(ctx context.Context, input, output string) ([]FolderChec
 	sort.Strings(folders)
 	out := make([]FolderCheck, 0, len(folders))
 	for _, f := range folders {
-		holds, err := finder.Holds(ctx, f)
+		holds, err := finder.Holds(ctx, f, role[f])
 		if err != nil {
 			return nil, fmt.Errorf("output %q, folder %q: %w", output, f, err)
 		}

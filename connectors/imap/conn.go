@@ -171,22 +171,86 @@ func (c *conn) close() error {
 	return c.c.Close()
 }
 
+// mailbox is one folder as LIST gives it.
+type mailbox struct {
+	name  string // as the server names it (for SELECT, CREATE, APPEND)
+	delim rune   // the server's hierarchy separator; 0 for none
+	role  string // its SPECIAL-USE attribute (\Sent, \Drafts, \Junk, \Trash, \Archive), if any
+}
+
+// path is the folder's name as mailflow names folders whatever the server:
+// levels separated by "/".
+func (m mailbox) path() string { return canonical(m.name, m.delim) }
+
+// canonical turns a server's folder name into mailflow's, with "/"
+// between levels.
+func canonical(name string, delim rune) string {
+	if delim == 0 || delim == '/' {
+		return name
+	}
+	return strings.ReplaceAll(name, string(delim), "/")
+}
+
+// serverName turns mailflow's folder name into the server's.
+func serverName(path string, delim rune) string {
+	if delim == 0 || delim == '/' {
+		return path
+	}
+	return strings.ReplaceAll(path, "/", string(delim))
+}
+
+// roles are the SPECIAL-USE attributes (RFC 6154) that say what a folder
+// is for, and that a migration maps to the destination's folder of the
+// same use whatever its name ("Sent" → "Sent Items").
+var roles = []goimap.MailboxAttr{goimap.MailboxAttrSent, goimap.MailboxAttrDrafts, goimap.MailboxAttrJunk,
+	goimap.MailboxAttrTrash, goimap.MailboxAttrArchive}
+
+// separator asks the server for its hierarchy separator (LIST "" "").
+func (c *conn) separator() (rune, error) {
+	list, err := c.c.List("", "", nil).Collect()
+	if err != nil {
+		return 0, fmt.Errorf("imap LIST: %w", err)
+	}
+	for _, m := range list {
+		return m.Delim, nil
+	}
+	return '/', nil
+}
+
 // folders lists the folders matching any of patterns ("INBOX", "Archive/*",
-// "*"), but those matching an exclude pattern, in LIST order.
-func (c *conn) folders(patterns, exclude []string) ([]string, error) {
-	var out []string
+// "*", with "/" between levels whatever the server's separator), but those
+// matching an exclude pattern, in LIST order, each with its SPECIAL-USE.
+func (c *conn) folders(patterns, exclude []string) ([]mailbox, error) {
+	var opts *goimap.ListOptions
+	if c.caps.Has(goimap.CapSpecialUse) || c.caps.Has(goimap.CapIMAP4rev2) {
+		opts = &goimap.ListOptions{ReturnSpecialUse: true}
+	}
+	delim, err := c.separator()
+	if err != nil {
+		return nil, err
+	}
+	var out []mailbox
 	seen := map[string]bool{}
 	for _, p := range patterns {
-		list, err := c.c.List("", p, nil).Collect()
+		list, err := c.c.List("", serverName(p, delim), opts).Collect()
 		if err != nil {
 			return nil, fmt.Errorf("imap LIST %q: %w", p, err)
 		}
 		for _, m := range list {
-			if seen[m.Mailbox] || slices.Contains(m.Attrs, goimap.MailboxAttrNoSelect) || matchAny(exclude, m.Mailbox, m.Delim) {
+			mb := mailbox{name: m.Mailbox, delim: m.Delim}
+			// \NonExistent (LIST-EXTENDED's answer for a parent that holds
+			// nothing itself) implies \NoSelect.
+			if seen[m.Mailbox] || slices.Contains(m.Attrs, goimap.MailboxAttrNoSelect) ||
+				slices.Contains(m.Attrs, goimap.MailboxAttrNonExistent) || matchAny(exclude, mb.path(), '/') {
 				continue
 			}
+			for _, a := range m.Attrs {
+				if slices.Contains(roles, a) {
+					mb.role = string(a)
+				}
+			}
 			seen[m.Mailbox] = true
-			out = append(out, m.Mailbox)
+			out = append(out, mb)
 		}
 	}
 	return out, nil

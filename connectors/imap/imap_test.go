@@ -102,7 +102,7 @@ func dump(t *testing.T, c *conn) []stored {
 	}
 	var out []stored
 	for _, f := range folders {
-		_, n, err := c.examine(f, false)
+		_, n, err := c.examine(f.name, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +123,7 @@ func dump(t *testing.T, c *conn) []stored {
 			b, _ := io.ReadAll(r)
 			fl := slices.DeleteFunc(slices.Clone(byUID[uid].Flags), func(s string) bool { return s == `\Recent` })
 			sort.Strings(fl)
-			out = append(out, stored{folder: f, flags: fl, date: byUID[uid].Date, data: b})
+			out = append(out, stored{folder: f.path(), flags: fl, date: byUID[uid].Date, data: b})
 			return nil
 		})
 		if err != nil {

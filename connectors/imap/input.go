@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -76,8 +75,9 @@ func (in *Input) Open(ctx context.Context) (engine.Session, error) {
 }
 
 type session struct {
-	in *Input
-	c  *conn
+	in    *Input
+	c     *conn
+	delim rune // the server's hierarchy separator, from List
 }
 
 // ref is where a listed message is: the input's handle for it.
@@ -97,27 +97,30 @@ func (s *session) List(ctx context.Context) (engine.Listing, error) {
 	if err != nil {
 		return l, err
 	}
-	sort.Strings(folders)
+	if s.delim, err = s.c.separator(); err != nil {
+		return l, err
+	}
+	sort.Slice(folders, func(i, j int) bool { return folders[i].path() < folders[j].path() })
 	var scheme []string
 	watch := ""
-	if len(folders) > 0 {
-		watch = folders[0]
-		if slices.Contains(folders, "INBOX") {
-			watch = "INBOX"
+	for _, f := range folders {
+		if watch == "" || f.name == "INBOX" {
+			watch = f.name
 		}
 	}
 	for _, f := range folders {
-		data, err := s.c.selectData(f, false)
+		data, err := s.c.selectData(f.name, false)
 		if err != nil {
 			return l, err
 		}
 		validity, n := data.UIDValidity, data.NumMessages
-		if f == watch {
+		if f.name == watch {
 			s.in.mu.Lock()
-			s.in.watched, s.in.uidNext = f, uint32(data.UIDNext)
+			s.in.watched, s.in.uidNext = f.name, uint32(data.UIDNext)
 			s.in.mu.Unlock()
 		}
-		scheme = append(scheme, fmt.Sprintf("%s=%d", f, validity))
+		path := f.path()
+		scheme = append(scheme, fmt.Sprintf("%s=%d", path, validity))
 		msgs, err := s.c.messages(n)
 		if err != nil {
 			return l, err
@@ -127,8 +130,8 @@ func (s *session) List(ctx context.Context) (engine.Listing, error) {
 				continue // on its way out; not ours to deliver
 			}
 			l.Items = append(l.Items, engine.Item{
-				ID: fmt.Sprintf("%s/%d/%d", f, validity, m.UID), Size: m.Size,
-				Folder: f, Flags: m.Flags, Date: m.Date, Identity: m.Identity, Ref: ref{f, m.UID},
+				ID: fmt.Sprintf("%s/%d/%d", path, validity, m.UID), Size: m.Size,
+				Folder: path, FolderRole: f.role, Flags: m.Flags, Date: m.Date, Identity: m.Identity, Ref: ref{f.name, m.UID},
 			})
 		}
 	}
@@ -255,8 +258,9 @@ func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Ite
 			case "delete":
 				err = s.c.remove(uids[f])
 			case "move":
-				if err = s.c.create(s.in.arg); err == nil {
-					err = s.c.move(uids[f], s.in.arg)
+				to := serverName(s.in.arg, s.delim)
+				if err = s.c.create(to); err == nil {
+					err = s.c.move(uids[f], to)
 				}
 			case "flag":
 				err = s.c.addFlags(uids[f], s.in.arg)

@@ -41,11 +41,11 @@ func empty(t *testing.T, c *conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sort.Sort(sort.Reverse(sort.StringSlice(folders))) // children first
+	sort.Slice(folders, func(i, j int) bool { return folders[i].name > folders[j].name }) // children first
 	for _, f := range folders {
-		if f != "INBOX" {
-			if err := c.c.Delete(f).Wait(); err != nil {
-				t.Fatalf("DELETE %s: %v", f, err)
+		if f.name != "INBOX" {
+			if err := c.c.Delete(f.name).Wait(); err != nil {
+				t.Fatalf("DELETE %s: %v", f.name, err)
 			}
 		}
 	}
@@ -259,11 +259,85 @@ password = %q
 		t.Fatalf("%d in the destination INBOX (%v)", len(infos), err)
 	}
 	for _, m := range infos {
-		if want := dates[m.MessageID]; !m.Date.Equal(want) {
-			t.Errorf("<%s>: INTERNALDATE %v, want its Date %v", m.MessageID, m.Date, want)
+		if want := dates[m.Identity]; !m.Date.Equal(want) {
+			t.Errorf("<%s>: INTERNALDATE %v, want its Date %v", m.Identity, m.Date, want)
 		}
 	}
 	if srv.POP3Count("u2") != 0 {
 		t.Fatal("the POP3 mailbox was not emptied")
+	}
+}
+
+// Against Dovecot with SPECIAL-USE: the source's \Sent folder ("Sent")
+// lands in the destination's \Sent folder ("Sent Items"), and the
+// verification looks for it there. Users u11 (source) and u12.
+func TestDovecotSentLandsInTheDestinationsSentFolder(t *testing.T) {
+	srv := enginetest.RealServers(t)
+	src, dst := dovecot(t, srv, "u11"), dovecot(t, srv, "u12")
+	empty(t, src)
+	empty(t, dst)
+	if err := dst.create("Sent Items"); err != nil {
+		t.Fatal(err)
+	}
+	var want []stored
+	for i, m := range enginetest.CRLF(enginetest.Mix(40)) {
+		folder := "INBOX"
+		if i%2 == 0 {
+			folder = "Sent"
+		}
+		want = append(want, stored{folder: folder, date: time.Date(2020, 1, 1+i%28, 0, 0, 0, 0, time.UTC), data: m})
+	}
+	seed(t, src, want)
+	conf := fmt.Sprintf(`[[input]]
+name = "old"
+type = "imap"
+address = %q
+tls = "starttls"
+tls_ca_file = %q
+username = "u11"
+password = %q
+folders = ["*"]
+on_settled = "keep"
+pipeline = "move"
+[[pipeline]]
+name = "move"
+outputs = ["new"]
+[[output]]
+name = "new"
+type = "imap"
+address = %q
+tls = "starttls"
+tls_ca_file = %q
+username = "u12"
+password = %q
+skip_existing = true
+`, srv.IMAP, srv.CA, srv.Password, srv.IMAP, srv.CA, srv.Password)
+	e := newEngine(t, conf)
+	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != 40 {
+		t.Fatalf("%v %v", st, err)
+	}
+	in := map[string]int{}
+	for _, m := range dump(t, dovecot(t, srv, "u12")) {
+		in[m.folder]++
+	}
+	if in["Sent Items"] != 20 || in["Sent"] != 0 || in["INBOX"] != 20 {
+		t.Fatalf("destination folders: %v", in)
+	}
+	checks, err := e.Verify(context.Background(), "old", "new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range checks {
+		if c.Found != c.Source || len(c.Missing) > 0 {
+			t.Fatalf("verification: %+v", c)
+		}
+	}
+	// A second engine with a fresh ledger (another machine) appends nothing.
+	e2 := newEngine(t, conf)
+	if st, err := e2.PollOnce(context.Background(), "old"); err != nil || st.Delivered != 40 {
+		t.Fatalf("fresh ledger: %v %v", st, err)
+	}
+	if n := len(dump(t, dovecot(t, srv, "u12"))); n != 40 {
+		t.Fatalf("%d at the destination after a run with a fresh ledger, want 40", n)
 	}
 }

@@ -45,6 +45,7 @@ type Output struct {
 	slots   chan struct{}
 	created sync.Map // folders known to exist
 	held    heldIndex
+	layout  layout
 }
 
 // SampleConfig returns the documented sample config of both plugins.
@@ -69,30 +70,13 @@ func (o *Output) Init() error {
 	return o.init()
 }
 
-// target is the folder a message goes to.
-func (o *Output) target(msg *message.Message) string {
-	src := msg.Folder
-	if src == "" {
-		return o.Folder
+// target is the folder, as the destination names it, that a message from
+// folder (whose SPECIAL-USE was role) goes to.
+func (o *Output) target(c *conn, folder, role string) (string, error) {
+	if err := o.layout.learn(c); err != nil {
+		return "", err
 	}
-	if to, ok := o.FolderMap[src]; ok {
-		return to
-	}
-	for from, to := range o.FolderMap {
-		// "A/*" = "B/*": A itself becomes B, and A/x becomes B/x.
-		base, tree := strings.CutSuffix(from, "/*")
-		if !tree {
-			continue
-		}
-		toBase := strings.TrimSuffix(to, "/*")
-		if src == base {
-			return toBase
-		}
-		if rest, ok := strings.CutPrefix(src, base+"/"); ok {
-			return toBase + "/" + rest
-		}
-	}
-	return src
+	return o.layout.place(o.FolderMap, o.Folder, folder, role), nil
 }
 
 func (o *Output) get(ctx context.Context) (*conn, error) {
@@ -130,9 +114,13 @@ func (o *Output) put(c *conn, broken bool) {
 // earlier APPEND was lost) first looks for the Message-ID in that folder, so
 // that a retry does not leave two copies.
 func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
-	folder := o.target(msg)
 	c, err := o.get(ctx)
 	if err != nil {
+		return nil, err
+	}
+	folder, err := o.target(c, msg.Folder, msg.FolderRole)
+	if err != nil {
+		o.put(c, true)
 		return nil, err
 	}
 	identity := msg.Identity()
@@ -248,15 +236,20 @@ var (
 	_ engine.Finder      = (*Output)(nil)
 )
 
-// Holds implements engine.Finder: the Message-IDs in the folder that mail
+// Holds implements engine.Finder: the identities in the folder that mail
 // from folder goes to.
-func (o *Output) Holds(ctx context.Context, folder string) (map[string]int, error) {
+func (o *Output) Holds(ctx context.Context, folder, role string) (map[string]int, error) {
 	c, err := o.get(ctx)
 	if err != nil {
 		return nil, err
 	}
+	target, err := o.target(c, folder, role)
+	if err != nil {
+		o.put(c, true)
+		return nil, err
+	}
 	defer o.put(c, false)
-	return c.identities(o.target(&message.Message{Folder: folder}))
+	return c.identities(target)
 }
 
 // heldIndex is what each target folder held when the output first

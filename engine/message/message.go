@@ -37,7 +37,10 @@ type Message struct {
 	// its flags (IMAP's \Seen, \Flagged, keywords; Maildir's letters made
 	// IMAP flags), and when it arrived there (IMAP INTERNALDATE). Outputs
 	// that store them (IMAP) keep them.
+	// Folder has "/" between levels, whatever the source's separator;
+	// FolderRole is its SPECIAL-USE attribute (\Sent, \Drafts, ...), if any.
 	Folder       string
+	FolderRole   string
 	Flags        []string
 	InternalDate time.Time
 	// Header is the parsed header. When the header could not be parsed (no
