@@ -309,13 +309,36 @@ func (c *conn) selectData(folder string, write bool) (*goimap.SelectData, error)
 	return data, nil
 }
 
+// matching lists the messages of the selected folder (n of them) that
+// match criteria (nil: all), by UID SEARCH.
+func (c *conn) matching(n uint32, criteria *goimap.SearchCriteria) ([]msgInfo, error) {
+	if criteria == nil || n == 0 {
+		return c.messages(n)
+	}
+	data, err := c.c.UIDSearch(criteria, nil).Wait()
+	if err != nil {
+		return nil, fmt.Errorf("imap SEARCH: %w", err)
+	}
+	uids := data.AllUIDs()
+	if len(uids) == 0 {
+		return nil, nil
+	}
+	set := goimap.UIDSet{}
+	set.AddNum(uids...)
+	return c.list(set)
+}
+
 // messages lists the selected folder: UID, size, flags, INTERNALDATE.
 func (c *conn) messages(n uint32) ([]msgInfo, error) {
 	if n == 0 {
 		return nil, nil
 	}
-	all := goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}}
-	msgs, err := c.c.Fetch(all, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true,
+	return c.list(goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}})
+}
+
+// list fetches what a listing needs of the messages in set.
+func (c *conn) list(set goimap.NumSet) ([]msgInfo, error) {
+	msgs, err := c.c.Fetch(set, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true,
 		BodySection: []*goimap.FetchItemBodySection{identityFields}}).Collect()
 	if err != nil {
 		return nil, fmt.Errorf("imap FETCH: %w", err)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	goimap "github.com/emersion/go-imap/v2"
+
 	"github.com/mailflow/mailflow/engine"
 )
 
@@ -25,9 +27,18 @@ type Input struct {
 	// Parallel is how many folders are fetched at once, each on a session
 	// of its own. Default 4.
 	Parallel int `toml:"parallel"`
+	// Selection, by SEARCH on the server: only messages that arrived on or
+	// after Since (a date, 2006-01-02, or an age such as "720h"), that are
+	// not \Seen (Unseen), or whose size is within MinSize..MaxSize bytes.
+	// Messages outside it are not listed: left as they are, not fetched.
+	Since   string `toml:"since"`
+	Unseen  bool   `toml:"unseen"`
+	MinSize int64  `toml:"min_size"`
+	MaxSize int64  `toml:"max_size"`
 
 	action string // delete, move, flag, keep
 	arg    string // the folder or flag
+	since  func() time.Time
 
 	mu      sync.Mutex
 	watched string // the folder IDLE watches
@@ -54,6 +65,18 @@ func (in *Input) Init() error {
 	settled := in.OnSettled
 	if settled == "" {
 		settled = "delete"
+	}
+	if in.Since != "" {
+		if t, err := time.Parse(time.DateOnly, in.Since); err == nil {
+			in.since = func() time.Time { return t }
+		} else if age, err := time.ParseDuration(in.Since); err == nil && age > 0 {
+			in.since = func() time.Time { return time.Now().Add(-age) }
+		} else {
+			return fmt.Errorf(`since must be a date ("2024-01-31") or an age ("720h"), not %q`, in.Since)
+		}
+	}
+	if in.MinSize < 0 || in.MaxSize < 0 || in.MaxSize > 0 && in.MaxSize < in.MinSize {
+		return fmt.Errorf("min_size %d and max_size %d do not make a range", in.MinSize, in.MaxSize)
 	}
 	in.action, in.arg, _ = strings.Cut(settled, ":")
 	switch {
@@ -121,7 +144,7 @@ func (s *session) List(ctx context.Context) (engine.Listing, error) {
 		}
 		path := f.path()
 		scheme = append(scheme, fmt.Sprintf("%s=%d", path, validity))
-		msgs, err := s.c.messages(n)
+		msgs, err := s.c.matching(n, s.in.criteria())
 		if err != nil {
 			return l, err
 		}
@@ -137,6 +160,27 @@ func (s *session) List(ctx context.Context) (engine.Listing, error) {
 	}
 	l.Scheme = "imap-uid " + strings.Join(scheme, " ")
 	return l, nil
+}
+
+// criteria is the input's selection as a SEARCH, or nil for every message.
+func (in *Input) criteria() *goimap.SearchCriteria {
+	if in.since == nil && !in.Unseen && in.MinSize == 0 && in.MaxSize == 0 {
+		return nil
+	}
+	c := &goimap.SearchCriteria{}
+	if in.since != nil {
+		c.Since = in.since()
+	}
+	if in.Unseen {
+		c.NotFlag = []goimap.Flag{goimap.FlagSeen}
+	}
+	if in.MinSize > 0 {
+		c.Larger = in.MinSize - 1 // LARGER is "more than"
+	}
+	if in.MaxSize > 0 {
+		c.Smaller = in.MaxSize + 1
+	}
+	return c
 }
 
 func containsFold(xs []string, x string) bool {
