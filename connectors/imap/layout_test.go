@@ -1,11 +1,6 @@
 package imap
 
-import (
-	"context"
-	"testing"
-
-	goimap "github.com/emersion/go-imap/v2"
-)
+import "testing"
 
 func TestFolderNamesBetweenSeparators(t *testing.T) {
 	cases := []struct {
@@ -55,42 +50,7 @@ func TestPlaceByMapRoleOrName(t *testing.T) {
 	}
 }
 
-// IMAP → IMAP: the source's \Sent folder ("Sent") lands in the
-// destination's \Sent folder ("Sent Items"), not in a new "Sent".
-func TestSpecialUseFolderLandsInTheDestinationsOwn(t *testing.T) {
-	addr := memServer(t)
-	src, dst := login(t, addr, "src"), login(t, addr, "dst")
-	if err := src.c.Create("Sent", &goimap.CreateOptions{SpecialUse: []goimap.MailboxAttr{goimap.MailboxAttrSent}}).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.c.Create("Sent Items", &goimap.CreateOptions{SpecialUse: []goimap.MailboxAttr{goimap.MailboxAttrSent}}).Wait(); err != nil {
-		t.Fatal(err)
-	}
-	msgs := sample(8)
-	for i := range msgs {
-		if i%2 == 0 {
-			msgs[i].folder = "Sent"
-		}
-	}
-	seed(t, src, msgs)
-	e := newEngine(t, imapToIMAP(addr, "keep", ""))
-	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != 8 {
-		t.Fatalf("%v %v", st, err)
-	}
-	in := map[string]int{}
-	for _, m := range dump(t, login(t, addr, "dst")) {
-		in[m.folder]++
-	}
-	if in["Sent Items"] != 4 || in["Sent"] != 0 {
-		t.Fatalf("destination folders: %v", in)
-	}
-	checks, err := e.Verify(context.Background(), "old", "new")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range checks {
-		if len(c.Missing) > 0 {
-			t.Fatalf("verification looked in the wrong folder: %+v", c)
-		}
-	}
-}
+// The whole path, LIST with SPECIAL-USE to the folder a message lands in
+// and is verified in, is tested against Dovecot
+// (TestDovecotSentLandsInTheDestinationsSentFolder): go-imap's memory
+// server does not keep a folder's use.
