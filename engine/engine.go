@@ -38,7 +38,7 @@ type Engine struct {
 // Observer is told what happens, for metrics. Every method must be cheap and
 // safe to call from many goroutines.
 type Observer interface {
-	MessageSettled(input string, outcome string, bytes int64, d time.Duration)
+	MessageSettled(input, folder, outcome string, bytes int64, d time.Duration)
 	OutputResult(output string, err error, bytes int64, d time.Duration)
 	PollDone(input string, err error)
 	Reloaded(err error)
@@ -46,10 +46,10 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) MessageSettled(string, string, int64, time.Duration) {}
-func (nopObserver) OutputResult(string, error, int64, time.Duration)    {}
-func (nopObserver) PollDone(string, error)                              {}
-func (nopObserver) Reloaded(error)                                      {}
+func (nopObserver) MessageSettled(string, string, string, int64, time.Duration) {}
+func (nopObserver) OutputResult(string, error, int64, time.Duration)            {}
+func (nopObserver) PollDone(string, error)                                      {}
+func (nopObserver) Reloaded(error)                                              {}
 
 // Stats counts what happened to the messages of one input.
 type Stats struct {

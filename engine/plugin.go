@@ -85,7 +85,13 @@ type Listing struct {
 	// content checked before it is committed again, so that an id reused
 	// for another message never deletes that message unread.
 	Keeps bool
-	Items []Item
+	// Unique is true when the source never gives an id to another message
+	// (IMAP: a UID is never reused under one UIDVALIDITY, RFC 3501 2.3.1.1).
+	// Then a settled message still listed, with the size it had, is that
+	// same message whose commit did not take: it is committed again on its
+	// id, without being fetched.
+	Unique bool
+	Items  []Item
 }
 
 // Item is one message as a listing describes it.
@@ -160,6 +166,13 @@ type Delivery struct {
 	// try (accepted, or refused with a 5xx): the output must not send to
 	// them again.
 	Done []string
+	// Siblings is how many other messages of the source, from the same
+	// folder and with the same identity (message.Identity), this output
+	// accepted on earlier polls: copies that an output looking for
+	// what it holds already (IMAP skip_existing) must leave to them. Mail
+	// without a Message-ID can share an identity (a header-less message
+	// has only its size).
+	Siblings int
 	// InDoubt is set when an earlier delivery of this message to this
 	// output may have arrived without the output learning it (see
 	// engine.InDoubt): an output that can look (IMAP SEARCH) does, before

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -92,6 +93,9 @@ type poll struct {
 	// every message is fetched and matched to records by its digest.
 	byContent bool
 	records   map[string]ledger.Record // by id, of the listed ids
+	// delivered counts, per output, the listed messages the ledger has as
+	// accepted there, by folder and identity (for Delivery.Siblings).
+	delivered map[string]map[string]int
 	all       map[string]ledger.Record // every record of the input (byContent only)
 	byDigest  map[string]string        // settled records' digest → id (byContent only)
 
@@ -238,6 +242,24 @@ func (p *poll) plan(listing Listing) []Item {
 			}
 		}
 	}
+	p.delivered = map[string]map[string]int{}
+	for _, it := range listing.Items {
+		rec, ok := p.records[it.ID]
+		if !ok || it.Identity == "" {
+			continue
+		}
+		// Settled or not: an output that accepted the whole message (a
+		// kill can come between its answer and the settle) holds its copy.
+		for out, who := range rec.Accepted {
+			if !slices.Contains(who, "*") {
+				continue
+			}
+			if p.delivered[out] == nil {
+				p.delivered[out] = map[string]int{}
+			}
+			p.delivered[out][it.Folder+"\x00"+it.Identity]++
+		}
+	}
 	max := p.spool().MaxSize
 	var fetch []Item
 	for _, it := range listing.Items {
@@ -249,7 +271,7 @@ func (p *poll) plan(listing Listing) []Item {
 			// it again would give the same wrong bytes.
 		case max > 0 && it.Size > max:
 			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "size", it.Size, "max", max)
-		case known && rec.Settled != "" && sameSize && !p.byContent && listing.Keeps:
+		case known && rec.Settled != "" && sameSize && !p.byContent && (listing.Keeps || listing.Unique):
 			p.count(Stats{Skipped: 1})
 			p.toCommit(it)
 		default:
@@ -298,7 +320,7 @@ func (p *poll) handle(ctx context.Context, it Item, msg *message.Message) {
 		return
 	}
 	rec.Digest, rec.Size, rec.Listed, rec.Attempts = digest, msg.OriginalSize(), it.Size, 0
-	res := p.e.settle(ctx, p.s, p.ic.Pipeline, msg, rec, ledgerRecorder{p.e.Ledger, name, it.ID})
+	res := p.e.settle(ctx, p.s, p.ic.Pipeline, msg, rec, ledgerRecorder{p.e.Ledger, name, it.ID, p.delivered, it.Folder + "\x00" + it.Identity})
 	p.count(res.stats)
 	if res.state == stateSettled {
 		p.toCommit(it)
@@ -362,10 +384,14 @@ func SizeAgrees(announced int64, msg *message.Message) bool {
 
 // ledgerRecorder records one polled message's delivery in the ledger.
 type ledgerRecorder struct {
-	l     *ledger.Ledger
-	input string
-	id    string
+	l         *ledger.Ledger
+	input     string
+	id        string
+	delivered map[string]map[string]int // see poll.delivered
+	kin       string                    // the message's folder and identity
 }
+
+func (r ledgerRecorder) siblings(output string) int { return r.delivered[output][r.kin] }
 
 func (r ledgerRecorder) note(rec ledger.Record) error { return r.l.Note(r.input, r.id, rec) }
 func (r ledgerRecorder) put(rec ledger.Record) error  { return r.l.Put(r.input, r.id, rec) }

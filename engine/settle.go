@@ -20,6 +20,10 @@ type recorder interface {
 	note(rec ledger.Record) error
 	// put records rec durably before returning.
 	put(rec ledger.Record) error
+	// siblings is how many other messages of the source, from the same
+	// folder and with the same identity (message.Identity), the ledger has
+	// as accepted by output (see Delivery.Siblings).
+	siblings(output string) int
 }
 
 // settleResult is how one try at a message ended.
@@ -141,7 +145,8 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 		}
 		start := time.Now()
 		del := Delivery{Key: msg.Key() + "." + name, Recipients: msg.Envelope.Recipients,
-			Done: append(slices.Clone(d.rec.Accepted[name]), d.rec.Refused[name]...), InDoubt: slices.Contains(d.rec.InDoubt, name)}
+			Done: append(slices.Clone(d.rec.Accepted[name]), d.rec.Refused[name]...), InDoubt: slices.Contains(d.rec.InDoubt, name),
+			Siblings: r.siblings(name)}
 		_ = d.started(name)
 		if err := r.note(d.rec); err != nil {
 			log.Warn("ledger journal", "err", err)
@@ -194,7 +199,7 @@ func (e *Engine) finished(log *slog.Logger, msg *message.Message, start time.Tim
 	} else {
 		log.Info("message", attrs...)
 	}
-	e.Observer.MessageSettled(msg.Source.Input, res.outcome, msg.OriginalSize(), took)
+	e.Observer.MessageSettled(msg.Source.Input, msg.Folder, res.outcome, msg.OriginalSize(), took)
 	return res
 }
 

@@ -7,21 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"mime"
-	"net/mail"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
-
-	"github.com/emersion/go-message/charset"
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/plugins"
@@ -33,15 +25,20 @@ const migrateHelp = `Usage: mailflow migrate --from pop3s://USER@HOST[:PORT] --t
        mailflow migrate --from imaps://USER@HOST --to imaps://USER@HOST
                         [--folders 'INBOX,Archive/*'] [--folder-map 'Sent=Sent Items']
                         [--to-password-env VAR | --to-password-file FILE] [--dry-run]
+                        [--parallel 4] [--max-bytes-per-second N] [--add-message-id]
+                        [--delete-source]
        mailflow migrate -c FILE
 
 Moves every message of a POP3 mailbox to an SMTP server, or of an IMAP
 mailbox (every folder, or those --folders names) or a POP3 mailbox into an
 IMAP mailbox, byte for byte (Date, Message-ID, every header kept; into IMAP
 with its folder, flags and date), with a progress bar. An IMAP source is
-left as it is; into IMAP, the run ends with a verification, folder by folder,
-that every message of the source is at the destination (by Message-ID). It
-is resumable:
+left as it is (--delete-source empties it, only after a verification that
+found nothing missing). Into IMAP, a message the destination folder holds
+already (same Message-ID; without one, same Date, From, Subject and size)
+is not copied again, and the run ends with a verification, folder by
+folder, that every message of the source is at the destination. It is
+resumable:
 interrupt it (Ctrl-C) or kill it, run the same command again, and it goes on
 where it stopped. It ends with a report and exits 1 if anything is still on
 the old server to be retried, 3 if all that did not move was refused by the
@@ -73,6 +70,11 @@ type migrateFlags struct {
 	progress                  string
 	folders                   string
 	folderMap                 string
+	parallel                  int
+	maxBytesPerSecond         int64
+	addMessageID              bool
+	deleteSource              bool
+	verified                  bool // set once the verification passed: the config then deletes at the source
 }
 
 func cmdMigrate(args []string, stdout, stderr io.Writer) int {
@@ -97,6 +99,10 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.progress, "progress", "auto", "bar, log (a line every 5 s), none, or auto (bar on a terminal)")
 	fs.StringVar(&f.folders, "folders", "*", "IMAP source: the folders to move, as comma-separated LIST `PATTERNS`")
 	fs.StringVar(&f.folderMap, "folder-map", "", "IMAP destination: rename folders, `FROM=TO,...` (\"Sent=Sent Items,Archive/*=Old/*\")")
+	fs.IntVar(&f.parallel, "parallel", 4, "IMAP: `N` folders fetched and N messages stored at once")
+	fs.Int64Var(&f.maxBytesPerSecond, "max-bytes-per-second", 0, "IMAP destination: upload at most `N` bytes per second (0: no limit)")
+	fs.BoolVar(&f.addMessageID, "add-message-id", false, "IMAP destination: give a message without a Message-ID one (made from Date, From, Subject, size)")
+	fs.BoolVar(&f.deleteSource, "delete-source", false, "IMAP source: delete the moved messages, once the verification found none missing")
 	if code, stop := parseFlags(fs, args, stdout); stop {
 		return code
 	}
@@ -141,6 +147,10 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	}
 	var sv survey
 	for _, ic := range cfg.Inputs {
+		if f.deleteSource && ic.Type != "imap" {
+			fmt.Fprintf(stderr, "mailflow migrate: --delete-source is for an IMAP source; input %q is %s (a POP3 source is emptied as it goes unless --keep)\n", ic.Name, ic.Type)
+			return exitConfig
+		}
 		peek := engine.PeekNone
 		if f.dryRun {
 			peek = engine.PeekUnsettled
@@ -156,6 +166,8 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if f.dryRun {
+		fmt.Fprintln(stdout)
+		sv.printFolders(stdout)
 		fmt.Fprintf(stdout, "\nwould move %d messages, %s; %d already moved, %d too large, %d dated before --since\n",
 			sv.todo-sv.stay.n, humanBytes(sv.todoBytes-sv.stay.bytes), sv.done, sv.tooLarge, sv.stay.n)
 		return exitOK
@@ -163,7 +175,7 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "moving %d messages (%s); %d already moved earlier; record in %s\n",
 		sv.todo, humanBytes(sv.todoBytes), sv.done, cfg.StateDir)
 
-	prog := newProgress(f.progress, stderr, sv.todo, sv.todoBytes)
+	prog := newProgress(f.progress, stderr, sv)
 	e.Observer = prog
 	if prog.bar != nil {
 		// Log lines go above the bar instead of through it.
@@ -181,6 +193,9 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	took := time.Since(start)
 	fmt.Fprintf(stdout, "moved:                  %d (%s in %v)\n", total.Delivered, humanBytes(prog.moved.Load()), took.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "skipped, already moved: %d\n", total.Skipped)
+	if there := alreadyThere(cfg); there > 0 {
+		fmt.Fprintf(stdout, "  of the moved, found at the destination already and not copied again: %d\n", there)
+	}
 	if total.Left > 0 {
 		fmt.Fprintf(stdout, "left, older than --since: %d\n", total.Left)
 	}
@@ -209,8 +224,17 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	missing := verifyMigration(ctx, e, cfg, stdout)
+	failed := runErr != nil || total.Deferred > 0 || sv.tooLarge > 0 || missing > 0
+	if f.deleteSource {
+		if failed {
+			fmt.Fprintln(stdout, "--delete-source: the source is left as it is, since not everything was verified at the destination")
+		} else if err := deleteSource(ctx, e, &f, confPath, stdout); err != nil {
+			fmt.Fprintf(stdout, "--delete-source: %v (run the same command again to finish)\n", err)
+			failed = true
+		}
+	}
 	switch {
-	case runErr != nil || total.Deferred > 0 || sv.tooLarge > 0 || missing > 0:
+	case failed:
 		return exitFailed
 	case len(refused) > 0 || total.Held > 0:
 		return exitQuarantined
@@ -317,7 +341,11 @@ func writeMigrateConfig(f *migrateFlags) (string, error) {
 	if inType == "imap" {
 		// An IMAP mailbox being migrated is kept: the verification at the
 		// end compares it with the destination.
-		fmt.Fprintf(&b, "folders = [%s]\non_settled = \"keep\"\n", quoteList(f.folders))
+		onSettled := "keep"
+		if f.deleteSource && f.verified {
+			onSettled = "delete"
+		}
+		fmt.Fprintf(&b, "folders = [%s]\non_settled = %s\nparallel = %d\n", quoteList(f.folders), q(onSettled), max(1, f.parallel))
 	} else {
 		fmt.Fprintf(&b, "delete = %v\n", !f.keep)
 	}
@@ -360,6 +388,19 @@ func writeMigrateConfig(f *migrateFlags) (string, error) {
 			pairs = append(pairs, q(strings.TrimSpace(a))+" = "+q(strings.TrimSpace(b)))
 		}
 		fmt.Fprintf(&b, "folder_map = { %s }\n", strings.Join(pairs, ", "))
+	}
+	if outType == "imap" {
+		// A migration run again with a fresh --state, or one that took over
+		// from another machine, copies nothing twice.
+		fmt.Fprintf(&b, "skip_existing = true\nmax_connections = %d\n", max(1, f.parallel))
+		if f.addMessageID {
+			fmt.Fprintf(&b, "add_message_id = true\n")
+		}
+		if f.maxBytesPerSecond > 0 {
+			fmt.Fprintf(&b, "max_bytes_per_second = %d\n", f.maxBytesPerSecond)
+		}
+	} else if f.addMessageID || f.maxBytesPerSecond > 0 {
+		return "", errors.New("--add-message-id and --max-bytes-per-second are for an IMAP destination")
 	}
 	if out.user != "" {
 		fmt.Fprintf(&b, "username = %s\n", q(out.user))
@@ -439,194 +480,6 @@ func parseSince(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("--since %q: give a date like 2024-01-31 (or RFC 3339)", s)
 }
 
-// survey sums up what the POP3 inputs hold.
-type survey struct {
-	todo, done, tooLarge int
-	todoBytes            int64
-	stay                 counted // dated before --since (dry run only)
-}
-
-type counted struct {
-	n     int
-	bytes int64
-}
-
-func (c counted) plus(o counted) counted { return counted{c.n + o.n, c.bytes + o.bytes} }
-
-func (s *survey) add(items []engine.SurveyItem) {
-	for _, it := range items {
-		switch {
-		case it.Settled:
-			s.done++
-		case it.TooLarge:
-			s.tooLarge++
-		default:
-			s.todo++
-			s.todoBytes += it.Size
-		}
-	}
-}
-
-var headerDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
-
-// dryRun lists the messages that would move; it returns those that stay
-// because they are dated before since.
-func dryRun(w io.Writer, items []engine.SurveyItem, since time.Time) (stay counted) {
-	fmt.Fprintf(w, "%-6s %10s  %-16s  %-28s  %s\n", "#", "SIZE", "DATE", "FROM", "SUBJECT")
-	for i, it := range items {
-		note := ""
-		switch {
-		case it.Settled:
-			continue
-		case it.TooLarge:
-			note = "  [too large: stays]"
-		}
-		var date, from, subject string
-		if m, err := mail.ReadMessage(strings.NewReader(string(it.Header) + "\r\n")); err == nil {
-			if t, err := m.Header.Date(); err == nil {
-				date = t.UTC().Format("2006-01-02 15:04")
-				if !since.IsZero() && t.Before(since) && !it.TooLarge {
-					note = "  [before --since: stays]"
-					stay = stay.plus(counted{1, it.Size})
-				}
-			}
-			from, _ = headerDecoder.DecodeHeader(m.Header.Get("From"))
-			subject, _ = headerDecoder.DecodeHeader(m.Header.Get("Subject"))
-		}
-		fmt.Fprintf(w, "%-6d %10d  %-16s  %-28s  %s%s\n", i+1, it.Size, date, clip(from, 28), clip(subject, 50), note)
-	}
-	return stay
-}
-
-func clip(s string, n int) string {
-	s = oneLine(s)
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
-	}
-	return s
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
-// progress shows how far a migration is: a bar on a terminal, or a log line
-// every few seconds. It is the engine's Observer during the run.
-type progress struct {
-	total      int
-	totalBytes int64
-	msgs       atomic.Int64
-	bytes      atomic.Int64 // of every message read
-	moved      atomic.Int64 // of the delivered ones
-	start      time.Time
-
-	p    *mpb.Progress
-	bar  *mpb.Bar
-	w    io.Writer
-	stop chan struct{}
-	wg   sync.WaitGroup
-}
-
-func newProgress(mode string, w io.Writer, total int, totalBytes int64) *progress {
-	pr := &progress{total: total, totalBytes: totalBytes, start: time.Now(), w: w, stop: make(chan struct{})}
-	if mode == "auto" {
-		mode = "log"
-		if f, ok := w.(*os.File); ok && isTerminal(f) {
-			mode = "bar"
-		}
-	}
-	switch mode {
-	case "bar":
-		pr.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
-		pr.bar = pr.p.AddBar(max(totalBytes, 1),
-			mpb.PrependDecorators(
-				decor.Any(func(decor.Statistics) string {
-					return fmt.Sprintf("%d/%d msgs", pr.msgs.Load(), pr.total)
-				}, decor.WCSyncSpaceR),
-				decor.Counters(decor.SizeB1024(0), "% .1f / % .1f", decor.WCSyncSpace),
-			),
-			mpb.AppendDecorators(
-				decor.AverageSpeed(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace),
-				decor.Any(func(decor.Statistics) string {
-					if s := time.Since(pr.start).Seconds(); s > 0 {
-						return fmt.Sprintf("%.0f msg/s", float64(pr.msgs.Load())/s)
-					}
-					return ""
-				}, decor.WCSyncSpace),
-				decor.Name(" ETA "), decor.AverageETA(decor.ET_STYLE_GO),
-			),
-		)
-	case "log":
-		pr.wg.Add(1)
-		go func() {
-			defer pr.wg.Done()
-			t := time.NewTicker(5 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-pr.stop:
-					return
-				case <-t.C:
-					fmt.Fprintln(w, pr.line())
-				}
-			}
-		}()
-	}
-	return pr
-}
-
-func (pr *progress) line() string {
-	n, b := pr.msgs.Load(), pr.bytes.Load()
-	el := time.Since(pr.start)
-	rate := float64(n) / el.Seconds()
-	eta := "?"
-	if b > 0 && pr.totalBytes > b {
-		eta = (time.Duration(float64(el) * float64(pr.totalBytes-b) / float64(b))).Round(time.Second).String()
-	}
-	return fmt.Sprintf("progress: %d/%d messages, %s/%s, %.1f msg/s, ETA %s",
-		n, pr.total, humanBytes(b), humanBytes(pr.totalBytes), rate, eta)
-}
-
-func (pr *progress) MessageSettled(input, outcome string, bytes int64, d time.Duration) {
-	pr.msgs.Add(1)
-	pr.bytes.Add(bytes)
-	if outcome == "delivered" {
-		pr.moved.Add(bytes)
-	}
-	if pr.bar != nil {
-		pr.bar.EwmaIncrInt64(bytes, d)
-	}
-}
-func (pr *progress) OutputResult(string, error, int64, time.Duration) {}
-func (pr *progress) PollDone(string, error)                           {}
-func (pr *progress) Reloaded(error)                                   {}
-
-func (pr *progress) finish() {
-	close(pr.stop)
-	pr.wg.Wait()
-	if pr.bar != nil {
-		pr.bar.SetTotal(-1, true)
-		pr.p.Wait()
-	} else if pr.w != nil && pr.total > 0 {
-		fmt.Fprintln(pr.w, pr.line())
-	}
-}
-
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-var _ engine.Observer = (*progress)(nil)
-
 // quoteList makes a TOML array's items of a comma-separated list.
 func quoteList(s string) string {
 	var out []string
@@ -675,4 +528,47 @@ func verifyMigration(ctx context.Context, e *engine.Engine, cfg *engine.Config, 
 		}
 	}
 	return missing
+}
+
+// alreadyThere sums, over the outputs that count them, the messages that
+// were found at the destination and not copied again.
+func alreadyThere(cfg *engine.Config) int64 {
+	var n int64
+	for _, oc := range cfg.Outputs {
+		if c, ok := oc.Plugin.(interface{ AlreadyThere() int64 }); ok {
+			n += c.AlreadyThere()
+		}
+	}
+	return n
+}
+
+// deleteSource empties the IMAP source of what was moved and verified: the
+// config is written again with on_settled = "delete" and the inputs polled
+// once more. Every message the ledger has as settled is deleted on its id
+// (an IMAP UID is never reused); one that arrived meanwhile is moved first.
+func deleteSource(ctx context.Context, e *engine.Engine, f *migrateFlags, confPath string, w io.Writer) error {
+	if f.from == "" {
+		return errors.New("with -c FILE, set on_settled = \"delete\" in the file instead")
+	}
+	f.verified = true
+	if _, err := writeMigrateConfig(f); err != nil {
+		return err
+	}
+	if _, err := e.Reload(); err != nil {
+		return err
+	}
+	stats, err := e.RunOnce(ctx)
+	var total engine.Stats
+	for _, s := range stats {
+		total.Add(s)
+	}
+	fmt.Fprintf(w, "deleted at the source:  %d", total.Skipped+total.Delivered)
+	if total.Delivered > 0 {
+		fmt.Fprintf(w, " (%d of them arrived during the run and were moved first)", total.Delivered)
+	}
+	fmt.Fprintln(w)
+	if err == nil && total.Deferred > 0 {
+		err = fmt.Errorf("%d messages could not be moved or deleted", total.Deferred)
+	}
+	return err
 }

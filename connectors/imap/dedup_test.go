@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/plugins"
 )
 
 // withoutID makes messages that have no Message-ID, two of them with the
@@ -138,5 +143,45 @@ func TestVerifyFindsMessagesWithoutMessageID(t *testing.T) {
 	}
 	if missing != 1 {
 		t.Fatalf("missing %d, want 1: %+v", missing, checks)
+	}
+}
+
+// Messages that share an identity (no Message-ID, same Date, From, Subject
+// and size): after a restart on the same ledger, the copies at the
+// destination belong to those delivered before, and new ones are still
+// copied. (A skip that ignored the ledger never copied them: they were
+// reported missing by the verification after a killed migration.)
+func TestSkipExistingLeavesCopiesToMessagesDeliveredBefore(t *testing.T) {
+	addr := memServer(t)
+	same := stored{folder: "INBOX", date: time.Date(2023, 1, 2, 0, 0, 0, 0, time.UTC), data: []byte("X-Note: no id, no date\r\n\r\nsame\r\n")}
+	src := login(t, addr, "src")
+	seed(t, src, []stored{same, same, same})
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mailflow.toml")
+	os.WriteFile(path, []byte("state_dir = \"state\"\n"+imapToIMAP(addr, "keep", "skip_existing = true\n")), 0o600)
+	open := func() *engine.Engine {
+		cfg, err := engine.LoadConfig(path, plugins.Default)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := engine.Open(cfg, plugins.Default, slog.New(slog.NewTextHandler(testLog, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := open()
+	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != 3 {
+		t.Fatalf("%v %v", st, err)
+	}
+	e.Close()
+	seed(t, src, []stored{same, same})
+	e = open() // a new process: the output reads the destination afresh
+	defer e.Close()
+	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != 2 || st.Skipped != 3 {
+		t.Fatalf("after the restart: %v %v", st, err)
+	}
+	if n := len(dump(t, login(t, addr, "dst"))); n != 5 {
+		t.Fatalf("%d at the destination, want 5", n)
 	}
 }

@@ -115,7 +115,7 @@ type ref struct {
 // engine match messages by content for that poll, never taking them all for
 // new or all for settled.
 func (s *session) List(ctx context.Context) (engine.Listing, error) {
-	l := engine.Listing{Stable: true, Keeps: s.in.action == "keep" || s.in.action == "flag"}
+	l := engine.Listing{Stable: true, Unique: true, Keeps: s.in.action == "keep" || s.in.action == "flag"}
 	folders, err := s.c.folders(s.in.Folders, s.in.Exclude)
 	if err != nil {
 		return l, err

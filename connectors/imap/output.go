@@ -8,6 +8,7 @@ import (
 	"net/mail"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -40,12 +41,17 @@ type Output struct {
 	// made from its Date, From, Subject and size (imapsync's --addheader),
 	// so that it can be found again.
 	AddMessageID bool `toml:"add_message_id"`
+	// MaxBytesPerSecond paces uploads to that many bytes a second on
+	// average (0: as fast as the server takes them).
+	MaxBytesPerSecond int64 `toml:"max_bytes_per_second"`
 
 	pool    chan *conn
 	slots   chan struct{}
 	created sync.Map // folders known to exist
 	held    heldIndex
 	layout  layout
+	pace    *pace
+	there   atomic.Int64 // messages found at the destination and not appended
 }
 
 // SampleConfig returns the documented sample config of both plugins.
@@ -65,6 +71,10 @@ func (o *Output) Init() error {
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = 4
 	}
+	if o.MaxBytesPerSecond < 0 {
+		return fmt.Errorf("max_bytes_per_second must not be negative")
+	}
+	o.pace = &pace{perSecond: o.MaxBytesPerSecond}
 	o.pool = make(chan *conn, o.MaxConnections)
 	o.slots = make(chan struct{}, o.MaxConnections)
 	return o.init()
@@ -125,12 +135,13 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 	}
 	identity := msg.Identity()
 	if o.SkipExisting {
-		there, err := o.held.take(folder, identity, func() (map[string]int, error) { return c.identities(folder) })
+		there, err := o.held.take(folder, identity, d.Siblings, func() (map[string]int, error) { return c.identities(folder) })
 		if err != nil {
 			o.put(c, false)
 			return nil, fmt.Errorf("imap: reading what %q holds: %w", folder, err)
 		}
 		if there {
+			o.there.Add(1)
 			o.put(c, false)
 			o.log.Info("already at the destination; not appended again", "folder", folder, "identity", identity)
 			return nil, nil
@@ -170,6 +181,18 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 		// one too.
 		field := "Message-ID: <" + identity + ">\r\n"
 		size, body = size+int64(len(field)), func() io.Reader { return io.MultiReader(strings.NewReader(field), msg.Reader()) }
+	}
+	if o.pace.perSecond > 0 {
+		// The session goes back to the pool while the message waits its
+		// turn, so that a long wait does not hold it idle to the server's
+		// autologout.
+		o.put(c, false)
+		if err := o.pace.wait(ctx, size); err != nil {
+			return nil, err
+		}
+		if c, err = o.get(ctx); err != nil {
+			return nil, err
+		}
 	}
 	appended, err := o.appendTo(c, folder, flags, date, size, body())
 	var ie *goimap.Error
@@ -214,6 +237,10 @@ func (o *Output) appendTo(c *conn, folder string, flags []string, date time.Time
 	}
 	return c.appendMsg(folder, flags, date, size, r)
 }
+
+// AlreadyThere is how many messages were found at the destination
+// (skip_existing) and not appended again.
+func (o *Output) AlreadyThere() int64 { return o.there.Load() }
 
 // Close implements engine.Closer: LOGOUT from every pooled session.
 func (o *Output) Close() error {
@@ -260,9 +287,10 @@ type heldIndex struct {
 }
 
 // take reports whether folder holds a copy of identity that no message
-// delivered before has claimed, and claims it; read lists the folder the
-// first time.
-func (h *heldIndex) take(folder, identity string, read func() (map[string]int, error)) (bool, error) {
+// delivered before has claimed (siblings: those the ledger has as
+// delivered, whose copies are among those the folder holds), and claims
+// it; read lists the folder the first time.
+func (h *heldIndex) take(folder, identity string, siblings int, read func() (map[string]int, error)) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	idx, ok := h.folders[folder]
@@ -276,7 +304,7 @@ func (h *heldIndex) take(folder, identity string, read func() (map[string]int, e
 		}
 		h.folders[folder] = idx
 	}
-	if idx[identity] > 0 {
+	if idx[identity]-siblings > 0 {
 		idx[identity]--
 		return true, nil
 	}

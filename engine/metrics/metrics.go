@@ -89,7 +89,7 @@ func New() *Metrics {
 }
 
 // MessageSettled implements engine.Observer.
-func (m *Metrics) MessageSettled(input, outcome string, bytes int64, d time.Duration) {
+func (m *Metrics) MessageSettled(input, _, outcome string, bytes int64, d time.Duration) {
 	m.fetched.WithLabelValues(input).Inc()
 	m.messages.WithLabelValues(input, outcome).Inc()
 	m.bytes.WithLabelValues(input).Add(float64(bytes))

@@ -24,9 +24,9 @@ func scrape(t *testing.T, m *Metrics, path string) string {
 
 func TestObserverFeedsMetricsAndHealth(t *testing.T) {
 	m := New()
-	m.MessageSettled("inbox", "delivered", 1000, 20*time.Millisecond)
-	m.MessageSettled("inbox", "delivered", 500, 10*time.Millisecond)
-	m.MessageSettled("inbox", "quarantined", 10, time.Millisecond)
+	m.MessageSettled("inbox", "", "delivered", 1000, 20*time.Millisecond)
+	m.MessageSettled("inbox", "", "delivered", 500, 10*time.Millisecond)
+	m.MessageSettled("inbox", "", "quarantined", 10, time.Millisecond)
 	m.OutputResult("archive", nil, 1500, 5*time.Millisecond)
 	m.OutputResult("relay", errors.New("421 try later"), 10, time.Millisecond)
 	m.OutputResult("relay", engine.Permanent(errors.New("550 no")), 10, time.Millisecond)
