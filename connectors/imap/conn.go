@@ -24,7 +24,8 @@ import (
 type conn struct {
 	c    *imapclient.Client
 	caps goimap.CapSet
-	sel  string // the selected folder
+	sel  string    // the selected folder
+	wd   *watchdog // every command below runs under it
 }
 
 // msgInfo is one message of a folder as a listing gives it.
@@ -58,10 +59,12 @@ func (d dialer) dial(ctx context.Context) (*conn, error) { return d.dialWith(ctx
 // (new messages while IDLE).
 func (d dialer) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandler) (*conn, error) {
 	opts := &imapclient.Options{TLSConfig: d.TLSCfg, UnilateralDataHandler: h}
-	raw, err := (&net.Dialer{Timeout: d.Timeout}).DialContext(ctx, "tcp", d.Address)
+	tcp, err := (&net.Dialer{Timeout: d.Timeout}).DialContext(ctx, "tcp", d.Address)
 	if err != nil {
 		return nil, err
 	}
+	wd := &watchdog{timeout: d.Timeout}
+	raw := watchedConn{Conn: tcp, w: wd}
 	// Until logged in, ctx's end or the timeout ends the attempt: a server
 	// that accepts and then says nothing must not hold a poll or a stop.
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
@@ -104,7 +107,8 @@ func (d dialer) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandle
 	}
 	caps := c.Caps()
 	raw.SetDeadline(time.Time{})
-	return &conn{c: c, caps: caps}, nil
+	go wd.watch(c.Closed(), func() { tcp.Close() })
+	return &conn{c: c, caps: caps, wd: wd}, nil
 }
 
 // dialNotified is dial, with a channel that gets a value whenever the
@@ -146,7 +150,10 @@ func (c *conn) idle(ctx context.Context, news <-chan struct{}, folder string, se
 			t.Stop()
 			return errors.New("imap IDLE: the server closed the connection")
 		case <-t.C:
-			if err := cmd.Close(); err != nil {
+			end := c.wd.begin()
+			err := cmd.Close()
+			end()
+			if err != nil {
 				return fmt.Errorf("imap IDLE: %w", err)
 			}
 			data, err := c.selectData(folder, false)
@@ -207,6 +214,7 @@ var roles = []goimap.MailboxAttr{goimap.MailboxAttrSent, goimap.MailboxAttrDraft
 
 // separator asks the server for its hierarchy separator (LIST "" "").
 func (c *conn) separator() (rune, error) {
+	defer c.wd.begin()()
 	list, err := c.c.List("", "", nil).Collect()
 	if err != nil {
 		return 0, fmt.Errorf("imap LIST: %w", err)
@@ -221,6 +229,7 @@ func (c *conn) separator() (rune, error) {
 // "*", with "/" between levels whatever the server's separator), but those
 // matching an exclude pattern, in LIST order, each with its SPECIAL-USE.
 func (c *conn) folders(patterns, exclude []string) ([]mailbox, error) {
+	defer c.wd.begin()()
 	var opts *goimap.ListOptions
 	if c.caps.Has(goimap.CapSpecialUse) || c.caps.Has(goimap.CapIMAP4rev2) {
 		opts = &goimap.ListOptions{ReturnSpecialUse: true}
@@ -301,6 +310,7 @@ func (c *conn) examine(folder string, write bool) (uint32, uint32, error) {
 }
 
 func (c *conn) selectData(folder string, write bool) (*goimap.SelectData, error) {
+	defer c.wd.begin()()
 	data, err := c.c.Select(folder, &goimap.SelectOptions{ReadOnly: !write}).Wait()
 	if err != nil {
 		return nil, fmt.Errorf("imap SELECT %q: %w", folder, err)
@@ -312,6 +322,7 @@ func (c *conn) selectData(folder string, write bool) (*goimap.SelectData, error)
 // matching lists the messages of the selected folder (n of them) that
 // match criteria (nil: all), by UID SEARCH.
 func (c *conn) matching(n uint32, criteria *goimap.SearchCriteria) ([]msgInfo, error) {
+	defer c.wd.begin()()
 	if criteria == nil || n == 0 {
 		return c.messages(n)
 	}
@@ -338,6 +349,7 @@ func (c *conn) messages(n uint32) ([]msgInfo, error) {
 
 // list fetches what a listing needs of the messages in set.
 func (c *conn) list(set goimap.NumSet) ([]msgInfo, error) {
+	defer c.wd.begin()()
 	msgs, err := c.c.Fetch(set, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true,
 		BodySection: []*goimap.FetchItemBodySection{identityFields}}).Collect()
 	if err != nil {
@@ -360,6 +372,7 @@ func (c *conn) list(set goimap.NumSet) ([]msgInfo, error) {
 // so reading does not set \Seen), calling fn for each; a message the
 // server no longer has is passed with an error.
 func (c *conn) fetch(uids []uint32, fn func(uid uint32, r io.Reader) error) error {
+	defer c.wd.begin()()
 	set := goimap.UIDSet{}
 	for _, u := range uids {
 		set.AddNum(goimap.UID(u))
@@ -381,7 +394,12 @@ func (c *conn) fetch(uids []uint32, fn func(uid uint32, r io.Reader) error) erro
 			case imapclient.FetchItemDataUID:
 				uid = uint32(item.UID)
 			case imapclient.FetchItemDataBodySection:
-				if err := fn(uid, item.Literal); err != nil {
+				// fn reads the literal, then hands the message on, which
+				// may wait for a free slot: that wait is not the server's.
+				lit := &handedOn{r: item.Literal, wd: c.wd}
+				err := fn(uid, lit)
+				lit.back()
+				if err != nil {
 					return err
 				}
 				io.Copy(io.Discard, item.Literal)
@@ -394,6 +412,30 @@ func (c *conn) fetch(uids []uint32, fn func(uid uint32, r io.Reader) error) erro
 	return nil
 }
 
+// handedOn is a fetched literal: once it has been read to its end, the
+// time until its reader returns is the client's, not the server's.
+type handedOn struct {
+	r    io.Reader
+	wd   *watchdog
+	come func()
+}
+
+func (h *handedOn) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if err == io.EOF && h.come == nil {
+		h.come = h.wd.away()
+	}
+	return n, err
+}
+
+// back ends the time away, if it began.
+func (h *handedOn) back() {
+	if h.come != nil {
+		h.come()
+		h.come = nil
+	}
+}
+
 func uidSet(uids []uint32) goimap.UIDSet {
 	set := goimap.UIDSet{}
 	for _, u := range uids {
@@ -404,6 +446,7 @@ func uidSet(uids []uint32) goimap.UIDSet {
 
 // addFlags sets flags on uids in the selected folder.
 func (c *conn) addFlags(uids []uint32, flags ...string) error {
+	defer c.wd.begin()()
 	fl := make([]goimap.Flag, len(flags))
 	for i, f := range flags {
 		fl[i] = goimap.Flag(f)
@@ -417,6 +460,7 @@ func (c *conn) addFlags(uids []uint32, flags ...string) error {
 // remove deletes uids from the selected folder: \Deleted and UID EXPUNGE,
 // or, without UIDPLUS, EXPUNGE (which also removes what others marked).
 func (c *conn) remove(uids []uint32) error {
+	defer c.wd.begin()()
 	if err := c.addFlags(uids, `\Deleted`); err != nil {
 		return err
 	}
@@ -428,6 +472,7 @@ func (c *conn) remove(uids []uint32) error {
 
 // move moves uids to folder: MOVE, or COPY and remove.
 func (c *conn) move(uids []uint32, folder string) error {
+	defer c.wd.begin()()
 	if c.caps.Has(goimap.CapMove) || c.caps.Has(goimap.CapIMAP4rev2) {
 		if _, err := c.c.Move(uidSet(uids), folder).Wait(); err != nil {
 			return fmt.Errorf("imap MOVE: %w", err)
@@ -443,6 +488,7 @@ func (c *conn) move(uids []uint32, folder string) error {
 // appendMsg stores a message in folder with its flags and date; with
 // UIDPLUS, the answer says where.
 func (c *conn) appendMsg(folder string, flags []string, date time.Time, size int64, r io.Reader) (*goimap.AppendData, error) {
+	defer c.wd.begin()()
 	fl := make([]goimap.Flag, 0, len(flags))
 	for _, f := range flags {
 		if f != `\Recent` {
@@ -484,6 +530,7 @@ func (c *conn) identities(folder string) (map[string]int, error) {
 
 // create makes folder.
 func (c *conn) create(folder string) error {
+	defer c.wd.begin()()
 	err := c.c.Create(folder, nil).Wait()
 	var ie *goimap.Error
 	if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeAlreadyExists {
@@ -494,6 +541,7 @@ func (c *conn) create(folder string) error {
 
 // hasMessageID reports whether folder holds a message with this Message-ID.
 func (c *conn) hasMessageID(folder, id string) (bool, error) {
+	defer c.wd.begin()()
 	if _, _, err := c.examine(folder, false); err != nil {
 		return false, err
 	}

@@ -391,6 +391,15 @@ func (s faultySession) Append(mbox string, r goimap.LiteralReader, opts *goimap.
 	return s.SessionIMAP4rev2.Append(mbox, r, opts)
 }
 
+// Fetch with the fault "hang" answers nothing for 20 s: a server that
+// stopped answering.
+func (s faultySession) Fetch(w *imapserver.FetchWriter, numSet goimap.NumSet, options *goimap.FetchOptions) error {
+	if s.fault.Load() == "hang" && len(options.BodySection) > 0 && options.BodySection[0].Specifier == goimap.PartSpecifierNone {
+		time.Sleep(20 * time.Second)
+	}
+	return s.SessionIMAP4rev2.Fetch(w, numSet, options)
+}
+
 func faultyServer(t *testing.T) (string, *atomic.Value) {
 	fault := &atomic.Value{}
 	fault.Store("")
@@ -446,5 +455,33 @@ func TestLostAppendReplyLeavesOneCopy(t *testing.T) {
 	}
 	if got := dump(t, login(t, addr, "dst")); len(got) != 1 {
 		t.Fatalf("the destination holds %d copies, want 1", len(got))
+	}
+}
+
+// A server that stops answering in the middle of a FETCH: with timeout =
+// "1s" the poll fails within a few seconds instead of hanging, nothing is
+// lost or delivered twice, and the next poll moves everything.
+func TestServerThatStopsAnsweringFailsThePoll(t *testing.T) {
+	addr, fault := faultyServer(t)
+	msgs := sample(6)
+	seed(t, login(t, addr, "src"), msgs)
+	conf := strings.Replace(imapToIMAP(addr, "delete", ""), `on_settled = "delete"`, "on_settled = \"delete\"\ntimeout = \"1s\"", 1)
+	e := newEngine(t, conf)
+	fault.Store("hang")
+	start := time.Now()
+	st, err := e.PollOnce(context.Background(), "old")
+	took := time.Since(start)
+	if err == nil || st.Delivered != 0 {
+		t.Fatalf("a hung FETCH must fail the poll: %v %v", st, err)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("the poll took %v with timeout = 1s", took)
+	}
+	fault.Store("")
+	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != 6 {
+		t.Fatalf("next poll: %v %v", st, err)
+	}
+	if n := len(dump(t, login(t, addr, "dst"))); n != 6 {
+		t.Fatalf("%d at the destination", n)
 	}
 }
