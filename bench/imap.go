@@ -102,8 +102,8 @@ SyncState %s/
 				return nil, fmt.Errorf("%s: the destination differs from the source:\n%s\nwant\n%s", name, got, want)
 			}
 			m.msgs, m.bytes = o.n, total
-			fmt.Printf("   %-9s run %d: %6.2f s  %8.1f msgs/s  %7.1f MB/s  peak RSS %6.1f MB\n",
-				name, r+1, m.wall.Seconds(), m.msgsPerSec(), m.mbPerSec(), float64(m.rssKB)/1024)
+			fmt.Printf("   %-9s run %d: %6.2f s  %8.1f msgs/s  %7.1f MB/s  peak RSS %6.1f MB  CPU %5.1f s  machine busy %3.0f%%\n",
+				name, r+1, m.wall.Seconds(), m.msgsPerSec(), m.mbPerSec(), float64(m.rssKB)/1024, m.cpu.Seconds(), 100*m.busy)
 			rs = append(rs, m)
 		}
 		results = append(results, summarise("imap-"+name, rs))

@@ -435,6 +435,8 @@ type measure struct {
 	rssKB int64
 	msgs  int
 	bytes int64
+	cpu   time.Duration // the tool's own user + system time
+	busy  float64       // share of the machine's CPUs busy (every process) during the run
 }
 
 func (m measure) msgsPerSec() float64 { return float64(m.msgs) / m.wall.Seconds() }
@@ -447,6 +449,7 @@ func (m measure) mbPerSec() float64   { return float64(m.bytes) / (1 << 20) / m.
 func timed(cmd *exec.Cmd) (measure, error) {
 	var stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	busy0, all0 := cpuTicks()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return measure{}, err
@@ -480,7 +483,34 @@ func timed(cmd *exec.Cmd) (measure, error) {
 			return measure{}, fmt.Errorf("%v\n%s", err, stderr.String())
 		}
 	}
-	return measure{wall: wall, rssKB: rss}, nil
+	busy1, all1 := cpuTicks()
+	m := measure{wall: wall, rssKB: rss}
+	if cmd.ProcessState != nil {
+		m.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
+	if all1 > all0 {
+		m.busy = float64(busy1-busy0) / float64(all1-all0)
+	}
+	return m, nil
+}
+
+// cpuTicks reads the machine's busy and total CPU time from /proc/stat
+// (every CPU, every process), in clock ticks.
+func cpuTicks() (busy, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total
 }
 
 // vmHWM is the peak resident set of a running process, in KB (0 if gone).
