@@ -128,7 +128,9 @@ func (p *poll) run(ctx context.Context) error {
 			p.log.Warn("could not fetch the message; it stays at the source", "id", it.ID, "err", err)
 			return nil
 		}
-		msg, err := message.Read(r, message.Source{Input: name, ID: it.ID}, p.spool())
+		opts := p.spool()
+		opts.SizeHint = it.Size
+		msg, err := message.Read(r, message.Source{Input: name, ID: it.ID}, opts)
 		if msg != nil {
 			msg.Folder, msg.FolderRole, msg.Flags, msg.InternalDate = it.Folder, it.FolderRole, it.Flags, it.Date
 		}

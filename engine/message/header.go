@@ -37,8 +37,15 @@ var ErrHeaderTooLarge = errors.New("the header is larger than max_header_size")
 // whose first line is no field (no colon, or a continuation) has no header:
 // the error says so, and the whole message counts as body.
 func readHeader(r io.Reader, max int64) (Header, int64, error) {
+	return readHeaderSized(r, max, 64<<10)
+}
+
+// readHeaderSized is readHeader with a read buffer of at most bufSize bytes:
+// a small message needs no 16 KB of it, and a long header is read in
+// pieces of that size.
+func readHeaderSized(r io.Reader, max int64, bufSize int64) (Header, int64, error) {
 	h := Header{nl: "\r\n"}
-	br := bufio.NewReaderSize(io.LimitReader(r, max+1), 64<<10)
+	br := bufio.NewReaderSize(io.LimitReader(r, max+1), int(min(bufSize, 16<<10)))
 	var n int64
 	first := true
 	for {

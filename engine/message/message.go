@@ -83,6 +83,10 @@ type SpoolOptions struct {
 	InMemory  int64  // messages up to this size stay in memory
 	MaxSize   int64  // 0 means no limit
 	MaxHeader int64  // bytes of header parsed at most
+	// SizeHint is the size the source announced for this message (-1 or 0
+	// when unknown): the memory for it is taken once, up front, instead of
+	// doubling as the bytes come in.
+	SizeHint int64
 }
 
 // DefaultSpool is used where no options are configured.
@@ -103,6 +107,13 @@ func Read(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 	limit := opts.InMemory + 1
 	if opts.MaxSize > 0 && opts.MaxSize < opts.InMemory {
 		limit = opts.MaxSize + 1
+	}
+	if opts.SizeHint > 0 {
+		// bytes.Buffer.ReadFrom wants MinRead bytes free to see the end;
+		// without them an exact size would double the buffer at the last
+		// read. A hint counted with CRLF for bytes held with LF is a little
+		// more than needed, never less.
+		buf.Grow(int(min(opts.SizeHint, limit)) + bytes.MinRead)
 	}
 	n, err := io.Copy(&buf, io.TeeReader(io.LimitReader(r, limit), h))
 	if err != nil {
@@ -157,7 +168,7 @@ func New(b []byte, src Source) *Message {
 }
 
 func (m *Message) parseHeader(max int64) {
-	h, n, err := readHeader(m.data.Reader(), max)
+	h, n, err := readHeaderSized(m.data.Reader(), max, m.data.Size()+1)
 	if err != nil {
 		// Keep the bytes as they are; the whole message counts as body.
 		m.Header, m.HeaderErr, m.headerLen, m.header8Bit = Header{}, err, 0, m.eightBit
