@@ -84,13 +84,17 @@ SyncState %s/
 			return exec.Command("mbsync", "-q", "-c", conf, "-a")
 		},
 	}
-	var results []result
-	for _, name := range strings.Split(o.imapTools, ",") {
+	// Rounds alternate the tools (each round runs every tool once), so
+	// that a busy spell of the shared machine falls on all of them.
+	names := strings.Split(o.imapTools, ",")
+	for _, name := range names {
 		if modes[name] == nil {
 			return nil, fmt.Errorf("no IMAP tool %q", name)
 		}
-		var rs []measure
-		for r := 0; r < o.runs; r++ {
+	}
+	runs := map[string][]measure{}
+	for r := 0; r < o.runs; r++ {
+		for _, name := range names {
 			if err := e.resetIMAP(imapDst, state, filepath.Join(work, "mbsync-state")); err != nil {
 				return nil, err
 			}
@@ -104,9 +108,12 @@ SyncState %s/
 			m.msgs, m.bytes = o.n, total
 			fmt.Printf("   %-9s run %d: %6.2f s  %8.1f msgs/s  %7.1f MB/s  peak RSS %6.1f MB  CPU %5.1f s  machine busy %3.0f%%\n",
 				name, r+1, m.wall.Seconds(), m.msgsPerSec(), m.mbPerSec(), float64(m.rssKB)/1024, m.cpu.Seconds(), 100*m.busy)
-			rs = append(rs, m)
+			runs[name] = append(runs[name], m)
 		}
-		results = append(results, summarise("imap-"+name, rs))
+	}
+	var results []result
+	for _, name := range names {
+		results = append(results, summarise("imap-"+name, runs[name]))
 	}
 	return results, nil
 }

@@ -533,6 +533,8 @@ type result struct {
 	msgsPerSec, mbps float64
 	rssKB            int64
 	wall             time.Duration
+	cpu              time.Duration // the tool's own
+	busy             float64       // the whole machine's busy share
 }
 
 func summarise(name string, rs []measure) result {
@@ -550,6 +552,8 @@ func summarise(name string, rs []measure) result {
 		mbps:       med(measure.mbPerSec),
 		rssKB:      int64(med(func(m measure) float64 { return float64(m.rssKB) })),
 		wall:       time.Duration(med(func(m measure) float64 { return float64(m.wall) })),
+		cpu:        time.Duration(med(func(m measure) float64 { return float64(m.cpu) })),
+		busy:       med(func(m measure) float64 { return m.busy }),
 	}
 }
 
@@ -745,12 +749,15 @@ func imapMarkdown(o options, total int64, rs []result) string {
 	fmt.Fprintf(&b, "%d messages, %.1f MB (70%% 2-20 KB text, 25%% 50-500 KB with attachments, 5%% 1-5 MB) over 10 folders "+
 		"with flags, copied IMAP → IMAP between two users of one Dovecot on 127.0.0.1 (no TLS, so that the tools' own work "+
 		"is measured), into an empty destination each run; every run checked folder by folder (count, flags, bytes). "+
-		"Median of %d runs. `go run ./bench -imap` reproduces it.\n\n", o.n, float64(total)/(1<<20), o.runs)
-	b.WriteString("| tool | msgs/s | MB/s | peak RSS | wall |\n|---|---:|---:|---:|---:|\n")
+		"Median of %d rounds, each running every tool once, in turn. CPU is the tool's own (user + system); machine busy is "+
+		"the share of both CPUs busy with anything (the tool and Dovecot's processes) during its run. "+
+		"`go run ./bench -imap` reproduces it.\n\n", o.n, float64(total)/(1<<20), o.runs)
+	b.WriteString("| tool | msgs/s | MB/s | peak RSS | CPU | machine busy | wall |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	by := map[string]result{}
 	for _, r := range rs {
 		by[r.name] = r
-		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f MB | %.1f s |\n", strings.TrimPrefix(r.name, "imap-"), r.msgsPerSec, r.mbps, float64(r.rssKB)/1024, r.wall.Seconds())
+		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f MB | %.1f s | %.0f%% | %.1f s |\n", strings.TrimPrefix(r.name, "imap-"), r.msgsPerSec, r.mbps,
+			float64(r.rssKB)/1024, r.cpu.Seconds(), 100*r.busy, r.wall.Seconds())
 	}
 	m := by["imap-mailflow"]
 	for _, other := range []string{"imapsync", "mbsync"} {
