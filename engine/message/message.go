@@ -231,10 +231,17 @@ func (s *scanHash) Write(p []byte) (int, error) {
 	if !s.eightBit {
 		s.eightBit = has8Bit(p)
 	}
-	s.lf += int64(bytes.Count(p, []byte{'\n'}))
-	s.crlf += int64(bytes.Count(p, []byte("\r\n")))
-	if s.lastCR && p[0] == '\n' {
-		s.crlf++
+	// One pass from line end to line end counts both kinds.
+	for at := 0; ; at++ {
+		i := bytes.IndexByte(p[at:], '\n')
+		if i < 0 {
+			break
+		}
+		at += i // p[at] is the LF
+		s.lf++
+		if at > 0 && p[at-1] == '\r' || at == 0 && s.lastCR {
+			s.crlf++
+		}
 	}
 	s.lastCR = p[len(p)-1] == '\r'
 	return s.Hash.Write(p)
