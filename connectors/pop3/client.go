@@ -288,7 +288,9 @@ func (c *Client) Apop(name, password string) error {
 // Auth runs a SASL exchange with AUTH (RFC 5034), sending the initial
 // response on the command line.
 func (c *Client) Auth(m sasl.Mechanism) error {
-	line, err := sasl.Command(m)
+	// RFC 5034 4: an AUTH line with its initial response is at most 255
+	// octets; a longer one (an OAuth token) goes after the continuation.
+	x, line, err := sasl.Begin(m, 255)
 	if err != nil {
 		return err
 	}
@@ -305,9 +307,9 @@ func (c *Client) Auth(m sasl.Mechanism) error {
 		case strings.HasPrefix(line, "+OK"):
 			return nil
 		case strings.HasPrefix(line, "-ERR"):
-			return parseErr("AUTH", strings.TrimPrefix(strings.TrimPrefix(line, "-ERR"), " "))
+			return x.Refused(parseErr("AUTH", strings.TrimPrefix(strings.TrimPrefix(line, "-ERR"), " ")))
 		case strings.HasPrefix(line, "+ ") || line == "+":
-			resp, err := sasl.Respond(m, strings.TrimPrefix(line, "+"))
+			resp, err := x.Answer(strings.TrimPrefix(line, "+"))
 			if err != nil {
 				c.send("*")
 				c.flush()

@@ -320,7 +320,9 @@ func (c *Client) StartTLS(cfg *tls.Config) error {
 // Auth runs a SASL exchange (RFC 4954), with the initial response on the
 // AUTH line when the mechanism has one.
 func (c *Client) Auth(m sasl.Mechanism) error {
-	line, err := sasl.Command(m)
+	// RFC 4954 4: the AUTH line, initial response included, keeps to
+	// SMTP's 512 octets; a longer one (an OAuth token) goes after the 334.
+	x, line, err := sasl.Begin(m, 512)
 	if err != nil {
 		return err
 	}
@@ -337,7 +339,7 @@ func (c *Client) Auth(m sasl.Mechanism) error {
 		case 235:
 			return nil
 		case 334:
-			resp, err := sasl.Respond(m, r.Lines[0])
+			resp, err := x.Answer(r.Lines[0])
 			if err != nil {
 				c.send("*")
 				c.flush()
@@ -352,7 +354,7 @@ func (c *Client) Auth(m sasl.Mechanism) error {
 			if r.Code == 421 {
 				c.Broken = true
 			}
-			return &Error{Command: "AUTH", Code: r.Code, Enhanced: r.Enhanced, Message: r.text()}
+			return x.Refused(&Error{Command: "AUTH", Code: r.Code, Enhanced: r.Enhanced, Message: r.text()})
 		}
 	}
 }

@@ -1,7 +1,8 @@
 // Package sasl has the client side of the SASL mechanisms that mailflow's
 // POP3 and SMTP clients speak (RFC 4422): PLAIN (RFC 4616), LOGIN (the
 // de facto base64 user/password exchange), CRAM-MD5 (RFC 2195) and XOAUTH2
-// (Google's and Microsoft's bearer-token mechanism).
+// and the bearer-token mechanisms XOAUTH2 (Google's and Microsoft's) and
+// OAUTHBEARER (RFC 7628).
 package sasl
 
 import (
@@ -24,7 +25,7 @@ type Mechanism interface {
 }
 
 // New returns the named mechanism (case-insensitive) for these credentials;
-// for XOAUTH2 the secret is the bearer token.
+// for XOAUTH2 and OAUTHBEARER the secret is the bearer token.
 func New(name, user, secret string) (Mechanism, error) {
 	switch strings.ToUpper(name) {
 	case "PLAIN":
@@ -34,9 +35,11 @@ func New(name, user, secret string) (Mechanism, error) {
 	case "CRAM-MD5":
 		return &cramMD5{user, secret}, nil
 	case "XOAUTH2":
-		return &xoauth2{user, secret}, nil
+		return &xoauth2{user: user, token: secret}, nil
+	case "OAUTHBEARER":
+		return &oauthBearer{user: user, token: secret}, nil
 	}
-	return nil, fmt.Errorf("unsupported SASL mechanism %q (supported: PLAIN, LOGIN, CRAM-MD5, XOAUTH2)", name)
+	return nil, fmt.Errorf("unsupported SASL mechanism %q (supported: PLAIN, LOGIN, CRAM-MD5, XOAUTH2, OAUTHBEARER)", name)
 }
 
 // SendsSecret reports whether the mechanism puts the secret on the wire in a
@@ -76,15 +79,3 @@ func (c *cramMD5) Next(ch []byte) ([]byte, error) {
 	mac.Write(ch)
 	return []byte(c.user + " " + hex.EncodeToString(mac.Sum(nil))), nil
 }
-
-type xoauth2 struct{ user, token string }
-
-func (x *xoauth2) Name() string { return "XOAUTH2" }
-func (x *xoauth2) Start() ([]byte, error) {
-	return []byte("user=" + x.user + "\x01auth=Bearer " + x.token + "\x01\x01"), nil
-}
-
-// Next answers the server's error challenge (a JSON status) with an empty
-// response, as the mechanism requires, so that the server sends its final
-// error reply.
-func (x *xoauth2) Next([]byte) ([]byte, error) { return []byte{}, nil }
