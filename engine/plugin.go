@@ -140,6 +140,15 @@ type Finder interface {
 	Holds(ctx context.Context, folder, role string) (map[string]int, error)
 }
 
+// Identifier is implemented by sessions whose listing leaves Item.Identity
+// empty because naming a message costs the server a read of it (IMAP): the
+// engine asks for the identities it needs (a migration's verification, the
+// messages a poll needs to count siblings of), not for every message.
+type Identifier interface {
+	// Identify fills in the Identity of each of items.
+	Identify(ctx context.Context, items []Item) error
+}
+
 // HeaderPeeker is implemented by sessions that can read a message's
 // header without fetching the whole message (POP3 TOP), for dry runs.
 type HeaderPeeker interface {

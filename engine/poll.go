@@ -114,6 +114,9 @@ func (p *poll) run(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(err, sess.Close(ctx))
 	}
+	if err := p.identifySettled(ctx, sess, listing.Items); err != nil {
+		return errors.Join(err, sess.Close(ctx))
+	}
 	fetch := p.plan(listing)
 
 	// When ctx is cancelled (a shutdown) no more is fetched; a message
@@ -216,6 +219,51 @@ func (p *poll) toCommit(it Item) {
 	p.mu.Lock()
 	p.commit = append(p.commit, it)
 	p.mu.Unlock()
+}
+
+// identifySettled asks a session that names its messages only on request
+// (Identifier) for the identities of the listed messages an output has
+// accepted before: plan counts them as siblings (Delivery.Siblings).
+func (p *poll) identifySettled(ctx context.Context, sess Session, items []Item) error {
+	id, ok := sess.(Identifier)
+	if !ok {
+		return nil
+	}
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.ID
+	}
+	recs := p.e.Ledger.GetMany(p.ic.Name, ids)
+	var need []int
+	for i, it := range items {
+		if rec, ok := recs[it.ID]; ok && it.Identity == "" && acceptedWhole(rec) {
+			need = append(need, i)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	some := make([]Item, len(need))
+	for j, i := range need {
+		some[j] = items[i]
+	}
+	if err := id.Identify(ctx, some); err != nil {
+		return err
+	}
+	for j, i := range need {
+		items[i].Identity = some[j].Identity
+	}
+	return nil
+}
+
+// acceptedWhole reports whether some output accepted the whole message.
+func acceptedWhole(rec ledger.Record) bool {
+	for _, who := range rec.Accepted {
+		if slices.Contains(who, "*") {
+			return true
+		}
+	}
+	return false
 }
 
 // plan decides, for each listed message, from its record: commit only
@@ -322,7 +370,13 @@ func (p *poll) handle(ctx context.Context, it Item, msg *message.Message) {
 		return
 	}
 	rec.Digest, rec.Size, rec.Listed, rec.Attempts = digest, msg.OriginalSize(), it.Size, 0
-	res := p.e.settle(ctx, p.s, p.ic.Pipeline, msg, rec, ledgerRecorder{p.e.Ledger, name, it.ID, p.delivered, it.Folder + "\x00" + it.Identity})
+	identity := it.Identity
+	if identity == "" {
+		// Named from what was fetched, before any filter edits it, as the
+		// source would name it.
+		identity = message.Identity(&msg.Header, msg.OriginalSize())
+	}
+	res := p.e.settle(ctx, p.s, p.ic.Pipeline, msg, rec, ledgerRecorder{p.e.Ledger, name, it.ID, p.delivered, it.Folder + "\x00" + identity})
 	p.count(res.stats)
 	if res.state == stateSettled {
 		p.toCommit(it)

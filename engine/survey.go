@@ -59,6 +59,11 @@ func (e *Engine) Survey(ctx context.Context, input string, headers Peek) ([]Surv
 	if ic.MaxMessageSize > 0 {
 		max = ic.MaxMessageSize
 	}
+	if id, ok := sess.(Identifier); ok && headers == PeekAll {
+		if err := id.Identify(ctx, listing.Items); err != nil {
+			return nil, errors.Join(err, sess.Close(ctx))
+		}
+	}
 	peek, _ := sess.(HeaderPeeker)
 	out := make([]SurveyItem, 0, len(listing.Items))
 	for _, it := range listing.Items {
@@ -67,7 +72,7 @@ func (e *Engine) Survey(ctx context.Context, input string, headers Peek) ([]Surv
 		si.Held = known && rec.Settled == ledger.Held
 		si.Settled = known && rec.Settled != "" && !si.Held
 		si.TooLarge = max > 0 && it.Size > max
-		if peek != nil && (headers == PeekAll || headers == PeekUnsettled && !si.Settled) {
+		if peek != nil && (headers == PeekAll && si.Identity == "" || headers == PeekUnsettled && !si.Settled) {
 			if si.Header, err = peek.PeekHeader(ctx, it); err != nil {
 				return nil, errors.Join(err, sess.Close(ctx))
 			}

@@ -347,18 +347,34 @@ func (c *conn) messages(n uint32) ([]msgInfo, error) {
 	return c.list(goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}})
 }
 
-// list fetches what a listing needs of the messages in set.
+// list fetches what a listing needs of the messages in set: no identity
+// (see identify), as reading the header costs the server an open of each
+// message.
 func (c *conn) list(set goimap.NumSet) ([]msgInfo, error) {
+	return c.fetchInfo(set, false)
+}
+
+// identify is list with each message's identity (message.Identity).
+func (c *conn) identify(set goimap.NumSet) ([]msgInfo, error) {
+	return c.fetchInfo(set, true)
+}
+
+func (c *conn) fetchInfo(set goimap.NumSet, identity bool) ([]msgInfo, error) {
 	defer c.wd.begin()()
-	msgs, err := c.c.Fetch(set, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true,
-		BodySection: []*goimap.FetchItemBodySection{identityFields}}).Collect()
+	opts := &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true}
+	if identity {
+		opts.BodySection = []*goimap.FetchItemBodySection{identityFields}
+	}
+	msgs, err := c.c.Fetch(set, opts).Collect()
 	if err != nil {
 		return nil, fmt.Errorf("imap FETCH: %w", err)
 	}
 	out := make([]msgInfo, 0, len(msgs))
 	for _, m := range msgs {
-		mi := msgInfo{UID: uint32(m.UID), Size: m.RFC822Size, Date: m.InternalDate,
-			Identity: message.HeaderIdentity(m.FindBodySection(identityFields), m.RFC822Size)}
+		mi := msgInfo{UID: uint32(m.UID), Size: m.RFC822Size, Date: m.InternalDate}
+		if identity {
+			mi.Identity = message.HeaderIdentity(m.FindBodySection(identityFields), m.RFC822Size)
+		}
 		for _, f := range m.Flags {
 			mi.Flags = append(mi.Flags, string(f))
 		}
@@ -517,7 +533,10 @@ func (c *conn) identities(folder string) (map[string]int, error) {
 		}
 		return nil, err
 	}
-	infos, err := c.messages(n)
+	if n == 0 {
+		return map[string]int{}, nil
+	}
+	infos, err := c.identify(goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}})
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	goimap "github.com/emersion/go-imap/v2"
+
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/message"
@@ -124,8 +126,8 @@ func TestVerifyFindsMessagesWithoutMessageID(t *testing.T) {
 	}
 	// Take one message without a Message-ID away from the destination.
 	dst := login(t, addr, "dst")
-	_, n, _ := dst.examine("INBOX", true)
-	infos, _ := dst.messages(n)
+	dst.examine("INBOX", true)
+	infos, _ := dst.identify(goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}})
 	var victim uint32
 	for _, m := range infos {
 		if strings.HasSuffix(m.Identity, "@"+message.IdentityDomain) {

@@ -288,6 +288,36 @@ func fetchFolder(ctx context.Context, c *conn, f string, uids []uint32, items []
 	return nil
 }
 
+// Identify implements engine.Identifier: per folder, one UID FETCH of the
+// header fields that name a message.
+func (s *session) Identify(ctx context.Context, items []engine.Item) error {
+	folders, uids, _ := byFolder(items)
+	found := map[ref]string{}
+	for _, f := range folders {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, _, err := s.c.examine(f, false); err != nil {
+			return err
+		}
+		set := goimap.UIDSet{}
+		for _, u := range uids[f] {
+			set.AddNum(goimap.UID(u))
+		}
+		infos, err := s.c.identify(set)
+		if err != nil {
+			return err
+		}
+		for _, m := range infos {
+			found[ref{f, m.UID}] = m.Identity
+		}
+	}
+	for i := range items {
+		items[i].Identity = found[items[i].Ref.(ref)]
+	}
+	return nil
+}
+
 // Commit implements engine.Session with on_settled's action.
 func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Item, error) {
 	if s.in.action == "keep" || len(items) == 0 {
@@ -360,4 +390,5 @@ var (
 	_ engine.Initializer = (*Input)(nil)
 	_ engine.FileUser    = (*Input)(nil)
 	_ engine.MailWaiter  = (*Input)(nil)
+	_ engine.Identifier  = (*session)(nil)
 )

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	goimap "github.com/emersion/go-imap/v2"
+
 	_ "github.com/mailflow/mailflow/connectors/pop3"
 	"github.com/mailflow/mailflow/engine/enginetest"
 )
@@ -250,11 +252,10 @@ password = %q
 		t.Fatalf("%v %v", st, err)
 	}
 	dst := dovecot(t, srv, "u4")
-	_, n, err := dst.examine("INBOX", false)
-	if err != nil {
+	if _, _, err := dst.examine("INBOX", false); err != nil {
 		t.Fatal(err)
 	}
-	infos, err := dst.messages(n)
+	infos, err := dst.identify(goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}})
 	if err != nil || len(infos) != 50 {
 		t.Fatalf("%d in the destination INBOX (%v)", len(infos), err)
 	}
