@@ -278,4 +278,8 @@ type Env struct {
 	// BaseDir is the directory of the config file; relative paths in a
 	// plugin's config are relative to it.
 	BaseDir string
+	// StateDir is the config's state_dir (OAuth tokens live under it), and
+	// ConfigPath the config file (for hints that name a command).
+	StateDir   string
+	ConfigPath string
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
+	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/plugins"
 )
@@ -49,8 +50,12 @@ type Input struct {
 	Window             int    `toml:"pipeline_window"`
 	Timeout            string `toml:"timeout"`
 	tlsconf.Options
+	// With auth = "oauth2": the provider and app (see connectors/oauth).
+	oauth.Config
 
 	log      *slog.Logger
+	env      engine.Env
+	tokens   *oauth.Source // with auth = "oauth2"
 	secret   string
 	delete   bool
 	timeout  time.Duration
@@ -63,7 +68,7 @@ func (*Input) SampleConfig() string { return sampleConfig }
 
 // Provision implements engine.Provisioner.
 func (in *Input) Provision(env engine.Env) error {
-	in.log = env.Logger
+	in.log, in.env = env.Logger, env
 	if in.PasswordFile != "" && !filepath.IsAbs(in.PasswordFile) {
 		in.PasswordFile = filepath.Join(env.BaseDir, in.PasswordFile)
 	}
@@ -81,17 +86,24 @@ func (in *Input) Init() error {
 	in.TLS = mode
 	switch strings.ToLower(in.Auth) {
 	case "", "auto", "user", "apop", "plain", "login", "xoauth2":
+	case "oauth2":
+		if err := in.Config.Init(in.env.BaseDir); err != nil {
+			return err
+		}
+		in.tokens = oauth.NewSource(&in.Config, oauth.NewStore(in.env.StateDir), in.env.Name, in.env.ConfigPath)
 	default:
-		return fmt.Errorf("auth must be auto, user, apop, plain, login or xoauth2, not %q", in.Auth)
+		return fmt.Errorf("auth must be auto, user, apop, plain, login, oauth2 or xoauth2 (a fixed token), not %q", in.Auth)
 	}
 	if in.Username == "" {
 		return errors.New("username is required")
 	}
-	secret, err := engine.ResolveSecret("password", in.Password, in.PasswordEnv, in.PasswordFile)
-	if err != nil {
-		return err
+	if in.tokens == nil {
+		secret, err := engine.ResolveSecret("password", in.Password, in.PasswordEnv, in.PasswordFile)
+		if err != nil {
+			return err
+		}
+		in.secret = secret
 	}
-	in.secret = secret
 	in.delete = in.Delete == nil || *in.Delete
 	in.pipeline = in.Pipelining == nil || *in.Pipelining
 	if in.Window <= 0 {
@@ -150,14 +162,21 @@ func (in *Input) dial(ctx context.Context) (*Client, error) {
 			return nil, err
 		}
 	}
-	if err := in.login(c); err != nil {
+	if err := in.login(ctx, c); err != nil {
 		c.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (in *Input) login(c *Client) error {
+// isAuthRefusal reports whether the server answered AUTH with -ERR (as
+// against a broken connection).
+func isAuthRefusal(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}
+
+func (in *Input) login(ctx context.Context, c *Client) error {
 	method := strings.ToLower(in.Auth)
 	saslMechs := strings.Fields(strings.ToUpper(c.caps["SASL"]))
 	has := func(m string) bool {
@@ -180,6 +199,28 @@ func (in *Input) login(c *Client) error {
 		return engine.Permanent(errors.New("pop3: refusing to send the password over a connection without TLS (allow_plaintext_auth = false)"))
 	}
 	switch method {
+	case "oauth2":
+		mech := "XOAUTH2"
+		if has("OAUTHBEARER") {
+			mech = "OAUTHBEARER"
+		}
+		// Refused once: the token may have been revoked or cut short; a
+		// fresh one is asked for, and tried once more.
+		for try := 0; ; try++ {
+			tok, err := in.tokens.Token(ctx)
+			if err != nil {
+				return err
+			}
+			m, err := sasl.New(mech, in.Username, tok)
+			if err != nil {
+				return err
+			}
+			err = c.Auth(m)
+			if err == nil || try == 1 || !sasl.IsOAuth(mech) || !isAuthRefusal(err) {
+				return err
+			}
+			in.tokens.Invalidate()
+		}
 	case "user":
 		if err := c.User(in.Username); err != nil {
 			return err
@@ -203,7 +244,16 @@ func (in *Input) Files() []string {
 	if in.PasswordFile != "" {
 		files = append(files, in.PasswordFile)
 	}
-	return append(files, in.Options.Files()...)
+	files = append(files, in.Options.Files()...)
+	return append(files, in.Config.Files()...)
+}
+
+// OAuth implements oauth.User.
+func (in *Input) OAuth() *oauth.Config {
+	if in.tokens == nil {
+		return nil
+	}
+	return &in.Config
 }
 
 // Open implements engine.Input: it connects and logs in.

@@ -31,7 +31,16 @@ type Server struct {
 	access    map[string]time.Time
 	refresh   map[string]bool // refresh token → still valid
 	refreshes int
+	tokenLen  int // 0: short tokens
 	srv       *http.Server
+}
+
+// LongTokens makes access tokens n characters long (Microsoft's are over
+// a thousand): longer than a POP3 AUTH line may be.
+func (s *Server) LongTokens(n int) {
+	s.mu.Lock()
+	s.tokenLen = n
+	s.mu.Unlock()
 }
 
 type grant struct {
@@ -184,6 +193,12 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	access, refresh := random(), random()
+	for len(access) < s.tokenLen {
+		access += random()
+	}
+	if s.tokenLen > 0 {
+		access = access[:s.tokenLen]
+	}
 	s.access[access] = time.Now().Add(s.accessTTL)
 	s.refresh[refresh] = true
 	writeJSON(w, http.StatusOK, map[string]any{"access_token": access, "token_type": "Bearer", "refresh_token": refresh,

@@ -27,6 +27,7 @@ type Server struct {
 	log       []string
 	sessions  int
 	pipelined int
+	refused   int // bearer tokens refused
 }
 
 // Behaviour is how the server acts; change it with Set. Each session takes
@@ -43,6 +44,9 @@ type Behaviour struct {
 	UIDLErrOnce   bool           // the next UIDL answers -ERR (though CAPA lists it), then UIDL works again
 	NoDotStuff    bool           // send lines that begin with "." without doubling the dot (Dovecot 2.3 does, for a message's first line)
 	DeleErr       map[int]string // DELE n answers -ERR with this text
+	// Bearer, if set, makes the server offer XOAUTH2 and OAUTHBEARER and
+	// accept the access tokens it approves (for User).
+	Bearer func(token string) bool
 	// Drop, if set, is asked before and after each command; returning true
 	// closes the connection at that point without a reply.
 	Drop func(cmd string, arg int, after bool) bool
@@ -258,7 +262,11 @@ func (s *Server) session(conn net.Conn) {
 			}
 			w.line("RESP-CODES")
 			w.line("USER")
-			w.line("SASL PLAIN")
+			if b.Bearer != nil {
+				w.line("SASL PLAIN XOAUTH2 OAUTHBEARER")
+			} else {
+				w.line("SASL PLAIN")
+			}
 			w.line(".")
 		case cmd == "USER":
 			user = argStr
@@ -276,6 +284,42 @@ func (s *Server) session(conn net.Conn) {
 			default:
 				w.line("-ERR [AUTH] bad user or password")
 			}
+		case cmd == "AUTH" && len(line)+2 > 255:
+			w.line("-ERR line too long (RFC 5034: 255 octets)")
+		case cmd == "AUTH" && b.Bearer != nil && (strings.EqualFold(strings.Fields(argStr + " x")[0], "XOAUTH2") || strings.EqualFold(strings.Fields(argStr + " x")[0], "OAUTHBEARER")):
+			_, ir, hasIR := strings.Cut(argStr, " ")
+			if !hasIR {
+				w.line("+ ")
+				if w.flush() != nil {
+					return
+				}
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				ir = strings.TrimRight(l, "\r\n")
+			}
+			dec, _ := base64.StdEncoding.DecodeString(ir)
+			user, token := bearerParts(string(dec))
+			if user == b.User && b.Bearer(token) {
+				authed = true
+				s.mu.Lock()
+				view = append([]*message(nil), s.msgs...)
+				s.mu.Unlock()
+				w.line("+OK logged in")
+				break
+			}
+			s.mu.Lock()
+			s.refused++
+			s.mu.Unlock()
+			w.line("+ %s", base64.StdEncoding.EncodeToString([]byte(`{"status":"invalid_token","scope":"mail"}`)))
+			if w.flush() != nil {
+				return
+			}
+			if _, err := r.ReadString('\n'); err != nil {
+				return
+			}
+			w.line("-ERR [AUTH] invalid token")
 		case cmd == "AUTH":
 			mech, ir, _ := strings.Cut(argStr, " ")
 			dec, err := base64.StdEncoding.DecodeString(ir)
@@ -401,4 +445,27 @@ func (s *Server) session(conn net.Conn) {
 			return
 		}
 	}
+}
+
+// bearerParts takes the user and the token out of an XOAUTH2 or
+// OAUTHBEARER initial response.
+func bearerParts(ir string) (user, token string) {
+	for _, kv := range strings.Split(ir, "\x01") {
+		switch {
+		case strings.HasPrefix(kv, "user="):
+			user = kv[len("user="):]
+		case strings.HasPrefix(kv, "n,a="):
+			user = strings.TrimSuffix(kv[len("n,a="):], ",")
+		case strings.HasPrefix(kv, "auth=Bearer "):
+			token = kv[len("auth=Bearer "):]
+		}
+	}
+	return user, token
+}
+
+// Refused is how many bearer tokens the server refused.
+func (s *Server) Refused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
 }
