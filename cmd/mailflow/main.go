@@ -55,6 +55,9 @@ Usage:
                                     messages (also while "run" runs)
   mailflow ledger stats|compact -c FILE
                                     what the delivery ledger holds, per input
+  mailflow auth login|status|logout -c FILE [NAME]
+                                    log an auth = "oauth2" connector in once
+                                    (Gmail, Microsoft 365), see its tokens
   mailflow version                  print the version
 
 Run "mailflow COMMAND --help" for a command's options.
@@ -86,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdMigrate(rest, stdout, stderr)
 	case "ledger":
 		return cmdLedger(rest, stdout, stderr)
+	case "auth":
+		return cmdAuth(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "mailflow %s\n", version)
 		return exitOK

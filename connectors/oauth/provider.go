@@ -28,6 +28,9 @@ type Config struct {
 	DeviceURL        string   `toml:"device_url"`         // custom
 	Scopes           []string `toml:"scopes"`             // default: the provider's for mail
 	RefreshBefore    string   `toml:"refresh_before"`     // default 5m
+	// Account is the user the connector logs in as (its username), set by
+	// the connector, kept with the tokens for "mailflow auth status".
+	Account string `toml:"-"`
 
 	secret        string
 	refreshBefore time.Duration

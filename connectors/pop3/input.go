@@ -90,6 +90,7 @@ func (in *Input) Init() error {
 		if err := in.Config.Init(in.env.BaseDir); err != nil {
 			return err
 		}
+		in.Config.Account = in.Username
 		in.tokens = oauth.NewSource(&in.Config, oauth.NewStore(in.env.StateDir), in.env.Name, in.env.ConfigPath)
 	default:
 		return fmt.Errorf("auth must be auto, user, apop, plain, login, oauth2 or xoauth2 (a fixed token), not %q", in.Auth)

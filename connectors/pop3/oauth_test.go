@@ -3,7 +3,6 @@ package pop3_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +44,10 @@ refresh_before = "1s"
 
 	// A person logs in once (the device flow; the test approves it).
 	in := j.engine.Config().Input("pop").Plugin.(*pop3.Input)
-	tok := deviceLogin(t, as, in.OAuth())
+	tok, err := as.DeviceLogin(context.Background(), in.OAuth())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := oauth.NewStore(j.engine.Config().StateDir).Save("pop", tok); err != nil {
 		t.Fatal(err)
 	}
@@ -78,35 +80,4 @@ refresh_before = "1s"
 	if n := len(srv.Messages()); n != 1 {
 		t.Fatalf("%d on the server, want the 1 that arrived after the revocation", n)
 	}
-}
-
-func deviceLogin(t *testing.T, as *oauthtest.Server, cfg *oauth.Config) *oauth.Token {
-	t.Helper()
-	pr, pw := io.Pipe()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan *oauth.Token, 1)
-	go func() {
-		tok, err := oauth.LoginDevice(ctx, cfg, pw)
-		if err != nil {
-			t.Error(err)
-		}
-		pw.Close()
-		done <- tok
-	}()
-	buf := make([]byte, 4096)
-	var out strings.Builder
-	for {
-		n, err := pr.Read(buf)
-		out.Write(buf[:n])
-		for _, f := range strings.Fields(out.String()) {
-			if len(f) == 8 && as.Approve(f) {
-				out.Reset()
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	return <-done
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
+	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/plugins"
@@ -58,8 +59,12 @@ type Output struct {
 	IdleTimeout        string   `toml:"idle_timeout"`
 	Pipelining         *bool    `toml:"pipelining"`
 	tlsconf.Options
+	// With auth = "oauth2": the provider and app (see connectors/oauth).
+	oauth.Config
 
 	log     *slog.Logger
+	env     engine.Env
+	tokens  *oauth.Source // with auth = "oauth2"
 	secret  string
 	timeout time.Duration
 	dataFor time.Duration
@@ -83,7 +88,7 @@ func (*Output) SampleConfig() string { return sampleConfig }
 
 // Provision implements engine.Provisioner.
 func (o *Output) Provision(env engine.Env) error {
-	o.log = env.Logger
+	o.log, o.env = env.Logger, env
 	if o.PasswordFile != "" && !filepath.IsAbs(o.PasswordFile) {
 		o.PasswordFile = filepath.Join(env.BaseDir, o.PasswordFile)
 	}
@@ -98,7 +103,16 @@ func (o *Output) Files() []string {
 	if o.PasswordFile != "" {
 		files = append(files, o.PasswordFile)
 	}
-	return append(files, o.Options.Files()...)
+	files = append(files, o.Options.Files()...)
+	return append(files, o.Config.Files()...)
+}
+
+// OAuth implements oauth.User.
+func (o *Output) OAuth() *oauth.Config {
+	if o.tokens == nil {
+		return nil
+	}
+	return &o.Config
 }
 
 // Init implements engine.Initializer.
@@ -108,15 +122,26 @@ func (o *Output) Init() error {
 		return err
 	}
 	o.TLS = mode
-	secret, err := engine.ResolveSecret("password", o.Password, o.PasswordEnv, o.PasswordFile)
-	if err != nil {
-		return err
-	}
-	o.secret = secret
 	if o.Auth == "" {
 		o.Auth = "auto"
 	}
-	if o.Auth != "auto" {
+	if strings.EqualFold(o.Auth, "oauth2") {
+		if o.Username == "" {
+			return errors.New(`auth = "oauth2" needs username (the account's address)`)
+		}
+		if err := o.Config.Init(o.env.BaseDir); err != nil {
+			return err
+		}
+		o.Config.Account = o.Username
+		o.tokens = oauth.NewSource(&o.Config, oauth.NewStore(o.env.StateDir), o.env.Name, o.env.ConfigPath)
+	} else {
+		secret, err := engine.ResolveSecret("password", o.Password, o.PasswordEnv, o.PasswordFile)
+		if err != nil {
+			return err
+		}
+		o.secret = secret
+	}
+	if o.Auth != "auto" && o.tokens == nil {
 		if _, err := sasl.New(o.Auth, "", ""); err != nil {
 			return fmt.Errorf("auth: %v", err)
 		}
@@ -220,16 +245,19 @@ func (o *Output) connect(ctx context.Context) (*Client, error) {
 		}
 	}
 	if o.Username != "" {
-		if err := o.authenticate(c); err != nil {
+		if err := o.authenticate(ctx, c); err != nil {
 			return fail(err)
 		}
 	}
 	return c, nil
 }
 
-func (o *Output) authenticate(c *Client) error {
+func (o *Output) authenticate(ctx context.Context, c *Client) error {
 	_, offered := c.Extension("AUTH")
 	mechs := strings.Fields(strings.ToUpper(offered))
+	if o.tokens != nil {
+		return o.authenticateOAuth(ctx, c, mechs)
+	}
 	name := strings.ToUpper(o.Auth)
 	if name == "AUTO" {
 		name = ""
@@ -264,6 +292,40 @@ func (o *Output) authenticate(c *Client) error {
 		return &authError{err}
 	}
 	return err
+}
+
+// authenticateOAuth logs in with an access token: OAUTHBEARER where the
+// server offers it, else XOAUTH2. A refused token is replaced by a fresh
+// one once; a refusal after that, or a token that cannot be had, is
+// temporary: the messages wait at their source until a person logs in
+// again (the error says how).
+func (o *Output) authenticateOAuth(ctx context.Context, c *Client, mechs []string) error {
+	if !c.IsTLS() && !o.AllowPlaintextAuth {
+		return errors.New("smtp: refusing to send an access token over a connection without TLS (allow_plaintext_auth = false)")
+	}
+	name := "XOAUTH2"
+	if slices.Contains(mechs, "OAUTHBEARER") {
+		name = "OAUTHBEARER"
+	}
+	for try := 0; ; try++ {
+		tok, err := o.tokens.Token(ctx)
+		if err != nil {
+			return err
+		}
+		m, err := sasl.New(name, o.Username, tok)
+		if err != nil {
+			return err
+		}
+		err = c.Auth(m)
+		var se *Error
+		if err == nil || !errors.As(err, &se) {
+			return err
+		}
+		if try == 1 {
+			return &authError{err}
+		}
+		o.tokens.Invalidate()
+	}
 }
 
 // authError is an AUTH refusal other than 535: temporary whatever its code

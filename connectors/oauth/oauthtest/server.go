@@ -7,16 +7,22 @@
 package oauthtest
 
 import (
+	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/mailflow/mailflow/connectors/oauth"
 )
 
 // Server is a running authorization server.
@@ -229,4 +235,28 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(v)
+}
+
+// DeviceLogin runs oauth.LoginDevice against s and approves the code it
+// prints, as a person at another device would.
+func (s *Server) DeviceLogin(ctx context.Context, cfg *oauth.Config) (*oauth.Token, error) {
+	pr, pw := io.Pipe()
+	type result struct {
+		tok *oauth.Token
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tok, err := oauth.LoginDevice(ctx, cfg, pw)
+		pw.Close()
+		done <- result{tok, err}
+	}()
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 1 {
+			s.Approve(f[0])
+		}
+	}
+	r := <-done
+	return r.tok, r.err
 }

@@ -8,6 +8,7 @@ package smtptest
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"strings"
@@ -20,10 +21,18 @@ type Server struct {
 	ln net.Listener
 	wg sync.WaitGroup
 
-	mu   sync.Mutex
-	b    Behaviour
-	got  []Mail
-	lost int // replies lost after the data so far
+	mu      sync.Mutex
+	b       Behaviour
+	got     []Mail
+	lost    int // replies lost after the data so far
+	refused int // bearer tokens refused
+}
+
+// Refused is how many bearer tokens the server refused.
+func (s *Server) Refused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
 }
 
 // Behaviour is how the server acts; change it with Set.
@@ -39,6 +48,10 @@ type Behaviour struct {
 	LoseReplies int
 	// DataDelay is how long the reply after the data waits.
 	DataDelay time.Duration
+	// Bearer, if set, takes AUTH XOAUTH2 and OAUTHBEARER (offer them in
+	// Extensions: "AUTH XOAUTH2 OAUTHBEARER") with the tokens it approves,
+	// for any user; a refused token gets RFC 7628's JSON challenge, then 535.
+	Bearer func(token string) bool
 }
 
 // Mail is one message the server accepted (or lost the reply to).
@@ -177,6 +190,42 @@ func (s *Server) session(c net.Conn) {
 			time.Sleep(b.DataDelay)
 			reply("250 2.0.0 queued")
 			cur = Mail{}
+		case verb == "AUTH" && len(line)+2 > 512:
+			reply("500 5.5.6 line too long")
+		case verb == "AUTH" && b.Bearer != nil:
+			f := strings.Fields(line)
+			var ir string
+			if len(f) > 2 {
+				ir = f[2]
+			} else {
+				reply("334 ")
+				w.Flush()
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				ir = strings.TrimRight(l, "\r\n")
+			}
+			dec, _ := base64.StdEncoding.DecodeString(ir)
+			token := ""
+			for _, kv := range strings.Split(string(dec), "\x01") {
+				if t, ok := strings.CutPrefix(kv, "auth=Bearer "); ok {
+					token = t
+				}
+			}
+			if b.Bearer(token) {
+				reply("235 2.7.0 authenticated")
+				break
+			}
+			s.mu.Lock()
+			s.refused++
+			s.mu.Unlock()
+			reply("334 %s", base64.StdEncoding.EncodeToString([]byte(`{"status":"invalid_token"}`)))
+			w.Flush()
+			if _, err := r.ReadString('\n'); err != nil {
+				return
+			}
+			reply("535 5.7.8 invalid token")
 		case verb == "QUIT":
 			reply("221 bye")
 			w.Flush()
