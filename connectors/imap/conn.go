@@ -14,6 +14,8 @@ import (
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/mailflow/mailflow/connectors/internal/sasl"
+	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 )
@@ -50,6 +52,9 @@ type dialer struct {
 	Username string
 	Password string
 	Timeout  time.Duration
+	// Tokens, when set, logs in with OAuth (AUTHENTICATE OAUTHBEARER or
+	// XOAUTH2) instead of LOGIN.
+	Tokens *oauth.Source
 }
 
 // dial connects, secures and logs in.
@@ -97,7 +102,12 @@ func (d dialer) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandle
 		}
 		return nil, err
 	}
-	if err := c.Login(d.Username, d.Password).Wait(); err != nil {
+	if d.Tokens != nil {
+		if err := d.authenticate(ctx, c); err != nil {
+			c.Close()
+			return nil, err
+		}
+	} else if err := c.Login(d.Username, d.Password).Wait(); err != nil {
 		c.Close()
 		var ie *goimap.Error
 		if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeAuthenticationFailed {
@@ -110,6 +120,49 @@ func (d dialer) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandle
 	go wd.watch(c.Closed(), func() { tcp.Close() })
 	return &conn{c: c, caps: caps, wd: wd}, nil
 }
+
+// authenticate logs in with an access token: OAUTHBEARER where the server
+// offers it, else XOAUTH2. A refused token is replaced by a fresh one once;
+// every failure is temporary (the messages wait; the error says to log in
+// again when the token cannot be had).
+func (d dialer) authenticate(ctx context.Context, c *imapclient.Client) error {
+	mech := "XOAUTH2"
+	if c.Caps().Has(goimap.Cap("AUTH=OAUTHBEARER")) {
+		mech = "OAUTHBEARER"
+	}
+	for try := 0; ; try++ {
+		tok, err := d.Tokens.Token(ctx)
+		if err != nil {
+			return err
+		}
+		m, err := sasl.New(mech, d.Username, tok)
+		if err != nil {
+			return err
+		}
+		err = c.Authenticate(saslClient{m})
+		var ie *goimap.Error
+		if err == nil || !errors.As(err, &ie) {
+			return err
+		}
+		if try == 1 {
+			if oe := sasl.OAuthRefused(m); oe != nil {
+				return fmt.Errorf("imap AUTHENTICATE %s: %w (%v)", mech, err, oe)
+			}
+			return fmt.Errorf("imap AUTHENTICATE %s: %w", mech, err)
+		}
+		d.Tokens.Invalidate()
+	}
+}
+
+// saslClient is one of our mechanisms as go-imap's AUTHENTICATE wants it.
+type saslClient struct{ m sasl.Mechanism }
+
+func (s saslClient) Start() (string, []byte, error) {
+	ir, err := s.m.Start()
+	return s.m.Name(), ir, err
+}
+
+func (s saslClient) Next(challenge []byte) ([]byte, error) { return s.m.Next(challenge) }
 
 // dialNotified is dial, with a channel that gets a value whenever the
 // server reports, unasked, a new message count for the selected folder.

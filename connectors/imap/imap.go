@@ -15,9 +15,11 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
+	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/plugins"
 )
@@ -39,16 +41,21 @@ type Endpoint struct {
 	PasswordEnv        string `toml:"password_env"`
 	PasswordFile       string `toml:"password_file"`
 	AllowPlaintextAuth bool   `toml:"allow_plaintext_auth"`
-	Timeout            string `toml:"timeout"`
+	// Auth is "login" (default: the password) or "oauth2" (the settings
+	// of connectors/oauth beside these).
+	Auth    string `toml:"auth"`
+	Timeout string `toml:"timeout"`
 	tlsconf.Options
+	oauth.Config
 
 	log    *slog.Logger
+	env    engine.Env
 	dialer dialer
 }
 
 // provision resolves relative paths against the config's directory.
 func (e *Endpoint) provision(env engine.Env) {
-	e.log = env.Logger
+	e.log, e.env = env.Logger, env
 	if e.PasswordFile != "" && !filepath.IsAbs(e.PasswordFile) {
 		e.PasswordFile = filepath.Join(env.BaseDir, e.PasswordFile)
 	}
@@ -66,9 +73,21 @@ func (e *Endpoint) init() error {
 	if e.Username == "" {
 		return errors.New("username is required")
 	}
-	secret, err := engine.ResolveSecret("password", e.Password, e.PasswordEnv, e.PasswordFile)
-	if err != nil {
-		return err
+	var secret string
+	var tokens *oauth.Source
+	switch strings.ToLower(e.Auth) {
+	case "", "login":
+		if secret, err = engine.ResolveSecret("password", e.Password, e.PasswordEnv, e.PasswordFile); err != nil {
+			return err
+		}
+	case "oauth2":
+		if err := e.Config.Init(e.env.BaseDir); err != nil {
+			return err
+		}
+		e.Config.Account = e.Username
+		tokens = oauth.NewSource(&e.Config, oauth.NewStore(e.env.StateDir), e.env.Name, e.env.ConfigPath)
+	default:
+		return fmt.Errorf(`auth must be "login" or "oauth2", not %q`, e.Auth)
 	}
 	if e.TLS == "none" && !e.AllowPlaintextAuth {
 		return errors.New(`tls = "none" would send the password in clear; set allow_plaintext_auth = true if you mean it`)
@@ -85,8 +104,16 @@ func (e *Endpoint) init() error {
 			return err
 		}
 	}
-	e.dialer = dialer{Address: e.Address, TLS: e.TLS, TLSCfg: cfg, Username: e.Username, Password: secret, Timeout: timeout}
+	e.dialer = dialer{Address: e.Address, TLS: e.TLS, TLSCfg: cfg, Username: e.Username, Password: secret, Timeout: timeout, Tokens: tokens}
 	return nil
+}
+
+// OAuth implements oauth.User.
+func (e *Endpoint) OAuth() *oauth.Config {
+	if e.dialer.Tokens == nil {
+		return nil
+	}
+	return &e.Config
 }
 
 // Files implements engine.FileUser.
@@ -95,5 +122,6 @@ func (e *Endpoint) Files() []string {
 	if e.PasswordFile != "" {
 		files = append(files, e.PasswordFile)
 	}
-	return append(files, e.Options.Files()...)
+	files = append(files, e.Options.Files()...)
+	return append(files, e.Config.Files()...)
 }
