@@ -15,6 +15,7 @@ import (
 
 	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/metrics"
 	"github.com/mailflow/mailflow/plugins"
 )
 
@@ -169,4 +170,40 @@ func authStatus(w io.Writer, store oauth.Store, users map[string]*oauth.Config) 
 			now.Sub(t.RefreshIssued).Round(time.Minute), last, lastErr)
 	}
 	tw.Flush()
+}
+
+// authStatuses reads the tokens of cfg's OAuth connectors, for metrics and
+// /healthz. A connector that has not asked for a token yet is read from
+// its token file.
+func authStatuses(cfg *engine.Config) []metrics.AuthStatus {
+	var out []metrics.AuthStatus
+	store := oauth.NewStore(cfg.StateDir)
+	add := func(name string, p any) {
+		u, ok := p.(oauth.User)
+		if !ok || u.Tokens() == nil {
+			return
+		}
+		a := metrics.AuthStatus{Connector: name, Failures: u.Tokens().Failures()}
+		t := u.Tokens().Status()
+		if t == nil {
+			var err error
+			if t, err = store.Load(name); err != nil {
+				a.Error = err.Error()
+			}
+		}
+		if t != nil {
+			a.Expiry = t.Expiry
+			if a.Error == "" {
+				a.Error = t.LastError
+			}
+		}
+		out = append(out, a)
+	}
+	for _, ic := range cfg.Inputs {
+		add(ic.Name, ic.Plugin)
+	}
+	for _, oc := range cfg.Outputs {
+		add(oc.Name, oc.Plugin)
+	}
+	return out
 }

@@ -243,6 +243,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		defer srv.Close()
 		e.Observer = m
+		m.SetAuth(func() []metrics.AuthStatus { return authStatuses(e.Config()) })
 		log.Info("serving metrics", "url", "http://"+listen+"/metrics", "health", "http://"+listen+"/healthz")
 	}
 

@@ -108,6 +108,9 @@ func (e *Endpoint) init() error {
 	return nil
 }
 
+// Tokens implements oauth.User.
+func (e *Endpoint) Tokens() *oauth.Source { return e.dialer.Tokens }
+
 // OAuth implements oauth.User.
 func (e *Endpoint) OAuth() *oauth.Config {
 	if e.dialer.Tokens == nil {

@@ -121,4 +121,6 @@ type User interface {
 	// OAuth returns the connector's OAuth config, or nil when it does not
 	// use OAuth.
 	OAuth() *Config
+	// Tokens is the connector's token source (nil without OAuth).
+	Tokens() *Source
 }

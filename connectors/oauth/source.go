@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,6 +41,8 @@ type Source struct {
 	mu     sync.Mutex
 	tok    *Token
 	forced bool // the server refused the token: refresh on the next ask
+
+	failures atomic.Uint64 // tokens refused by a server, and tokens that could not be had
 }
 
 // NewSource is the Source of connector name, whose tokens are in store.
@@ -56,6 +59,7 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 	if s.tok == nil {
 		t, err := s.store.Load(s.name)
 		if err != nil {
+			s.failures.Add(1)
 			return "", &LoginNeeded{Name: s.name, Config: s.config, Err: err}
 		}
 		s.tok = t
@@ -73,16 +77,22 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 		// The provider is down for now, and the token is still good.
 		return s.tok.AccessToken, nil
 	}
+	s.failures.Add(1)
 	return "", err
 }
 
 // Invalidate says the server refused the last token: the next Token
 // refreshes it, once, before the connector gives up.
 func (s *Source) Invalidate() {
+	s.failures.Add(1)
 	s.mu.Lock()
 	s.forced = true
 	s.mu.Unlock()
 }
+
+// Failures counts the tokens a server refused and the times no token
+// could be had (for mailflow_auth_failures_total).
+func (s *Source) Failures() uint64 { return s.failures.Load() }
 
 // Status is the token as last loaded or refreshed (a copy), for metrics
 // and health; nil before the first Token.

@@ -249,6 +249,9 @@ func (in *Input) Files() []string {
 	return append(files, in.Config.Files()...)
 }
 
+// Tokens implements oauth.User.
+func (in *Input) Tokens() *oauth.Source { return in.tokens }
+
 // OAuth implements oauth.User.
 func (in *Input) OAuth() *oauth.Config {
 	if in.tokens == nil {

@@ -107,6 +107,9 @@ func (o *Output) Files() []string {
 	return append(files, o.Config.Files()...)
 }
 
+// Tokens implements oauth.User.
+func (o *Output) Tokens() *oauth.Source { return o.tokens }
+
 // OAuth implements oauth.User.
 func (o *Output) OAuth() *oauth.Config {
 	if o.tokens == nil {

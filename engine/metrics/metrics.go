@@ -36,6 +36,7 @@ type Metrics struct {
 	mu      sync.Mutex
 	started time.Time
 	inputs  map[string]pollState
+	auth    func() []AuthStatus
 }
 
 type pollState struct {
@@ -83,7 +84,7 @@ func New() *Metrics {
 		Name: "mailflow_reloads_total", Help: "Config reloads, by result (ok, error).",
 	}, []string{"result"})
 	m.reg.MustRegister(m.fetched, m.messages, m.bytes, m.duration, m.deliveries, m.outBytes, m.outDuration, m.healthy,
-		m.polls, m.lastPoll, m.reloads,
+		m.polls, m.lastPoll, m.reloads, authCollector{m},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -155,8 +156,12 @@ func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		auth := map[string]any{}
+		for _, a := range m.authStatus() {
+			auth[a.Connector] = map[string]any{"healthy": a.Healthy(), "expiry": a.Expiry, "error": a.Error}
+		}
 		m.mu.Lock()
-		body := map[string]any{"status": "ok", "uptime_seconds": int(time.Since(m.started).Seconds()), "inputs": m.inputs}
+		body := map[string]any{"status": "ok", "uptime_seconds": int(time.Since(m.started).Seconds()), "inputs": m.inputs, "oauth": auth}
 		b, err := json.MarshalIndent(body, "", "  ")
 		m.mu.Unlock()
 		if err != nil {

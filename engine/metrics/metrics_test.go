@@ -69,3 +69,25 @@ func TestObserverFeedsMetricsAndHealth(t *testing.T) {
 		t.Errorf("healthz:\n%s", health)
 	}
 }
+
+// OAuth connectors' tokens show as mailflow_oauth_token_expiry_seconds and
+// mailflow_auth_failures_total, and in /healthz, read at each scrape.
+func TestOAuthTokensInMetricsAndHealth(t *testing.T) {
+	m := New()
+	state := []AuthStatus{
+		{Connector: "gmail", Expiry: time.Now().Add(30 * time.Minute), Failures: 1},
+		{Connector: "m365", Expiry: time.Now().Add(-time.Minute), Failures: 4, Error: "the provider refused the refresh: invalid_grant"},
+	}
+	m.SetAuth(func() []AuthStatus { return state })
+	out := scrape(t, m, "/metrics")
+	for _, want := range []string{`mailflow_auth_failures_total{connector="gmail"} 1`, `mailflow_auth_failures_total{connector="m365"} 4`,
+		`mailflow_oauth_token_expiry_seconds{connector="gmail"} 17`, `mailflow_oauth_token_expiry_seconds{connector="m365"} -6`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	health := scrape(t, m, "/healthz")
+	if !strings.Contains(health, `"m365": {`) || !strings.Contains(health, "invalid_grant") || !strings.Contains(health, `"healthy": false`) || !strings.Contains(health, `"healthy": true`) {
+		t.Errorf("healthz:\n%s", health)
+	}
+}
