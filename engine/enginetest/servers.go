@@ -24,8 +24,11 @@ type Servers struct {
 	SMTP       string // relay sink, no auth
 	Submission string // STARTTLS + AUTH required
 	SinkDir    string // the Maildir Postfix delivers every recipient to
-	mailDirs   string
-	mailUID    int
+	// OAuth is where Dovecot's oauth2 passdb checks bearer tokens (RFC
+	// 7662): a test starts oauthtest.NewAt there. One test at a time.
+	OAuth    string
+	mailDirs string
+	mailUID  int
 }
 
 // RealServers returns the servers, or ends the test: in CI (CI set) with a
@@ -43,6 +46,7 @@ func RealServers(t testing.TB) *Servers {
 		SMTP:       os.Getenv("MAILFLOW_TEST_SMTP"),
 		Submission: os.Getenv("MAILFLOW_TEST_SUBMISSION"),
 		SinkDir:    os.Getenv("MAILFLOW_TEST_SMTP_SINK"),
+		OAuth:      os.Getenv("MAILFLOW_TEST_OAUTH"),
 		mailDirs:   os.Getenv("MAILFLOW_TEST_POP3_MAILDIRS"),
 	}
 	s.mailUID, _ = strconv.Atoi(os.Getenv("MAILFLOW_TEST_POP3_UID"))
@@ -124,6 +128,24 @@ type Stored struct {
 	Data  []byte
 	Flags string    // Maildir info letters: "FS"
 	Date  time.Time // the file's time (seeding only)
+}
+
+// AddPOP3 puts msgs into Dovecot user's INBOX beside what it holds (new
+// mail arriving).
+func (s *Servers) AddPOP3(t testing.TB, user string, msgs [][]byte) {
+	t.Helper()
+	root := filepath.Join(s.mailDirs, user, "Maildir")
+	for _, m := range msgs {
+		name := fmt.Sprintf("%d.M%dP%d.added", time.Now().Unix(), seeded.Add(1), os.Getpid())
+		tmp := filepath.Join(root, "tmp", name)
+		if err := os.WriteFile(tmp, bytes.ReplaceAll(m, []byte("\r\n"), []byte("\n")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(tmp, s.mailUID, s.mailUID)
+		if err := os.Rename(tmp, filepath.Join(root, "new", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // SeedPOP3 replaces the mailbox of Dovecot user (u1..u10) with msgs, written

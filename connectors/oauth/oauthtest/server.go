@@ -59,10 +59,16 @@ type device struct {
 	scope    string
 }
 
-// New starts a server that logs every user in as account, with access
-// tokens that last ttl.
+// New starts a server on a free port of 127.0.0.1 that logs every user
+// in as account, with access tokens that last ttl.
 func New(account string, ttl time.Duration) (*Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return NewAt("127.0.0.1:0", account, ttl)
+}
+
+// NewAt is New on the address a mail server was told to ask
+// (MAILFLOW_TEST_OAUTH, for Dovecot's oauth2 passdb).
+func NewAt(addr, account string, ttl time.Duration) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -259,4 +265,14 @@ func (s *Server) DeviceLogin(ctx context.Context, cfg *oauth.Config) (*oauth.Tok
 	}
 	r := <-done
 	return r.tok, r.err
+}
+
+// Issue makes an access token as a grant would, for a test that talks to
+// a mail server itself.
+func (s *Server) Issue() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	access := random()
+	s.access[access] = time.Now().Add(s.accessTTL)
+	return access, nil
 }
