@@ -163,6 +163,22 @@ func TestSourceRefreshesRotatesAndAsksForLogin(t *testing.T) {
 	if saved, _ := store.Load("inbox"); !strings.Contains(saved.LastError, "invalid_grant") {
 		t.Fatalf("the token file does not say what went wrong: %+v", saved)
 	}
+	if got := s.RefreshScope(); got != "mail" {
+		t.Fatalf("the refresh carried scope %q, want the configured \"mail\" (Microsoft wants them)", got)
+	}
+
+	// A person runs "mailflow auth login" while mailflow runs: the next
+	// ask takes the new login, without a restart.
+	again, err := s.DeviceLogin(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Save("inbox", again); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := src.Token(ctx); err != nil || !s.Valid(tok) {
+		t.Fatalf("after a new login: %q %v", tok, err)
+	}
 }
 
 // Token files are 0600, written whole, and a corrupt one is named.

@@ -67,6 +67,15 @@ func (s *Source) Token(ctx context.Context) (string, error) {
 	if !s.forced && s.tok.AccessToken != "" && time.Until(s.tok.Expiry) > s.cfg.refreshBefore {
 		return s.tok.AccessToken, nil
 	}
+	// "mailflow auth login" may have stored a new login meanwhile (after a
+	// revocation, while mailflow runs): take it rather than refresh with a
+	// refresh token that is no good.
+	if t, err := s.store.Load(s.name); err == nil && t.RefreshToken != s.tok.RefreshToken {
+		s.tok, s.forced = t, false
+		if t.AccessToken != "" && time.Until(t.Expiry) > s.cfg.refreshBefore {
+			return t.AccessToken, nil
+		}
+	}
 	err := s.refresh(ctx)
 	if err == nil {
 		s.forced = false

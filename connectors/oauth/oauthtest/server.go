@@ -39,6 +39,26 @@ type Server struct {
 	refreshes int
 	tokenLen  int // 0: short tokens
 	srv       *http.Server
+	grace     time.Duration // see IntrospectGrace
+
+	refreshScope string // the scope parameter of the last refresh
+}
+
+// RefreshScope is the scope parameter the last refresh grant carried.
+func (s *Server) RefreshScope() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refreshScope
+}
+
+// IntrospectGrace lets a mail server's introspection (not Valid) take a
+// token this long past its expiry: Dovecot holds an AUTH back for up to
+// 15 s after failed logins from the same address (its auth penalty), which
+// would outlast a token of a few seconds.
+func (s *Server) IntrospectGrace(d time.Duration) {
+	s.mu.Lock()
+	s.grace = d
+	s.mu.Unlock()
 }
 
 // LongTokens makes access tokens n characters long (Microsoft's are over
@@ -199,6 +219,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		}
 		delete(s.refresh, f.Get("refresh_token")) // rotation: it works once
 		scope = f.Get("scope")
+		s.refreshScope = scope
 		s.refreshes++
 	default:
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
@@ -227,13 +248,14 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 			tok = tok[7:]
 		}
 	}
-	if !s.Valid(tok) {
+	s.mu.Lock()
+	exp, ok := s.access[tok]
+	grace := s.grace
+	s.mu.Unlock()
+	if !ok || time.Now().After(exp.Add(grace)) {
 		writeJSON(w, http.StatusOK, map[string]any{"active": false})
 		return
 	}
-	s.mu.Lock()
-	exp := s.access[tok]
-	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"active": true, "username": s.account, "email": s.account, "exp": exp.Unix()})
 }
 
