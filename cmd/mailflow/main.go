@@ -38,10 +38,10 @@ const (
 	exitQuarantined = 3
 )
 
-const usage = `mailflow moves e-mail through a scriptable pipeline: inputs (Maildir, POP3)
-fetch mail, Lua filter scripts rewrite, route or drop it, outputs (Maildir,
-SMTP) deliver it. A message leaves its source only after every output it was
-routed to accepted it.
+const usage = `mailflow moves e-mail through a scriptable pipeline: inputs (Maildir, POP3,
+IMAP) fetch mail, Lua filter scripts rewrite, route or drop it, outputs
+(Maildir, SMTP, IMAP) deliver it. A message leaves its source only after every
+output it was routed to accepted it.
 
 Usage:
   mailflow run [--once] -c FILE     run every input on its schedule (or once)
@@ -49,7 +49,9 @@ Usage:
   mailflow test -c FILE [--pipeline NAME | --script F.lua] MSG.eml|DIR
                                     show what the filter chain would do
   mailflow migrate --from pop3s://USER@HOST --to smtp://HOST:587 --rcpt ADDR
+  mailflow migrate --from imaps://USER@HOST --to imaps://USER@HOST
                                     move a mailbox, resumably, with progress
+                                    and (into IMAP) a closing verification
   mailflow quarantine list|show|resend|delete -c FILE [ID...]
                                     list, look at, resend or delete quarantined
                                     messages (also while "run" runs)
