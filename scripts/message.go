@@ -115,8 +115,17 @@ func (v *vm) openAPI() {
 		default:
 			L.RaiseError("msg.%s cannot be set; only msg.sender, msg.folder and msg.flags can (use the methods to change headers)", key)
 		}
+		// nil: the output decides again; "" or "<>": the null sender of a
+		// bounce or an auto-reply; else an address.
+		if L.Get(3) == lua.LNil {
+			m.Envelope.Sender = ""
+			return 0
+		}
 		s := L.CheckString(3)
-		if s != "" {
+		switch s {
+		case "", message.NullSender:
+			s = message.NullSender
+		default:
 			checkAddress(L, s)
 		}
 		m.Envelope.Sender = s

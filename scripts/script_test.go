@@ -264,6 +264,13 @@ func TestEnvelope(t *testing.T) {
 	if m.Envelope.Sender != "bounces@example.org" || strings.Join(m.Envelope.Recipients, ",") != "a@example.net,b@example.net" {
 		t.Errorf("envelope = %+v", m.Envelope)
 	}
+	for set, want := range map[string]string{`""`: "<>", `"<>"`: "<>", `nil`: ""} {
+		s := load(t, "function filter(msg)\n  msg.sender = \"x@example.org\"\n  msg.sender = "+set+"\nend", engine.ScriptLimits{})
+		m := eml(t, "qp-latin1.eml")
+		if _, err := s.Filter(context.Background(), m); err != nil || m.Envelope.Sender != want {
+			t.Errorf("msg.sender = %s: %q %v, want %q", set, m.Envelope.Sender, err, want)
+		}
+	}
 }
 
 func TestVerdicts(t *testing.T) {

@@ -248,3 +248,24 @@ func TestEditedHeaderKeepsMalformedLinesOnTheWire(t *testing.T) {
 		t.Fatalf("on the wire:\n%q\nwant\n%q", got[0].Raw, want)
 	}
 }
+
+// The null sender of a bounce or an auto-reply, set by a script or
+// arriving as Return-Path: <>, goes out as MAIL FROM:<> even where the
+// output has a from of its own: a bounce must never be answered.
+func TestNullSenderIsNeverReplaced(t *testing.T) {
+	s := newFake(t, nil)
+	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}, From: "forwarder@x.test"})
+	bounce := message.New([]byte("Return-Path: <>\r\nFrom: MAILER-DAEMON@x.test\r\nSubject: failure notice\r\n\r\nbody\r\n"), message.Source{Input: "t", ID: "1"})
+	reply := message.New([]byte("From: me@x.test\r\nSubject: away\r\n\r\nbody\r\n"), message.Source{Input: "t", ID: "2"})
+	reply.Envelope.Sender = message.NullSender
+	plain := message.New([]byte("From: someone@x.test\r\nSubject: hi\r\n\r\nbody\r\n"), message.Source{Input: "t", ID: "3"})
+	for _, m := range []*message.Message{bounce, reply, plain} {
+		if _, err := o.Deliver(context.Background(), m, engine.Delivery{Key: m.Source.ID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := s.Mails()
+	if len(got) != 3 || got[0].From != "" || got[1].From != "" || got[2].From != "forwarder@x.test" {
+		t.Fatalf("MAIL FROM: %q %q %q", got[0].From, got[1].From, got[2].From)
+	}
+}

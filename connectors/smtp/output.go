@@ -507,9 +507,14 @@ func (o *Output) prepare(c *Client, env Envelope, msg *message.Message) (Envelop
 	return env, bytes.NewReader(conv), nil
 }
 
-// sender is the envelope sender: the configured from, else the message's
-// envelope, Return-Path or From.
+// sender is the envelope sender: the null sender when the message has one
+// (a script set it, or it came with Return-Path: <>: a bounce, an
+// auto-reply), which nothing replaces, lest a bounce be answered; else the
+// configured from, else the message's envelope, Return-Path or From.
 func (o *Output) sender(msg *message.Message) string {
+	if msg.Envelope.Sender == message.NullSender || strings.TrimSpace(msg.Header.Get("Return-Path")) == "<>" {
+		return ""
+	}
 	if o.From != "" {
 		return o.From
 	}
@@ -518,9 +523,6 @@ func (o *Output) sender(msg *message.Message) string {
 	}
 	for _, h := range []string{"Return-Path", "From"} {
 		v := strings.TrimSpace(msg.Header.Get(h))
-		if v == "<>" {
-			return ""
-		}
 		if a, err := mail.ParseAddress(v); err == nil && checkAddress(a.Address) == nil {
 			return a.Address
 		}

@@ -69,9 +69,17 @@ type Source struct {
 
 // Envelope is the SMTP envelope of a message.
 type Envelope struct {
+	// Sender is the reverse-path (MAIL FROM): "" leaves it to the output
+	// (its from, else the message's Return-Path or From); NullSender is
+	// the null reverse-path of bounces and auto-replies, which no output
+	// replaces.
 	Sender     string
 	Recipients []string
 }
+
+// NullSender in Envelope.Sender is the null reverse-path, MAIL FROM:<>
+// (RFC 5321 4.5.5): bounces and auto-replies, which must never be answered.
+const NullSender = "<>"
 
 // ErrTooLarge is returned by Read when a message exceeds the
 // configured maximum size. The source must leave such a message in place.
