@@ -32,6 +32,12 @@ type Registry interface {
 type ScriptLimits struct {
 	Timeout   time.Duration // per message
 	MaxMemory int64         // bytes of strings a script may build per message
+	// StoreDir is where scripts keep their durable store (store.*,
+	// duplicate): state_dir. Empty: in memory, for this process only
+	// ("mailflow test", which must change nothing).
+	StoreDir      string
+	StoreMaxKeys  int   // keys per script; over it the oldest go first
+	StoreMaxBytes int64 // bytes of keys and values per script, likewise
 }
 
 // Config is a parsed, validated mailflow.toml.
@@ -211,6 +217,7 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 	}
 	cfg.StateDir = cfg.Resolve(fc.StateDir)
 	cfg.Spool.Dir = filepath.Join(cfg.StateDir, "spool")
+	cfg.Script.StoreDir = cfg.StateDir
 
 	for i, p := range fc.Output {
 		oc := &OutputConfig{Line: pos.table("output", i)}

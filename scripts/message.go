@@ -142,6 +142,7 @@ func (v *vm) openAPI() {
 	openVerdicts(L)
 	v.openLog()
 	v.openState()
+	v.openStore()
 	openRegexp(L)
 	openTime(L)
 }

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +46,9 @@ type Script struct {
 	shared *sharedState // the script's `state` table, shared by its pool
 	pool   chan *vm
 	closed atomic.Bool
+
+	storeMu sync.Mutex
+	store   kvStore // opened at the first use (storeapi.go)
 }
 
 // Load compiles the script at path and runs its top level once, to check
@@ -132,6 +136,13 @@ func (s *Script) Close() error {
 		case v := <-s.pool:
 			v.close()
 		default:
+			s.storeMu.Lock()
+			defer s.storeMu.Unlock()
+			if s.store != nil {
+				err := s.store.close()
+				s.store = nil
+				return err
+			}
 			return nil
 		}
 	}

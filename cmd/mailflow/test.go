@@ -59,6 +59,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 			return exitConfig
 		}
 		limits = cfg.Script
+		limits.StoreDir = "" // a test run keeps its store in memory: it changes nothing
 		if len(scripts) == 0 {
 			p, err := choosePipeline(cfg, *pipelineName)
 			if err != nil {

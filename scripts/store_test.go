@@ -1,0 +1,153 @@
+package scripts
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/message"
+)
+
+// loadAt writes src to path (a fixed place, so that a second load is the
+// same script) and loads it.
+func loadAt(t *testing.T, path, src string, limits engine.ScriptLimits) *Script {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Load(path, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newMail(id, body string) *message.Message {
+	h := ""
+	if id != "" {
+		h = "Message-ID: <" + id + ">\r\n"
+	}
+	return message.New([]byte(h+"From: a@example.org\r\nSubject: s\r\n\r\n"+body+"\r\n"), message.Source{Input: "in", ID: id + body})
+}
+
+// store.* keeps values across a reload and a restart (the script loaded
+// again from the same file, the database reopened).
+func TestStoreSurvivesReloadAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "count.lua")
+	src := `function filter(msg)
+  local n = store.add("seen")
+  store.set("last", msg:header("Subject") .. n)
+  if n == 3 then
+    assert(store.get("last") == "s3")
+    store.delete("last")
+    assert(store.get("last") == nil)
+  end
+end`
+	limits := engine.ScriptLimits{StoreDir: dir}
+	for run := range 3 {
+		s := loadAt(t, path, src, limits)
+		if _, err := s.Filter(context.Background(), newMail(fmt.Sprint(run), "x")); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		s.Close()
+	}
+	s := loadAt(t, path, `function filter(msg) assert(store.get("seen") == 3, tostring(store.get("seen"))) end`, limits)
+	defer s.Close()
+	if _, err := s.Filter(context.Background(), newMail("x", "y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "scripts.db")); err != nil {
+		t.Fatal("no scripts.db in the state_dir")
+	}
+}
+
+// duplicate(): the same Message-ID in another message, across a restart,
+// is a duplicate; the same message filtered again (a retry) is not; mail
+// without a Message-ID never is.
+func TestDuplicateAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dedupe.lua")
+	src := `function filter(msg) if duplicate() then return drop("duplicate") end end`
+	limits := engine.ScriptLimits{StoreDir: dir}
+	verdict := func(m *message.Message) engine.Action {
+		s := loadAt(t, path, src, limits) // each a new process, as far as the store goes
+		defer s.Close()
+		v, err := s.Filter(context.Background(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.Action
+	}
+	first := newMail("one@x", "first copy")
+	if verdict(first) != engine.ActionKeep {
+		t.Fatal("the first is no duplicate")
+	}
+	if verdict(newMail("one@x", "first copy")) != engine.ActionKeep {
+		t.Fatal("the same message filtered again (a retry) was taken for its own duplicate")
+	}
+	if verdict(newMail("one@x", "second copy")) != engine.ActionDrop {
+		t.Fatal("another message with the same Message-ID after a restart was not detected")
+	}
+	if verdict(newMail("", "a")) != engine.ActionKeep || verdict(newMail("", "b")) != engine.ActionKeep {
+		t.Fatal("mail without a Message-ID was taken for a duplicate")
+	}
+	// A window: seconds = 1.
+	s := loadAt(t, path, `function filter(msg) if duplicate{key = "k", seconds = 1} then return drop("dup") end end`, limits)
+	defer s.Close()
+	if v, _ := s.Filter(context.Background(), newMail("a@x", "1")); v.Action != engine.ActionKeep {
+		t.Fatal("first in the window")
+	}
+	if v, _ := s.Filter(context.Background(), newMail("b@x", "2")); v.Action != engine.ActionDrop {
+		t.Fatal("same key within the window")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if v, _ := s.Filter(context.Background(), newMail("c@x", "3")); v.Action != engine.ActionKeep {
+		t.Fatal("same key after the window")
+	}
+}
+
+// The store is bounded in keys and bytes, the oldest going first; a ttl
+// expires a value; with no StoreDir ("mailflow test") nothing is written.
+func TestStoreBoundsAndExpiry(t *testing.T) {
+	for _, dir := range []string{t.TempDir(), ""} {
+		t.Run(fmt.Sprintf("dir=%q", dir), func(t *testing.T) {
+			src := `function filter(msg)
+  for i = 1, 5 do store.set("k" .. i, string.rep("x", 10)) end
+  assert(store.get("k1") == nil and store.get("k2") == nil, "the oldest stay")
+  assert(store.get("k5") ~= nil)
+  store.set("short", "v", 1)
+end`
+			path := filepath.Join(t.TempDir(), "bound.lua")
+			s := loadAt(t, path, src, engine.ScriptLimits{StoreDir: dir, StoreMaxKeys: 3})
+			defer s.Close()
+			if _, err := s.Filter(context.Background(), newMail("x", "y")); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(1100 * time.Millisecond)
+			s2 := loadAt(t, path+"2", `function filter(msg) end`, engine.ScriptLimits{})
+			defer s2.Close()
+			kv, _ := s.kv()
+			if _, ok, _ := kv.view("short"); ok {
+				t.Fatal("a value past its ttl is still there")
+			}
+			big := loadAt(t, path+"3", `function filter(msg) store.set("big", string.rep("x", 2000)) end`, engine.ScriptLimits{StoreDir: dir, StoreMaxBytes: 1000})
+			defer big.Close()
+			if _, err := big.Filter(context.Background(), newMail("x", "y")); err == nil {
+				t.Fatal("a value larger than the store was taken")
+			}
+		})
+	}
+	// No StoreDir: no file.
+	dir := t.TempDir()
+	s := loadAt(t, filepath.Join(dir, "m.lua"), `function filter(msg) store.set("a", 1) end`, engine.ScriptLimits{})
+	defer s.Close()
+	s.Filter(context.Background(), newMail("x", "y"))
+	if _, err := os.Stat(filepath.Join(dir, "scripts.db")); err == nil {
+		t.Fatal("a store in memory wrote a file")
+	}
+}
