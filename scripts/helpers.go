@@ -178,8 +178,16 @@ func openRegexp(L *lua.LState) {
 		// re.find_all(pattern, s [, n]) → a list of every match.
 		"find_all": func(L *lua.LState) int {
 			re := compileRegexp(L, L.CheckString(1))
-			t := L.NewTable()
-			for _, s := range re.FindAllString(L.CheckString(2), L.OptInt(3, -1)) {
+			n := L.OptInt(3, -1)
+			if n < 0 || n > maxResults {
+				n = maxResults + 1
+			}
+			found := re.FindAllString(L.CheckString(2), n)
+			if len(found) > maxResults {
+				L.RaiseError("re.find_all: more than %d matches; pass a count", maxResults)
+			}
+			t := L.CreateTable(len(found), 0)
+			for _, s := range found {
 				t.Append(lua.LString(s))
 			}
 			L.Push(t)
@@ -195,8 +203,12 @@ func openRegexp(L *lua.LState) {
 		// re.split(pattern, s) → the pieces between matches.
 		"split": func(L *lua.LState) int {
 			re := compileRegexp(L, L.CheckString(1))
-			t := L.NewTable()
-			for _, s := range re.Split(L.CheckString(2), -1) {
+			pieces := re.Split(L.CheckString(2), maxResults+1)
+			if len(pieces) > maxResults {
+				L.RaiseError("re.split: more than %d pieces", maxResults)
+			}
+			t := L.CreateTable(len(pieces), 0)
+			for _, s := range pieces {
 				t.Append(lua.LString(s))
 			}
 			L.Push(t)
@@ -247,6 +259,63 @@ var utf8Funcs = map[string]lua.LGFunction{
 // capStrings bounds the string functions that can build a large string in
 // one call, so that string.rep("x", 1e10) fails at once instead of
 // allocating; the watchdog bounds everything else.
+// maxResults bounds the values one built-in may return or put in a table
+// (unpack, re.find_all, re.split): Go code the watchdog cannot interrupt.
+const maxResults = 100_000
+
+// capTables bounds unpack and table.concat, which run as Go code the
+// watchdog cannot stop: unpack(t, 1, 1e8) would push a hundred million
+// values, table.concat build a string of any size.
+func capTables(L *lua.LState, limit int64) {
+	L.SetGlobal("unpack", L.NewFunction(func(L *lua.LState) int {
+		t := L.CheckTable(1)
+		i := L.OptInt(2, 1)
+		j := L.OptInt(3, t.Len())
+		if j-i+1 > maxResults {
+			L.RaiseError("unpack: %d values are more than %d", j-i+1, maxResults)
+		}
+		n := 0
+		for k := i; k <= j; k++ {
+			L.Push(t.RawGetInt(k))
+			n++
+		}
+		return n
+	}))
+	// table.concat of our own: gopher-lua's takes seconds on a table of a
+	// million strings, out of the watchdog's reach; this one sizes the
+	// result first and builds it once.
+	tab := L.GetGlobal("table").(*lua.LTable)
+	tab.RawSetString("concat", L.NewFunction(func(L *lua.LState) int {
+		t := L.CheckTable(1)
+		sep := L.OptString(2, "")
+		i := L.OptInt(3, 1)
+		j := L.OptInt(4, t.Len())
+		parts := make([]string, 0, max(0, min(j-i+1, maxResults)))
+		size := int64(0)
+		for k := i; k <= j; k++ {
+			var part string
+			switch v := t.RawGetInt(k).(type) {
+			case lua.LString:
+				part = string(v)
+			case lua.LNumber:
+				part = v.String()
+			default:
+				L.RaiseError("invalid value (at index %d) in table for 'concat'", k)
+			}
+			size += int64(len(part))
+			if k > i {
+				size += int64(len(sep))
+			}
+			if size > limit {
+				L.RaiseError("table.concat would build a string of more than %d bytes, over the script memory limit", limit)
+			}
+			parts = append(parts, part)
+		}
+		L.Push(lua.LString(strings.Join(parts, sep)))
+		return 1
+	}))
+}
+
 func capStrings(L *lua.LState, str *lua.LTable, max int64) {
 	rep := str.RawGetString("rep").(*lua.LFunction)
 	str.RawSetString("rep", L.NewFunction(func(L *lua.LState) int {

@@ -11,7 +11,7 @@ import (
 	"github.com/mailflow/mailflow/engine"
 )
 
-// Our bounded pattern functions give what gopher-lua's own give, case by
+// Our bounded pattern and table functions give what gopher-lua's own give, case by
 // case (a differential test): matches, captures, positions, gsub with
 // strings, tables and functions, and errors for malformed patterns.
 func TestPatternsMatchGopherLua(t *testing.T) {
@@ -45,6 +45,10 @@ func TestPatternsMatchGopherLua(t *testing.T) {
 		`string.gsub("hello", "l", "L", 0)`, `string.gsub("one two", "(%w+) (%w+)", "%2 %1")`, `string.gsub("abc", "b", "%2")`,
 		`string.gsub("x = 1", "%s*=%s*", "=")`, `string.gsub("aaa", "a*", "-")`, `string.gsub("hello", "(l)(l)", "%2%1")`,
 		`("method"):find("th")`, `("A-B"):gsub("-", "+")`, `("k: v"):match("^(%w+):%s*(.*)$")`,
+		// The bounded table functions too.
+		`table.concat({1, 2, 3}, ", ")`, `table.concat({}, "x")`, `table.concat({"a", "b", "c"}, "-", 2, 3)`,
+		`table.concat({"a", {}})`, `table.concat({"a", "b"}, "", 3)`, `table.concat({1.5, "x"})`,
+		`unpack({1, 2, 3})`, `unpack({1, 2, 3}, 2)`, `unpack({1, 2, 3}, 2, 5)`, `unpack({}, 1, 0)`, `select("#", unpack({nil, nil}, 1, 2))`,
 	}
 	ref := lua.NewState()
 	defer ref.Close()

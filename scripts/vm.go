@@ -143,6 +143,7 @@ func openSandbox(L *lua.LState, maxString int64) {
 	str := L.GetGlobal("string").(*lua.LTable)
 	str.RawSetString("dump", lua.LNil)
 	capStrings(L, str, maxString)
+	capTables(L, maxString)
 	boundPatterns(L, str, maxString)
 	// math.random is seeded per state by gopher-lua; nothing else to remove.
 	L.SetGlobal("utf8", L.SetFuncs(L.NewTable(), utf8Funcs))

@@ -1,0 +1,106 @@
+package scripts
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailflow/mailflow/engine"
+)
+
+// Adversarial scripts, each under a 200 ms bound and a 64 MB memory bound,
+// run while 8 innocent scripts filter messages at the same time: every
+// adversary fails (its message would be quarantined), and every innocent
+// call succeeds. The time each adversary took is logged; the assertion
+// allows 5× the bound, as the machines are shared and noisy (the figures
+// seen here are in the closing note).
+func TestAdversarialScriptsAreStopped(t *testing.T) {
+	const bound = 200 * time.Millisecond
+	cases := map[string]string{
+		"pattern find":     `local s = string.rep("a", 30) ; s:find(string.rep("a*", 30) .. "b")`,
+		"pattern match":    `local s = string.rep("a", 40) ; s:match(string.rep("a-", 40) .. "b")`,
+		"pattern gsub":     `local s = string.rep("a", 30) ; s:gsub(string.rep("a*", 30) .. "b", "x")`,
+		"pattern gmatch":   `local s = string.rep("a", 30) ; for x in s:gmatch(string.rep("a*", 30) .. "b") do end`,
+		"gsub doubling":    `local s = string.rep("a", 1e5) ; while true do s = s:gsub("a", "aa") end`,
+		"unpack":           `local t = {1} ; unpack(t, 1, 1e8)`,
+		"table.concat":     `local t = {} ; for i = 1, 1e6 do t[i] = "xxxxxxxxxxxxxxxx" end ; local s = table.concat(t) ; for i = 1, 10 do s = table.concat({s, s}) end`,
+		"concat chain":     `local s = "x" ; for i = 1, 40 do s = s .. s end`,
+		"table growth":     `local t = {} ; local i = 0 ; while true do i = i + 1 ; t[i] = {i, i, i} end`,
+		"re.find_all":      `local s = string.rep("a", 1e6) ; while true do local t = re.find_all("a", s) end`,
+		"re.find_all loop": `local s = string.rep("ab", 4e4) ; while true do local t = re.find_all("b", s, 1000) end`,
+		"utf8 growth":      `local s = string.rep("é", 1e6) ; while true do s = utf8.upper(s) .. "x" end`,
+		"format width":     `local s = string.format("%99999d", 1)`,
+		"rep with sep":     `local s = string.rep("x", 1e4, string.rep("y", 1e4))`,
+		"recursion":        `local function f(n) return 1 + f(n + 1) end ; f(1)`,
+		"tail recursion":   `local function f(n) return f(n + 1) end ; return f(1)`,
+		"metatable loop":   `local t = setmetatable({}, {__index = function(t, k) return t[k + 1] end}) ; return t[1]`,
+		"pcall loop":       `while true do pcall(error, "x") end`,
+		"busy loop":        `while true do end`,
+		"string building":  `local t = {} ; while true do t[#t + 1] = string.rep("z", 1e5) end`,
+		"nested closures":  `local f = function() end ; while true do local g = f ; f = function() return g() end end`,
+		"error in filter":  `error("boom")`,
+	}
+	innocent := `function filter(msg)
+  local s = msg:header("Subject") or ""
+  state.add("n")
+  if s:find("^%s*$") then return drop("empty") end
+  return keep()
+end`
+	var innocents []*Script
+	for range 8 {
+		innocents = append(innocents, load(t, innocent, engine.ScriptLimits{Timeout: bound, MaxMemory: 64 << 20}))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	innocentCalls, innocentErrs := 0, []string{}
+	for _, s := range innocents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := s.Filter(context.Background(), eml(t, "qp-latin1.eml"))
+				mu.Lock()
+				innocentCalls++
+				if err != nil {
+					innocentErrs = append(innocentErrs, err.Error())
+				}
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	var report []string
+	for name, body := range cases {
+		s := load(t, "function filter(msg)\n  "+body+"\nend", engine.ScriptLimits{Timeout: bound, MaxMemory: 64 << 20})
+		start := time.Now()
+		_, err := s.Filter(context.Background(), eml(t, "qp-latin1.eml"))
+		took := time.Since(start)
+		s.Close()
+		if err == nil {
+			t.Errorf("%s: not stopped", name)
+			continue
+		}
+		if took > 5*bound {
+			t.Errorf("%s: stopped after %v with a %v bound", name, took, bound)
+		}
+		report = append(report, fmt.Sprintf("%-17s %4d ms  %s", name, took.Milliseconds(), strings.SplitN(err.Error(), "\n", 2)[0]))
+	}
+	close(stop)
+	wg.Wait()
+	sort.Strings(report)
+	t.Logf("%d adversaries:\n%s", len(cases), strings.Join(report, "\n"))
+	if len(innocentErrs) > 0 || innocentCalls < 8 {
+		t.Fatalf("%d innocent calls, %d failed: %v", innocentCalls, len(innocentErrs), innocentErrs[:min(3, len(innocentErrs))])
+	}
+	t.Logf("%d innocent calls alongside, none failed", innocentCalls)
+}
