@@ -38,6 +38,9 @@ type ScriptLimits struct {
 	StoreDir      string
 	StoreMaxKeys  int   // keys per script; over it the oldest go first
 	StoreMaxBytes int64 // bytes of keys and values per script, likewise
+	// Separator splits a local part into user and detail (RFC 5233:
+	// "user+detail"); default "+".
+	Separator string
 }
 
 // Config is a parsed, validated mailflow.toml.
@@ -129,6 +132,7 @@ type fileConfig struct {
 	MaxHeaderSize  int64            `toml:"max_header_size"`
 	ScriptTimeout  string           `toml:"script_timeout"`
 	ScriptMemory   int64            `toml:"script_max_memory"`
+	Subaddress     string           `toml:"subaddress_separator"`
 	FetchAttempts  int              `toml:"fetch_attempts"`
 	LedgerGrace    string           `toml:"ledger_grace"`
 	ShutdownTimout string           `toml:"shutdown_timeout"`
@@ -169,7 +173,7 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 		BaseDir:     filepath.Dir(abs),
 		MaxInFlight: fc.MaxInFlight,
 		Spool:       message.SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize, MaxHeader: fc.MaxHeaderSize},
-		Script:      ScriptLimits{Timeout: time.Second, MaxMemory: fc.ScriptMemory},
+		Script:      ScriptLimits{Timeout: time.Second, MaxMemory: fc.ScriptMemory, Separator: fc.Subaddress},
 		Metrics:     fc.Metrics,
 
 		FetchAttempts:   fc.FetchAttempts,

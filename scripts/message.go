@@ -275,7 +275,7 @@ func (v *vm) mustBeEditable(L *lua.LState, m *message.Message, fn string) {
 func (v *vm) addresses(field string) lua.LGFunction {
 	return func(L *lua.LState) int {
 		m := v.message(L)
-		L.Push(addressTable(L, parseAddresses(m.Header.Values(field))))
+		L.Push(v.addressTable(L, parseAddresses(m.Header.Values(field))))
 		return 1
 	}
 }
@@ -283,19 +283,40 @@ func (v *vm) addresses(field string) lua.LGFunction {
 // addressesOf is msg:addresses("Field").
 func (v *vm) addressesOf(L *lua.LState) int {
 	m := v.message(L)
-	L.Push(addressTable(L, parseAddresses(m.Header.Values(L.CheckString(2)))))
+	L.Push(v.addressTable(L, parseAddresses(m.Header.Values(L.CheckString(2)))))
 	return 1
 }
 
-func addressTable(L *lua.LState, addrs []address) *lua.LTable {
+func (v *vm) addressTable(L *lua.LState, addrs []address) *lua.LTable {
 	t := L.CreateTable(len(addrs), 0)
 	for _, a := range addrs {
-		e := L.CreateTable(0, 2)
+		e := L.CreateTable(0, 6)
 		e.RawSetString("name", lua.LString(a.Name))
 		e.RawSetString("address", lua.LString(a.Address))
+		setAddressParts(e, a.Address, v.s.limits.Separator)
 		t.Append(e)
 	}
 	return t
+}
+
+// setAddressParts adds localpart, domain, user and detail (RFC 5233's
+// subaddress: "user+detail"; detail is nil without a separator) to an
+// address table.
+func setAddressParts(e *lua.LTable, addr, sep string) {
+	if sep == "" {
+		sep = "+"
+	}
+	local, domain := addr, ""
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		local, domain = addr[:i], addr[i+1:]
+	}
+	e.RawSetString("localpart", lua.LString(local))
+	e.RawSetString("domain", lua.LString(domain))
+	user, detail, found := strings.Cut(local, sep)
+	e.RawSetString("user", lua.LString(user))
+	if found {
+		e.RawSetString("detail", lua.LString(detail))
+	}
 }
 
 // recipients returns the envelope recipients: empty means each output's own.

@@ -151,3 +151,28 @@ end`
 		t.Fatal("a store in memory wrote a file")
 	}
 }
+
+// Every address the API returns has its parts, RFC 5233's detail among
+// them, with the separator the config gives.
+func TestAddressParts(t *testing.T) {
+	m := message.New([]byte("To: Me <me+lists@example.org>, plain@example.org, a+b+c@example.org\r\nCc: x-y@example.org\r\n\r\nbody\r\n"), message.Source{Input: "in", ID: "1"})
+	s := load(t, `function filter(msg)
+  local to = msg:to()
+  assert(to[1].localpart == "me+lists", to[1].localpart)
+  assert(to[1].domain == "example.org" and to[1].user == "me" and to[1].detail == "lists")
+  assert(to[2].user == "plain" and to[2].detail == nil, "no separator: no detail")
+  assert(to[3].user == "a" and to[3].detail == "b+c", "the first separator splits")
+  assert(msg:cc()[1].user == "x-y" and msg:cc()[1].detail == nil, "- is no separator by default")
+end`, engine.ScriptLimits{})
+	if _, err := s.Filter(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	s = load(t, `function filter(msg)
+  local cc = msg:cc()[1]
+  assert(cc.user == "x" and cc.detail == "y", "subaddress_separator = \"-\"")
+  assert(msg:to()[1].detail == nil)
+end`, engine.ScriptLimits{Separator: "-"})
+	if _, err := s.Filter(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+}
