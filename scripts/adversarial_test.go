@@ -16,8 +16,9 @@ import (
 // run while 8 innocent scripts filter messages at the same time: every
 // adversary fails (its message would be quarantined), and every innocent
 // call succeeds. The time each adversary took is logged; the assertion
-// allows 5× the bound, as the machines are shared and noisy (the figures
-// seen here are in the closing note).
+// allows 10× the bound, as CI runs it with -race beside other packages on
+// two shared cores (the figures seen are in the closing note: most stop
+// at 200-220 ms).
 func TestAdversarialScriptsAreStopped(t *testing.T) {
 	const bound = 200 * time.Millisecond
 	cases := map[string]string{
@@ -90,7 +91,7 @@ end`
 			t.Errorf("%s: not stopped", name)
 			continue
 		}
-		if took > 5*bound {
+		if took > 10*bound {
 			t.Errorf("%s: stopped after %v with a %v bound", name, took, bound)
 		}
 		report = append(report, fmt.Sprintf("%-17s %4d ms  %s", name, took.Milliseconds(), strings.SplitN(err.Error(), "\n", 2)[0]))
