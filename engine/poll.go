@@ -114,6 +114,7 @@ func (p *poll) run(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(err, sess.Close(ctx))
 	}
+	p.records = p.e.Ledger.GetMany(name, listingIDs(listing))
 	if err := p.identifySettled(ctx, sess, listing.Items); err != nil {
 		return errors.Join(err, sess.Close(ctx))
 	}
@@ -221,6 +222,15 @@ func (p *poll) toCommit(it Item) {
 	p.mu.Unlock()
 }
 
+// listingIDs are the ids of a listing's items.
+func listingIDs(l Listing) []string {
+	ids := make([]string, len(l.Items))
+	for i, it := range l.Items {
+		ids[i] = it.ID
+	}
+	return ids
+}
+
 // identifySettled asks a session that names its messages only on request
 // (Identifier) for the identities of the listed messages an output has
 // accepted before: plan counts them as siblings (Delivery.Siblings).
@@ -229,14 +239,9 @@ func (p *poll) identifySettled(ctx context.Context, sess Session, items []Item) 
 	if !ok {
 		return nil
 	}
-	ids := make([]string, len(items))
-	for i, it := range items {
-		ids[i] = it.ID
-	}
-	recs := p.e.Ledger.GetMany(p.ic.Name, ids)
 	var need []int
 	for i, it := range items {
-		if rec, ok := recs[it.ID]; ok && it.Identity == "" && acceptedWhole(rec) {
+		if rec, ok := p.records[it.ID]; ok && it.Identity == "" && acceptedWhole(rec) {
 			need = append(need, i)
 		}
 	}
@@ -269,14 +274,11 @@ func acceptedWhole(rec ledger.Record) bool {
 // plan decides, for each listed message, from its record: commit only
 // (settled earlier, and the listing shows the same message), leave it
 // (over the size bound, or held), or fetch it.
+// The records of the listed ids are in p.records already (run reads them
+// once, before identifySettled).
 func (p *poll) plan(listing Listing) []Item {
 	name := p.ic.Name
 	meta := p.e.Ledger.Meta(name)
-	ids := make([]string, len(listing.Items))
-	for i, it := range listing.Items {
-		ids[i] = it.ID
-	}
-	p.records = p.e.Ledger.GetMany(name, ids)
 	p.byContent = !listing.Stable
 	if meta.Scheme != "" && meta.Scheme != listing.Scheme {
 		p.log.Warn("the source identifies its messages differently than on the last poll; matching them to the ledger by their content this time (every message is fetched, none is delivered twice)",

@@ -50,11 +50,7 @@ func (e *Engine) Survey(ctx context.Context, input string, headers Peek) ([]Surv
 	if err != nil {
 		return nil, errors.Join(err, sess.Close(ctx))
 	}
-	ids := make([]string, len(listing.Items))
-	for i, it := range listing.Items {
-		ids[i] = it.ID
-	}
-	recs := e.Ledger.GetMany(input, ids)
+	recs := e.Ledger.GetMany(input, listingIDs(listing))
 	max := g.setup.Config.Spool.MaxSize
 	if ic.MaxMessageSize > 0 {
 		max = ic.MaxMessageSize
