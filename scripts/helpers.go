@@ -154,7 +154,7 @@ func compileRegexp(L *lua.LState, pattern string) *regexp.Regexp {
 	return re
 }
 
-func openRegexp(L *lua.LState) {
+func openRegexp(L *lua.LState, b *budget) {
 	L.SetGlobal("re", L.SetFuncs(L.NewTable(), map[string]lua.LGFunction{
 		// re.match(pattern, s) → true if s contains a match.
 		"match": func(L *lua.LState) int {
@@ -186,6 +186,7 @@ func openRegexp(L *lua.LState) {
 			if len(found) > maxResults {
 				L.RaiseError("re.find_all: more than %d matches; pass a count", maxResults)
 			}
+			b.charge(L, int64(len(found))*40, "re.find_all")
 			t := L.CreateTable(len(found), 0)
 			for _, s := range found {
 				t.Append(lua.LString(s))
@@ -197,7 +198,9 @@ func openRegexp(L *lua.LState) {
 		// repl is the first capture.
 		"replace": func(L *lua.LState) int {
 			re := compileRegexp(L, L.CheckString(1))
-			L.Push(lua.LString(re.ReplaceAllString(L.CheckString(2), L.CheckString(3))))
+			out := re.ReplaceAllString(L.CheckString(2), L.CheckString(3))
+			b.charge(L, int64(len(out)), "re.replace")
+			L.Push(lua.LString(out))
 			return 1
 		},
 		// re.split(pattern, s) → the pieces between matches.
@@ -207,6 +210,7 @@ func openRegexp(L *lua.LState) {
 			if len(pieces) > maxResults {
 				L.RaiseError("re.split: more than %d pieces", maxResults)
 			}
+			b.charge(L, int64(len(pieces))*40, "re.split")
 			t := L.CreateTable(len(pieces), 0)
 			for _, s := range pieces {
 				t.Append(lua.LString(s))
@@ -217,48 +221,52 @@ func openRegexp(L *lua.LState) {
 	}))
 }
 
-// utf8Funcs are the UTF-8 helpers Lua 5.1 lacks.
-var utf8Funcs = map[string]lua.LGFunction{
-	"len": func(L *lua.LState) int {
-		L.Push(lua.LNumber(utf8.RuneCountInString(L.CheckString(1))))
-		return 1
-	},
-	"valid": func(L *lua.LState) int {
-		L.Push(lua.LBool(utf8.ValidString(L.CheckString(1))))
-		return 1
-	},
-	"lower": func(L *lua.LState) int {
-		L.Push(lua.LString(strings.ToLower(L.CheckString(1))))
-		return 1
-	},
-	"upper": func(L *lua.LState) int {
-		L.Push(lua.LString(strings.ToUpper(L.CheckString(1))))
-		return 1
-	},
-	// utf8.sub(s, i [, j]) counts characters, not bytes; 1-based, inclusive.
-	"sub": func(L *lua.LState) int {
-		r := []rune(L.CheckString(1))
-		i, j := L.CheckInt(2), L.OptInt(3, len(r))
-		if i < 0 {
-			i = len(r) + i + 1
-		}
-		if j < 0 {
-			j = len(r) + j + 1
-		}
-		i = max(i, 1)
-		j = min(j, len(r))
-		if i > j {
-			L.Push(lua.LString(""))
+// utf8Funcs are the UTF-8 helpers Lua 5.1 lacks. Those that build a
+// string charge it to the call.
+func utf8Funcs(b *budget) map[string]lua.LGFunction {
+	return map[string]lua.LGFunction{
+		"len": func(L *lua.LState) int {
+			L.Push(lua.LNumber(utf8.RuneCountInString(L.CheckString(1))))
 			return 1
-		}
-		L.Push(lua.LString(string(r[i-1 : j])))
-		return 1
-	},
+		},
+		"valid": func(L *lua.LState) int {
+			L.Push(lua.LBool(utf8.ValidString(L.CheckString(1))))
+			return 1
+		},
+		"lower": func(L *lua.LState) int {
+			s := L.CheckString(1)
+			b.charge(L, int64(len(s)), "utf8.lower")
+			L.Push(lua.LString(strings.ToLower(s)))
+			return 1
+		},
+		"upper": func(L *lua.LState) int {
+			s := L.CheckString(1)
+			b.charge(L, int64(len(s)), "utf8.upper")
+			L.Push(lua.LString(strings.ToUpper(s)))
+			return 1
+		},
+		// utf8.sub(s, i [, j]) counts characters, not bytes; 1-based, inclusive.
+		"sub": func(L *lua.LState) int {
+			r := []rune(L.CheckString(1))
+			i, j := L.CheckInt(2), L.OptInt(3, len(r))
+			if i < 0 {
+				i = len(r) + i + 1
+			}
+			if j < 0 {
+				j = len(r) + j + 1
+			}
+			i = max(i, 1)
+			j = min(j, len(r))
+			if i > j {
+				L.Push(lua.LString(""))
+				return 1
+			}
+			L.Push(lua.LString(string(r[i-1 : j])))
+			return 1
+		},
+	}
 }
 
-// capStrings bounds the string functions that can build a large string in
-// one call, so that string.rep("x", 1e10) fails at once instead of
-// allocating; the watchdog bounds everything else.
 // maxResults bounds the values one built-in may return or put in a table
 // (unpack, re.find_all, re.split): Go code the watchdog cannot interrupt.
 const maxResults = 100_000
@@ -266,7 +274,7 @@ const maxResults = 100_000
 // capTables bounds unpack and table.concat, which run as Go code the
 // watchdog cannot stop: unpack(t, 1, 1e8) would push a hundred million
 // values, table.concat build a string of any size.
-func capTables(L *lua.LState, limit int64) {
+func capTables(L *lua.LState, b *budget) {
 	L.SetGlobal("unpack", L.NewFunction(func(L *lua.LState) int {
 		t := L.CheckTable(1)
 		i := L.OptInt(2, 1)
@@ -306,24 +314,31 @@ func capTables(L *lua.LState, limit int64) {
 			if k > i {
 				size += int64(len(sep))
 			}
-			if size > limit {
-				L.RaiseError("table.concat would build a string of more than %d bytes, over the script memory limit", limit)
+			if size > b.limit {
+				b.charge(L, size, "table.concat")
 			}
 			parts = append(parts, part)
 		}
+		b.charge(L, size, "table.concat")
 		L.Push(lua.LString(strings.Join(parts, sep)))
 		return 1
 	}))
 }
 
-func capStrings(L *lua.LState, str *lua.LTable, max int64) {
+// capStrings bounds the string functions that can build a large string in
+// one call, so that string.rep("x", 1e10) fails at once instead of
+// allocating; the watchdog bounds everything else.
+func capStrings(L *lua.LState, str *lua.LTable, b *budget) {
 	rep := str.RawGetString("rep").(*lua.LFunction)
 	str.RawSetString("rep", L.NewFunction(func(L *lua.LState) int {
 		s := L.CheckString(1)
 		n := L.CheckInt64(2)
 		sep := L.OptString(3, "")
-		if n > 0 && (int64(len(s))+int64(len(sep)))*n > max {
-			L.RaiseError("string.rep would build a string of about %d bytes, over the script memory limit of %d", (int64(len(s))+int64(len(sep)))*n, max)
+		if n > 0 {
+			if n > b.limit {
+				n = b.limit + 1 // the product below cannot overflow
+			}
+			b.charge(L, (int64(len(s))+int64(len(sep)))*n, "string.rep")
 		}
 		return callThrough(L, rep)
 	}))
@@ -332,6 +347,13 @@ func capStrings(L *lua.LState, str *lua.LTable, max int64) {
 		if w := widestField(L.CheckString(1)); w > 10_000 {
 			L.RaiseError("string.format: field width %d is too large", w)
 		}
+		size := int64(0)
+		for i := 1; i <= L.GetTop(); i++ {
+			if s, ok := L.Get(i).(lua.LString); ok {
+				size += int64(len(s))
+			}
+		}
+		b.charge(L, size, "string.format")
 		return callThrough(L, format)
 	}))
 }

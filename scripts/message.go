@@ -143,7 +143,7 @@ func (v *vm) openAPI() {
 	v.openLog()
 	v.openState()
 	v.openStore()
-	openRegexp(L)
+	openRegexp(L, &v.budget)
 	openTime(L)
 }
 

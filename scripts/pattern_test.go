@@ -54,7 +54,7 @@ func TestPatternsMatchGopherLua(t *testing.T) {
 	defer ref.Close()
 	ours := lua.NewState(lua.Options{SkipOpenLibs: true})
 	defer ours.Close()
-	openSandbox(ours, 1<<20)
+	openSandbox(ours, &budget{limit: 1 << 20})
 	run := func(L *lua.LState, expr string) string {
 		err := L.DoString(`local function ser(...) local t = {} for i = 1, select("#", ...) do t[#t+1] = type((select(i, ...))) .. ":" .. tostring((select(i, ...))) end return table.concat(t, " ") end
 			local r = {pcall(function() return ` + expr + ` end)}

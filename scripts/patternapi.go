@@ -9,11 +9,11 @@ import (
 // boundPatterns replaces string.find, match, gmatch and gsub with ones on
 // mailflow's bounded matcher (pattern.go); gsub also refuses a result over
 // max bytes.
-func boundPatterns(L *lua.LState, str *lua.LTable, max int64) {
+func boundPatterns(L *lua.LState, str *lua.LTable, b *budget) {
 	str.RawSetString("find", L.NewFunction(func(L *lua.LState) int { return strFind(L, true) }))
 	str.RawSetString("match", L.NewFunction(func(L *lua.LState) int { return strFind(L, false) }))
 	str.RawSetString("gmatch", L.NewFunction(strGmatch))
-	str.RawSetString("gsub", L.NewFunction(func(L *lua.LState) int { return strGsub(L, max) }))
+	str.RawSetString("gsub", L.NewFunction(func(L *lua.LState) int { return strGsub(L, b) }))
 }
 
 // guarded runs f, turning a malformed pattern into a Lua error and the
@@ -128,7 +128,7 @@ func strGmatch(L *lua.LState) int {
 }
 
 // strGsub is string.gsub, its result bounded by max bytes.
-func strGsub(L *lua.LState, max int64) int {
+func strGsub(L *lua.LState, bud *budget) int {
 	src, pat := L.CheckString(1), L.CheckString(2)
 	repl := L.Get(3)
 	switch repl.Type() {
@@ -140,8 +140,8 @@ func strGsub(L *lua.LState, max int64) int {
 	var b strings.Builder
 	count := 0
 	grow := func(s string) {
-		if int64(b.Len()+len(s)) > max {
-			L.RaiseError("string.gsub would build a string of more than %d bytes, over the script memory limit", max)
+		if int64(b.Len()+len(s)) > bud.limit {
+			bud.charge(L, int64(b.Len()+len(s)), "string.gsub")
 		}
 		b.WriteString(s)
 	}
@@ -176,6 +176,7 @@ func strGsub(L *lua.LState, max int64) int {
 			grow(src[s:])
 		}
 	})
+	bud.charge(L, int64(b.Len()), "string.gsub")
 	L.Push(lua.LString(b.String()))
 	L.Push(lua.LNumber(count))
 	return 2

@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,7 +78,7 @@ func Load(path string, limits engine.ScriptLimits) (*Script, error) {
 		}
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
-	s.proto, err = lua.Compile(chunk, s.name)
+	s.proto, err = lua.Compile(rewriteConcat(chunk), s.name)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
@@ -123,7 +124,11 @@ func (s *Script) Filter(ctx context.Context, msg *message.Message) (engine.Verdi
 		return engine.Verdict{}, err
 	}
 	verdict, err := v.call(msg)
+	stopped := v.broken
 	s.put(v)
+	if stopped {
+		releaseMemory()
+	}
 	return verdict, err
 }
 
@@ -179,5 +184,28 @@ func (s *Script) scriptError(err error) error {
 	}
 	return errors.New(strings.TrimSpace(msg))
 }
+
+// releaseMemory gives back to the system what a stopped script held. Go
+// keeps freed memory for reuse and sets its next collection at twice the
+// live heap, so without this one runaway script would leave the process
+// at its peak and let the next grow to twice that. It runs in the
+// background, and stops that come together share one release: a full
+// collection costs milliseconds, and stops are rare.
+func releaseMemory() {
+	select {
+	case releases <- struct{}{}:
+	default: // one is already due
+	}
+}
+
+var releases = func() chan struct{} {
+	c := make(chan struct{}, 1)
+	go func() {
+		for range c {
+			debug.FreeOSMemory()
+		}
+	}()
+	return c
+}()
 
 var _ engine.Filter = (*Script)(nil)

@@ -14,14 +14,16 @@ import (
 // vm is one sandboxed Lua state with the script's top level already run.
 // It serves one message at a time.
 type vm struct {
-	s      *Script
-	L      *lua.LState
-	filter *lua.LFunction
-	watch  *watched // the watchdog's view of this state
-	cancel context.CancelFunc
-	msgUD  *lua.LUserData // reused for every call; Value is nil between calls
-	cur    msgRef
-	broken bool // cancelled or otherwise unfit for another call
+	s       *Script
+	L       *lua.LState
+	filter  *lua.LFunction
+	watch   *watched // the watchdog's view of this state
+	cancel  context.CancelFunc
+	msgUD   *lua.LUserData // reused for every call; Value is nil between calls
+	keepErr *lua.LFunction // error handler that returns the error as it is
+	budget  budget         // what the running call has built (budget.go)
+	cur     msgRef
+	broken  bool // cancelled or otherwise unfit for another call
 }
 
 // msgRef is what the msg userdata points to during a call.
@@ -46,15 +48,16 @@ func (s *Script) newVM() (*vm, error) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	L.SetContext(ctx)
-	v := &vm{s: s, L: L, cancel: cancel}
+	v := &vm{s: s, L: L, cancel: cancel, keepErr: L.NewFunction(keepError), budget: budget{limit: s.limits.MaxMemory}}
 	v.watch = watchdog.add(cancel, s.limits)
-	openSandbox(L, s.limits.MaxMemory)
+	openSandbox(L, &v.budget)
+	L.SetGlobal("pcall", L.NewFunction(v.pcall))
 	v.openAPI()
 
 	// The top level runs under the same bounds as a filter call.
 	v.watch.begin()
 	L.Push(L.NewFunctionFromProto(s.proto))
-	err := L.PCall(0, 0, nil)
+	err := L.PCall(0, 0, v.keepErr)
 	reason := v.watch.end()
 	if err != nil {
 		v.close()
@@ -82,9 +85,10 @@ func (v *vm) call(m *message.Message) (engine.Verdict, error) {
 	}()
 
 	v.watch.begin()
+	v.budget.reset()
 	v.L.Push(v.filter)
 	v.L.Push(v.msgUD)
-	err := v.L.PCall(1, 1, nil)
+	err := v.L.PCall(1, 1, v.keepErr)
 	if reason := v.watch.end(); reason != "" {
 		v.broken = true
 		v.L.SetTop(0)
@@ -97,6 +101,37 @@ func (v *vm) call(m *message.Message) (engine.Verdict, error) {
 	ret := v.L.Get(-1)
 	v.L.Pop(1)
 	return toVerdict(ret)
+}
+
+// keepError is the error handler of every protected call. Without one,
+// gopher-lua writes a traceback of the whole call stack into each error,
+// a line per tail call: a script that tail-recursed a million times would
+// spend longer on its traceback than its time bound. The message already
+// names the file and line.
+func keepError(L *lua.LState) int { return 1 }
+
+// pcall is Lua's pcall with keepError as its handler, for the same reason:
+// a script that catches errors in a loop must not pay for a traceback each
+// time.
+func (v *vm) pcall(L *lua.LState) int {
+	L.CheckAny(1)
+	fn := L.Get(1)
+	if fn.Type() != lua.LTFunction && L.GetMetaField(fn, "__call").Type() != lua.LTFunction {
+		L.Push(lua.LFalse)
+		L.Push(lua.LString("attempt to call a " + fn.Type().String() + " value"))
+		return 2
+	}
+	if err := L.PCall(L.GetTop()-1, lua.MultRet, v.keepErr); err != nil {
+		L.Push(lua.LFalse)
+		if ae, ok := err.(*lua.ApiError); ok {
+			L.Push(ae.Object)
+		} else {
+			L.Push(lua.LString(err.Error()))
+		}
+		return 2
+	}
+	L.Insert(lua.LTrue, 1)
+	return L.GetTop()
 }
 
 // logger is the logger for the message being filtered, with its fields.
@@ -120,7 +155,7 @@ func (v *vm) close() {
 // openSandbox opens the safe parts of the standard library: base (without
 // the functions that load code or reach the host), string, table and math.
 // os, io, debug, package and coroutine are never opened.
-func openSandbox(L *lua.LState, maxString int64) {
+func openSandbox(L *lua.LState, b *budget) {
 	for _, lib := range []struct {
 		name string
 		fn   lua.LGFunction
@@ -142,9 +177,10 @@ func openSandbox(L *lua.LState, maxString int64) {
 	}
 	str := L.GetGlobal("string").(*lua.LTable)
 	str.RawSetString("dump", lua.LNil)
-	capStrings(L, str, maxString)
-	capTables(L, maxString)
-	boundPatterns(L, str, maxString)
+	L.SetGlobal(concatName, L.NewFunction(boundedConcat(b)))
+	capStrings(L, str, b)
+	capTables(L, b)
+	boundPatterns(L, str, b)
 	// math.random is seeded per state by gopher-lua; nothing else to remove.
-	L.SetGlobal("utf8", L.SetFuncs(L.NewTable(), utf8Funcs))
+	L.SetGlobal("utf8", L.SetFuncs(L.NewTable(), utf8Funcs(b)))
 }
