@@ -41,7 +41,18 @@ type delivery struct {
 	doubted bool     // an output of this try may have it without having said so
 	temp    []string // temporary failures of this try, as text
 	perm    []string // permanent refusals of this try, as text
+
+	// Messages a filter generated from this one (Verdict.Generated), by
+	// target: each is one more entry in outputs, its answers kept in the
+	// record under that target, apart from the outputs' own.
+	generated map[string]Generated
+	genFailed []string // generated messages refused for good: logged only
+	dropped   bool     // the verdict was drop: settled as dropped once the generated are sent
 }
+
+// generatedTarget is the name under which a generated message's delivery
+// is recorded. Output names cannot hold a colon.
+func generatedTarget(name string) string { return "generated:" + name }
 
 func newDelivery(rec ledger.Record) *delivery {
 	if rec.Accepted == nil {
@@ -65,18 +76,33 @@ func (d *delivery) filtered(v Verdict, outputs []string) error {
 	}
 	switch v.Action {
 	case ActionDrop:
-		d.state, d.rec.Settled = stateSettled, ledger.Dropped
+		if len(v.Generated) == 0 {
+			d.state, d.rec.Settled = stateSettled, ledger.Dropped
+			return nil
+		}
+		d.dropped, d.state = true, stateFiltered
 	case ActionLeave:
 		d.state = stateLeft
 	case ActionQuarantine:
 		d.state = stateRefused
 		d.perm = append(d.perm, v.Reason)
 	default:
-		d.outputs = outputs
+		d.outputs = slices.Clone(outputs)
 		if v.Outputs != nil {
-			d.outputs = v.Outputs
+			d.outputs = slices.Clone(v.Outputs)
 		}
 		d.state = stateFiltered
+	}
+	if d.state == stateFiltered && len(v.Generated) > 0 {
+		d.generated = make(map[string]Generated, len(v.Generated))
+		for _, g := range v.Generated {
+			t := generatedTarget(g.Name)
+			if _, dup := d.generated[t]; dup {
+				continue
+			}
+			d.generated[t] = g
+			d.outputs = append(d.outputs, t)
+		}
 	}
 	return nil
 }
@@ -85,11 +111,29 @@ func (d *delivery) filtered(v Verdict, outputs []string) error {
 func (d *delivery) pending() []string {
 	var out []string
 	for _, o := range d.outputs {
-		if !slices.Contains(d.rec.Accepted[o], "*") {
-			out = append(out, o)
+		if slices.Contains(d.rec.Accepted[o], "*") {
+			continue
 		}
+		if g, ok := d.generated[o]; ok && d.generatedDone(o, g) {
+			continue
+		}
+		out = append(out, o)
 	}
 	return out
+}
+
+// generatedDone reports whether every recipient of a generated message
+// has answered for good, on this try or an earlier one.
+func (d *delivery) generatedDone(target string, g Generated) bool {
+	if slices.Contains(d.rec.Refused[target], "*") {
+		return true
+	}
+	for _, r := range g.Message.Envelope.Recipients {
+		if !slices.Contains(d.rec.Accepted[target], r) && !slices.Contains(d.rec.Refused[target], r) {
+			return false
+		}
+	}
+	return len(g.Message.Envelope.Recipients) > 0
 }
 
 // started records that output was handed the message. The record is
@@ -117,6 +161,10 @@ func (d *delivery) answered(results []RecipientResult, err error) error {
 		d.rec.Sending = nil
 	}
 	d.state, d.sending = stateFiltered, ""
+	if _, ok := d.generated[name]; ok {
+		d.generatedAnswered(name, results, err)
+		return nil
+	}
 	switch {
 	case err != nil && IsInDoubt(err):
 		d.temp = append(d.temp, fmt.Sprintf("%s: %v", name, err))
@@ -153,11 +201,61 @@ func (d *delivery) answered(results []RecipientResult, err error) error {
 	return nil
 }
 
+// generatedAnswered is answered for a generated message: refusals for good
+// are noted (and not tried again) without making the message it was
+// generated from a refused one.
+func (d *delivery) generatedAnswered(name string, results []RecipientResult, err error) {
+	refuse := func(who, why string) {
+		if d.rec.Refused == nil {
+			d.rec.Refused = map[string][]string{}
+		}
+		d.rec.Refused[name] = append(d.rec.Refused[name], who)
+		d.genFailed = append(d.genFailed, why)
+	}
+	switch {
+	case err != nil && IsInDoubt(err):
+		d.temp = append(d.temp, fmt.Sprintf("%s: %v", name, err))
+		if !slices.Contains(d.rec.InDoubt, name) {
+			d.rec.InDoubt = append(d.rec.InDoubt, name)
+		}
+		d.doubted = true
+		return
+	case err != nil && IsPermanent(err):
+		refuse("*", fmt.Sprintf("%s: %v", name, err))
+		return
+	case err != nil:
+		d.temp = append(d.temp, fmt.Sprintf("%s: %v", name, err))
+		return
+	case len(results) == 0:
+		d.rec.Accepted[name] = []string{"*"}
+	}
+	for _, r := range results {
+		switch {
+		case r.Err == nil:
+			if !slices.Contains(d.rec.Accepted[name], r.Recipient) {
+				d.rec.Accepted[name] = append(d.rec.Accepted[name], r.Recipient)
+			}
+		case IsPermanent(r.Err):
+			refuse(r.Recipient, fmt.Sprintf("%s: <%s>: %v", name, r.Recipient, r.Err))
+		default:
+			d.temp = append(d.temp, fmt.Sprintf("%s: <%s>: %v", name, r.Recipient, r.Err))
+		}
+	}
+}
+
 // skipped records an output that was not tried (it is backing off, or
 // it does not exist).
 func (d *delivery) skipped(output, why string, permanent bool) error {
 	if err := d.must(stateFiltered); err != nil {
 		return err
+	}
+	if _, ok := d.generated[output]; ok && permanent {
+		if d.rec.Refused == nil {
+			d.rec.Refused = map[string][]string{}
+		}
+		d.rec.Refused[output] = []string{"*"}
+		d.genFailed = append(d.genFailed, output+": "+why)
+		return nil
 	}
 	if permanent {
 		d.perm = append(d.perm, output+": "+why)
@@ -176,13 +274,15 @@ func (d *delivery) finish() error {
 	}
 	refused := len(d.perm) > 0 || len(d.rec.Reasons) > 0
 	switch {
-	case len(d.outputs) == 0:
+	case len(d.outputs) == len(d.generated) && !d.dropped:
 		d.state = stateRefused
 		d.perm = append(d.perm, "no output to deliver to (the pipeline has none and no filter routed it)")
 	case len(d.temp) > 0:
 		d.state = stateDeferred
 	case refused:
 		d.state = stateRefused
+	case d.dropped:
+		d.state, d.rec.Settled = stateSettled, ledger.Dropped
 	default:
 		d.state, d.rec.Settled = stateSettled, ledger.Delivered
 	}

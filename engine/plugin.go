@@ -234,6 +234,25 @@ type Verdict struct {
 	Outputs    []string // with ActionRoute
 	Recipients []string // with ActionRedirect
 	Reason     string   // with ActionDrop, ActionQuarantine and ActionLeave
+	// Generated are messages the filter made from this one (a vacation
+	// reply, a notification), whatever the action.
+	Generated []Generated
+}
+
+// Generated is a message a filter made from the message it was given. It
+// is delivered as part of settling that message: its delivery is kept in
+// the same ledger record, so that a crash or a retry never sends it twice
+// and the message it was made from leaves its source only once it was
+// accepted. An output refusing it for good is logged, not quarantined: a
+// reply that cannot be delivered is no reason to keep the mail it answers.
+// It is sent for a message delivered or dropped; not for one left at its
+// source or quarantined.
+type Generated struct {
+	// Name is unique among the messages generated from one message and
+	// the same each time that message is filtered ("vacation.lua:vacation").
+	Name    string
+	Output  string
+	Message *message.Message // its Envelope names sender and recipients
 }
 
 // Provisioner is implemented by plugins that need the engine's services.

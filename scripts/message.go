@@ -143,6 +143,7 @@ func (v *vm) openAPI() {
 	v.openLog()
 	v.openState()
 	v.openStore()
+	v.openGenerate()
 	openRegexp(L, &v.budget)
 	openTime(L)
 }

@@ -33,22 +33,26 @@ func (s *Script) kv() (kvStore, error) {
 	return s.store, nil
 }
 
+// storeUpdate runs fn on key's record in the script's store (kvStore.update),
+// raising a Lua error if the store fails.
+func (v *vm) storeUpdate(L *lua.LState, key string, fn func(storeRec, bool) (storeRec, bool, error)) {
+	kv, err := v.s.kv()
+	if err != nil {
+		L.RaiseError("store: %v", err)
+	}
+	evicted, err := kv.update(key, fn)
+	if err != nil {
+		L.RaiseError("%v", err)
+	}
+	if evicted > 0 {
+		v.s.log.Warn("script store full: the oldest entries were dropped", "script", v.s.name, "count", evicted)
+	}
+}
+
 // openStore gives the script store.get/set/add/delete and duplicate().
 func (v *vm) openStore() {
 	L := v.L
-	update := func(L *lua.LState, key string, fn func(storeRec, bool) (storeRec, bool, error)) {
-		kv, err := v.s.kv()
-		if err != nil {
-			L.RaiseError("store: %v", err)
-		}
-		evicted, err := kv.update(key, fn)
-		if err != nil {
-			L.RaiseError("%v", err)
-		}
-		if evicted > 0 {
-			v.s.log.Warn("script store full: the oldest entries were dropped", "script", v.s.name, "count", evicted)
-		}
-	}
+	update := v.storeUpdate
 	expiry := func(L *lua.LState, n int) int64 {
 		ttl := L.OptNumber(n, 0)
 		if ttl < 0 {

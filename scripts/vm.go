@@ -30,6 +30,10 @@ type vm struct {
 type msgRef struct {
 	m   *message.Message
 	log *slog.Logger
+
+	generated    []engine.Generated // made by vacation{} and notify{} (generate.go)
+	vacationDone bool
+	notified     int
 }
 
 const (
@@ -100,7 +104,11 @@ func (v *vm) call(m *message.Message) (engine.Verdict, error) {
 	}
 	ret := v.L.Get(-1)
 	v.L.Pop(1)
-	return toVerdict(ret)
+	verdict, err := toVerdict(ret)
+	if err == nil {
+		verdict.Generated = v.cur.generated
+	}
+	return verdict, err
 }
 
 // keepError is the error handler of every protected call. Without one,

@@ -100,7 +100,7 @@ func TestMisbehavingScriptsQuarantineTheirMessageOnly(t *testing.T) {
 		t.Fatalf("%d delivered, want the 3 fine ones", len(got))
 	}
 	list := mailflow(t, "quarantine", "list", "-c", conf)
-	for _, want := range []string{"ran longer than 3s", "rule.lua:5: deliberate failure", "more than 16 MB", "value contains CR, LF or NUL"} {
+	for _, want := range []string{"ran longer than 3s", "rule.lua:5: deliberate failure", "16 MB", "value contains CR, LF or NUL"} {
 		if !strings.Contains(list.stdout, want) {
 			t.Errorf("quarantine list lacks %q:\n%s", want, list.stdout)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"mime/quotedprintable"
 	"os"
 	"path/filepath"
 	"sort"
@@ -216,6 +217,9 @@ func testOne(w io.Writer, chain *engine.Chain, path string, defaultOutputs []str
 			fmt.Fprintf(w, "   sender:     %s\n", msg.Envelope.Sender)
 		}
 	}
+	for _, g := range v.Generated {
+		printGenerated(w, g)
+	}
 	after := fieldLines(msg.Header)
 	diff := diffLines(before, after)
 	if len(diff) == 0 {
@@ -227,6 +231,30 @@ func testOne(w io.Writer, chain *engine.Chain, path string, defaultOutputs []str
 		}
 	}
 	return name, nil
+}
+
+// printGenerated shows a message a script generated (vacation{},
+// notify{}): what run would send, and through which output. The Date is
+// left out, so that the output can be compared from one day to the next.
+func printGenerated(w io.Writer, g engine.Generated) {
+	m := g.Message
+	sender := m.Envelope.Sender
+	if sender == "" {
+		sender = "(the output's)"
+	}
+	fmt.Fprintf(w, "   generated:  %s through output %s, from %s to %s\n", g.Name, g.Output, sender, strings.Join(m.Envelope.Recipients, ", "))
+	for _, line := range fieldLines(m.Header) {
+		if !strings.HasPrefix(line, "Date:") {
+			fmt.Fprintf(w, "     %s\n", line)
+		}
+	}
+	body, err := io.ReadAll(quotedprintable.NewReader(m.Body()))
+	if err != nil {
+		body, _ = io.ReadAll(m.Body())
+	}
+	for _, line := range strings.Split(strings.TrimRight(strings.ReplaceAll(string(body), "\r\n", "\n"), "\n"), "\n") {
+		fmt.Fprintf(w, "     | %s\n", line)
+	}
 }
 
 func listOr(xs []string, none string) string {
