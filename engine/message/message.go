@@ -53,12 +53,13 @@ type Message struct {
 	Digest [32]byte
 
 	data        Data
-	eightBit    bool  // some byte of the original is >= 0x80
-	header8Bit  bool  // some byte of the original header is >= 0x80
-	headerLen   int64 // bytes of the original header block, blank line included
-	headerDirty bool  // a filter changed Header
-	crlf        int64 // CRLF line ends in the original
-	bareLF      int64 // LF line ends without a CR before them
+	eightBit    bool    // some byte of the original is >= 0x80
+	header8Bit  bool    // some byte of the original header is >= 0x80
+	headerLen   int64   // bytes of the original header block, blank line included
+	headerDirty bool    // a filter changed Header
+	pieces      []piece // the body as edited (edit.go); nil when it was not
+	crlf        int64   // CRLF line ends in the original
+	bareLF      int64   // LF line ends without a CR before them
 }
 
 // Source identifies a message at its origin.
@@ -260,12 +261,16 @@ func (m *Message) LineEnds() (crlf, bareLF int64) { return m.crlf, m.bareLF }
 
 // Size is the size in bytes of the message as it would be written now.
 func (m *Message) Size() int64 {
-	if !m.headerDirty {
+	if !m.headerDirty && m.pieces == nil {
 		return m.data.Size()
 	}
-	var buf bytes.Buffer
-	_ = m.writeHeader(&buf)
-	return int64(buf.Len()) + m.data.Size() - m.headerLen
+	head := m.headerLen
+	if m.headerDirty {
+		var buf bytes.Buffer
+		_ = m.writeHeader(&buf)
+		head = int64(buf.Len())
+	}
+	return head + m.BodySize()
 }
 
 // OriginalSize is the size of the bytes the source gave.
@@ -281,23 +286,25 @@ func (m *Message) MarkHeaderChanged() { m.headerDirty = true }
 // Original returns a reader over the bytes exactly as the source gave them.
 func (m *Message) Original() io.Reader { return m.data.Reader() }
 
-// Body returns a reader over the body bytes, as the source gave them.
-func (m *Message) Body() io.Reader {
-	return io.NewSectionReader(m.data.ReaderAt(), m.headerLen, m.data.Size()-m.headerLen)
-}
+// Body returns a reader over the body as it would be delivered now: the
+// original bytes, with a filter's edits (EditBody) if it made any.
+func (m *Message) Body() io.Reader { return m.body() }
 
 // Reader returns a reader over the message as it would be delivered now:
-// the original bytes when nothing changed, else the new header followed by
-// the original body.
+// the original bytes when nothing changed, else the header (new if a
+// filter changed it) followed by the body (edited if a filter changed it).
 func (m *Message) Reader() io.Reader {
-	if !m.headerDirty {
+	if !m.headerDirty && m.pieces == nil {
 		return m.data.Reader()
+	}
+	if !m.headerDirty {
+		return io.MultiReader(io.NewSectionReader(m.data.ReaderAt(), 0, m.headerLen), m.body())
 	}
 	var buf bytes.Buffer
 	if err := m.writeHeader(&buf); err != nil {
 		return &errReader{err}
 	}
-	return io.MultiReader(&buf, m.Body())
+	return io.MultiReader(&buf, m.body())
 }
 
 // WriteTo writes the message as it would be delivered now.
