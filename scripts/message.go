@@ -16,21 +16,24 @@ const messageType = "mailflow.message"
 func (v *vm) openAPI() {
 	L := v.L
 	methods := map[string]lua.LGFunction{
-		"header":         v.header,
-		"headers":        v.headers,
-		"raw_header":     v.rawHeader,
-		"set_header":     v.setHeader,
-		"add_header":     v.addHeader,
-		"remove_header":  v.removeHeader,
-		"from":           v.addresses("From"),
-		"to":             v.addresses("To"),
-		"cc":             v.addresses("Cc"),
-		"reply_to":       v.addresses("Reply-To"),
-		"addresses":      v.addressesOf,
-		"recipients":     v.recipients,
-		"set_recipients": v.setRecipients,
-		"text":           v.text,
-		"attachments":    v.attachments,
+		"header":             v.header,
+		"headers":            v.headers,
+		"raw_header":         v.rawHeader,
+		"set_header":         v.setHeader,
+		"add_header":         v.addHeader,
+		"remove_header":      v.removeHeader,
+		"from":               v.addresses("From"),
+		"to":                 v.addresses("To"),
+		"cc":                 v.addresses("Cc"),
+		"reply_to":           v.addresses("Reply-To"),
+		"addresses":          v.addressesOf,
+		"recipients":         v.recipients,
+		"set_recipients":     v.setRecipients,
+		"text":               v.text,
+		"attachments":        v.attachments,
+		"parts":              v.parts,
+		"add_footer":         v.addFooter,
+		"remove_attachments": v.removeAttachments,
 	}
 	fns := make(map[string]lua.LValue, len(methods))
 	for name, fn := range methods {
@@ -144,6 +147,7 @@ func (v *vm) openAPI() {
 	v.openState()
 	v.openStore()
 	v.openGenerate()
+	v.openParts()
 	openRegexp(L, &v.budget)
 	openTime(L)
 }

@@ -34,6 +34,7 @@ type msgRef struct {
 	generated    []engine.Generated // made by vacation{} and notify{} (generate.go)
 	vacationDone bool
 	notified     int
+	edits        int // body edits so far: parts listed before one are stale (parts.go)
 }
 
 const (

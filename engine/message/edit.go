@@ -88,6 +88,20 @@ func (p piece) slice(i, j int64) piece {
 	return piece{off: p.off + i, n: j - i}
 }
 
+// BodyRange is a reader over the bytes [from, to) of the body as it is now.
+func (m *Message) BodyRange(from, to int64) io.Reader {
+	pieces := cutPieces(m.bodyPieces(), from, to)
+	readers := make([]io.Reader, 0, len(pieces))
+	for _, p := range pieces {
+		if p.b != nil {
+			readers = append(readers, bytes.NewReader(p.b))
+		} else {
+			readers = append(readers, io.NewSectionReader(m.data.ReaderAt(), p.off, p.n))
+		}
+	}
+	return io.MultiReader(readers...)
+}
+
 // body is a reader over the body as it is now.
 func (m *Message) body() io.Reader {
 	if m.pieces == nil {

@@ -48,11 +48,11 @@ func TestPartsLocateEveryEntity(t *testing.T) {
 	body := bodyOf(m)
 	type want struct {
 		ct, enc, file, disp, body string
-		parent, depth           int
+		parent, depth             int
 	}
 	wants := []want{
 		{ct: "multipart/mixed", enc: "7bit", parent: -1, depth: 0, body: strings.TrimSuffix(body, "")},
-		{ct: "multipart/alternative", enc: "7bit", parent: 0, depth: 1, body: body[strings.Index(body, "--inner\r\n"):strings.Index(body, "--inner--\r\n")+len("--inner--")]},
+		{ct: "multipart/alternative", enc: "7bit", parent: 0, depth: 1, body: body[strings.Index(body, "--inner\r\n") : strings.Index(body, "--inner--\r\n")+len("--inner--")]},
 		{ct: "text/plain", enc: "base64", parent: 1, depth: 2, body: "SGVsbG8gd29ybGQ="},
 		{ct: "text/html", enc: "quoted-printable", parent: 1, depth: 2, body: "<p>Gr=FC=DFe</p>"},
 		{ct: "application/pdf", enc: "base64", parent: 0, depth: 1, file: "Résumé.pdf", disp: "attachment", body: "JVBERi0xLjQK"},
