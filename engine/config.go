@@ -41,6 +41,9 @@ type ScriptLimits struct {
 	// Separator splits a local part into user and detail (RFC 5233:
 	// "user+detail"); default "+".
 	Separator string
+	// LibDir is where require("name") finds name.lua (script_lib); empty:
+	// require is refused.
+	LibDir string
 }
 
 // Config is a parsed, validated mailflow.toml.
@@ -133,6 +136,7 @@ type fileConfig struct {
 	ScriptTimeout  string           `toml:"script_timeout"`
 	ScriptMemory   int64            `toml:"script_max_memory"`
 	Subaddress     string           `toml:"subaddress_separator"`
+	ScriptLib      string           `toml:"script_lib"`
 	FetchAttempts  int              `toml:"fetch_attempts"`
 	LedgerGrace    string           `toml:"ledger_grace"`
 	ShutdownTimout string           `toml:"shutdown_timeout"`
@@ -222,6 +226,12 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 	cfg.StateDir = cfg.Resolve(fc.StateDir)
 	cfg.Spool.Dir = filepath.Join(cfg.StateDir, "spool")
 	cfg.Script.StoreDir = cfg.StateDir
+	if fc.ScriptLib != "" {
+		cfg.Script.LibDir = cfg.Resolve(fc.ScriptLib)
+		if fi, err := os.Stat(cfg.Script.LibDir); err != nil || !fi.IsDir() {
+			return nil, cerr(pos.line("", 0, "script_lib"), "script_lib: %s is not a directory", cfg.Script.LibDir)
+		}
+	}
 
 	for i, p := range fc.Output {
 		oc := &OutputConfig{Line: pos.table("output", i)}

@@ -64,6 +64,13 @@ func (w *Watcher) watched() []string {
 			files = append(files, absPath(s))
 		}
 	}
+	if cfg.Script.LibDir != "" {
+		// The modules scripts may require: a change to one reloads them.
+		mods, _ := filepath.Glob(filepath.Join(cfg.Script.LibDir, "*.lua"))
+		for _, m := range mods {
+			files = append(files, absPath(m))
+		}
+	}
 	var plugins []any
 	for _, ic := range cfg.Inputs {
 		plugins = append(plugins, ic.Plugin)

@@ -16,10 +16,8 @@
 package scripts
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -31,7 +29,6 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
-	"github.com/yuin/gopher-lua/parse"
 
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
@@ -50,6 +47,9 @@ type Script struct {
 
 	storeMu sync.Mutex
 	store   kvStore // opened at the first use (storeapi.go)
+
+	modMu   sync.Mutex
+	modules map[string]*lua.FunctionProto // compiled script_lib modules (require.go)
 }
 
 // Load compiles the script at path and runs its top level once, to check
@@ -67,20 +67,9 @@ func Load(path string, limits engine.ScriptLimits) (*Script, error) {
 		shared: &sharedState{values: map[string]lua.LValue{}},
 		pool:   make(chan *vm, runtime.GOMAXPROCS(0)*2),
 	}
-	chunk, err := parse.Parse(bytes.NewReader(src), s.name)
+	s.proto, err = compile(src, path, s.name)
 	if err != nil {
-		var pe *parse.Error
-		if errors.As(err, &pe) {
-			if pe.Pos.Line == parse.EOF {
-				return nil, fmt.Errorf("%s: at end of file: %s", path, pe.Message)
-			}
-			return nil, fmt.Errorf("%s:%d: %s near %q", path, pe.Pos.Line, pe.Message, pe.Token)
-		}
-		return nil, fmt.Errorf("%s: %v", path, err)
-	}
-	s.proto, err = lua.Compile(rewriteConcat(chunk), s.name)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
+		return nil, err
 	}
 	// Make the first state now: it runs the top level, so an error there, or
 	// a missing filter function, is found when the config is checked.

@@ -19,9 +19,10 @@ type vm struct {
 	filter  *lua.LFunction
 	watch   *watched // the watchdog's view of this state
 	cancel  context.CancelFunc
-	msgUD   *lua.LUserData // reused for every call; Value is nil between calls
-	keepErr *lua.LFunction // error handler that returns the error as it is
-	budget  budget         // what the running call has built (budget.go)
+	msgUD   *lua.LUserData        // reused for every call; Value is nil between calls
+	keepErr *lua.LFunction        // error handler that returns the error as it is
+	budget  budget                // what the running call has built (budget.go)
+	loaded  map[string]lua.LValue // modules this state has required (require.go)
 	cur     msgRef
 	broken  bool // cancelled or otherwise unfit for another call
 }
@@ -57,6 +58,7 @@ func (s *Script) newVM() (*vm, error) {
 	v.watch = watchdog.add(cancel, s.limits)
 	openSandbox(L, &v.budget)
 	L.SetGlobal("pcall", L.NewFunction(v.pcall))
+	L.SetGlobal("require", L.NewFunction(v.require))
 	v.openAPI()
 
 	// The top level runs under the same bounds as a filter call.

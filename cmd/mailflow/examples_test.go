@@ -29,7 +29,7 @@ func TestExampleScriptsGolden(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(script), ".lua")
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
-			if code := run([]string{"test", "--log-level", "error", "--script", script, msgs}, &out, io.Discard); code != 0 {
+			if code := run([]string{"test", "--log-level", "error", "--script-lib", filepath.Join(dir, "lib"), "--script", script, msgs}, &out, io.Discard); code != 0 {
 				t.Fatalf("exit %d\n%s", code, out.String())
 			}
 			got := now.ReplaceAll(out.Bytes(), []byte("${1}<now>"))

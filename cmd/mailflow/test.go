@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	gomessage "github.com/emersion/go-message"
 	"io"
 	"io/fs"
 	"mime/quotedprintable"
@@ -21,7 +22,8 @@ const testHelp = `Usage: mailflow test -c FILE [--pipeline NAME] MSG.eml|DIR...
 
 Runs a pipeline's filter chain (or the given scripts, in order) on messages
 read from files, and prints for each the verdict, the outputs and envelope
-recipients it would go to, and what changed in its header. Nothing is sent,
+recipients it would go to, what changed in its header, and the messages
+scripts generated (vacation replies, notifications). Nothing is sent,
 nothing is deleted, no state is written. A directory is read recursively
 (a Maildir works). Exits 1 if a script broke on any message.
 `
@@ -37,6 +39,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	pipelineName := fs.String("pipeline", "", "the pipeline `NAME` whose scripts run (default: the only one)")
 	var scripts scriptList
 	fs.Var(&scripts, "script", "a script `FILE` to run (repeat for a chain); instead of a pipeline")
+	scriptLib := fs.String("script-lib", "", "the `DIR` require() loads modules from (default: the config's script_lib)")
 	if code, stop := parseFlags(fs, args, stdout); stop {
 		return code
 	}
@@ -72,6 +75,9 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	case len(scripts) == 0:
 		fmt.Fprintln(stderr, "mailflow test: give -c FILE (and --pipeline) or --script FILE")
 		return exitConfig
+	}
+	if *scriptLib != "" {
+		limits.LibDir = *scriptLib
 	}
 	chain, err := engine.LoadChain(plugins.Default, scripts, limits, log)
 	if err != nil {
@@ -180,6 +186,7 @@ func testOne(w io.Writer, chain *engine.Chain, path string, defaultOutputs []str
 	}
 	before := fieldLines(msg.Header)
 	sender := msg.Envelope.Sender
+	sizeBefore := msg.Size()
 
 	v, by, err := chain.Run(context.Background(), msg)
 	if err != nil {
@@ -220,6 +227,9 @@ func testOne(w io.Writer, chain *engine.Chain, path string, defaultOutputs []str
 	for _, g := range v.Generated {
 		printGenerated(w, g)
 	}
+	if msg.BodyChanged() {
+		printBody(w, msg, sizeBefore)
+	}
 	after := fieldLines(msg.Header)
 	diff := diffLines(before, after)
 	if len(diff) == 0 {
@@ -231,6 +241,35 @@ func testOne(w io.Writer, chain *engine.Chain, path string, defaultOutputs []str
 		}
 	}
 	return name, nil
+}
+
+// printBody shows a body a script changed (a footer, an attachment
+// removed): each part, and the end of each text part as a reader sees it.
+func printBody(w io.Writer, msg *message.Message, sizeBefore int64) {
+	fmt.Fprintf(w, "   body:       changed (%d → %d bytes)\n", sizeBefore, msg.Size())
+	ent, err := gomessage.Read(msg.Reader())
+	if ent == nil {
+		fmt.Fprintf(w, "     (unreadable: %v)\n", err)
+		return
+	}
+	n := 0
+	ent.Walk(func(_ []int, part *gomessage.Entity, _ error) error {
+		t, _, _ := part.Header.ContentType()
+		if strings.HasPrefix(t, "multipart/") {
+			return nil
+		}
+		n++
+		fmt.Fprintf(w, "     part %d: %s\n", n, t)
+		if !strings.HasPrefix(t, "text/") {
+			return nil
+		}
+		b, _ := io.ReadAll(io.LimitReader(part.Body, 1<<20))
+		lines := strings.Split(strings.TrimRight(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n"), "\n")
+		for _, l := range lines[max(0, len(lines)-3):] {
+			fmt.Fprintf(w, "     | %s\n", l)
+		}
+		return nil
+	})
 }
 
 // printGenerated shows a message a script generated (vacation{},
