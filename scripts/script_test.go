@@ -399,14 +399,15 @@ func TestRegexpAndUTF8Helpers(t *testing.T) {
 	})
 }
 
+// require is mailflow's own, limited to script_lib (require_test.go).
 func TestSandbox(t *testing.T) {
 	got := eval(t, "qp-latin1.eml", `
 		out.os = os; out.io = io; out.debug = debug; out.package = package
-		out.require = require; out.dofile = dofile; out.loadfile = loadfile
+		out.dofile = dofile; out.loadfile = loadfile
 		out.load = load; out.loadstring = loadstring; out.coroutine = coroutine
 		out.dump = string.dump; out.setfenv = setfenv; out.collectgarbage = collectgarbage
 		out.string = type(string.format); out.math = type(math.floor); out.table = type(table.insert)`,
-		"os", "io", "debug", "package", "require", "dofile", "loadfile", "load", "loadstring",
+		"os", "io", "debug", "package", "dofile", "loadfile", "load", "loadstring",
 		"coroutine", "dump", "setfenv", "collectgarbage", "string", "math", "table")
 	for k, v := range got {
 		want := "nil"
