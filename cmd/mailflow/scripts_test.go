@@ -228,3 +228,42 @@ func TestScriptReloadWhileRunning(t *testing.T) {
 	// A message is removed from the source just after it was delivered.
 	waitFor(t, "the source to be empty", 30*time.Second, func() bool { return countIn(src) == 0 })
 }
+
+// SIGTERM while a script runs away (its own bound is far off) ends `run`
+// within shutdown_timeout; the message it was filtering stays at its
+// source, neither delivered nor quarantined.
+func TestSIGTERMDuringRunawayScript(t *testing.T) {
+	dir := t.TempDir()
+	conf := scriptJob(t, dir, `function filter(msg) log.info("looping") while true do end end`, "script_timeout = \"60s\"\nshutdown_timeout = \"2s\"")
+	if err := enginetest.WriteMaildir(filepath.Join(dir, "src"), [][]byte{tagged("loop", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd := exec.Command(binary, "run", "--log-level", "debug", "-c", conf)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the script to start looping", 20*time.Second, func() bool { return strings.Contains(stderr.String(), "looping") })
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("mailflow still running 20 s after SIGTERM (shutdown_timeout 2s); log:\n%s", stderr.String())
+	}
+	took := time.Since(start)
+	t.Logf("stopped %v after SIGTERM", took.Round(time.Millisecond))
+	if took > 2*time.Second+3*time.Second {
+		t.Errorf("took %v to stop with a 2 s shutdown_timeout", took)
+	}
+	if n := countIn(filepath.Join(dir, "src")); n != 1 {
+		t.Errorf("%d messages at the source, want the 1 being filtered", n)
+	}
+	if n := countIn(filepath.Join(dir, "a")); n != 0 {
+		t.Errorf("%d delivered", n)
+	}
+}
