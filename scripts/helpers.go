@@ -67,20 +67,43 @@ func luaToGo(v lua.LValue) any {
 type sharedState struct {
 	mu     sync.Mutex
 	values map[string]lua.LValue
+	bytes  int64 // of keys and string values: bounded like the durable store
 }
 
 const maxStateKeys = 100_000
 
+// stateSize is what a key and its value count against the state's bound.
+func stateSize(key string, val lua.LValue) int64 {
+	n := int64(len(key)) + 16
+	if s, ok := val.(lua.LString); ok {
+		n += int64(len(s))
+	}
+	return n
+}
+
 func (v *vm) openState() {
 	L := v.L
 	st := v.s.shared
+	maxBytes := v.s.limits.StoreMaxBytes
+	if maxBytes <= 0 {
+		maxBytes = defaultStoreBytes
+	}
 	add := L.NewFunction(func(L *lua.LState) int {
 		key := L.CheckString(1)
 		n := L.OptNumber(2, 1)
 		st.mu.Lock()
-		old, _ := st.values[key].(lua.LNumber)
+		prev, had := st.values[key]
+		if !had && len(st.values) >= maxStateKeys {
+			st.mu.Unlock()
+			L.RaiseError("state is full (%d keys)", maxStateKeys)
+		}
+		old, _ := prev.(lua.LNumber)
 		sum := old + n
+		if had {
+			st.bytes -= stateSize(key, prev)
+		}
 		st.values[key] = sum
+		st.bytes += stateSize(key, sum)
 		st.mu.Unlock()
 		L.Push(sum)
 		return 1
@@ -115,14 +138,25 @@ func (v *vm) openState() {
 		}
 		st.mu.Lock()
 		defer st.mu.Unlock()
+		prev, exists := st.values[key]
+		if exists {
+			st.bytes -= stateSize(key, prev)
+		}
 		if val == lua.LNil {
 			delete(st.values, key)
 			return 0
 		}
-		if _, exists := st.values[key]; !exists && len(st.values) >= maxStateKeys {
+		if !exists && len(st.values) >= maxStateKeys {
 			L.RaiseError("state is full (%d keys)", maxStateKeys)
 		}
+		if st.bytes+stateSize(key, val) > maxBytes {
+			if exists {
+				st.bytes += stateSize(key, prev)
+			}
+			L.RaiseError("state is full: its keys and values would take more than %d MB (store_max_bytes); use store.* with a ttl for data that grows", maxBytes>>20)
+		}
 		st.values[key] = val
+		st.bytes += stateSize(key, val)
 		return 0
 	}))
 	L.SetMetatable(ud, mt)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,5 +175,27 @@ end`, engine.ScriptLimits{})
 end`, engine.ScriptLimits{Separator: "-"})
 	if _, err := s.Filter(context.Background(), m); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The in-memory state is bounded in bytes like the store: the issue's
+// 40 MiB per message over 25 messages is refused at the first, instead of
+// growing the process to a gigabyte.
+func TestStateIsBoundedInBytes(t *testing.T) {
+	s := load(t, `function filter(msg)
+  state[msg.id] = string.rep("x", 40 * 1024 * 1024)
+end`, engine.ScriptLimits{})
+	_, err := s.Filter(context.Background(), newMail("a", "x"))
+	if err == nil || !strings.Contains(err.Error(), "state is full") {
+		t.Fatalf("40 MiB into state: %v", err)
+	}
+	s = load(t, `function filter(msg)
+  state[msg.id] = string.rep("x", 1024)
+  state.add("n")
+end`, engine.ScriptLimits{})
+	for i := range 100 {
+		if _, err := s.Filter(context.Background(), newMail(fmt.Sprint(i), "x")); err != nil {
+			t.Fatalf("small values: %v", err)
+		}
 	}
 }
