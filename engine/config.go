@@ -137,6 +137,8 @@ type fileConfig struct {
 	ScriptMemory   int64            `toml:"script_max_memory"`
 	Subaddress     string           `toml:"subaddress_separator"`
 	ScriptLib      string           `toml:"script_lib"`
+	StoreMaxKeys   int              `toml:"script_store_max_keys"`
+	StoreMaxBytes  int64            `toml:"script_store_max_bytes"`
 	FetchAttempts  int              `toml:"fetch_attempts"`
 	LedgerGrace    string           `toml:"ledger_grace"`
 	ShutdownTimout string           `toml:"shutdown_timeout"`
@@ -177,8 +179,9 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 		BaseDir:     filepath.Dir(abs),
 		MaxInFlight: fc.MaxInFlight,
 		Spool:       message.SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize, MaxHeader: fc.MaxHeaderSize},
-		Script:      ScriptLimits{Timeout: time.Second, MaxMemory: fc.ScriptMemory, Separator: fc.Subaddress},
-		Metrics:     fc.Metrics,
+		Script: ScriptLimits{Timeout: time.Second, MaxMemory: fc.ScriptMemory, Separator: fc.Subaddress,
+			StoreMaxKeys: fc.StoreMaxKeys, StoreMaxBytes: fc.StoreMaxBytes},
+		Metrics: fc.Metrics,
 
 		FetchAttempts:   fc.FetchAttempts,
 		LedgerGrace:     7 * 24 * time.Hour,
