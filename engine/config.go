@@ -44,11 +44,20 @@ type ScriptLimits struct {
 	// LibDir is where require("name") finds name.lua (script_lib); empty:
 	// require is refused.
 	LibDir string
+	// Instance is the config's instance (msg:looped()).
+	Instance string
+	// SRSSecrets and SRSMaxAge are for srs.reverse (srs_secret_file,
+	// srs_max_age); TrustedAuthServIDs the authserv-ids whose
+	// Authentication-Results msg:auth_results() reads.
+	SRSSecrets         []string
+	SRSMaxAge          time.Duration
+	TrustedAuthServIDs []string
 }
 
 // Config is a parsed, validated mailflow.toml.
 type Config struct {
 	Path        string // the file it was read from
+	Instance    string // names this mailflow in its trace fields (loop detection)
 	BaseDir     string // relative paths are relative to it
 	StateDir    string
 	MaxInFlight int
@@ -138,6 +147,10 @@ type fileConfig struct {
 	Subaddress     string           `toml:"subaddress_separator"`
 	ScriptLib      string           `toml:"script_lib"`
 	StoreMaxKeys   int              `toml:"script_store_max_keys"`
+	Instance       string           `toml:"instance"`
+	SRSSecretFile  string           `toml:"srs_secret_file"`
+	SRSMaxAge      string           `toml:"srs_max_age"`
+	TrustedAuthIDs []string         `toml:"trusted_authserv_ids"`
 	StoreMaxBytes  int64            `toml:"script_store_max_bytes"`
 	FetchAttempts  int              `toml:"fetch_attempts"`
 	LedgerGrace    string           `toml:"ledger_grace"`
@@ -229,6 +242,32 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 	cfg.StateDir = cfg.Resolve(fc.StateDir)
 	cfg.Spool.Dir = filepath.Join(cfg.StateDir, "spool")
 	cfg.Script.StoreDir = cfg.StateDir
+	cfg.Instance = fc.Instance
+	if cfg.Instance == "" {
+		cfg.Instance, _ = os.Hostname()
+	}
+	if cfg.Instance == "" || strings.ContainsAny(cfg.Instance, " \t\r\n;/") {
+		if fc.Instance != "" {
+			return nil, cerr(pos.line("", 0, "instance"), "instance: %q: a name without spaces, ; or /", fc.Instance)
+		}
+		cfg.Instance = "mailflow"
+	}
+	cfg.Script.Instance = cfg.Instance
+	cfg.Script.TrustedAuthServIDs = fc.TrustedAuthIDs
+	if fc.SRSSecretFile != "" {
+		secrets, err := ReadSRSSecrets(cfg.Resolve(fc.SRSSecretFile))
+		if err != nil {
+			return nil, cerr(pos.line("", 0, "srs_secret_file"), "srs_secret_file: %v", err)
+		}
+		cfg.Script.SRSSecrets = secrets
+	}
+	if fc.SRSMaxAge != "" {
+		d, err := time.ParseDuration(fc.SRSMaxAge)
+		if err != nil || d < 24*time.Hour {
+			return nil, cerr(pos.line("", 0, "srs_max_age"), "srs_max_age: %q is not a duration of a day or more, like \"504h\"", fc.SRSMaxAge)
+		}
+		cfg.Script.SRSMaxAge = d
+	}
 	if fc.ScriptLib != "" {
 		cfg.Script.LibDir = cfg.Resolve(fc.ScriptLib)
 		if fi, err := os.Stat(cfg.Script.LibDir); err != nil || !fi.IsDir() {

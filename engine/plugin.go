@@ -301,4 +301,8 @@ type Env struct {
 	// ConfigPath the config file (for hints that name a command).
 	StateDir   string
 	ConfigPath string
+	// Instance names this mailflow in the trace field its outputs add to
+	// what they send (loop detection): the config's instance, or the host
+	// name.
+	Instance string
 }

@@ -81,7 +81,7 @@ func Build(cfg *Config, reg Registry, log *slog.Logger, prev *Setup) (*Setup, er
 		return nil, err
 	}
 	env := func(name string) Env {
-		return Env{Name: name, Logger: log.With("plugin", name), Spool: cfg.Spool, BaseDir: cfg.BaseDir, StateDir: cfg.StateDir, ConfigPath: cfg.Path}
+		return Env{Name: name, Logger: log.With("plugin", name), Spool: cfg.Spool, BaseDir: cfg.BaseDir, StateDir: cfg.StateDir, ConfigPath: cfg.Path, Instance: cfg.Instance}
 	}
 	for _, oc := range cfg.Outputs {
 		oc.fingerprint = fingerprint(cfg, "output", oc.Type, oc.settings)

@@ -15,6 +15,7 @@ type dotWriter struct {
 	w         io.Writer
 	bol       bool // at the beginning of a line
 	pendingCR bool // a CR ended the last write; what follows decides what it was
+	plain     bool // line ends only: no dot-stuffing, no terminator (the bytes DKIM signs)
 }
 
 func newDotWriter(w io.Writer) *dotWriter { return &dotWriter{w: w, bol: true} }
@@ -39,7 +40,7 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 				continue
 			}
 		}
-		if d.bol && p[0] == '.' {
+		if d.bol && p[0] == '.' && !d.plain {
 			if _, err := d.w.Write(dot); err != nil {
 				return 0, err
 			}
@@ -71,6 +72,9 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 // Close ends the last line if needed and writes the terminator.
 func (d *dotWriter) Close() error {
 	end := ".\r\n"
+	if d.plain {
+		end = ""
+	}
 	if d.pendingCR || !d.bol {
 		end = "\r\n" + end
 	}

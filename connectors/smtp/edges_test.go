@@ -43,7 +43,7 @@ func TestRcpt251IsAccepted(t *testing.T) {
 			if err != nil || len(res) != 1 || res[0].Err != nil {
 				t.Fatalf("251 must count as accepted: %v %v", res, err)
 			}
-			if m := s.Mails(); len(m) != 1 || string(m[0].Raw) != "Subject: x\r\n\r\nbody\r\n" {
+			if m := s.Mails(); len(m) != 1 || string(m[0].Untraced()) != "Subject: x\r\n\r\nbody\r\n" {
 				t.Fatalf("server has %+v", m)
 			}
 		})
@@ -75,10 +75,10 @@ func TestBareCRAndLFAreNormalisedOnTheWire(t *testing.T) {
 	}
 	m := s.Mails()
 	want := "Subject: smuggle\r\n\r\na\r\n..\r\nMAIL FROM:<evil@x.test>\r\nb\r\n..\r\nc\r\n..\r\nd\r\n"
-	if len(m) != 1 || string(m[0].Raw) != want {
-		t.Fatalf("on the wire:\n%q\nwant\n%q", m[0].Raw, want)
+	if len(m) != 1 || string(m[0].Untraced()) != want {
+		t.Fatalf("on the wire:\n%q\nwant\n%q", m[0].Untraced(), want)
 	}
-	raw := m[0].Raw
+	raw := m[0].Untraced()
 	for i, c := range raw {
 		if c == '\r' && (i+1 == len(raw) || raw[i+1] != '\n') || c == '\n' && (i == 0 || raw[i-1] != '\r') {
 			t.Fatalf("bare line end at %d", i)
@@ -136,7 +136,7 @@ func TestRawBytesKeptWhereNothingIsBare(t *testing.T) {
 	if _, err := deliver(o, body); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Mails()[0].Raw; !bytes.Equal(got, []byte("Subject: ok\r\n\r\n..leading dot\r\nlast\r\n")) {
+	if got := s.Mails()[0].Untraced(); !bytes.Equal(got, []byte("Subject: ok\r\n\r\n..leading dot\r\nlast\r\n")) {
 		t.Fatalf("%q", got)
 	}
 }
@@ -160,21 +160,21 @@ func TestEightBitConvertedForServerWithout8BITMIME(t *testing.T) {
 		t.Fatalf("%d received", len(got))
 	}
 	for i, m := range got {
-		for _, c := range m.Raw {
+		for _, c := range m.Untraced() {
 			if c >= 0x80 {
 				t.Fatalf("message %d: an 8-bit byte on the wire to a server without 8BITMIME", i)
 			}
 		}
 	}
-	parts := decodedParts(t, got[0].Raw)
+	parts := decodedParts(t, got[0].Untraced())
 	if len(parts) != 1 || parts[0] != text {
 		t.Fatalf("text/plain: %q", parts)
 	}
-	parts = decodedParts(t, got[1].Raw)
+	parts = decodedParts(t, got[1].Untraced())
 	if len(parts) != 3 || parts[0] != text || parts[1] != string(blob) || parts[2] != "plain ascii part" {
 		t.Fatalf("multipart: %q", parts)
 	}
-	if !bytes.Contains(got[1].Raw, []byte("preamble\r\n--XX\r\n")) || !bytes.Contains(got[1].Raw, []byte("--XX--\r\nepilogue")) {
+	if !bytes.Contains(got[1].Untraced(), []byte("preamble\r\n--XX\r\n")) || !bytes.Contains(got[1].Untraced(), []byte("--XX--\r\nepilogue")) {
 		t.Fatal("the multipart structure changed")
 	}
 	// Refused: on request, and where it cannot be converted without guessing.
@@ -197,7 +197,7 @@ func TestLegacyEightBitHeaderNeedsNoSMTPUTF8(t *testing.T) {
 	if _, err := deliver(o, []byte(raw)); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Mails(); len(got) != 1 || string(got[0].Raw) != raw {
+	if got := s.Mails(); len(got) != 1 || string(got[0].Untraced()) != raw {
 		t.Fatal("the message changed")
 	}
 }
@@ -244,8 +244,8 @@ func TestEditedHeaderKeepsMalformedLinesOnTheWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := strings.Replace(raw, "Subject: old", "Subject: new", 1)
-	if got := s.Mails(); len(got) != 1 || string(got[0].Raw) != want {
-		t.Fatalf("on the wire:\n%q\nwant\n%q", got[0].Raw, want)
+	if got := s.Mails(); len(got) != 1 || string(got[0].Untraced()) != want {
+		t.Fatalf("on the wire:\n%q\nwant\n%q", got[0].Untraced(), want)
 	}
 }
 

@@ -58,6 +58,7 @@ type Output struct {
 	EightBit           string   `toml:"eight_bit"`
 	IdleTimeout        string   `toml:"idle_timeout"`
 	Pipelining         *bool    `toml:"pipelining"`
+	Forwarding                  // srs_domain, rewrite_from, dkim_*, max_hops (forwarding.go)
 	tlsconf.Options
 	// With auth = "oauth2": the provider and app (see connectors/oauth).
 	oauth.Config
@@ -93,6 +94,7 @@ func (o *Output) Provision(env engine.Env) error {
 		o.PasswordFile = filepath.Join(env.BaseDir, o.PasswordFile)
 	}
 	o.Options.Resolve(env.BaseDir)
+	o.Forwarding.resolve(env.BaseDir)
 	return nil
 }
 
@@ -104,6 +106,7 @@ func (o *Output) Files() []string {
 		files = append(files, o.PasswordFile)
 	}
 	files = append(files, o.Options.Files()...)
+	files = append(files, o.Forwarding.files()...)
 	return append(files, o.Config.Files()...)
 }
 
@@ -161,6 +164,9 @@ func (o *Output) Init() error {
 		if err := checkAddress(o.From); err != nil {
 			return fmt.Errorf("from: %v", err)
 		}
+	}
+	if err := o.Forwarding.init(o.env.Instance, o.env.Name); err != nil {
+		return err
 	}
 	if o.HeloName == "" {
 		o.HeloName, _ = os.Hostname()
@@ -406,8 +412,15 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 			return nil, engine.Permanent(fmt.Errorf("recipient: %v", err))
 		}
 	}
-	from := o.sender(msg)
-	env := Envelope{From: from, To: todo, Size: msg.Size(),
+	if err := o.checkLoop(msg); err != nil {
+		return nil, err
+	}
+	open, size, err := o.outgoing(msg)
+	if err != nil {
+		return nil, err
+	}
+	from := o.envelopeSender(o.sender(msg), o.From != "")
+	env := Envelope{From: from, To: todo, Size: size,
 		SMTPUTF8: !isASCII(from) || slices.ContainsFunc(todo, func(s string) bool { return !isASCII(s) })}
 	if o.limiter != nil {
 		if err := o.limiter.wait(ctx); err != nil {
@@ -422,12 +435,24 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 		if err != nil {
 			return nil, err
 		}
-		env, body, err := o.prepare(c, env, msg)
+		env, body, err := o.prepare(c, env, msg, open)
 		if err != nil {
 			o.put(c)
 			return nil, err
 		}
-		results, err := c.Send(env, body)
+		if o.dkim != nil {
+			// Signed last, over exactly what goes out: after every script,
+			// the trace field, rewrite_from and any 7-bit conversion.
+			sig, err := o.sign(body)
+			if err != nil {
+				o.put(c)
+				return nil, fmt.Errorf("dkim: %v", err)
+			}
+			unsigned := body
+			body = func() io.Reader { return io.MultiReader(bytes.NewReader(sig), unsigned()) }
+			env.Size += int64(len(sig))
+		}
+		results, err := c.Send(env, body())
 		var lost *ReplyLostError
 		if errors.As(err, &lost) {
 			o.put(c)
@@ -468,7 +493,7 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 // 6532). A header with 8-bit bytes that are not UTF-8 (a raw Latin-1
 // Subject) or sent to a server without SMTPUTF8 goes as legacy 8-bit data
 // under BODY=8BITMIME, as Postfix relays it.
-func (o *Output) prepare(c *Client, env Envelope, msg *message.Message) (Envelope, io.Reader, error) {
+func (o *Output) prepare(c *Client, env Envelope, msg *message.Message, open func() io.Reader) (Envelope, func() io.Reader, error) {
 	if ok, v := c.Extension("SIZE"); ok && v != "" {
 		if max, err := strconv.ParseInt(v, 10, 64); err == nil && max > 0 && env.Size > max {
 			return env, nil, engine.Permanent(fmt.Errorf("smtp: message is %d bytes; %s takes at most %d (SIZE)", env.Size, o.Address, max))
@@ -485,16 +510,16 @@ func (o *Output) prepare(c *Client, env Envelope, msg *message.Message) (Envelop
 		env.SMTPUTF8 = env.SMTPUTF8 || utf8.Valid(h.Bytes())
 	}
 	if !any8 {
-		return env, msg.Reader(), nil
+		return env, open, nil
 	}
 	if ok, _ := c.Extension("8BITMIME"); ok {
 		env.EightBit = true
-		return env, msg.Reader(), nil
+		return env, open, nil
 	}
 	if o.EightBit == "refuse" {
 		return env, nil, engine.Permanent(fmt.Errorf("smtp: message has 8-bit content and %s does not offer 8BITMIME (eight_bit = \"refuse\")", o.Address))
 	}
-	raw, err := io.ReadAll(io.LimitReader(msg.Reader(), maxConvert+1))
+	raw, err := io.ReadAll(io.LimitReader(open(), maxConvert+1))
 	if err != nil {
 		return env, nil, err
 	}
@@ -504,7 +529,7 @@ func (o *Output) prepare(c *Client, env Envelope, msg *message.Message) (Envelop
 	}
 	o.log.Info("converted an 8-bit message to 7-bit MIME for a server without 8BITMIME", "server", o.Address, "message_id", msg.MessageID(), "bytes", len(raw), "converted", len(conv))
 	env.Size = int64(len(conv))
-	return env, bytes.NewReader(conv), nil
+	return env, func() io.Reader { return bytes.NewReader(conv) }, nil
 }
 
 // sender is the envelope sender: the null sender when the message has one

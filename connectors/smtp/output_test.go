@@ -52,10 +52,11 @@ type peer struct {
 }
 
 type received struct {
-	from string
-	to   []string
-	data []byte
-	opts gosmtp.MailOptions
+	from  string
+	to    []string
+	data  []byte
+	trace string // the X-Loop value mailflow put first
+	opts  gosmtp.MailOptions
 }
 
 type peerOpts struct {
@@ -204,6 +205,12 @@ func (s *session) Data(r io.Reader) error {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return err
+	}
+	// The trace field the output puts first is kept apart, so that tests
+	// compare what arrived with what was sent.
+	if bytes.HasPrefix(b, []byte("X-Loop: mailflow/")) {
+		end := bytes.Index(b, []byte("\r\n"))
+		s.cur.trace, b = string(b[len("X-Loop: "):end]), b[end+2:]
 	}
 	s.cur.data = b
 	s.p.mu.Lock()

@@ -217,8 +217,9 @@ func CanonicalCRLF(in []byte) []byte {
 
 // WithoutTrace removes from the header block the trace fields Postfix adds
 // (X-Original-To, Delivered-To, Received) or replaces (Return-Path: its
-// cleanup drops any that came in, and writes its own), with their folded
-// lines, and converts to CRLF, so what we sent and what arrived compare.
+// cleanup drops any that came in, and writes its own), and the X-Loop
+// trace field mailflow's SMTP output adds, with their folded lines, and
+// converts to CRLF, so what we sent and what arrived compare.
 func WithoutTrace(b []byte) []byte {
 	b = CRLF([][]byte{b})[0]
 	end := bytes.Index(b, []byte("\r\n\r\n"))
@@ -236,7 +237,7 @@ func WithoutTrace(b []byte) []byte {
 		}
 		name, _, _ := bytes.Cut(line, []byte(":"))
 		switch strings.ToLower(string(name)) {
-		case "return-path", "x-original-to", "delivered-to", "received":
+		case "return-path", "x-original-to", "delivered-to", "received", "x-loop":
 			skipping = true
 		default:
 			skipping = false

@@ -62,6 +62,32 @@ type Mail struct {
 	Lost bool   // its reply was never sent
 }
 
+// Untraced is Raw without the trace field mailflow's SMTP output puts
+// first (X-Loop: mailflow/INSTANCE/OUTPUT), for comparing what arrived
+// with what was sent; Trace is that field's value ("" if there is none).
+func (m Mail) Untraced() []byte {
+	_, rest := splitTrace(m.Raw)
+	return rest
+}
+
+// Trace is the value of the trace field mailflow put first, or "".
+func (m Mail) Trace() string {
+	t, _ := splitTrace(m.Raw)
+	return t
+}
+
+func splitTrace(raw []byte) (string, []byte) {
+	const prefix = "X-Loop: mailflow/"
+	if !bytes.HasPrefix(raw, []byte(prefix)) {
+		return "", raw
+	}
+	end := bytes.Index(raw, []byte("\r\n"))
+	if end < 0 {
+		return "", raw
+	}
+	return string(raw[len("X-Loop: "):end]), raw[end+2:]
+}
+
 // NewServer starts a server offering PIPELINING and 8BITMIME.
 func NewServer() (*Server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
