@@ -179,6 +179,8 @@ func (f *Forwarding) envelopeSender(sender string, own bool) string {
 
 // rewrittenFrom fills rewrite_from's template from the original From:
 // {name} is its display name (else its address), {address} its address.
+// The template is "display name <address>"; the name is quoted or encoded
+// as it needs (an address in it, non-ASCII letters).
 func (f *Forwarding) rewrittenFrom(orig string) (string, error) {
 	name, addr := orig, orig
 	if a, err := mail.ParseAddress(orig); err == nil {
@@ -187,12 +189,16 @@ func (f *Forwarding) rewrittenFrom(orig string) (string, error) {
 			name = a.Address
 		}
 	}
-	s := strings.NewReplacer("{name}", name, "{address}", addr).Replace(f.RewriteFrom)
-	a, err := mail.ParseAddress(s)
-	if err != nil {
-		return "", fmt.Errorf("%q does not make an address: %v", s, err)
+	fill := strings.NewReplacer("{name}", name, "{address}", addr).Replace
+	open, close := strings.LastIndexByte(f.RewriteFrom, '<'), strings.LastIndexByte(f.RewriteFrom, '>')
+	if open < 0 || close < open {
+		return "", fmt.Errorf("%q is not \"display name <address>\"", f.RewriteFrom)
 	}
-	return a.String(), nil
+	out := mail.Address{Name: strings.TrimSpace(fill(f.RewriteFrom[:open])), Address: fill(f.RewriteFrom[open+1 : close])}
+	if _, err := mail.ParseAddress("<" + out.Address + ">"); err != nil || checkAddress(out.Address) != nil {
+		return "", fmt.Errorf("%q is not an address", out.Address)
+	}
+	return out.String(), nil
 }
 
 // outgoing returns what this output sends for msg, as a function that
