@@ -34,6 +34,9 @@ func (v *vm) openAPI() {
 		"parts":              v.parts,
 		"add_footer":         v.addFooter,
 		"remove_attachments": v.removeAttachments,
+		"hops":               v.hops,
+		"looped":             v.looped,
+		"auth_results":       v.authResults,
 	}
 	fns := make(map[string]lua.LValue, len(methods))
 	for name, fn := range methods {
@@ -148,6 +151,7 @@ func (v *vm) openAPI() {
 	v.openStore()
 	v.openGenerate()
 	v.openParts()
+	v.openForwarding()
 	openRegexp(L, &v.budget)
 	openTime(L)
 }
