@@ -4,6 +4,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	crand "crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -95,6 +99,11 @@ func TestForwardingExampleEndToEnd(t *testing.T) {
 		`listen = "127.0.0.1:9090"`, fmt.Sprintf("listen = %q", freePort(t)))
 	t.Setenv("MAILFLOW_POP3_PASSWORD", srv.Password)
 	t.Setenv("MAILFLOW_SMTP_PASSWORD", srv.Password)
+	// What the example's header says to make: the SRS secret and the DKIM key.
+	os.WriteFile(filepath.Join(filepath.Dir(conf), "srs.secret"), []byte("a-secret-for-the-example-test-0123\n"), 0o600)
+	_, key, _ := ed25519.GenerateKey(crand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	os.WriteFile(filepath.Join(filepath.Dir(conf), "dkim.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 
 	r := mailflow(t, "run", "--once", "-c", conf)
 	if r.code != 0 || !strings.Contains(r.stdout, "mailbox: fetched=5 delivered=3 dropped=2 quarantined=0 deferred=0") {
@@ -121,6 +130,11 @@ func TestForwardingExampleEndToEnd(t *testing.T) {
 		if !strings.Contains(fwdHdr, want) {
 			t.Errorf("the forwarded header lacks %q:\n%s", want, fwdHdr)
 		}
+	}
+	// Alice is at example.org, the srs_domain itself: her address needs no
+	// rewriting (SRS of other domains is in TestForwardingThroughPostfix).
+	if !bytes.Contains(sent[0], []byte("Return-Path: <alice@example.org>")) || !bytes.Contains(sent[0], []byte("DKIM-Signature: ")) || !bytes.Contains(sent[0], []byte("X-Loop: mailflow/gw1/forward")) {
+		t.Errorf("not sent with the sender kept, a DKIM signature and the loop trace:\n%s", sent[0])
 	}
 	if !bytes.Contains(sent[0], []byte("X-Original-To: bob@elsewhere.example")) {
 		t.Errorf("Postfix did not get bob@elsewhere.example as the envelope recipient:\n%s", sent[0])
