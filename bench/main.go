@@ -48,11 +48,16 @@ type options struct {
 	modes     string
 	imap      bool
 	imapTools string
+	small     bool
+	profile   string
 }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "limit-client" {
 		os.Exit(limitClient(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "relay-client" {
+		os.Exit(relayClient(os.Args[2:]))
 	}
 	var o options
 	flag.IntVar(&o.n, "n", 5000, "messages in the mailbox")
@@ -61,7 +66,9 @@ func main() {
 	flag.IntVar(&o.portBase, "port-base", 31000, "port base for the bench's own Dovecot and Postfix")
 	flag.StringVar(&o.user, "user", "u4", "the Dovecot user whose mailbox is used")
 	flag.BoolVar(&o.memCase, "memory", true, "also move one 200 MB message and report peak RSS")
-	flag.StringVar(&o.modes, "modes", "limit,fetchmail,mailflow,mailflow-lua", "which modes to run")
+	flag.StringVar(&o.modes, "modes", "limit,relay,fetchmail,mailflow,mailflow-lua", "which modes to run")
+	flag.StringVar(&o.profile, "profile", "", "write mailflow's CPU profile of each run to PREFIX-MODE-RUN.prof")
+	flag.BoolVar(&o.small, "small", false, "every message about 2 KB, instead of the mixed set (writes bench/RESULTS-2k.md unless -out says otherwise)")
 	flag.StringVar(&o.imapTools, "imap-tools", "mailflow,imapsync,mbsync", "with -imap: which tools to run")
 	flag.BoolVar(&o.imap, "imap", false, "run the IMAP → IMAP bench instead: mailflow migrate, imapsync and mbsync (writes bench/RESULTS-imap.md)")
 	flag.Parse()
@@ -113,9 +120,14 @@ func run(o options) error {
 		return err
 	}
 
-	fmt.Printf("== generating %d messages (70%% 2-20 KB, 25%% 50-500 KB with attachments, 5%% 1-5 MB)\n", o.n)
 	cache := filepath.Join(e.testenvDir, "bench-cache")
-	total, err := generate(cache, o.n, e.mailUID)
+	if o.small {
+		fmt.Printf("== generating %d messages of about 2 KB\n", o.n)
+		cache += "-2k"
+	} else {
+		fmt.Printf("== generating %d messages (70%% 2-20 KB, 25%% 50-500 KB with attachments, 5%% 1-5 MB)\n", o.n)
+	}
+	total, err := generate(cache, o.n, e.mailUID, o.small)
 	if err != nil {
 		return err
 	}
@@ -137,6 +149,9 @@ func run(o options) error {
 		"limit": func() *exec.Cmd {
 			return exec.Command(self, "limit-client", e.pop3s, o.user, e.password, e.ca)
 		},
+		"relay": func() *exec.Cmd {
+			return exec.Command(self, "relay-client", e.pop3s, o.user, e.password, e.ca, e.smtp)
+		},
 		"fetchmail": func() *exec.Cmd {
 			rc := filepath.Join(work, "fetchmailrc")
 			os.WriteFile(rc, []byte(fmt.Sprintf("set no syslog\nset no bouncemail\n"+
@@ -156,18 +171,26 @@ func run(o options) error {
 			return exec.Command(mailflow, "run", "--once", "--log-level", "warn", "-c", mailflowConfig(work, "lua", e, o.user, scripts))
 		},
 	}
-	var results []result
-	for _, name := range strings.Split(o.modes, ",") {
-		mk, ok := modes[name]
-		if !ok {
+	// Rounds alternate the modes (relay, mailflow, relay, mailflow, ...), so
+	// that a change in what else the shared machine does falls on all.
+	names := strings.Split(o.modes, ",")
+	for _, name := range names {
+		if _, ok := modes[name]; !ok {
 			return fmt.Errorf("no mode %q", name)
 		}
-		var rs []measure
-		for r := 0; r < o.runs; r++ {
+	}
+	byMode := map[string][]measure{}
+	for r := 0; r < o.runs; r++ {
+		for _, name := range names {
+			mk := modes[name]
 			if err := e.seed(o.user, cache); err != nil {
 				return err
 			}
-			m, err := timed(mk())
+			cmd := mk()
+			if o.profile != "" && strings.HasPrefix(name, "mailflow") {
+				cmd.Env = append(os.Environ(), fmt.Sprintf("MAILFLOW_CPUPROFILE=%s-%s-%d.prof", o.profile, name, r+1))
+			}
+			m, err := timed(cmd)
 			if err != nil {
 				return fmt.Errorf("%s: %v", name, err)
 			}
@@ -180,11 +203,14 @@ func run(o options) error {
 				}
 			}
 			m.msgs, m.bytes = o.n, total
-			fmt.Printf("   %-13s run %d: %6.2f s  %8.1f msgs/s  %7.1f MB/s  peak RSS %6.1f MB\n",
-				name, r+1, m.wall.Seconds(), m.msgsPerSec(), m.mbPerSec(), float64(m.rssKB)/1024)
-			rs = append(rs, m)
+			fmt.Printf("   %-13s run %d: %6.2f s  %8.1f msgs/s  %7.1f MB/s  CPU %6.2f s  peak RSS %6.1f MB\n",
+				name, r+1, m.wall.Seconds(), m.msgsPerSec(), m.mbPerSec(), m.cpu.Seconds(), float64(m.rssKB)/1024)
+			byMode[name] = append(byMode[name], m)
 		}
-		results = append(results, summarise(name, rs))
+	}
+	var results []result
+	for _, name := range names {
+		results = append(results, summarise(name, byMode[name]))
 	}
 
 	var mem *measure
@@ -202,6 +228,9 @@ func run(o options) error {
 	fmt.Println()
 	fmt.Println(md)
 	out := o.out
+	if o.small && out == filepath.Join("bench", "RESULTS.md") {
+		out = filepath.Join("bench", "RESULTS-2k.md")
+	}
 	if !filepath.IsAbs(out) {
 		out = filepath.Join(root, out)
 	}
@@ -318,7 +347,7 @@ func (e *env) drainSink(n int, limit time.Duration) error {
 
 // generate writes n messages into dir (once; a later bench reuses them):
 // 70% 2-20 KB of text, 25% 50-500 KB with a base64 attachment, 5% 1-5 MB.
-func generate(dir string, n, uid int) (int64, error) {
+func generate(dir string, n, uid int, small bool) (int64, error) {
 	if ents, err := os.ReadDir(dir); err == nil && len(ents) == n {
 		var total int64
 		for _, en := range ents {
@@ -339,6 +368,8 @@ func generate(dir string, n, uid int) (int64, error) {
 		var size int
 		attach := false
 		switch p := rng.IntN(100); {
+		case small:
+			size = 2<<10 - 400 // about 2 KB with the header
 		case p < 70:
 			size = 2<<10 + rng.IntN(18<<10)
 		case p < 95:
@@ -606,14 +637,27 @@ func markdown(o options, total int64, rs []result, mem *measure) string {
 	fmt.Fprintf(&b, "# mailflow bench\n\n")
 	fmt.Fprintf(&b, "%s, on %s: %s, %d CPUs, %s; %s; %s.\n\n", time.Now().UTC().Format("2006-01-02"), host,
 		cpuModel(), runtime.NumCPU(), memTotal(), version("dovecot", "--version"), version("postconf", "-h", "mail_version"))
-	fmt.Fprintf(&b, "%d messages, %.1f MB (70%% 2-20 KB text, 25%% 50-500 KB with attachments, 5%% 1-5 MB), "+
+	set, cmd := "70% 2-20 KB text, 25% 50-500 KB with attachments, 5% 1-5 MB", "go run ./bench"
+	if o.small {
+		set, cmd = "every message about 2 KB", "go run ./bench -small"
+	}
+	fmt.Fprintf(&b, "%d messages, %.1f MB (%s), "+
 		"POP3 over TLS from Dovecot to a Postfix sink on 127.0.0.1; each run on a freshly seeded mailbox; "+
-		"median of %d runs. `go run ./bench` reproduces it.\n\n", o.n, float64(total)/(1<<20), o.runs)
-	b.WriteString("| mode | msgs/s | MB/s | peak RSS | wall |\n|---|---:|---:|---:|---:|\n")
+		"median of %d runs, the modes alternating run by run. `%s` reproduces it.\n\n", o.n, float64(total)/(1<<20), set, o.runs, cmd)
+	b.WriteString("| mode | msgs/s | vs relay | CPU s / 1000 msgs | vs relay | peak RSS | machine busy | wall |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	by := map[string]result{}
 	for _, r := range rs {
 		by[r.name] = r
-		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %.1f MB | %.1f s |\n", label(r.name), r.msgsPerSec, r.mbps, float64(r.rssKB)/1024, r.wall.Seconds())
+	}
+	relay, haveRelay := by["relay"]
+	for _, r := range rs {
+		cpuPerK := r.cpu.Seconds() * 1000 / float64(o.n)
+		vsRate, vsCPU := "", ""
+		if haveRelay && r.name != "limit" {
+			vsRate = fmt.Sprintf("%.0f%%", 100*r.msgsPerSec/relay.msgsPerSec)
+			vsCPU = fmt.Sprintf("%.2f×", r.cpu.Seconds()/relay.cpu.Seconds())
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %.2f | %s | %.1f MB | %.0f%% | %.1f s |\n", label(r.name), r.msgsPerSec, vsRate, cpuPerK, vsCPU, float64(r.rssKB)/1024, 100*r.busy, r.wall.Seconds())
 	}
 	b.WriteString("\n")
 	for _, mf := range []string{"mailflow", "mailflow-lua"} {
@@ -638,6 +682,7 @@ func markdown(o options, total int64, rs []result, mem *measure) string {
 func label(name string) string {
 	return map[string]string{
 		"limit":        "limit (pipelined RETR, discard)",
+		"relay":        "relay (RETR → 4 SMTP, no ledger/parse/hash)",
 		"fetchmail":    "fetchmail " + strings.Fields(version("fetchmail", "--version") + " ?")[0],
 		"mailflow":     "mailflow, pass-through",
 		"mailflow-lua": "mailflow, 3 Lua scripts",

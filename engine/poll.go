@@ -167,7 +167,13 @@ func (p *poll) run(ctx context.Context) error {
 	})
 	wg.Wait()
 
+	// The settled records go to disk, in one commit, before the source is
+	// told to delete anything.
 	var commitErr error
+	if err := p.e.Ledger.Flush(); err != nil {
+		p.log.Error("ledger: could not write the settled records; nothing is committed at the source this time", "err", err)
+		commitErr, p.commit = fmt.Errorf("ledger: %w", err), nil
+	}
 	if len(p.commit) > 0 {
 		closeCtx, cancel := context.WithTimeout(work, 2*time.Minute)
 		failed, err := sess.Commit(closeCtx, p.commit)
@@ -452,4 +458,12 @@ type ledgerRecorder struct {
 func (r ledgerRecorder) siblings(output string) int { return r.delivered[output][r.kin] }
 
 func (r ledgerRecorder) note(rec ledger.Record) error { return r.l.Note(r.input, r.id, rec) }
-func (r ledgerRecorder) put(rec ledger.Record) error  { return r.l.Put(r.input, r.id, rec) }
+
+// put records a settled delivery for the group commit (Ledger.Settle: on
+// disk before the source commits), anything else at once.
+func (r ledgerRecorder) put(rec ledger.Record) error {
+	if rec.Settled != "" {
+		return r.l.Settle(r.input, r.id, rec)
+	}
+	return r.l.Put(r.input, r.id, rec)
+}

@@ -128,6 +128,10 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *mes
 			if err := r.put(d.rec); err != nil {
 				log.Error("ledger: could not record a partial delivery; the retry may send again to recipients that accepted", "err", err)
 			}
+		} else if err := r.note(d.rec); err != nil {
+			// Nothing was accepted; the journal must still not say a
+			// delivery is under way (that would be reported in doubt).
+			log.Warn("ledger journal", "err", err)
 		}
 	}
 	return e.finished(log, msg, start, d, res, attrs)
@@ -135,7 +139,8 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *mes
 
 // deliver hands msg to every output of d that has not accepted it yet.
 func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d *delivery, r recorder, log *slog.Logger) {
-	for _, name := range d.pending() {
+	pending := d.pending()
+	for i, name := range pending {
 		outName, m := name, msg
 		g, generated := d.generated[name]
 		if generated {
@@ -166,8 +171,13 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 		}
 		results, err := out.Deliver(ctx, m, del)
 		_ = d.answered(results, err)
-		if err := r.note(d.rec); err != nil {
-			log.Warn("ledger journal", "err", err)
+		// The answer is journaled here unless this was the last output and
+		// it took the message: then settle journals the settled record at
+		// once (one write a message, not two).
+		if i < len(pending)-1 || err != nil || slices.ContainsFunc(results, func(r RecipientResult) bool { return r.Err != nil }) {
+			if err := r.note(d.rec); err != nil {
+				log.Warn("ledger journal", "err", err)
+			}
 		}
 		e.Observer.OutputResult(outName, err, m.Size(), time.Since(start))
 		if generated && err == nil {

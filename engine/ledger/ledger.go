@@ -36,6 +36,13 @@ type Ledger struct {
 	dir     string
 	journal *os.File
 	jsize   int64
+
+	// Settled records waiting for a Flush (group.go).
+	fmu      sync.Mutex
+	pmu      sync.Mutex
+	pending  map[string]map[string]Record
+	npending int
+	timer    *time.Timer
 }
 
 const (
@@ -138,6 +145,10 @@ func (l *Ledger) replay() error {
 // it durable; Open replays Notes that Put did not get to.
 func (l *Ledger) Note(input, id string, rec Record) error {
 	rec.At = time.Now().UTC()
+	return l.note(input, id, rec)
+}
+
+func (l *Ledger) note(input, id string, rec Record) error {
 	line, err := json.Marshal(journalEntry{Input: input, ID: id, Rec: rec})
 	if err != nil {
 		return err
@@ -171,19 +182,23 @@ func (l *Ledger) Note(input, id string, rec Record) error {
 // delivery whose Put failed) is applied to the database first, the way Open
 // applies it after a kill, and the journal removed.
 func (l *Ledger) Close() error {
+	flushErr := l.Flush()
 	l.jmu.Lock()
 	if l.journal != nil {
 		l.journal.Close()
 		l.journal = nil
 	}
 	l.jmu.Unlock()
-	return errors.Join(l.replay(), l.db.Close())
+	return errors.Join(flushErr, l.replay(), l.db.Close())
 }
 
 func bucketName(input string) []byte { return []byte("input/" + input) }
 
 // Get returns the record of one message, if any.
 func (l *Ledger) Get(input, id string) (Record, bool) {
+	if rec, ok := l.waiting(input, id); ok {
+		return rec, true
+	}
 	var rec Record
 	var ok bool
 	_ = l.db.View(func(tx *bolt.Tx) error {
@@ -204,6 +219,9 @@ func (l *Ledger) Get(input, id string) (Record, bool) {
 // PutMany writes several records of one input in one transaction, synced
 // once.
 func (l *Ledger) PutMany(input string, recs map[string]Record) error {
+	for id := range recs {
+		l.forget(input, id)
+	}
 	now := time.Now().UTC()
 	return l.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketName(input))
@@ -229,6 +247,7 @@ func (l *Ledger) PutMany(input string, recs map[string]Record) error {
 // messages in flight) share one transaction and one set of syncs (bbolt's
 // Batch): each still returns only once the commit holding its record has.
 func (l *Ledger) Put(input, id string, rec Record) error {
+	l.forget(input, id)
 	rec.At = time.Now().UTC()
 	v, err := json.Marshal(rec)
 	if err != nil {

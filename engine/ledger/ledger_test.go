@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // A Note that was never Put (the process was killed in between) is in the
@@ -151,5 +153,71 @@ func TestForgetOrphansAfterGrace(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "back,kept" {
 		t.Fatalf("inputs left: %v", names)
+	}
+}
+
+// Settled records wait in memory (seen by Get, GetMany and All) until a
+// Flush writes them in one commit; a process killed before the Flush
+// leaves them in the journal, which the next Open applies.
+func TestSettleWaitsForFlushAndSurvivesAKill(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := l.Settle("in", fmt.Sprint(i), Record{Settled: Delivered, Digest: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, ok := l.Get("in", "7"); !ok || r.Settled != Delivered {
+		t.Fatal("a waiting record is not seen by Get")
+	}
+	if n := len(l.GetMany("in", []string{"1", "2", "x"})); n != 2 {
+		t.Fatalf("GetMany saw %d", n)
+	}
+	if n := len(l.All("in")); n != 100 {
+		t.Fatalf("All saw %d", n)
+	}
+	// In the database only after the Flush.
+	inDB := func() int {
+		n := 0
+		l.db.View(func(tx *bolt.Tx) error {
+			if b := tx.Bucket(bucketName("in")); b != nil {
+				n = b.Stats().KeyN
+			}
+			return nil
+		})
+		return n
+	}
+	if n := inDB(); n != 0 {
+		t.Fatalf("%d records in the database before the Flush", n)
+	}
+	if err := l.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := inDB(); n != 100 {
+		t.Fatalf("%d records in the database after the Flush", n)
+	}
+	// A kill: the process ends with records waiting and no Close.
+	for i := 100; i < 150; i++ {
+		l.Settle("in", fmt.Sprint(i), Record{Settled: Delivered})
+	}
+	l.journal.Close()
+	l.db.Close() // bbolt's lock goes with the process in a real kill
+	l2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if n := len(l2.All("in")); n != 150 {
+		t.Fatalf("after the kill the ledger has %d records, want 150", n)
+	}
+	// A newer synchronous Put supersedes a waiting record.
+	l2.Settle("in", "200", Record{Settled: Delivered})
+	l2.Put("in", "200", Record{Settled: Quarantined})
+	l2.Flush()
+	if r, _ := l2.Get("in", "200"); r.Settled != Quarantined {
+		t.Fatalf("the older waiting record landed last: %v", r.Settled)
 	}
 }

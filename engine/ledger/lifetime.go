@@ -36,6 +36,11 @@ func (l *Ledger) GetMany(input string, ids []string) map[string]Record {
 		}
 		return nil
 	})
+	only := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		only[id] = true
+	}
+	l.withWaiting(input, out, only)
 	return out
 }
 
@@ -55,6 +60,7 @@ func (l *Ledger) All(input string) map[string]Record {
 			return nil
 		})
 	})
+	l.withWaiting(input, out, nil)
 	return out
 }
 
@@ -62,6 +68,9 @@ func (l *Ledger) All(input string) map[string]Record {
 // source no longer holds those messages. Call it only with a complete
 // listing, never with one cut short. It returns how many it removed.
 func (l *Ledger) Sweep(input string, present map[string]bool) (int, error) {
+	if err := l.Flush(); err != nil {
+		return 0, err
+	}
 	removed := 0
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName(input))
@@ -226,6 +235,9 @@ const compactMinSize = 1 << 20
 // puts it in place of the old. It needs the ledger to itself: Open calls it
 // before anything else can use the database.
 func (l *Ledger) Compact() error {
+	if err := l.Flush(); err != nil {
+		return err
+	}
 	path := l.db.Path()
 	tmp := filepath.Join(filepath.Dir(path), ".ledger.db.compact")
 	os.Remove(tmp)
