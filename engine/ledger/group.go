@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"encoding/json"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -74,17 +73,22 @@ func (l *Ledger) Flush() error {
 				return err
 			}
 			for id, rec := range recs {
-				v, err := json.Marshal(rec)
-				if err != nil {
-					return err
-				}
-				if err := b.Put([]byte(id), v); err != nil {
+				if err := b.Put([]byte(id), appendRecord(nil, rec)); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	})
+	if err == nil {
+		for input, recs := range batch {
+			for id := range recs {
+				if _, newer := l.waiting(input, id); !newer {
+					l.saved(input, id)
+				}
+			}
+		}
+	}
 	if err != nil {
 		// Put them back, unless a newer record came meanwhile.
 		l.pmu.Lock()

@@ -36,6 +36,10 @@ type Ledger struct {
 	dir     string
 	journal *os.File
 	jsize   int64
+	jbuf    []byte // the journal line being written, reused
+	// unsaved are the journaled records not yet in the database: when
+	// none is left at Close, the journal need not be read back.
+	unsaved map[string]bool
 
 	// Settled records waiting for a Flush (group.go).
 	fmu      sync.Mutex
@@ -149,29 +153,35 @@ func (l *Ledger) Note(input, id string, rec Record) error {
 }
 
 func (l *Ledger) note(input, id string, rec Record) error {
-	line, err := json.Marshal(journalEntry{Input: input, ID: id, Rec: rec})
-	if err != nil {
-		return err
-	}
-	line = append(line, '\n')
 	l.jmu.Lock()
 	defer l.jmu.Unlock()
+	line := append(appendJournalEntry(l.jbuf[:0], input, id, rec), '\n')
+	l.jbuf = line
+	if l.unsaved == nil {
+		l.unsaved = map[string]bool{}
+	}
+	l.unsaved[input+"\x00"+id] = true
 	if l.journal == nil {
 		return errors.New("ledger is closed")
 	}
 	if l.jsize+int64(len(line)) > journalMaxSize {
-		// Rotate, keeping one older journal: its entries were Put long ago
-		// (each message Puts right after it Notes), but replaying them is
+		// Rotate, keeping one older journal. What the older one held that
+		// was settled but waits for the group commit is written first, so
+		// nothing rotated away is needed; replaying what is kept is
 		// harmless, as only newer records are applied.
+		if err := l.Flush(); err != nil {
+			return err
+		}
 		l.journal.Close()
 		cur := filepath.Join(l.dir, journalName)
 		if err := os.Rename(cur, cur+".old"); err != nil {
 			return err
 		}
-		if l.journal, err = os.OpenFile(cur, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+		f, err := os.OpenFile(cur, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
 			return err
 		}
-		l.jsize = 0
+		l.journal, l.jsize = f, 0
 	}
 	n, err := l.journal.Write(line)
 	l.jsize += int64(n)
@@ -188,8 +198,25 @@ func (l *Ledger) Close() error {
 		l.journal.Close()
 		l.journal = nil
 	}
+	clean := flushErr == nil && len(l.unsaved) == 0
 	l.jmu.Unlock()
+	if clean {
+		// Everything journaled is in the database: no need to read it back.
+		for _, p := range []string{filepath.Join(l.dir, journalName+".old"), filepath.Join(l.dir, journalName)} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return errors.Join(err, l.db.Close())
+			}
+		}
+		return l.db.Close()
+	}
 	return errors.Join(flushErr, l.replay(), l.db.Close())
+}
+
+// saved records that id's latest journaled record is in the database.
+func (l *Ledger) saved(input, id string) {
+	l.jmu.Lock()
+	delete(l.unsaved, input+"\x00"+id)
+	l.jmu.Unlock()
 }
 
 func bucketName(input string) []byte { return []byte("input/" + input) }
@@ -230,11 +257,7 @@ func (l *Ledger) PutMany(input string, recs map[string]Record) error {
 		}
 		for id, rec := range recs {
 			rec.At = now
-			v, err := json.Marshal(rec)
-			if err != nil {
-				return err
-			}
-			if err := b.Put([]byte(id), v); err != nil {
+			if err := b.Put([]byte(id), appendRecord(nil, rec)); err != nil {
 				return err
 			}
 		}
@@ -249,15 +272,16 @@ func (l *Ledger) PutMany(input string, recs map[string]Record) error {
 func (l *Ledger) Put(input, id string, rec Record) error {
 	l.forget(input, id)
 	rec.At = time.Now().UTC()
-	v, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	return l.db.Batch(func(tx *bolt.Tx) error {
+	v := appendRecord(nil, rec)
+	err := l.db.Batch(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketName(input))
 		if err != nil {
 			return err
 		}
 		return b.Put([]byte(id), v)
 	})
+	if err == nil {
+		l.saved(input, id)
+	}
+	return err
 }
