@@ -433,7 +433,7 @@ func mailflowConfig(dir, name string, e *env, user string, scripts []string) str
 		quoted[i] = strconv.Quote(s)
 	}
 	conf := fmt.Sprintf(`state_dir = %q
-
+%s
 [[input]]
 name = "bench"
 type = "pop3"
@@ -455,7 +455,7 @@ type = "smtp"
 address = %q
 tls = "none"            # as fetchmail talks to its smtphost
 to = ["sink@example.net"]
-`, state, e.pop3s, e.ca, user, e.password, strings.Join(quoted, ", "), e.smtp)
+`, state, os.Getenv("BENCH_MAILFLOW_GLOBAL"), e.pop3s, e.ca, user, e.password, strings.Join(quoted, ", "), e.smtp)
 	path := filepath.Join(dir, "mailflow-"+name+".toml")
 	os.WriteFile(path, []byte(conf), 0o600)
 	return path

@@ -61,12 +61,15 @@ type Config struct {
 	BaseDir     string // relative paths are relative to it
 	StateDir    string
 	MaxInFlight int
-	Spool       message.SpoolOptions
-	Script      ScriptLimits
-	Metrics     MetricsConfig
-	Inputs      []*InputConfig
-	Pipelines   []*PipelineConfig
-	Outputs     []*OutputConfig
+	// MemoryBudget bounds the bytes of messages held in memory at once
+	// (memory_budget); others are spooled to disk.
+	MemoryBudget int64
+	Spool        message.SpoolOptions
+	Script       ScriptLimits
+	Metrics      MetricsConfig
+	Inputs       []*InputConfig
+	Pipelines    []*PipelineConfig
+	Outputs      []*OutputConfig
 	// FetchAttempts is how many fetches of a message may disagree with the
 	// size its source announced before it is held (quarantined with the
 	// source keeping it).
@@ -141,6 +144,7 @@ type fileConfig struct {
 	MaxInFlight    int              `toml:"max_in_flight"`
 	MaxMessageSize int64            `toml:"max_message_size"`
 	SpillOver      int64            `toml:"spill_over"`
+	MemoryBudget   int64            `toml:"memory_budget"`
 	MaxHeaderSize  int64            `toml:"max_header_size"`
 	ScriptTimeout  string           `toml:"script_timeout"`
 	ScriptMemory   int64            `toml:"script_max_memory"`
@@ -219,6 +223,10 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 16
+	}
+	cfg.MemoryBudget = fc.MemoryBudget
+	if cfg.MemoryBudget <= 0 {
+		cfg.MemoryBudget = 8 << 20
 	}
 	if cfg.Spool.MaxHeader <= 0 {
 		cfg.Spool.MaxHeader = message.DefaultSpool.MaxHeader

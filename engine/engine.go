@@ -27,6 +27,7 @@ type Engine struct {
 
 	gens     generations
 	sem      chan struct{}
+	mem      *memBudget // bytes of messages in memory (memory_budget)
 	backoff  backoffs
 	pollMu   sync.Mutex
 	polling  map[string]*sync.Mutex
@@ -148,7 +149,7 @@ func open(cfg *Config, reg Registry, log *slog.Logger, l *ledger.Ledger) (*Engin
 		return nil, err
 	}
 	e := &Engine{Log: log, Ledger: l, Quarantine: q, Registry: reg, Observer: nopObserver{},
-		sem: make(chan struct{}, cfg.MaxInFlight), polling: map[string]*sync.Mutex{}}
+		sem: make(chan struct{}, cfg.MaxInFlight), mem: newMemBudget(cfg.MemoryBudget), polling: map[string]*sync.Mutex{}}
 	s, err := Build(cfg, reg, log, nil)
 	if err != nil {
 		return nil, err

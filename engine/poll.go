@@ -134,7 +134,19 @@ func (p *poll) run(ctx context.Context) error {
 		}
 		opts := p.spool()
 		opts.SizeHint = it.Size
+		// In memory if it fits in what memory_budget has left; spooled to
+		// disk otherwise (a message of unknown size reserves spill_over).
+		held := it.Size
+		if held <= 0 {
+			held = opts.InMemory
+		}
+		if held > opts.InMemory || !p.e.mem.take(held) {
+			held, opts.InMemory = 0, spoolFirst
+		}
 		msg, err := message.Read(r, message.Source{Input: name, ID: it.ID}, opts)
+		if msg == nil {
+			p.e.mem.give(held)
+		}
 		if msg != nil {
 			msg.Folder, msg.FolderRole, msg.Flags, msg.InternalDate = it.Folder, it.FolderRole, it.Flags, it.Date
 		}
@@ -145,22 +157,23 @@ func (p *poll) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		release := func() { msg.Close(); p.e.mem.give(held) }
 		p.count(Stats{Fetched: 1})
 		if !SizeAgrees(it.Size, msg) {
 			p.mismatch(it, msg)
-			msg.Close()
+			release()
 			return nil
 		}
 		select {
 		case p.e.sem <- struct{}{}:
 		case <-ctx.Done():
-			msg.Close()
+			release()
 			return ctx.Err()
 		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-p.e.sem; wg.Done() }()
-			defer msg.Close()
+			defer release()
 			p.handle(ctx, it, msg)
 		}()
 		return nil
@@ -205,6 +218,11 @@ func (p *poll) run(ctx context.Context) error {
 	}
 	return errors.Join(fetchErr, commitErr, closeErr)
 }
+
+// spoolFirst is what is read into memory of a message spooled to disk
+// because the memory budget is spent: enough for its header to be parsed
+// without a second read.
+const spoolFirst = 64 << 10
 
 // spool is how this input's messages are read in: the global options with
 // the input's own max_message_size, if it has one.

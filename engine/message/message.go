@@ -99,7 +99,7 @@ type SpoolOptions struct {
 }
 
 // DefaultSpool is used where no options are configured.
-var DefaultSpool = SpoolOptions{InMemory: 4 << 20, MaxSize: 0, MaxHeader: 16 << 20}
+var DefaultSpool = SpoolOptions{InMemory: 1 << 20, MaxSize: 0, MaxHeader: 16 << 20}
 
 // Read reads a whole message from r, keeping at most opts.InMemory
 // bytes in memory and spilling the rest to a temporary file. The caller owns
