@@ -6,12 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mailflow/mailflow/connectors/pop3/pop3test"
 	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/engine/ledger"
 )
 
 // mailflow run, POP3 → Maildir polling every second while new mail keeps
@@ -118,4 +120,113 @@ path = "dst"
 	if n := len(srv.Messages()); n != 0 {
 		t.Fatalf("%d messages left on the server", n)
 	}
+}
+
+// The group commit keeps the contract: mailflow is killed the moment the
+// POP3 server has applied a session's deletions (at QUIT, before its
+// reply), under load, in several rounds with new mail between them; every
+// message the server deleted has its settled record in the ledger's
+// database when it is opened again, without the journal. The records of a
+// session are written in one commit before its QUIT, not one by one.
+func TestKilledAtCommitEveryDeletedMessageIsInTheLedger(t *testing.T) {
+	srv, err := pop3test.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	all := enginetest.CRLF(enginetest.Mix(1200))
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "mailflow.toml")
+	os.WriteFile(conf, fmt.Appendf(nil, `state_dir = "state"
+[[input]]
+name = "pop"
+type = "pop3"
+address = %q
+tls = "none"
+allow_plaintext_auth = true
+username = "u"
+password = "p"
+pipeline = "main"
+[[pipeline]]
+name = "main"
+outputs = ["dst"]
+[[output]]
+name = "dst"
+type = "maildir"
+path = "dst"
+`, srv.Addr()), 0o600)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 13))
+	added := 0
+	for round := range 4 {
+		n := 100 + rng.IntN(200)
+		srv.Add(all[added : added+n]...)
+		added += n
+		before := map[string]bool{}
+		for _, m := range srv.Messages() {
+			before[enginetest.Digest(m)] = true
+		}
+		atQuit, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		srv.Set(func(b *pop3test.Behaviour) {
+			b.AtQuit = func() {
+				once.Do(func() { close(atQuit) })
+				<-release
+			}
+		})
+		cmd := exec.Command(binary, "run", "--once", "-c", conf)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-atQuit:
+		case <-time.After(60 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("round %d: mailflow never reached QUIT", round)
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		close(release)
+		deleted := map[string]bool{}
+		for d := range before {
+			deleted[d] = true
+		}
+		for _, m := range srv.Messages() {
+			delete(deleted, enginetest.Digest(m))
+		}
+		// The journal (written, not synced) is thrown away, as a power loss
+		// could: what the source deleted must be in the synced database.
+		os.Remove(filepath.Join(dir, "state", "ledger.journal"))
+		os.Remove(filepath.Join(dir, "state", "ledger.journal.old"))
+		l, err := ledger.Open(filepath.Join(dir, "state"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		settled := map[string]bool{}
+		for _, rec := range l.All("pop") {
+			if rec.Settled != "" {
+				settled[rec.Digest] = true
+			}
+		}
+		l.Close()
+		missing := 0
+		for d := range deleted {
+			if !settled[d] {
+				missing++
+			}
+		}
+		t.Logf("round %d: killed at QUIT with %d deleted by the server; %d of them without a settled record", round, len(deleted), missing)
+		if len(deleted) == 0 {
+			t.Fatalf("round %d: the session deleted nothing", round)
+		}
+		if missing > 0 {
+			t.Fatalf("round %d: %d messages were deleted at the source without a settled record in the ledger", round, missing)
+		}
+		srv.Set(func(b *pop3test.Behaviour) { b.AtQuit = nil })
+	}
+	// A last run finds nothing to deliver twice.
+	if r := mailflow(t, "run", "--once", "-c", conf); r.code != 0 {
+		t.Fatalf("final run: exit %d\n%s", r.code, r.stderr)
+	}
+	got, _ := enginetest.ReadMaildir(filepath.Join(dir, "dst"))
+	assertSameMessages(t, all[:added], got)
 }

@@ -50,6 +50,9 @@ type Behaviour struct {
 	// Drop, if set, is asked before and after each command; returning true
 	// closes the connection at that point without a reply.
 	Drop func(cmd string, arg int, after bool) bool
+	// AtQuit, if set, is called at QUIT once the deletions took effect,
+	// before the reply: a test can stop the client there.
+	AtQuit func()
 }
 
 // Set changes the server's behaviour for the sessions that start after it.
@@ -353,6 +356,9 @@ func (s *Server) session(conn net.Conn) {
 				}
 				s.msgs = keep
 				s.mu.Unlock()
+				if b.AtQuit != nil {
+					b.AtQuit()
+				}
 			}
 			w.line("+OK bye")
 			w.flush()
