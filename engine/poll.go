@@ -211,10 +211,15 @@ func (p *poll) run(ctx context.Context) error {
 	} else if n > 0 {
 		p.log.Debug("forgot the records of messages that left the source", "count", n)
 	}
+	// The scheme matters to the next poll; LastListed is only shown (mailflow
+	// ledger), so an unchanged input writes it every ten minutes, not at
+	// every poll: a commit with its syncs per poll of a thousand mailboxes.
 	meta := p.e.Ledger.Meta(name)
-	meta.Scheme, meta.LastListed = listing.Scheme, time.Now().UTC()
-	if err := p.e.Ledger.SetMeta(name, meta); err != nil {
-		p.log.Warn("ledger: could not record the id scheme", "err", err)
+	if meta.Scheme != listing.Scheme || time.Since(meta.LastListed) > 10*time.Minute {
+		meta.Scheme, meta.LastListed = listing.Scheme, time.Now().UTC()
+		if err := p.e.Ledger.SetMeta(name, meta); err != nil {
+			p.log.Warn("ledger: could not record the id scheme", "err", err)
+		}
 	}
 	return errors.Join(fetchErr, commitErr, closeErr)
 }

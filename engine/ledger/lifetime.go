@@ -71,6 +71,23 @@ func (l *Ledger) Sweep(input string, present map[string]bool) (int, error) {
 	if err := l.Flush(); err != nil {
 		return 0, err
 	}
+	// Most polls have nothing to forget: look first, without a write
+	// transaction (each is a commit with its syncs).
+	stale := false
+	_ = l.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName(input))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil && !stale; k, _ = c.Next() {
+			stale = !present[string(k)]
+		}
+		return nil
+	})
+	if !stale {
+		return 0, nil
+	}
 	removed := 0
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName(input))

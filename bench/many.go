@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailflow/mailflow/connectors/pop3/pop3test"
+)
+
+// manyResult is one process with many mailboxes polled and none holding
+// mail: what it costs to keep them.
+type manyResult struct {
+	inputs     int
+	schedule   string
+	rssMB      float64
+	peakMB     float64
+	goroutines int
+	cpuShare   float64 // of one core, over the window
+	polls      int     // sessions the server saw in the window
+	window     time.Duration
+}
+
+// runMany runs `mailflow run` with n POP3 inputs (an in-process POP3
+// server on 127.0.0.1, empty mailboxes) polling every schedule, lets the
+// first round of polls pass, then measures RSS, goroutines and CPU over
+// the window.
+func runMany(mailflow, work string, n int, schedule string, window time.Duration) (manyResult, error) {
+	srv, err := pop3test.NewServer()
+	if err != nil {
+		return manyResult{}, err
+	}
+	defer srv.Close()
+	metrics := freeAddr()
+	var b strings.Builder
+	fmt.Fprintf(&b, "state_dir = %q\n[metrics]\nlisten = %q\n", filepath.Join(work, "state-many"), metrics)
+	os.RemoveAll(filepath.Join(work, "state-many"))
+	for i := range n {
+		fmt.Fprintf(&b, "[[input]]\nname = \"box%04d\"\ntype = \"pop3\"\naddress = %q\ntls = \"none\"\nallow_plaintext_auth = true\nusername = \"u\"\npassword = \"p\"\npipeline = \"main\"\nschedule = %q\n", i, srv.Addr(), schedule)
+	}
+	fmt.Fprintf(&b, "[[pipeline]]\nname = \"main\"\noutputs = [\"dst\"]\n[[output]]\nname = \"dst\"\ntype = \"maildir\"\npath = %q\n", filepath.Join(work, "many-dst"))
+	conf := filepath.Join(work, "many.toml")
+	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
+		return manyResult{}, err
+	}
+	cmd := exec.Command(mailflow, "run", "--log-level", "warn", "-c", conf)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return manyResult{}, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	// Every input polls once at start; wait for that round to pass.
+	deadline := time.Now().Add(2 * time.Minute)
+	for srv.Sessions() < n && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(5 * time.Second)
+	cpu0, sess0, t0 := procCPU(cmd.Process.Pid), srv.Sessions(), time.Now()
+	time.Sleep(window)
+	cpu1, sess1, t1 := procCPU(cmd.Process.Pid), srv.Sessions(), time.Now()
+	r := manyResult{inputs: n, schedule: schedule, window: t1.Sub(t0), polls: sess1 - sess0,
+		cpuShare:   (cpu1 - cpu0).Seconds() / t1.Sub(t0).Seconds(),
+		rssMB:      float64(procStatus(cmd.Process.Pid, "VmRSS:")) / 1024,
+		peakMB:     float64(procStatus(cmd.Process.Pid, "VmHWM:")) / 1024,
+		goroutines: goroutines(metrics)}
+	return r, nil
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// procCPU is a process's user + system time so far.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func procStatus(pid int, key string) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == key {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb
+		}
+	}
+	return 0
+}
+
+// goroutines reads go_goroutines from mailflow's /metrics.
+func goroutines(addr string) int {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return int(n)
+		}
+	}
+	return -1
+}
+
+func manyMarkdown(rs []manyResult) string {
+	var b strings.Builder
+	b.WriteString("\n## Many mailboxes in one process\n\n")
+	b.WriteString("`mailflow run` with N POP3 inputs, every mailbox empty (an in-process POP3 server on 127.0.0.1), measured after the first round of polls, over the window shown. `go run ./bench -many 1000` reproduces it.\n\n")
+	b.WriteString("| inputs | schedule | RSS | peak RSS | goroutines | CPU (share of one core) | polls in the window | window |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %d | %s | %.1f MB | %.1f MB | %d | %.2f%% | %d | %.0f s |\n", r.inputs, r.schedule, r.rssMB, r.peakMB, r.goroutines, 100*r.cpuShare, r.polls, r.window.Seconds())
+	}
+	return b.String()
+}
