@@ -29,6 +29,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	osuser "os/user"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -102,6 +103,7 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	os.Chmod(work, 0o755) // getmail6 delivers as nobody, into a Maildir under it
 
 	fmt.Println("== setting up: servers, fetchmail, mailflow")
 	testenv := filepath.Join(root, ".ci", "testenv")
@@ -192,10 +194,12 @@ func run(o options) error {
 			gdir := filepath.Join(work, "getmail")
 			os.RemoveAll(gdir)
 			os.MkdirAll(gdir, 0o700)
+			// getmail will not write a Maildir as root: it delivers as nobody.
+			chownTree(dir, "nobody")
 			rc := filepath.Join(gdir, "getmailrc")
 			host, p, _ := strings.Cut(e.pop3s, ":")
 			os.WriteFile(rc, []byte(fmt.Sprintf("[retriever]\ntype = SimplePOP3SSLRetriever\nserver = %s\nport = %s\nusername = %s\npassword = %s\nca_certs = %s\n\n"+
-				"[destination]\ntype = Maildir\npath = %s/\n\n[options]\ndelete = true\nread_all = true\nverbose = 0\nmessage_log_syslog = false\n",
+				"[destination]\ntype = Maildir\npath = %s/\nuser = nobody\n\n[options]\ndelete = true\nread_all = true\nverbose = 0\nmessage_log_syslog = false\n",
 				host, p, o.user, e.password, e.ca, dir)), 0o600)
 			return exec.Command("getmail", "--rcfile", rc, "--getmaildir", gdir)
 		},
@@ -515,6 +519,17 @@ func resetMaildir(dir string) {
 	for _, sub := range []string{"new", "cur", "tmp"} {
 		os.MkdirAll(filepath.Join(dir, sub), 0o700)
 	}
+}
+
+// chownTree gives dir and what is in it to user (by name).
+func chownTree(dir, user string) {
+	u, err := osuser.Lookup(user)
+	if err != nil {
+		return
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, uid, gid) })
 }
 
 func countMaildir(dir string) int {
