@@ -28,6 +28,7 @@ const migrateHelp = `Usage: mailflow migrate --from pop3s://USER@HOST[:PORT] --t
                         [--parallel 4] [--max-bytes-per-second N] [--add-message-id]
                         [--delete-source]
        mailflow migrate -c FILE
+       mailflow migrate --batch MAILBOXES.csv [--parallel 4] [--max-per-host 2]
 
 Moves every message of a POP3 mailbox to an SMTP server, or of an IMAP
 mailbox (every folder, or those --folders names) or a POP3 mailbox into an
@@ -78,6 +79,18 @@ type migrateFlags struct {
 }
 
 func cmdMigrate(args []string, stdout, stderr io.Writer) int {
+	for i, a := range args {
+		if a == "--batch" || a == "-batch" {
+			if i+1 >= len(args) {
+				fmt.Fprintln(stderr, "mailflow migrate: --batch needs a CSV file")
+				return exitConfig
+			}
+			return cmdMigrateBatch(args[i+1], args, stdout, stderr)
+		}
+		if v, ok := strings.CutPrefix(a, "--batch="); ok {
+			return cmdMigrateBatch(v, args, stdout, stderr)
+		}
+	}
 	var c common
 	var f migrateFlags
 	fs := newFlags("migrate", migrateHelp, stderr, &c)
