@@ -815,6 +815,13 @@ func markdown(o options, total int64, rs []result, mem *measure) string {
 			fmt.Fprintf(&b, "- %s / limit: %.0f%% of what this Dovecot gives a client that only reads\n", label(mf), 100*m.msgsPerSec/l.msgsPerSec)
 		}
 	}
+	if m, ok := by["mailflow-maildir"]; ok {
+		for _, other := range []string{"fetchmail-mda", "getmail6"} {
+			if o, ok := by[other]; ok {
+				fmt.Fprintf(&b, "- %s / %s: **%.1f×** the messages per second, %.1f× less CPU\n", label("mailflow-maildir"), label(other), m.msgsPerSec/o.msgsPerSec, o.cpu.Seconds()/m.cpu.Seconds())
+			}
+		}
+	}
 	b.WriteString(`
 Notes. The relay is the practical end-to-end limit: the same connections as
 mailflow (pipelined RETR with a window of 16, four SMTP connections, DELE

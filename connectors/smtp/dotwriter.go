@@ -45,28 +45,67 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 				return 0, err
 			}
 		}
-		i := bytes.IndexAny(p, "\r\n")
-		if i < 0 {
-			if _, err := d.w.Write(p); err != nil {
+		// Most mail is CRLF lines, few starting with a dot: copy the run
+		// of such lines in one write, jumping from line end to line end.
+		if run := d.cleanRun(p); run > 0 {
+			if _, err := d.w.Write(p[:run]); err != nil {
 				return 0, err
 			}
-			d.bol = false
-			break
+			d.bol = true
+			p = p[run:]
+			continue
 		}
-		if _, err := d.w.Write(p[:i]); err != nil {
-			return 0, err
+		// A bare LF, a CR (bare, or one whose LF is in the next write), or
+		// the end of what was given without a line end.
+		lf := bytes.IndexByte(p, '\n')
+		line := p
+		if lf >= 0 {
+			line = p[:lf]
 		}
-		if p[i] == '\r' {
+		switch cr := bytes.IndexByte(line, '\r'); {
+		case cr >= 0:
+			if _, err := d.w.Write(p[:cr]); err != nil {
+				return 0, err
+			}
 			d.pendingCR = true
-		} else {
+			p = p[cr+1:]
+		case lf >= 0:
+			if _, err := d.w.Write(p[:lf]); err != nil {
+				return 0, err
+			}
 			if _, err := d.w.Write(crlf); err != nil {
 				return 0, err
 			}
 			d.bol = true
+			p = p[lf+1:]
+		default:
+			if _, err := d.w.Write(p); err != nil {
+				return 0, err
+			}
+			d.bol = false
+			p = nil
 		}
-		p = p[i+1:]
 	}
 	return n, nil
+}
+
+// cleanRun is how many bytes at the start of p are whole lines ending in
+// CRLF with no other CR in them, none but the first starting with a dot
+// (the caller stuffed that one): bytes that go out as they are.
+func (d *dotWriter) cleanRun(p []byte) int {
+	run := 0
+	for run < len(p) {
+		rest := p[run:]
+		lf := bytes.IndexByte(rest, '\n')
+		if lf < 1 || rest[lf-1] != '\r' || bytes.IndexByte(rest[:lf-1], '\r') >= 0 {
+			break
+		}
+		run += lf + 1
+		if run < len(p) && p[run] == '.' && !d.plain {
+			break // the next line needs its dot doubled
+		}
+	}
+	return run
 }
 
 // Close ends the last line if needed and writes the terminator.
