@@ -902,28 +902,42 @@ func memTotal() string {
 // limitClient logs in, pipelines RETR for every message (a window of 64
 // outstanding), reads each to the end and discards it: the most a client
 // can get from this server.
+// popLogin logs in over implicit TLS (the CA in caFile) and lists the
+// mailbox.
+func popLogin(addr, user, password, caFile string) (*pop3.Client, []pop3.MessageInfo, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	c, err := pop3.Dial(context.Background(), addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, time.Minute)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err = c.User(user); err == nil {
+		err = c.Pass(password)
+	}
+	var list []pop3.MessageInfo
+	if err == nil {
+		list, err = c.List()
+	}
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return c, list, nil
+}
+
 func limitClient(args []string) int {
 	if len(args) != 4 {
 		fmt.Fprintln(os.Stderr, "usage: bench limit-client ADDR USER PASSWORD CA")
 		return 2
 	}
-	pem, err := os.ReadFile(args[3])
+	c, list, err := popLogin(args[0], args[1], args[2], args[3])
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "limit client:", err)
 		return 1
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	c, err := pop3.Dial(context.Background(), args[0], &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, time.Minute)
-	if err == nil {
-		err = c.User(args[1])
-	}
-	if err == nil {
-		err = c.Pass(args[2])
-	}
-	var list []pop3.MessageInfo
-	if err == nil {
-		list, err = c.List()
 	}
 	const window = 64
 	sent := 0

@@ -3,15 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"os"
 	"sync"
 	"time"
 
-	"github.com/mailflow/mailflow/connectors/pop3"
 	"github.com/mailflow/mailflow/connectors/smtp"
 )
 
@@ -26,24 +23,7 @@ func relayClient(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: bench relay-client POP3S USER PASSWORD CA SMTP")
 		return 2
 	}
-	pem, err := os.ReadFile(args[3])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	c, err := pop3.Dial(context.Background(), args[0], &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, time.Minute)
-	if err == nil {
-		err = c.User(args[1])
-	}
-	if err == nil {
-		err = c.Pass(args[2])
-	}
-	var list []pop3.MessageInfo
-	if err == nil {
-		list, err = c.List()
-	}
+	c, list, err := popLogin(args[0], args[1], args[2], args[3])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "relay: pop3:", err)
 		return 1
