@@ -204,7 +204,7 @@ func run(o options) error {
 			return exec.Command("getmail", "--rcfile", rc, "--getmaildir", gdir)
 		},
 		"mailflow-maildir": func() *exec.Cmd {
-			return exec.Command(mailflow, "run", "--once", "--log-level", "warn", "-c", mailflowMaildirConfig(work, e, o.user, maildirFor(work, "mailflow-maildir")))
+			return exec.Command(mailflow, "run", "--once", "--log-level", "warn", "-c", mailflowConfig(work, "maildir", e, o.user, nil, maildirFor(work, "mailflow-maildir")))
 		},
 		"mailflow-lua": func() *exec.Cmd {
 			scripts, _ := filepath.Glob(filepath.Join(root, "bench", "lua", "*.lua"))
@@ -541,39 +541,22 @@ func countMaildir(dir string) int {
 	return n
 }
 
-// mailflowMaildirConfig is mailflow from the POP3 mailbox into a Maildir.
-func mailflowMaildirConfig(dir string, e *env, user, maildir string) string {
-	state := filepath.Join(dir, "state-maildir")
-	os.RemoveAll(state)
-	conf := fmt.Sprintf(`state_dir = %q
-[[input]]
-name = "bench"
-type = "pop3"
-address = %q
-tls = "implicit"
-tls_ca_file = %q
-username = %q
-password = %q
-pipeline = "main"
-[[pipeline]]
-name = "main"
-outputs = ["box"]
-[[output]]
-name = "box"
-type = "maildir"
-path = %q
-`, state, e.pop3s, e.ca, user, e.password, maildir)
-	path := filepath.Join(dir, "mailflow-maildir.toml")
-	os.WriteFile(path, []byte(conf), 0o600)
-	return path
-}
-
-func mailflowConfig(dir, name string, e *env, user string, scripts []string) string {
+// mailflowConfig writes a config moving the bench mailbox through scripts
+// to the Postfix sink, or into the Maildir maildir when it is not "".
+func mailflowConfig(dir, name string, e *env, user string, scripts []string, maildir ...string) string {
 	state := filepath.Join(dir, "state-"+name)
 	os.RemoveAll(state) // each run starts without a ledger, as on a fresh mailbox
 	quoted := make([]string, len(scripts))
 	for i, s := range scripts {
 		quoted[i] = strconv.Quote(s)
+	}
+	output := fmt.Sprintf(`name = "sink"
+type = "smtp"
+address = %q
+tls = "none"            # as fetchmail talks to its smtphost
+to = ["sink@example.net"]`, e.smtp)
+	if len(maildir) > 0 {
+		output = fmt.Sprintf("name = \"sink\"\ntype = \"maildir\"\npath = %q", maildir[0])
 	}
 	conf := fmt.Sprintf(`state_dir = %q
 %s
@@ -593,12 +576,8 @@ scripts = [%s]
 outputs = ["sink"]
 
 [[output]]
-name = "sink"
-type = "smtp"
-address = %q
-tls = "none"            # as fetchmail talks to its smtphost
-to = ["sink@example.net"]
-`, state, os.Getenv("BENCH_MAILFLOW_GLOBAL"), e.pop3s, e.ca, user, e.password, strings.Join(quoted, ", "), e.smtp)
+%s
+`, state, os.Getenv("BENCH_MAILFLOW_GLOBAL"), e.pop3s, e.ca, user, e.password, strings.Join(quoted, ", "), output)
 	path := filepath.Join(dir, "mailflow-"+name+".toml")
 	os.WriteFile(path, []byte(conf), 0o600)
 	return path
@@ -929,17 +908,10 @@ func popLogin(addr, user, password, caFile string) (*pop3.Client, []pop3.Message
 	return c, list, nil
 }
 
-func limitClient(args []string) int {
-	if len(args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: bench limit-client ADDR USER PASSWORD CA")
-		return 2
-	}
-	c, list, err := popLogin(args[0], args[1], args[2], args[3])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "limit client:", err)
-		return 1
-	}
-	const window = 64
+// retrEach pipelines RETR for every listed message, window outstanding at
+// most, and hands each to read in order.
+func retrEach(c *pop3.Client, list []pop3.MessageInfo, window int, read func(i int, r io.Reader) error) error {
+	var err error
 	sent := 0
 	for i := 0; err == nil && i < len(list); i++ {
 		for sent < len(list) && sent < i+window {
@@ -954,9 +926,26 @@ func limitClient(args []string) int {
 			r, err = c.ReadRetr(0)
 		}
 		if err == nil {
-			_, err = io.Copy(io.Discard, r)
+			err = read(i, r)
 		}
 	}
+	return err
+}
+
+func limitClient(args []string) int {
+	if len(args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: bench limit-client ADDR USER PASSWORD CA")
+		return 2
+	}
+	c, list, err := popLogin(args[0], args[1], args[2], args[3])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "limit client:", err)
+		return 1
+	}
+	err = retrEach(c, list, 64, func(_ int, r io.Reader) error {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	})
 	if err == nil {
 		err = c.Quit()
 	}

@@ -60,27 +60,13 @@ func relayClient(args []string) int {
 			mu.Unlock()
 		}()
 	}
-	const window = 16
-	sent := 0
-	for i := 0; err == nil && i < len(list); i++ {
-		for sent < len(list) && sent < i+window {
-			err = c.SendRetr(list[sent].Number)
-			sent++
-		}
-		if err == nil {
-			err = c.Flush()
-		}
-		var r io.Reader
-		if err == nil {
-			r, err = c.ReadRetr(0)
-		}
-		if err == nil {
-			var b bytes.Buffer
-			b.Grow(int(list[i].Size))
-			_, err = b.ReadFrom(r)
-			msgs <- b.Bytes()
-		}
-	}
+	err = retrEach(c, list, 16, func(i int, r io.Reader) error {
+		var b bytes.Buffer
+		b.Grow(int(list[i].Size))
+		_, err := b.ReadFrom(r)
+		msgs <- b.Bytes()
+		return err
+	})
 	close(msgs)
 	wg.Wait()
 	if err == nil {
