@@ -163,6 +163,15 @@ func TestSourceRefreshesRotatesAndAsksForLogin(t *testing.T) {
 	if saved, _ := store.Load("inbox"); !strings.Contains(saved.LastError, "invalid_grant") {
 		t.Fatalf("the token file does not say what went wrong: %+v", saved)
 	}
+	// A refresh given up because mailflow is stopping leaves that error for
+	// "mailflow auth status" to show.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	src.Invalidate()
+	src.Token(cancelled)
+	if saved, _ := store.Load("inbox"); !strings.Contains(saved.LastError, "invalid_grant") {
+		t.Fatalf("a cancelled refresh replaced the recorded error: %q", saved.LastError)
+	}
 	if got := s.RefreshScope(); got != "mail" {
 		t.Fatalf("the refresh carried scope %q, want the configured \"mail\" (Microsoft wants them)", got)
 	}

@@ -132,8 +132,13 @@ func (s *Source) refresh(ctx context.Context) error {
 	got, err := s.post(ctx, form)
 	now := time.Now().UTC()
 	if err != nil {
-		s.tok.LastError = err.Error()
-		_ = s.store.Save(s.name, s.tok)
+		// A refresh given up because mailflow is stopping says nothing
+		// about the account: it must not replace the error a user needs
+		// to see in "mailflow auth status" (invalid_grant, say).
+		if ctx.Err() == nil {
+			s.tok.LastError = err.Error()
+			_ = s.store.Save(s.name, s.tok)
+		}
 		var re *refusal
 		if errors.As(err, &re) && (re.Code == "invalid_grant" || re.Code == "invalid_client" || re.Code == "unauthorized_client") {
 			return &LoginNeeded{Name: s.name, Config: s.config, Err: err}
