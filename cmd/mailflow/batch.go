@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/csv"
@@ -13,9 +12,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,6 +43,19 @@ inline (a "password" column is refused). Each mailbox is resumable: kill
 the batch, run it again, and each goes on where it stopped. The batch ends
 with a report (human, and CSV in --report) and exits 1 if any mailbox
 failed, 3 if some messages were quarantined.
+
+Across machines (NATS JetStream):
+  mailflow migrate --batch FILE.csv --queue nats://HOST:4222 [--name NAME]
+      [--ack-wait 1m] [--replicas N] [--wait]
+                       queue one job per mailbox (publishing the same batch
+                       again adds nothing; a failed mailbox is queued again)
+  mailflow worker --queue nats://HOST:4222 [--parallel 4]
+                       on each machine: take jobs and run them
+  mailflow migrate status --queue nats://HOST:4222 [--name NAME] [--wait]
+                       where every mailbox of the fleet stands
+NATS credentials: --queue-creds FILE, --queue-user NAME with
+--queue-password-file FILE, or --queue-token-file FILE; TLS (tls://) is
+verified, against --queue-ca FILE if given.
 `
 
 // batchColumns maps CSV columns to the migrate flags they become.
@@ -90,6 +100,12 @@ func cmdMigrateBatch(file string, args []string, stdout, stderr io.Writer) int {
 	stateDir := fs.String("state", "", "`DIR` for each mailbox's record (default under $XDG_STATE_HOME/mailflow)")
 	report := fs.String("report", "", "write the final report as CSV to `FILE` (default STATE/report.csv)")
 	progress := fs.String("progress", "auto", "table (redrawn on a terminal), lines, or auto")
+	var q queueFlags
+	q.register(fs)
+	name := fs.String("name", "", "with --queue: the batch's `NAME` in the fleet (default: the file's name)")
+	ackWait := fs.Duration("ack-wait", time.Minute, "with --queue: how long a job may go without a worker's heartbeat before another worker gets it")
+	replicas := fs.Int("replicas", 0, "with --queue: copies of the jobs and their state in the NATS cluster (default 3 on a cluster, 1 on one server)")
+	wait := fs.Bool("wait", false, "with --queue: follow the batch until every mailbox is done or failed, then report as a local batch does")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -101,15 +117,14 @@ func cmdMigrateBatch(file string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mailflow migrate --batch:", err)
 		return exitConfig
 	}
+	if q.url != "" {
+		return queueBatch(file, jobs, &q, queueOptions{name: batchName(file, *name), ackWait: *ackWait,
+			replicas: *replicas, retries: max(1, *retries), retryWait: *retryWait, wait: *wait}, stdout, stderr)
+	}
 	if *stateDir == "" {
-		base := os.Getenv("XDG_STATE_HOME")
-		if base == "" {
-			home, _ := os.UserHomeDir()
-			base = filepath.Join(home, ".local", "state")
-		}
 		abs, _ := filepath.Abs(file)
 		sum := sha256.Sum256([]byte(abs))
-		*stateDir = filepath.Join(base, "mailflow", "batch-"+hex.EncodeToString(sum[:6]))
+		*stateDir = filepath.Join(stateHome(), "mailflow", "batch-"+hex.EncodeToString(sum[:6]))
 	}
 	if *report == "" {
 		*report = filepath.Join(*stateDir, "report.csv")
@@ -317,7 +332,7 @@ func (r *batchRun) start(ctx context.Context, j *batchJob, wg *sync.WaitGroup) {
 	go func() {
 		defer wg.Done()
 		start := time.Now()
-		code, report, errText := r.try(ctx, j)
+		res := r.try(ctx, j)
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.active--
@@ -325,19 +340,8 @@ func (r *batchRun) start(ctx context.Context, j *batchJob, wg *sync.WaitGroup) {
 			r.running[h]--
 		}
 		j.took += time.Since(start)
-		j.exit = code
-		if m := regexp.MustCompile(`(?m)^moved:\s+(\d+)`).FindStringSubmatch(report); m != nil {
-			j.moved = m[1]
-		}
-		// Into IMAP each migrate ends with a verification, folder by folder.
-		switch {
-		case !strings.Contains(report, "verification"):
-			j.verified = "n/a"
-		case strings.Contains(report, "missing in ") || strings.Contains(report, "verification of "):
-			j.verified = "no"
-		default:
-			j.verified = "yes"
-		}
+		j.exit, j.moved, j.verified = res.code, res.moved, res.verified
+		code, errText := res.code, res.errText
 		switch {
 		case code == exitOK || code == exitQuarantined:
 			j.state, j.errText = "done", ""
@@ -358,60 +362,13 @@ func (r *batchRun) start(ctx context.Context, j *batchJob, wg *sync.WaitGroup) {
 	}()
 }
 
-var progressLine = regexp.MustCompile(`progress: (\d+)/(\d+) messages, .*?, ([\d.]+) msg/s`)
-
-// try runs `mailflow migrate` for j and returns its exit code, its report
-// (stdout) and the last error line it printed.
-func (r *batchRun) try(ctx context.Context, j *batchJob) (int, string, string) {
-	cmd := exec.Command(r.self, j.args...)
-	var report strings.Builder
-	cmd.Stdout = &report
-	pipe, err := cmd.StderrPipe()
-	if err != nil {
-		return exitFailed, "", err.Error()
-	}
-	if err := cmd.Start(); err != nil {
-		return exitFailed, "", err.Error()
-	}
-	stopped := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			cmd.Process.Signal(os.Interrupt) // it stops cleanly, resumable
-		case <-stopped:
-		}
-	}()
-	last := ""
-	sc := bufio.NewScanner(pipe)
-	for sc.Scan() {
-		line := sc.Text()
-		if m := progressLine.FindStringSubmatch(line); m != nil {
-			done, _ := strconv.ParseInt(m[1], 10, 64)
-			total, _ := strconv.ParseInt(m[2], 10, 64)
-			rate, _ := strconv.ParseFloat(m[3], 64)
-			r.mu.Lock()
-			j.done, j.total, j.rate = done, total, rate
-			r.mu.Unlock()
-			continue
-		}
-		if strings.Contains(line, "mailflow") || strings.Contains(line, "level=ERROR") || strings.Contains(line, "err=") {
-			last = oneLine(line)
-		}
-	}
-	err = cmd.Wait()
-	close(stopped)
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		code, last = exitFailed, err.Error()
-	}
-	if last == "" && code != 0 {
-		lines := strings.Split(strings.TrimSpace(report.String()), "\n")
-		last = lines[len(lines)-1]
-	}
-	return code, report.String(), last
+// try runs `mailflow migrate` for j.
+func (r *batchRun) try(ctx context.Context, j *batchJob) childResult {
+	return runMigrateChild(ctx, r.self, j.args, func(done, total int64, rate float64) {
+		r.mu.Lock()
+		j.done, j.total, j.rate = done, total, rate
+		r.mu.Unlock()
+	})
 }
 
 // change tells of a job's new state: a line, unless the table shows it.
