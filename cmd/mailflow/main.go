@@ -52,6 +52,11 @@ Usage:
   mailflow migrate --from imaps://USER@HOST --to imaps://USER@HOST
                                     move a mailbox, resumably, with progress
                                     and (into IMAP) a closing verification
+  mailflow migrate --batch FILE.csv [--parallel N] [--queue nats://HOST]
+  mailflow worker --queue nats://HOST
+  mailflow migrate status --queue nats://HOST
+                                    many mailboxes: on this machine, or as
+                                    jobs in NATS JetStream for workers on many
   mailflow quarantine list|show|resend|delete -c FILE [ID...]
                                     list, look at, resend or delete quarantined
                                     messages (also while "run" runs)
@@ -92,6 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdTest(rest, stdout, stderr)
 	case "migrate":
 		return cmdMigrate(rest, stdout, stderr)
+	case "worker":
+		return cmdWorker(rest, stdout, stderr)
 	case "ledger":
 		return cmdLedger(rest, stdout, stderr)
 	case "auth":

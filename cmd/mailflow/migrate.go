@@ -79,6 +79,9 @@ type migrateFlags struct {
 }
 
 func cmdMigrate(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "status" {
+		return cmdMigrateStatus(args[1:], stdout, stderr)
+	}
 	for i, a := range args {
 		if a == "--batch" || a == "-batch" {
 			if i+1 >= len(args) {
