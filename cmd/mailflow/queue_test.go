@@ -40,7 +40,7 @@ func TestMigrateQueueFleet(t *testing.T) {
 
 	var rows []string
 	want := map[string][]string{} // user → Message-IDs
-	userOf := map[string]string{}   // source, as the status names it → user
+	userOf := map[string]string{} // source, as the status names it → user
 	for i := range boxes {
 		src, err := pop3test.NewServer()
 		if err != nil {
