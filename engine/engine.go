@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailflow/mailflow/engine/ledger"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // Engine runs inputs through their pipelines to outputs and keeps the
@@ -27,7 +28,8 @@ type Engine struct {
 
 	gens     generations
 	sem      chan struct{}
-	mem      *memBudget // bytes of messages in memory (memory_budget)
+	mem      *memBudget          // bytes of messages in memory (memory_budget)
+	buffers  *message.BufferPool // their memory, lent and taken back
 	backoff  backoffs
 	pollMu   sync.Mutex
 	polling  map[string]*sync.Mutex
@@ -149,7 +151,8 @@ func open(cfg *Config, reg Registry, log *slog.Logger, l *ledger.Ledger) (*Engin
 		return nil, err
 	}
 	e := &Engine{Log: log, Ledger: l, Quarantine: q, Registry: reg, Observer: nopObserver{},
-		sem: make(chan struct{}, cfg.MaxInFlight), mem: newMemBudget(cfg.MemoryBudget), polling: map[string]*sync.Mutex{}}
+		sem: make(chan struct{}, cfg.MaxInFlight), mem: newMemBudget(cfg.MemoryBudget),
+		buffers: message.NewBufferPool(), polling: map[string]*sync.Mutex{}}
 	s, err := Build(cfg, reg, log, nil)
 	if err != nil {
 		return nil, err

@@ -133,7 +133,7 @@ func (p *poll) run(ctx context.Context) error {
 			return nil
 		}
 		opts := p.spool()
-		opts.SizeHint = it.Size
+		opts.SizeHint, opts.Pool = it.Size, p.e.buffers
 		// In memory if it fits in what memory_budget has left; spooled to
 		// disk otherwise (a message of unknown size reserves spill_over).
 		held := it.Size

@@ -96,6 +96,9 @@ type SpoolOptions struct {
 	// when unknown): the memory for it is taken once, up front, instead of
 	// doubling as the bytes come in.
 	SizeHint int64
+	// Pool, if set, lends the memory for a message announced at ChunkSize
+	// or more; it goes back when the message is closed.
+	Pool *BufferPool
 }
 
 // DefaultSpool is used where no options are configured.
@@ -112,31 +115,46 @@ func Read(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 		opts.MaxHeader = DefaultSpool.MaxHeader
 	}
 	h := &scanHash{Hash: sha256.New()}
-	var buf bytes.Buffer
 	limit := opts.InMemory + 1
 	if opts.MaxSize > 0 && opts.MaxSize < opts.InMemory {
 		limit = opts.MaxSize + 1
 	}
-	if opts.SizeHint > 0 {
-		// bytes.Buffer.ReadFrom wants MinRead bytes free to see the end;
-		// without them an exact size would double the buffer at the last
-		// read. A hint counted with CRLF for bytes held with LF is a little
-		// more than needed, never less.
-		buf.Grow(int(min(opts.SizeHint, limit)) + bytes.MinRead)
+	in := io.TeeReader(io.LimitReader(r, limit), h)
+	var held interface {
+		Data
+		io.WriterTo
 	}
-	n, err := io.Copy(&buf, io.TeeReader(io.LimitReader(r, limit), h))
-	if err != nil {
-		return nil, fmt.Errorf("reading message: %w", err)
-	}
-	var data Data
-	if n < limit {
-		data = memData(buf.Bytes())
+	var n int64
+	if opts.Pool != nil && opts.SizeHint >= ChunkSize {
+		d, err := readChunks(in, limit, opts.Pool)
+		if err != nil {
+			return nil, fmt.Errorf("reading message: %w", err)
+		}
+		held, n = d, d.size
 	} else {
+		var buf bytes.Buffer
+		if opts.SizeHint > 0 {
+			// bytes.Buffer.ReadFrom wants MinRead bytes free to see the end;
+			// without them an exact size would double the buffer at the last
+			// read. A hint counted with CRLF for bytes held with LF is a little
+			// more than needed, never less.
+			buf.Grow(int(min(opts.SizeHint, limit)) + bytes.MinRead)
+		}
+		var err error
+		if n, err = io.Copy(&buf, in); err != nil {
+			return nil, fmt.Errorf("reading message: %w", err)
+		}
+		held = memData(buf.Bytes())
+	}
+	var data Data = held
+	if n >= limit {
 		if opts.MaxSize > 0 && n > opts.MaxSize {
+			held.Release()
 			return nil, ErrTooLarge
 		}
 		f, err := os.CreateTemp(opts.Dir, "mailflow-spill-*.eml")
 		if err != nil {
+			held.Release()
 			return nil, fmt.Errorf("spilling message to disk: %w", err)
 		}
 		fd := &fileData{f: f}
@@ -144,7 +162,9 @@ func Read(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 		if opts.MaxSize > 0 {
 			rest = io.LimitReader(r, opts.MaxSize-n+1)
 		}
-		if _, err := f.Write(buf.Bytes()); err != nil {
+		_, err = held.WriteTo(f)
+		held.Release()
+		if err != nil {
 			fd.Release()
 			return nil, fmt.Errorf("spilling message to disk: %w", err)
 		}
@@ -358,6 +378,10 @@ func (d memData) Size() int64           { return int64(len(d)) }
 func (d memData) Reader() io.Reader     { return bytes.NewReader(d) }
 func (d memData) ReaderAt() io.ReaderAt { return bytes.NewReader(d) }
 func (d memData) Release() error        { return nil }
+func (d memData) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(d)
+	return int64(n), err
+}
 
 type fileData struct {
 	f    *os.File

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package message
+
+func newChunk() []byte { return make([]byte, ChunkSize) }
