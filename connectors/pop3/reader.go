@@ -2,6 +2,7 @@ package pop3
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -96,16 +97,28 @@ func (d *dotReader) nextLine() error {
 			d.r.Discard(1)
 		}
 	}
-	line, err := d.r.ReadSlice('\n')
-	switch err {
-	case nil:
-		d.bol = true
-	case bufio.ErrBufferFull:
-		d.bol = false
-	default:
-		return unexpected(err)
+	// Not at a dot: what is buffered up to the next line that starts with
+	// one (or to the last line end buffered) is message as it stands, one
+	// run however many lines it holds. Line by line, the bookkeeping cost
+	// more than the copying.
+	if d.r.Buffered() == 0 {
+		if _, err := d.r.Peek(1); err != nil {
+			return unexpected(err)
+		}
 	}
-	d.pending = line
+	buf, _ := d.r.Peek(d.r.Buffered())
+	end := bytes.Index(buf, []byte("\n."))
+	if end < 0 {
+		end = bytes.LastIndexByte(buf, '\n')
+	}
+	if end < 0 {
+		d.pending, d.bol = buf, false // a piece of a long line
+	} else {
+		d.pending, d.bol = buf[:end+1], true
+	}
+	// The bytes stay in the buffer until the next read from it, and
+	// pending is copied out before that.
+	d.r.Discard(len(d.pending))
 	return nil
 }
 

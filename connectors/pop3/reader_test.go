@@ -113,7 +113,11 @@ func FuzzDotReader(f *testing.F) {
 		if chunk%3 == 0 {
 			r = iotest.OneByteReader(r)
 		}
-		br := bufio.NewReaderSize(r, 16)
+		size := 16 // every edge case at a buffer's end
+		if chunk%2 == 1 {
+			size = 4096 // runs of many lines
+		}
+		br := bufio.NewReaderSize(r, size)
 		got, err := io.ReadAll(newDotReader(br, 0))
 		if err != nil {
 			t.Fatal(err)
@@ -177,4 +181,27 @@ func FuzzReadReply(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+// BenchmarkDotReader reads a 1 MB message of 76-byte lines, one in 200
+// dot-stuffed, through the 64 KiB buffer the client reads with.
+func BenchmarkDotReader(b *testing.B) {
+	var body bytes.Buffer
+	for i := 0; body.Len() < 1<<20; i++ {
+		if i%200 == 0 {
+			body.WriteString(".")
+		}
+		body.WriteString("a line of text in the body of a message, as mail has it, seventy-six b\r\n")
+	}
+	wire := stuff(body.Bytes())
+	b.SetBytes(int64(len(wire)))
+	rd := bytes.NewReader(wire)
+	br := bufio.NewReaderSize(rd, 64<<10)
+	for range b.N {
+		rd.Reset(wire)
+		br.Reset(rd)
+		if _, err := io.Copy(io.Discard, newDotReader(br, 0)); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
