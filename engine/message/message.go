@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -58,8 +59,9 @@ type Message struct {
 	headerLen   int64   // bytes of the original header block, blank line included
 	headerDirty bool    // a filter changed Header
 	pieces      []piece // the body as edited (edit.go); nil when it was not
-	crlf        int64   // CRLF line ends in the original
-	bareLF      int64   // LF line ends without a CR before them
+	lineEnds    sync.Once
+	crlf        int64 // CRLF line ends in the original (see LineEnds)
+	bareLF      int64 // LF line ends without a CR before them
 }
 
 // Source identifies a message at its origin.
@@ -180,7 +182,7 @@ func Read(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 		}
 		data = fd
 	}
-	msg := &Message{Source: src, ReceivedAt: time.Now(), data: data, eightBit: h.eightBit, crlf: h.crlf, bareLF: h.lf - h.crlf}
+	msg := &Message{Source: src, ReceivedAt: time.Now(), data: data, eightBit: h.eightBit}
 	copy(msg.Digest[:], h.Sum(nil))
 	msg.parseHeader(opts.MaxHeader)
 	return msg, nil
@@ -189,8 +191,6 @@ func Read(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 // New makes a message from bytes held in memory.
 func New(b []byte, src Source) *Message {
 	msg := &Message{Source: src, ReceivedAt: time.Now(), data: memData(b), eightBit: has8Bit(b)}
-	msg.crlf = int64(bytes.Count(b, []byte("\r\n")))
-	msg.bareLF = int64(bytes.Count(b, []byte("\n"))) - msg.crlf
 	msg.Digest = sha256.Sum256(b)
 	msg.parseHeader(DefaultSpool.MaxHeader)
 	return msg
@@ -229,9 +229,17 @@ func (m *Message) EightBit() (any, inHeader bool) {
 }
 
 func has8Bit(b []byte) bool {
-	// Eight bytes at a time: this runs over every byte of every message.
+	// 32 bytes at a time: this runs over every byte of every message.
+	const high = 0x8080808080808080
+	for len(b) >= 32 {
+		if (binary.LittleEndian.Uint64(b)|binary.LittleEndian.Uint64(b[8:])|
+			binary.LittleEndian.Uint64(b[16:])|binary.LittleEndian.Uint64(b[24:]))&high != 0 {
+			return true
+		}
+		b = b[32:]
+	}
 	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+		if binary.LittleEndian.Uint64(b)&high != 0 {
 			return true
 		}
 		b = b[8:]
@@ -244,40 +252,54 @@ func has8Bit(b []byte) bool {
 	return false
 }
 
-// scanHash hashes what is written to it, notes any 8-bit byte and counts
-// line ends (for SizeAgrees).
+// scanHash hashes what is written to it and notes any 8-bit byte.
 type scanHash struct {
 	hash.Hash
 	eightBit bool
-	lf, crlf int64
-	lastCR   bool // the last byte written was a CR
 }
 
 func (s *scanHash) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
 	if !s.eightBit {
 		s.eightBit = has8Bit(p)
 	}
-	// One pass from line end to line end counts both kinds.
-	for at := 0; ; at++ {
-		i := bytes.IndexByte(p[at:], '\n')
-		if i < 0 {
-			break
-		}
-		at += i // p[at] is the LF
-		s.lf++
-		if at > 0 && p[at-1] == '\r' || at == 0 && s.lastCR {
-			s.crlf++
-		}
-	}
-	s.lastCR = p[len(p)-1] == '\r'
 	return s.Hash.Write(p)
 }
 
+// countLineEnds counts CRLF line ends, and LF ones without a CR, in r.
+func countLineEnds(r io.Reader) (crlf, bareLF int64) {
+	buf := make([]byte, 32<<10)
+	lastCR := false
+	for {
+		n, err := r.Read(buf)
+		p := buf[:n]
+		for at := 0; n > 0; at++ {
+			i := bytes.IndexByte(p[at:], '\n')
+			if i < 0 {
+				break
+			}
+			at += i // p[at] is the LF
+			if at > 0 && p[at-1] == '\r' || at == 0 && lastCR {
+				crlf++
+			} else {
+				bareLF++
+			}
+		}
+		if n > 0 {
+			lastCR = p[n-1] == '\r'
+		}
+		if err != nil {
+			return crlf, bareLF
+		}
+	}
+}
+
 // LineEnds counts the original's line ends: CRLF, and LF without a CR.
-func (m *Message) LineEnds() (crlf, bareLF int64) { return m.crlf, m.bareLF }
+// They are counted on first use, from the bytes held: most messages never
+// need them, as their size is the one their source announced.
+func (m *Message) LineEnds() (crlf, bareLF int64) {
+	m.lineEnds.Do(func() { m.crlf, m.bareLF = countLineEnds(m.data.Reader()) })
+	return m.crlf, m.bareLF
+}
 
 // Size is the size in bytes of the message as it would be written now.
 func (m *Message) Size() int64 {

@@ -63,7 +63,7 @@ var ErrTooManyParts = errors.New("message: more than 10000 MIME parts")
 func (m *Message) Parts() ([]Part, error) {
 	top := newPart(m.Header, 0, -1, 0)
 	top.LineEnd = "\r\n"
-	if m.crlf == 0 && m.bareLF > 0 {
+	if crlf, bareLF := m.LineEnds(); crlf == 0 && bareLF > 0 {
 		top.LineEnd = "\n"
 	}
 	parts := []Part{top}

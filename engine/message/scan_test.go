@@ -2,13 +2,14 @@ package message
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"math/rand/v2"
 	"testing"
+	"testing/iotest"
 )
 
-// Line ends are counted the same however the bytes are split between
-// writes (a CR at the end of one read, its LF at the start of the next).
+// Line ends are counted the same however the bytes arrive (a CR at the end
+// of one read, its LF at the start of the next), and has8Bit sees a high
+// byte wherever it is.
 func TestLineEndsCountedAcrossSplits(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	alphabet := []byte("\r\na")
@@ -17,15 +18,23 @@ func TestLineEndsCountedAcrossSplits(t *testing.T) {
 		for i := range b {
 			b[i] = alphabet[rng.IntN(len(alphabet))]
 		}
-		s := &scanHash{Hash: sha256.New()}
-		for rest := b; len(rest) > 0; {
-			n := 1 + rng.IntN(len(rest))
-			s.Write(rest[:n])
-			rest = rest[n:]
-		}
 		wantLF, wantCRLF := int64(bytes.Count(b, []byte("\n"))), int64(bytes.Count(b, []byte("\r\n")))
-		if s.lf != wantLF || s.crlf != wantCRLF {
-			t.Fatalf("round %d %q: lf %d crlf %d, want %d %d", round, b, s.lf, s.crlf, wantLF, wantCRLF)
+		for _, r := range []*bytes.Reader{bytes.NewReader(b)} {
+			crlf, bare := countLineEnds(iotest.HalfReader(r))
+			if crlf != wantCRLF || crlf+bare != wantLF {
+				t.Fatalf("round %d %q: crlf %d bare %d, want %d %d", round, b, crlf, bare, wantCRLF, wantLF-wantCRLF)
+			}
+		}
+		if crlf, bare := New(b, Source{}).LineEnds(); crlf != wantCRLF || crlf+bare != wantLF {
+			t.Fatalf("round %d: New: crlf %d bare %d", round, crlf, bare)
+		}
+		if len(b) > 0 {
+			at := rng.IntN(len(b))
+			high := bytes.Clone(b)
+			high[at] = 0x80 | byte(rng.IntN(128))
+			if has8Bit(b) || !has8Bit(high) {
+				t.Fatalf("round %d: has8Bit wrong (high byte at %d of %d)", round, at, len(b))
+			}
 		}
 	}
 }
