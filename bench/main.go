@@ -52,6 +52,7 @@ type options struct {
 	small     bool
 	profile   string
 	many      int
+	batch     bool
 }
 
 func main() {
@@ -73,6 +74,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "write mailflow's CPU profile of each run to PREFIX-MODE-RUN.prof")
 	flag.BoolVar(&o.small, "small", false, "every message about 2 KB, instead of the mixed set (writes bench/RESULTS-2k.md unless -out says otherwise)")
 	flag.StringVar(&o.imapTools, "imap-tools", "mailflow,imapsync,mbsync", "with -imap: which tools to run")
+	flag.BoolVar(&o.batch, "batch", false, "run the batch bench instead: 50 IMAP mailboxes of 400 messages by mailflow migrate --batch (--parallel 1, 4, 16) and imapsync in a shell loop (1 and 4 at once) (writes bench/RESULTS-batch.md)")
 	flag.BoolVar(&o.imap, "imap", false, "run the IMAP → IMAP bench instead: mailflow migrate, imapsync and mbsync (writes bench/RESULTS-imap.md)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -127,6 +129,9 @@ func run(o options) error {
 		return err
 	}
 
+	if o.batch {
+		return runBatchBench(o, root, work, e, mailflow)
+	}
 	cache := filepath.Join(e.testenvDir, "bench-cache")
 	if o.small {
 		fmt.Printf("== generating %d messages of about 2 KB\n", o.n)
@@ -134,7 +139,11 @@ func run(o options) error {
 	} else {
 		fmt.Printf("== generating %d messages (70%% 2-20 KB, 25%% 50-500 KB with attachments, 5%% 1-5 MB)\n", o.n)
 	}
-	total, err := generate(cache, o.n, e.mailUID, o.small)
+	set := setMixed
+	if o.small {
+		set = setSmall
+	}
+	total, err := generate(cache, o.n, e.mailUID, set)
 	if err != nil {
 		return err
 	}
@@ -296,13 +305,13 @@ func runManyBench(o options, root string) error {
 		return err
 	}
 	var rs []manyResult
-	for _, sched := range []string{"5m", "1m"} {
-		fmt.Printf("== %d POP3 inputs, schedule %s\n", o.many, sched)
-		r, err := runMany(mailflow, work, o.many, sched, 2*time.Minute)
+	for _, c := range []struct{ kind, sched string }{{"pop3", "5m"}, {"pop3", "1m"}, {"imap-idle", "5m"}} {
+		fmt.Printf("== %d %s inputs, schedule %s\n", o.many, c.kind, c.sched)
+		r, err := runMany(mailflow, work, c.kind, o.many, c.sched, 2*time.Minute)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("   RSS %.1f MB (peak %.1f), %d goroutines, CPU %.2f%% of a core, %d polls in %.0f s\n", r.rssMB, r.peakMB, r.goroutines, 100*r.cpuShare, r.polls, r.window.Seconds())
+		fmt.Printf("   RSS %.1f MB (peak %.1f), %d goroutines, CPU %.2f%% of a core, %d sessions in %.0f s\n", r.rssMB, r.peakMB, r.goroutines, 100*r.cpuShare, r.polls, r.window.Seconds())
 		rs = append(rs, r)
 	}
 	md := manyMarkdown(rs)
@@ -429,7 +438,16 @@ func (e *env) drainSink(n int, limit time.Duration) error {
 
 // generate writes n messages into dir (once; a later bench reuses them):
 // 70% 2-20 KB of text, 25% 50-500 KB with a base64 attachment, 5% 1-5 MB.
-func generate(dir string, n, uid int, small bool) (int64, error) {
+// Message sets: mixed (70% 2-20 KB, 25% 50-500 KB with attachments, 5%
+// 1-5 MB), small (about 2 KB each), mailboxes (90% 2-20 KB, 10% 50-500 KB
+// with attachments: a person's mailbox without the largest, for batches).
+const (
+	setMixed     = "mixed"
+	setSmall     = "small"
+	setMailboxes = "mailboxes"
+)
+
+func generate(dir string, n, uid int, set string) (int64, error) {
 	if ents, err := os.ReadDir(dir); err == nil && len(ents) == n {
 		var total int64
 		for _, en := range ents {
@@ -450,11 +468,11 @@ func generate(dir string, n, uid int, small bool) (int64, error) {
 		var size int
 		attach := false
 		switch p := rng.IntN(100); {
-		case small:
+		case set == setSmall:
 			size = 2<<10 - 400 // about 2 KB with the header
-		case p < 70:
+		case set == setMailboxes && p < 90, set == setMixed && p < 70:
 			size = 2<<10 + rng.IntN(18<<10)
-		case p < 95:
+		case set == setMailboxes, p < 95:
 			size, attach = 50<<10+rng.IntN(450<<10), true
 		default:
 			size, attach = 1<<20+rng.IntN(4<<20), true
