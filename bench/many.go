@@ -11,7 +11,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
 	"github.com/mailflow/mailflow/connectors/pop3/pop3test"
 )
@@ -19,6 +24,7 @@ import (
 // manyResult is one process with many mailboxes polled and none holding
 // mail: what it costs to keep them.
 type manyResult struct {
+	kind       string // pop3, or imap-idle
 	inputs     int
 	schedule   string
 	rssMB      float64
@@ -29,12 +35,29 @@ type manyResult struct {
 	window     time.Duration
 }
 
-// runMany runs `mailflow run` with n POP3 inputs (an in-process POP3
-// server on 127.0.0.1, empty mailboxes) polling every schedule, lets the
-// first round of polls pass, then measures RSS, goroutines and CPU over
-// the window.
-func runMany(mailflow, work string, n int, schedule string, window time.Duration) (manyResult, error) {
-	srv, err := pop3test.NewServer()
+// manyServer is the in-process server the inputs poll: it counts the
+// sessions (connections) it was asked for.
+type manyServer interface {
+	Addr() string
+	Sessions() int
+	Close() error
+}
+
+// runMany runs `mailflow run` with n inputs polling every schedule, all
+// empty mailboxes of an in-process server on 127.0.0.1: POP3, or IMAP with
+// idle = true (each input then also holds an IDLE session open between
+// polls, rechecking UIDNEXT every few seconds). It lets the first round of
+// polls pass, then measures RSS, goroutines and CPU over the window.
+func runMany(mailflow, work, kind string, n int, schedule string, window time.Duration) (manyResult, error) {
+	var srv manyServer
+	var err error
+	input := `type = "pop3"`
+	if kind == "imap-idle" {
+		srv, err = newIdleServer()
+		input = `type = "imap"` + "\nidle = true"
+	} else {
+		srv, err = pop3test.NewServer()
+	}
 	if err != nil {
 		return manyResult{}, err
 	}
@@ -44,7 +67,7 @@ func runMany(mailflow, work string, n int, schedule string, window time.Duration
 	fmt.Fprintf(&b, "state_dir = %q\n[metrics]\nlisten = %q\n", filepath.Join(work, "state-many"), metrics)
 	os.RemoveAll(filepath.Join(work, "state-many"))
 	for i := range n {
-		fmt.Fprintf(&b, "[[input]]\nname = \"box%04d\"\ntype = \"pop3\"\naddress = %q\ntls = \"none\"\nallow_plaintext_auth = true\nusername = \"u\"\npassword = \"p\"\npipeline = \"main\"\nschedule = %q\n", i, srv.Addr(), schedule)
+		fmt.Fprintf(&b, "[[input]]\nname = \"box%04d\"\n%s\naddress = %q\ntls = \"none\"\nallow_plaintext_auth = true\nusername = \"u\"\npassword = \"p\"\npipeline = \"main\"\nschedule = %q\n", i, input, srv.Addr(), schedule)
 	}
 	fmt.Fprintf(&b, "[[pipeline]]\nname = \"main\"\noutputs = [\"dst\"]\n[[output]]\nname = \"dst\"\ntype = \"maildir\"\npath = %q\n", filepath.Join(work, "many-dst"))
 	conf := filepath.Join(work, "many.toml")
@@ -57,16 +80,21 @@ func runMany(mailflow, work string, n int, schedule string, window time.Duration
 		return manyResult{}, err
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	// Every input polls once at start; wait for that round to pass.
+	// Every input polls once at start (and, IDLEing, opens its IDLE
+	// session after); wait for that round to pass.
+	want := n
+	if kind == "imap-idle" {
+		want = 2 * n
+	}
 	deadline := time.Now().Add(2 * time.Minute)
-	for srv.Sessions() < n && time.Now().Before(deadline) {
+	for srv.Sessions() < want && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	time.Sleep(5 * time.Second)
 	cpu0, sess0, t0 := procCPU(cmd.Process.Pid), srv.Sessions(), time.Now()
 	time.Sleep(window)
 	cpu1, sess1, t1 := procCPU(cmd.Process.Pid), srv.Sessions(), time.Now()
-	r := manyResult{inputs: n, schedule: schedule, window: t1.Sub(t0), polls: sess1 - sess0,
+	r := manyResult{kind: kind, inputs: n, schedule: schedule, window: t1.Sub(t0), polls: sess1 - sess0,
 		cpuShare:   (cpu1 - cpu0).Seconds() / t1.Sub(t0).Seconds(),
 		rssMB:      float64(procStatus(cmd.Process.Pid, "VmRSS:")) / 1024,
 		peakMB:     float64(procStatus(cmd.Process.Pid, "VmHWM:")) / 1024,
@@ -127,10 +155,44 @@ func goroutines(addr string) int {
 func manyMarkdown(rs []manyResult) string {
 	var b strings.Builder
 	b.WriteString("\n## Many mailboxes in one process\n\n")
-	b.WriteString("`mailflow run` with N POP3 inputs, every mailbox empty (an in-process POP3 server on 127.0.0.1), measured after the first round of polls, over the window shown. `go run ./bench -many 1000` reproduces it.\n\n")
-	b.WriteString("| inputs | schedule | RSS | peak RSS | goroutines | CPU (share of one core) | polls in the window | window |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("`mailflow run` with N inputs, every mailbox empty (an in-process POP3 or IMAP server on 127.0.0.1), measured after the first round of polls, over the window shown. IMAP inputs have `idle = true`: each also holds an IDLE session open between polls, rechecking UIDNEXT every 5 s. `go run ./bench -many 1000` reproduces it.\n\n")
+	b.WriteString("| inputs | kind | schedule | RSS | peak RSS | goroutines | CPU (share of one core) | sessions opened in the window | window |\n|---:|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %d | %s | %.1f MB | %.1f MB | %d | %.2f%% | %d | %.0f s |\n", r.inputs, r.schedule, r.rssMB, r.peakMB, r.goroutines, 100*r.cpuShare, r.polls, r.window.Seconds())
+		fmt.Fprintf(&b, "| %d | %s | %s | %.1f MB | %.1f MB | %d | %.2f%% | %d | %.0f s |\n", r.inputs, r.kind, r.schedule, r.rssMB, r.peakMB, r.goroutines, 100*r.cpuShare, r.polls, r.window.Seconds())
 	}
 	return b.String()
 }
+
+// idleServer is an in-memory IMAP server (go-imap's) with one empty
+// mailbox, counting connections.
+type idleServer struct {
+	ln       net.Listener
+	srv      *imapserver.Server
+	sessions atomic.Int64
+}
+
+func newIdleServer() (*idleServer, error) {
+	mem := imapmemserver.New()
+	u := imapmemserver.NewUser("u", "p")
+	u.Create("INBOX", nil)
+	mem.AddUser(u)
+	s := &idleServer{}
+	s.srv = imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			s.sessions.Add(1)
+			return mem.NewSession(), nil, nil
+		},
+		Caps:         goimap.CapSet{goimap.CapIMAP4rev1: {}, goimap.CapIMAP4rev2: {}},
+		InsecureAuth: true,
+	})
+	var err error
+	if s.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+	go s.srv.Serve(s.ln)
+	return s, nil
+}
+
+func (s *idleServer) Addr() string  { return s.ln.Addr().String() }
+func (s *idleServer) Sessions() int { return int(s.sessions.Load()) }
+func (s *idleServer) Close() error  { return s.srv.Close() }
