@@ -157,10 +157,6 @@ func (l *Ledger) note(input, id string, rec Record) error {
 	defer l.jmu.Unlock()
 	line := append(appendJournalEntry(l.jbuf[:0], input, id, rec), '\n')
 	l.jbuf = line
-	if l.unsaved == nil {
-		l.unsaved = map[string]bool{}
-	}
-	l.unsaved[input+"\x00"+id] = true
 	if l.journal == nil {
 		return errors.New("ledger is closed")
 	}
@@ -168,21 +164,36 @@ func (l *Ledger) note(input, id string, rec Record) error {
 		// Rotate, keeping one older journal. What the older one held that
 		// was settled but waits for the group commit is written first, so
 		// nothing rotated away is needed; replaying what is kept is
-		// harmless, as only newer records are applied.
-		if err := l.Flush(); err != nil {
-			return err
-		}
-		l.journal.Close()
-		cur := filepath.Join(l.dir, journalName)
-		if err := os.Rename(cur, cur+".old"); err != nil {
-			return err
-		}
-		f, err := os.OpenFile(cur, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600)
+		// harmless, as only newer records are applied. Flush takes jmu
+		// (saved), so it is let go meanwhile, and the line, in a buffer
+		// another note may reuse, copied.
+		line = bytes.Clone(line)
+		l.jmu.Unlock()
+		err := l.Flush()
+		l.jmu.Lock()
 		if err != nil {
 			return err
 		}
-		l.journal, l.jsize = f, 0
+		if l.journal == nil {
+			return errors.New("ledger is closed")
+		}
+		if l.jsize+int64(len(line)) > journalMaxSize { // no other note rotated it meanwhile
+			l.journal.Close()
+			cur := filepath.Join(l.dir, journalName)
+			if err := os.Rename(cur, cur+".old"); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(cur, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600)
+			if err != nil {
+				return err
+			}
+			l.journal, l.jsize = f, 0
+		}
 	}
+	if l.unsaved == nil {
+		l.unsaved = map[string]bool{}
+	}
+	l.unsaved[input+"\x00"+id] = true
 	n, err := l.journal.Write(line)
 	l.jsize += int64(n)
 	return err

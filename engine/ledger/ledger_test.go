@@ -1,7 +1,10 @@
 package ledger
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -219,5 +222,57 @@ func TestSettleWaitsForFlushAndSurvivesAKill(t *testing.T) {
 	l2.Flush()
 	if r, _ := l2.Get("in", "200"); r.Settled != Quarantined {
 		t.Fatalf("the older waiting record landed last: %v", r.Settled)
+	}
+}
+
+// Settled records waiting for the group commit when the journal fills up:
+// the rotation flushes them first (it once did so holding the journal's
+// lock, which the flush takes too, and hung). Four writers settle 6 MB of
+// records across a rotation; all of them are there after a reopen, the
+// journal rotated, and nothing hung.
+func TestJournalRotatesWhileRecordsWaitForTheGroupCommit(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reason := string(bytes.Repeat([]byte("r"), 1000))
+	const writers, each = 4, 1500 // 6,000 records of about 1.1 KB
+	done := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for i := range each {
+				id := fmt.Sprintf("%d-%d", w, i)
+				if err := l.Settle("in", id, Record{Settled: Delivered, Reasons: []string{reason}}); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	timeout := time.After(60 * time.Second)
+	for range writers {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatal("settling hung (a rotation waiting on itself?)")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, journalName+".old")); err != nil {
+		t.Fatalf("the journal never rotated: %v", err)
+	}
+	l.journal.Close() // a kill: no Close, records may still wait
+	l.db.Close()
+	l2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if n := len(l2.All("in")); n != writers*each {
+		t.Fatalf("%d records after the rotation and a kill, want %d", n, writers*each)
 	}
 }
