@@ -107,7 +107,9 @@ func (q *queueFlags) connect(ctx context.Context, name string, wait time.Duratio
 	deadline := time.Now().Add(wait)
 	for {
 		nc, err = nats.Connect(q.url, opts...)
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+		// No server answering may be one starting; a certificate or
+		// credentials refused will not get better by waiting.
+		if err == nil || !errors.Is(err, nats.ErrNoServers) || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)

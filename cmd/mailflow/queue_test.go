@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -306,4 +307,53 @@ func destinationIDs(t *testing.T, addr, user string) []string {
 		ids = append(ids, m.Envelope.MessageID)
 	}
 	return ids
+}
+
+// NATS is reached as securely as the mail servers: over tls:// the
+// server's certificate is verified (against --queue-ca), credentials come
+// from files, and a URL with credentials in it is refused. A batch queued
+// that way is seen by migrate status the same way.
+func TestQueueTLSAndCredentials(t *testing.T) {
+	cert, caFile := enginetest.TLSCert(t)
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, TLSTimeout: 5,
+		Authorization: "s3cret-token", NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	url := fmt.Sprintf("tls://127.0.0.1:%d", s.Addr().(*net.TCPAddr).Port)
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	os.WriteFile(token, []byte("s3cret-token\n"), 0o600)
+	csvFile := filepath.Join(dir, "tls.csv")
+	os.WriteFile(csvFile, []byte("from,to,rcpt,password_env\npop3s://u@127.0.0.1:1,smtp://127.0.0.1:2,a@example.net,NOPE\n"), 0o600)
+
+	r := mailflow(t, "migrate", "--batch", csvFile, "--queue", url, "--queue-ca", caFile, "--queue-token-file", token)
+	if r.code != exitOK || !strings.Contains(r.stdout, "1 mailboxes queued") {
+		t.Fatalf("queueing over TLS with a token file: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = mailflow(t, "migrate", "status", "--queue", url, "--queue-ca", caFile, "--queue-token-file", token)
+	if r.code != exitPending || !strings.Contains(r.stdout, "1 mailboxes: 0 done, 0 failed, 0 running, 1 queued") {
+		t.Fatalf("status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--queue", url, "--queue-token-file", token}, "certificate"}, // not our CA
+		{[]string{"--queue", url, "--queue-ca", caFile}, "uthorization"},       // no token
+		{[]string{"--queue", "tls://tok:en@127.0.0.1:1", "--queue-ca", caFile}, "credentials in it"},
+	} {
+		r := mailflow(t, append([]string{"migrate", "status", "--wait=false"}, c.args...)...)
+		if r.code == exitOK || !strings.Contains(r.stderr, c.want) || strings.Contains(r.stderr, "s3cret") {
+			t.Errorf("%v: exit %d, want an error saying %q:\n%s", c.args, r.code, c.want, r.stderr)
+		}
+	}
 }
