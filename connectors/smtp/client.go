@@ -97,7 +97,8 @@ type Client struct {
 	// comes only once the server (and its content filters) took the
 	// message: RFC 5321 4.5.3.2.6 asks for 10 minutes. 0: the timeout.
 	DataTimeout time.Duration
-	waitLong    bool // reading the reply to the final dot
+	waitLong    bool   // reading the reply to the final dot
+	copyBuf     []byte // the message's way from its reader to the dot-stuffer
 }
 
 // ReplyLostError is returned by Send when the whole message, terminator
@@ -478,7 +479,14 @@ func (c *Client) Send(env Envelope, body io.Reader) ([]RcptResult, error) {
 	}
 	c.DataStarted = true
 	dw := newDotWriter(c.bw)
-	if _, err := io.Copy(dw, body); err != nil {
+	if c.copyBuf == nil {
+		c.copyBuf = make([]byte, 32<<10)
+	}
+	// Through the client's own buffer, hiding the body's WriteTo: io.Copy
+	// makes a 32 KiB buffer per call, and io.MultiReader's WriteTo (the
+	// trace field before the message) does too, used or not. On small
+	// messages those were most of what mailflow allocated.
+	if _, err := io.CopyBuffer(dw, struct{ io.Reader }{body}, c.copyBuf); err != nil {
 		c.Broken = true // the data is half sent: the session is lost
 		return nil, fmt.Errorf("smtp DATA: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -56,7 +57,7 @@ type peerOpts struct {
 	maxSize  int64
 }
 
-func newPeer(t *testing.T, o peerOpts) *peer {
+func newPeer(t testing.TB, o peerOpts) *peer {
 	t.Helper()
 	p := &peer{rcptErr: map[string]*gosmtp.SMTPError{}, needAuth: o.needAuth}
 	s := gosmtp.NewServer(p)
@@ -217,7 +218,7 @@ func (s *session) Data(r io.Reader) error {
 func (s *session) Reset()        { s.cur = received{} }
 func (s *session) Logout() error { return nil }
 
-func testCert(t *testing.T) (tls.Certificate, string) { return enginetest.TLSCert(t) }
+func testCert(t testing.TB) (tls.Certificate, string) { return enginetest.TLSCert(t) }
 
 // newOutput provisions and initialises an SMTP output as the engine would.
 func newOutput(t testing.TB, o *smtp.Output) *smtp.Output {
@@ -479,5 +480,22 @@ func TestPoolUnderContention(t *testing.T) {
 	}
 	if n := p.sessions.Load(); n > 2 {
 		t.Fatalf("%d sessions opened; max_connections is 2", n)
+	}
+}
+
+// BenchmarkDeliver2KB sends 2 KB messages through one SMTP output to an
+// in-process server (go-smtp's), with the trace field every message gets:
+// time and allocations per message.
+func BenchmarkDeliver2KB(b *testing.B) {
+	p := newPeer(b, peerOpts{})
+	o := newOutput(b, &smtp.Output{Address: p.addr, TLS: "none", To: []string{"x@example.net"}})
+	raw := enginetest.CRLF([][]byte{enginetest.Message(enginetest.Plain, 1, 2048)})[0]
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for i := range b.N {
+		msg := message.New(raw, message.Source{Input: "t", ID: "1"})
+		if _, err := o.Deliver(context.Background(), msg, engine.Delivery{Key: fmt.Sprint(i)}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
