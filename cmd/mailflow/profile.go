@@ -3,29 +3,43 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 )
 
 // profileFromEnv starts a CPU profile into the file MAILFLOW_CPUPROFILE
-// names, for the bench and for finding where a run spends its time; the
-// returned function ends it. Not a flag: it is for developers, not users.
+// names, and has MAILFLOW_MEMPROFILE name a file for the allocation profile
+// written at the end, for the bench and for finding where a run spends its
+// time and memory; the returned function ends them. Not flags: they are
+// for developers, not users.
 func profileFromEnv() func() {
-	path := os.Getenv("MAILFLOW_CPUPROFILE")
-	if path == "" {
-		return func() {}
+	stopCPU := func() {}
+	if path := os.Getenv("MAILFLOW_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mailflow: MAILFLOW_CPUPROFILE:", err)
+		} else {
+			stopCPU = func() { pprof.StopCPUProfile(); f.Close() }
+		}
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mailflow: MAILFLOW_CPUPROFILE:", err)
-		return func() {}
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		fmt.Fprintln(os.Stderr, "mailflow: MAILFLOW_CPUPROFILE:", err)
-		f.Close()
-		return func() {}
+	memPath := os.Getenv("MAILFLOW_MEMPROFILE")
+	if memPath != "" {
+		runtime.MemProfileRate = 64 << 10
 	}
 	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
+		stopCPU()
+		if memPath == "" {
+			return
+		}
+		f, err := os.Create(memPath)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mailflow: MAILFLOW_MEMPROFILE:", err)
+			return
+		}
+		defer f.Close()
+		pprof.Lookup("allocs").WriteTo(f, 0)
 	}
 }

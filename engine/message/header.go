@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/textproto"
 	"strings"
+	"sync"
 )
 
 // Header is a message's header block: its fields in order, each kept as
@@ -37,15 +38,13 @@ var ErrHeaderTooLarge = errors.New("the header is larger than max_header_size")
 // whose first line is no field (no colon, or a continuation) has no header:
 // the error says so, and the whole message counts as body.
 func readHeader(r io.Reader, max int64) (Header, int64, error) {
-	return readHeaderSized(r, max, 64<<10)
-}
-
-// readHeaderSized is readHeader with a read buffer of at most bufSize bytes:
-// a small message needs no 16 KB of it, and a long header is read in
-// pieces of that size.
-func readHeaderSized(r io.Reader, max int64, bufSize int64) (Header, int64, error) {
 	h := Header{nl: "\r\n"}
-	br := bufio.NewReaderSize(io.LimitReader(r, max+1), int(min(bufSize, 16<<10)))
+	// Every message's header is read once: its read buffer goes round
+	// rather than being made (and cleared) for each. Lines point into it
+	// and are copied where the header keeps them.
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(io.LimitReader(r, max+1))
+	defer func() { br.Reset(nil); headerReaders.Put(br) }()
 	var n int64
 	first := true
 	for {
@@ -67,7 +66,7 @@ func readHeaderSized(r io.Reader, max int64, bufSize int64) (Header, int64, erro
 			if first {
 				h.nl = string(line) // an empty header: the blank line opens the body
 			}
-			h.sep = line
+			h.sep = bytes.Clone(line)
 			return h, n, nil
 		}
 		if line[0] == ' ' || line[0] == '\t' {
@@ -93,36 +92,48 @@ func readHeaderSized(r io.Reader, max int64, bufSize int64) (Header, int64, erro
 	}
 }
 
-// readLine reads one line with its end: CRLF, LF, or a CR alone.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
+// readLine reads one line with its end: CRLF, LF, or a CR alone. A line
+// that was whole in br's buffer is returned in it, not copied: it is
+// valid until the next read from br, and a caller that keeps it copies it.
 func readLine(br *bufio.Reader) ([]byte, error) {
-	var out []byte
+	var out []byte // a line longer than what was buffered
 	for {
-		b, err := br.ReadByte()
-		if err != nil {
+		if _, err := br.Peek(1); err != nil {
 			return out, err
 		}
-		out = append(out, b)
-		switch b {
-		case '\n':
-			return out, nil
-		case '\r':
-			next, err := br.Peek(1)
-			if err == nil && next[0] == '\n' {
-				br.ReadByte()
-				out = append(out, '\n')
-			}
-			return out, nil
+		buf, _ := br.Peek(br.Buffered())
+		end := bytes.IndexByte(buf, '\n') + 1 // 0: none buffered
+		scan := buf
+		if end > 0 {
+			scan = buf[:end-1]
 		}
-		// Copy the run up to the next line end at once.
-		if buf, _ := br.Peek(br.Buffered()); len(buf) > 0 {
-			if i := bytes.IndexAny(buf, "\r\n"); i != 0 {
-				if i < 0 {
-					i = len(buf)
+		if cr := bytes.IndexByte(scan, '\r'); cr >= 0 && cr != end-2 {
+			// A CR alone ends the line, unless it is the last byte
+			// buffered: then the next byte says.
+			end = cr + 1
+			if cr == len(buf)-1 {
+				out = append(out, buf...)
+				br.Discard(len(buf))
+				if next, err := br.Peek(1); err == nil && next[0] == '\n' {
+					out = append(out, '\n')
+					br.Discard(1)
 				}
-				out = append(out, buf[:i]...)
-				br.Discard(i)
+				return out, nil
 			}
 		}
+		if end == 0 {
+			out = append(out, buf...)
+			br.Discard(len(buf))
+			continue
+		}
+		line := buf[:end]
+		if out != nil {
+			line = append(out, line...)
+		}
+		br.Discard(end)
+		return line, nil
 	}
 }
 

@@ -197,7 +197,7 @@ func New(b []byte, src Source) *Message {
 }
 
 func (m *Message) parseHeader(max int64) {
-	h, n, err := readHeaderSized(m.data.Reader(), max, m.data.Size()+1)
+	h, n, err := readHeader(m.data.Reader(), max)
 	if err != nil {
 		// Keep the bytes as they are; the whole message counts as body.
 		m.Header, m.HeaderErr, m.headerLen, m.header8Bit = Header{}, err, 0, m.eightBit

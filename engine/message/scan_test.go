@@ -1,6 +1,7 @@
 package message
 
 import (
+	"bufio"
 	"bytes"
 	"math/rand/v2"
 	"testing"
@@ -34,6 +35,46 @@ func TestLineEndsCountedAcrossSplits(t *testing.T) {
 			high[at] = 0x80 | byte(rng.IntN(128))
 			if has8Bit(b) || !has8Bit(high) {
 				t.Fatalf("round %d: has8Bit wrong (high byte at %d of %d)", round, at, len(b))
+			}
+		}
+	}
+}
+
+// readLine splits lines as the definition says (CRLF, LF, or a CR alone
+// end one) whatever the buffer size and wherever a line end falls in it.
+func TestReadLineMatchesTheDefinition(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := []byte("\r\nab")
+	for round := range 2000 {
+		b := make([]byte, rng.IntN(120))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		var want [][]byte
+		for rest := b; len(rest) > 0; {
+			i := bytes.IndexAny(rest, "\r\n")
+			switch {
+			case i < 0:
+				i = len(rest)
+			case rest[i] == '\r' && i+1 < len(rest) && rest[i+1] == '\n':
+				i += 2
+			default:
+				i++
+			}
+			want = append(want, rest[:i])
+			rest = rest[i:]
+		}
+		br := bufio.NewReaderSize(iotest.HalfReader(bytes.NewReader(b)), 16)
+		for i := 0; ; i++ {
+			line, err := readLine(br)
+			if len(line) == 0 && err != nil {
+				if i != len(want) {
+					t.Fatalf("round %d %q: %d lines, want %d", round, b, i, len(want))
+				}
+				break
+			}
+			if i >= len(want) || !bytes.Equal(line, want[i]) {
+				t.Fatalf("round %d %q: line %d is %q, want %q", round, b, i, line, want)
 			}
 		}
 	}
