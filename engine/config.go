@@ -19,11 +19,11 @@ import (
 // Defaults of the memory a running mailflow gives to messages. Spooling a
 // message to disk costs a write and a read of every byte (a tenth of the
 // CPU on mixed mail when every message over 1 MiB spilled); messages in
-// memory cost RSS. Messages up to 4 MiB stay in memory while 6 MiB of
-// them at most are held at once, which keeps the 5,000-message bench
-// under 32 MB peak RSS (bench/RESULTS.md).
+// memory cost RSS. Messages up to 4 MiB stay in memory, waiting for room
+// while 4 MiB of them are held, which keeps the 5,000-message bench under
+// 32 MB peak RSS at about the bare relay's CPU (bench/RESULTS.md).
 const (
-	DefaultMemoryBudget = 6 << 20
+	DefaultMemoryBudget = 4 << 20
 	DefaultSpillOver    = 4 << 20
 )
 
@@ -243,8 +243,11 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 		cfg.Spool.MaxHeader = message.DefaultSpool.MaxHeader
 	}
 	if cfg.Spool.InMemory <= 0 {
-		cfg.Spool.InMemory = min(DefaultSpillOver, cfg.MemoryBudget)
+		cfg.Spool.InMemory = DefaultSpillOver
 	}
+	// A message held in memory waits for room in the budget: one larger
+	// than the whole budget would wait for ever, so it is spooled.
+	cfg.Spool.InMemory = min(cfg.Spool.InMemory, cfg.MemoryBudget)
 	if cfg.Script.MaxMemory <= 0 {
 		cfg.Script.MaxMemory = 64 << 20
 	}

@@ -134,14 +134,21 @@ func (p *poll) run(ctx context.Context) error {
 		}
 		opts := p.spool()
 		opts.SizeHint, opts.Pool = it.Size, p.e.buffers
-		// In memory if it fits in what memory_budget has left; spooled to
-		// disk otherwise (a message of unknown size reserves spill_over).
+		// In memory if it is no larger than spill_over, once memory_budget
+		// has room for it; spooled to disk if larger, or of unknown size
+		// (it reserves spill_over) when there is no room at once.
 		held := it.Size
-		if held <= 0 {
-			held = opts.InMemory
-		}
-		if held > opts.InMemory || !p.e.mem.take(held) {
+		switch {
+		case held > opts.InMemory:
 			held, opts.InMemory = 0, spoolFirst
+		case held > 0:
+			if !p.e.mem.wait(ctx, held) {
+				return ctx.Err()
+			}
+		case !p.e.mem.take(opts.InMemory):
+			held, opts.InMemory = 0, spoolFirst
+		default:
+			held = opts.InMemory
 		}
 		msg, err := message.Read(r, message.Source{Input: name, ID: it.ID}, opts)
 		if msg == nil {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -75,13 +74,6 @@ settled but some messages went to the quarantine ("mailflow quarantine list").
 `
 
 func main() {
-	if os.Getenv("GOGC") == "" {
-		// What mailflow keeps on the Go heap is small and short-lived
-		// (messages over 64 KiB are held in pooled chunks off the heap):
-		// collecting at half again what is live rather than twice costs
-		// little CPU and keeps a few megabytes of RSS.
-		debug.SetGCPercent(50)
-	}
 	stop := profileFromEnv()
 	code := run(os.Args[1:], os.Stdout, os.Stderr)
 	stop()
