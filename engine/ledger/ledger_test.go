@@ -276,3 +276,41 @@ func TestJournalRotatesWhileRecordsWaitForTheGroupCommit(t *testing.T) {
 		t.Fatalf("%d records after the rotation and a kill, want %d", n, writers*each)
 	}
 }
+
+// BenchmarkLedgerPut records settled deliveries the way a poll does: Put
+// is one synced transaction per message (how every message was recorded
+// before the group commit); Settle journals it and the group commit
+// (Flush, here every 16 messages as a poll's in-flight window would)
+// writes many in one transaction.
+func BenchmarkLedgerPut(b *testing.B) {
+	rec := Record{Settled: Delivered, Digest: strings.Repeat("ab", 32), Size: 2048, Listed: 2048}
+	b.Run("put", func(b *testing.B) {
+		l, err := Open(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		for i := range b.N {
+			if err := l.Put("in", fmt.Sprint(i), rec); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("settle", func(b *testing.B) {
+		l, err := Open(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		for i := range b.N {
+			if err := l.Settle("in", fmt.Sprint(i), rec); err != nil {
+				b.Fatal(err)
+			}
+			if i%16 == 15 {
+				if err := l.Flush(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}
