@@ -348,8 +348,13 @@ func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Ite
 	return failed, nil
 }
 
-// idleRecheck is how often an IDLE looks at UIDNEXT itself.
-const idleRecheck = 5 * time.Second
+// idleRecheck is how soon an IDLE first looks at UIDNEXT itself, and
+// idleRecheckMost how seldom at the least: the wait doubles while nothing
+// comes.
+const (
+	idleRecheck     = 5 * time.Second
+	idleRecheckMost = 2 * time.Minute
+)
 
 // WaitForMail implements engine.MailWaiter with IDLE on the watched folder.
 // Mail that came after the last listing (UIDNEXT moved on) is reported at
@@ -378,7 +383,7 @@ func (in *Input) WaitForMail(ctx context.Context) error {
 	if uint32(data.UIDNext) != seen {
 		return nil
 	}
-	return c.idle(ctx, news, folder, seen, idleRecheck)
+	return c.idle(ctx, news, folder, seen, idleRecheck, idleRecheckMost)
 }
 
 // Close implements engine.Session: LOGOUT.
