@@ -155,7 +155,7 @@ func goroutines(addr string) int {
 func manyMarkdown(rs []manyResult) string {
 	var b strings.Builder
 	b.WriteString("\n## Many mailboxes in one process\n\n")
-	b.WriteString("`mailflow run` with N inputs, every mailbox empty (an in-process POP3 or IMAP server on 127.0.0.1), measured after the first round of polls, over the window shown. IMAP inputs have `idle = true`: each also holds an IDLE session open between polls, rechecking UIDNEXT every 5 s. `go run ./bench -many 1000` reproduces it.\n\n")
+	b.WriteString("`mailflow run` with N inputs, every mailbox empty (an in-process POP3 or IMAP server on 127.0.0.1), measured after the first round of polls, over the window shown. IMAP inputs have `idle = true`: each also holds an IDLE session open between polls, rechecking UIDNEXT after 5 s and then ever less often, up to every 2 minutes (the window holds the early, more frequent rechecks). `go run ./bench -many 1000` reproduces it.\n\n")
 	b.WriteString("| inputs | kind | schedule | RSS | peak RSS | goroutines | CPU (share of one core) | sessions opened in the window | window |\n|---:|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		fmt.Fprintf(&b, "| %d | %s | %s | %.1f MB | %.1f MB | %d | %.2f%% | %d | %.0f s |\n", r.inputs, r.kind, r.schedule, r.rssMB, r.peakMB, r.goroutines, 100*r.cpuShare, r.polls, r.window.Seconds())
