@@ -137,12 +137,18 @@ type harness struct {
 
 func newHarness(t *testing.T, msgs [][]byte, outputs []string, script string) *harness {
 	t.Helper()
+	return newHarnessWith(t, msgs, outputs, script, "")
+}
+
+// newHarnessWith is newHarness with more top-level config lines.
+func newHarnessWith(t *testing.T, msgs [][]byte, outputs []string, script, top string) *harness {
+	t.Helper()
 	h := &harness{in: newMemInput(msgs),
 		outs: map[string]*memOutput{}, filters: map[string]testFilter{}}
 	reg := &plugins.Registry{}
 	reg.AddInput("mem", func() engine.Input { return h.in })
 	var conf strings.Builder
-	fmt.Fprintf(&conf, "state_dir = %q\n[[input]]\nname = \"mem\"\ntype = \"mem\"\npipeline = \"p\"\n", t.TempDir())
+	fmt.Fprintf(&conf, "state_dir = %q\n%s\n[[input]]\nname = \"mem\"\ntype = \"mem\"\npipeline = \"p\"\n", t.TempDir(), top)
 	for _, name := range outputs {
 		o := &memOutput{got: map[string][]byte{}}
 		h.outs[name] = o
