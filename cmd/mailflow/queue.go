@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"regexp"
@@ -53,6 +54,28 @@ func (q *queueFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&q.user, "queue-user", "", "NATS user `NAME` (with --queue-password-file)")
 	fs.StringVar(&q.passwordFile, "queue-password-file", "", "`FILE` holding the NATS user's password")
 	fs.StringVar(&q.tokenFile, "queue-token-file", "", "`FILE` holding a NATS token")
+}
+
+// parseQueueCommand parses the flags of a command that talks to the
+// fleet (help on -h) and checks that --queue was given; ok false means
+// return code.
+func parseQueueCommand(fs *flag.FlagSet, q *queueFlags, args []string, name, help string, stderr io.Writer) (code int, ok bool) {
+	fs.Usage = func() {
+		fmt.Fprint(stderr, help)
+		fmt.Fprintln(stderr, "\nOptions:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitConfig, false
+	}
+	if q.url == "" {
+		fmt.Fprintf(stderr, "mailflow %s: --queue is needed\n", name)
+		return exitConfig, false
+	}
+	return exitOK, true
 }
 
 // connect dials NATS and waits (up to wait) until JetStream answers: a

@@ -76,20 +76,8 @@ func cmdMigrateStatus(args []string, stdout, stderr io.Writer) int {
 	name := fs.String("name", "", "only this batch")
 	wait := fs.Bool("wait", false, "redraw until every mailbox is done or failed")
 	report := fs.String("report", "", "also write the table as CSV to `FILE`")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, statusHelp)
-		fmt.Fprintln(stderr, "\nOptions:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitConfig
-	}
-	if q.url == "" {
-		fmt.Fprintln(stderr, "mailflow migrate status: --queue is needed")
-		return exitConfig
+	if code, ok := parseQueueCommand(fs, &q, args, "migrate status", statusHelp, stderr); !ok {
+		return code
 	}
 	ctx, stop := stopOnSignal(slog.New(slog.NewTextHandler(stderr, nil)), time.Minute)
 	defer stop()

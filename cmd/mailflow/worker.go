@@ -46,20 +46,8 @@ func cmdWorker(args []string, stdout, stderr io.Writer) int {
 	stateDir := fs.String("state", "", "`DIR` for each mailbox's record on this machine (default under $XDG_STATE_HOME/mailflow/worker)")
 	host, _ := os.Hostname()
 	name := fs.String("name", fmt.Sprintf("%s-%d", host, os.Getpid()), "this worker's `NAME` in the status")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, workerHelp)
-		fmt.Fprintln(stderr, "\nOptions:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitConfig
-	}
-	if q.url == "" {
-		fmt.Fprintln(stderr, "mailflow worker: --queue is needed")
-		return exitConfig
+	if code, ok := parseQueueCommand(fs, &q, args, "worker", workerHelp, stderr); !ok {
+		return code
 	}
 	if *stateDir == "" {
 		*stateDir = filepath.Join(stateHome(), "mailflow", "worker")
