@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/internal/srs"
+
 	"github.com/BurntSushi/toml"
 
 	"github.com/mailflow/mailflow/engine/message"
@@ -27,44 +30,6 @@ const (
 	DefaultSpillOver    = 4 << 20
 )
 
-// Registry makes plugins by type name. plugins.Registry is the one
-// implementation; the engine only sees this interface, so that nothing in
-// the engine imports the plugins that are built on it.
-type Registry interface {
-	NewInput(typ string) (Input, bool)
-	NewOutput(typ string) (Output, bool)
-	InputTypes() []string
-	OutputTypes() []string
-	// LoadScript compiles a filter script (by its file extension).
-	LoadScript(path string, limits ScriptLimits) (Filter, error)
-}
-
-// ScriptLimits bound what a filter script may use.
-type ScriptLimits struct {
-	Timeout   time.Duration // per message
-	MaxMemory int64         // bytes of strings a script may build per message
-	// StoreDir is where scripts keep their durable store (store.*,
-	// duplicate): state_dir. Empty: in memory, for this process only
-	// ("mailflow test", which must change nothing).
-	StoreDir      string
-	StoreMaxKeys  int   // keys per script; over it the oldest go first
-	StoreMaxBytes int64 // bytes of keys and values per script, likewise
-	// Separator splits a local part into user and detail (RFC 5233:
-	// "user+detail"); default "+".
-	Separator string
-	// LibDir is where require("name") finds name.lua (script_lib); empty:
-	// require is refused.
-	LibDir string
-	// Instance is the config's instance (msg:looped()).
-	Instance string
-	// SRSSecrets and SRSMaxAge are for srs.reverse (srs_secret_file,
-	// srs_max_age); TrustedAuthServIDs the authserv-ids whose
-	// Authentication-Results msg:auth_results() reads.
-	SRSSecrets         []string
-	SRSMaxAge          time.Duration
-	TrustedAuthServIDs []string
-}
-
 // Config is a parsed, validated mailflow.toml.
 type Config struct {
 	Path        string // the file it was read from
@@ -76,7 +41,7 @@ type Config struct {
 	// (memory_budget); others are spooled to disk.
 	MemoryBudget int64
 	Spool        message.SpoolOptions
-	Script       ScriptLimits
+	Script       plugin.ScriptLimits
 	Metrics      MetricsConfig
 	Inputs       []*InputConfig
 	Pipelines    []*PipelineConfig
@@ -108,7 +73,7 @@ type InputConfig struct {
 	MaxMessageSize int64 `toml:"max_message_size"`
 
 	Line        int
-	Plugin      Input
+	Plugin      plugin.Input
 	Sched       Schedule
 	settings    string // the table's own text, to tell whether it changed on reload
 	fingerprint string // see fingerprint
@@ -121,7 +86,7 @@ type OutputConfig struct {
 	Type string `toml:"type"`
 
 	Line        int
-	Plugin      Output
+	Plugin      plugin.Output
 	settings    string
 	fingerprint string
 	files       string
@@ -178,7 +143,7 @@ type fileConfig struct {
 
 // LoadConfig reads, decodes and checks a config file. Plugins are made
 // and decoded but not provisioned or started.
-func LoadConfig(path string, reg Registry) (*Config, error) {
+func LoadConfig(path string, reg plugin.Registry) (*Config, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -187,7 +152,7 @@ func LoadConfig(path string, reg Registry) (*Config, error) {
 }
 
 // ParseConfig is LoadConfig on bytes already read.
-func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
+func ParseConfig(path string, src []byte, reg plugin.Registry) (*Config, error) {
 	pos := scanPositions(src)
 	cerr := func(line int, format string, args ...any) error {
 		return &ConfigError{File: path, Line: line, Msg: fmt.Sprintf(format, args...)}
@@ -207,7 +172,7 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 		BaseDir:     filepath.Dir(abs),
 		MaxInFlight: fc.MaxInFlight,
 		Spool:       message.SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize, MaxHeader: fc.MaxHeaderSize},
-		Script: ScriptLimits{Timeout: time.Second, MaxMemory: fc.ScriptMemory, Separator: fc.Subaddress,
+		Script: plugin.ScriptLimits{Timeout: time.Second, MaxMemory: fc.ScriptMemory, Separator: fc.Subaddress,
 			StoreMaxKeys: fc.StoreMaxKeys, StoreMaxBytes: fc.StoreMaxBytes},
 		Metrics: fc.Metrics,
 
@@ -277,7 +242,7 @@ func ParseConfig(path string, src []byte, reg Registry) (*Config, error) {
 	cfg.Script.Instance = cfg.Instance
 	cfg.Script.TrustedAuthServIDs = fc.TrustedAuthIDs
 	if fc.SRSSecretFile != "" {
-		secrets, err := ReadSRSSecrets(cfg.Resolve(fc.SRSSecretFile))
+		secrets, err := srs.ReadSecrets(cfg.Resolve(fc.SRSSecretFile))
 		if err != nil {
 			return nil, cerr(pos.line("", 0, "srs_secret_file"), "srs_secret_file: %v", err)
 		}

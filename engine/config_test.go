@@ -1,10 +1,10 @@
 package engine_test
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mailflow/mailflow/engine/plugin"
 
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/plugins"
@@ -12,9 +12,9 @@ import (
 
 func testRegistry() *plugins.Registry {
 	reg := &plugins.Registry{}
-	reg.AddInput("maildir", func() engine.Input { return &memInput{} })
-	reg.AddOutput("maildir", func() engine.Output { return &memOutput{} })
-	reg.AddOutput("smtp", func() engine.Output { return &memOutput{} })
+	reg.AddInput("maildir", func() plugin.Input { return &memInput{} })
+	reg.AddOutput("maildir", func() plugin.Output { return &memOutput{} })
+	reg.AddOutput("smtp", func() plugin.Output { return &memOutput{} })
 	return reg
 }
 
@@ -66,23 +66,5 @@ func TestConfigErrorsNameFileLineAndChoices(t *testing.T) {
 	}
 	if _, err := engine.ParseConfig("mailflow.toml", []byte(goodConfig), testRegistry()); err != nil {
 		t.Fatalf("good config: %v", err)
-	}
-}
-
-func TestSecretsFromEnvAndFile(t *testing.T) {
-	t.Setenv("MF_TEST_PW", "from-env")
-	file := filepath.Join(t.TempDir(), "pw")
-	os.WriteFile(file, []byte("from-file\n"), 0o600)
-	if v, err := engine.ResolveSecret("password", "", "MF_TEST_PW", ""); err != nil || v != "from-env" {
-		t.Fatalf("env: %q %v", v, err)
-	}
-	if v, err := engine.ResolveSecret("password", "", "", file); err != nil || v != "from-file" {
-		t.Fatalf("file: %q %v", v, err)
-	}
-	if _, err := engine.ResolveSecret("password", "x", "MF_TEST_PW", ""); err == nil {
-		t.Fatal("two sources must be an error")
-	}
-	if _, err := engine.ResolveSecret("password", "", "MF_TEST_UNSET_VAR", ""); err == nil {
-		t.Fatal("an unset variable must be an error")
 	}
 }

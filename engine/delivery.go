@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/ledger"
 )
 
@@ -45,7 +47,7 @@ type delivery struct {
 	// Messages a filter generated from this one (Verdict.Generated), by
 	// target: each is one more entry in outputs, its answers kept in the
 	// record under that target, apart from the outputs' own.
-	generated map[string]Generated
+	generated map[string]plugin.Generated
 	genFailed []string // generated messages refused for good: logged only
 	dropped   bool     // the verdict was drop: settled as dropped once the generated are sent
 }
@@ -70,20 +72,20 @@ func (d *delivery) must(from ...deliveryState) error {
 
 // filtered takes the chain's verdict; outputs are the pipeline's own, used
 // when the verdict did not route the message elsewhere.
-func (d *delivery) filtered(v Verdict, outputs []string) error {
+func (d *delivery) filtered(v plugin.Verdict, outputs []string) error {
 	if err := d.must(stateNew); err != nil {
 		return err
 	}
 	switch v.Action {
-	case ActionDrop:
+	case plugin.ActionDrop:
 		if len(v.Generated) == 0 {
 			d.state, d.rec.Settled = stateSettled, ledger.Dropped
 			return nil
 		}
 		d.dropped, d.state = true, stateFiltered
-	case ActionLeave:
+	case plugin.ActionLeave:
 		d.state = stateLeft
-	case ActionQuarantine:
+	case plugin.ActionQuarantine:
 		d.state = stateRefused
 		d.perm = append(d.perm, v.Reason)
 	default:
@@ -94,7 +96,7 @@ func (d *delivery) filtered(v Verdict, outputs []string) error {
 		d.state = stateFiltered
 	}
 	if d.state == stateFiltered && len(v.Generated) > 0 {
-		d.generated = make(map[string]Generated, len(v.Generated))
+		d.generated = make(map[string]plugin.Generated, len(v.Generated))
 		for _, g := range v.Generated {
 			t := generatedTarget(g.Name)
 			if _, dup := d.generated[t]; dup {
@@ -124,7 +126,7 @@ func (d *delivery) pending() []string {
 
 // generatedDone reports whether every recipient of a generated message
 // has answered for good, on this try or an earlier one.
-func (d *delivery) generatedDone(target string, g Generated) bool {
+func (d *delivery) generatedDone(target string, g plugin.Generated) bool {
 	if slices.Contains(d.rec.Refused[target], "*") {
 		return true
 	}
@@ -151,7 +153,7 @@ func (d *delivery) started(output string) error {
 // answered records the output's answer: err for the whole message, or a
 // result per recipient. Sending is cleared whatever the answer, so a
 // temporary failure is not taken for "in doubt" after a later crash.
-func (d *delivery) answered(results []RecipientResult, err error) error {
+func (d *delivery) answered(results []plugin.RecipientResult, err error) error {
 	if err := d.must(stateSending); err != nil {
 		return err
 	}
@@ -166,13 +168,13 @@ func (d *delivery) answered(results []RecipientResult, err error) error {
 		return nil
 	}
 	switch {
-	case err != nil && IsInDoubt(err):
+	case err != nil && plugin.IsInDoubt(err):
 		d.temp = append(d.temp, fmt.Sprintf("%s: %v", name, err))
 		if !slices.Contains(d.rec.InDoubt, name) {
 			d.rec.InDoubt = append(d.rec.InDoubt, name)
 		}
 		d.doubted = true
-	case err != nil && IsPermanent(err):
+	case err != nil && plugin.IsPermanent(err):
 		d.perm = append(d.perm, fmt.Sprintf("%s: %v", name, err))
 	case err != nil:
 		d.temp = append(d.temp, fmt.Sprintf("%s: %v", name, err))
@@ -188,7 +190,7 @@ func (d *delivery) answered(results []RecipientResult, err error) error {
 			if !slices.Contains(d.rec.Accepted[name], r.Recipient) {
 				d.rec.Accepted[name] = append(d.rec.Accepted[name], r.Recipient)
 			}
-		case IsPermanent(r.Err):
+		case plugin.IsPermanent(r.Err):
 			if d.rec.Refused == nil {
 				d.rec.Refused = map[string][]string{}
 			}
@@ -204,7 +206,7 @@ func (d *delivery) answered(results []RecipientResult, err error) error {
 // generatedAnswered is answered for a generated message: refusals for good
 // are noted (and not tried again) without making the message it was
 // generated from a refused one.
-func (d *delivery) generatedAnswered(name string, results []RecipientResult, err error) {
+func (d *delivery) generatedAnswered(name string, results []plugin.RecipientResult, err error) {
 	refuse := func(who, why string) {
 		if d.rec.Refused == nil {
 			d.rec.Refused = map[string][]string{}
@@ -213,14 +215,14 @@ func (d *delivery) generatedAnswered(name string, results []RecipientResult, err
 		d.genFailed = append(d.genFailed, why)
 	}
 	switch {
-	case err != nil && IsInDoubt(err):
+	case err != nil && plugin.IsInDoubt(err):
 		d.temp = append(d.temp, fmt.Sprintf("%s: %v", name, err))
 		if !slices.Contains(d.rec.InDoubt, name) {
 			d.rec.InDoubt = append(d.rec.InDoubt, name)
 		}
 		d.doubted = true
 		return
-	case err != nil && IsPermanent(err):
+	case err != nil && plugin.IsPermanent(err):
 		refuse("*", fmt.Sprintf("%s: %v", name, err))
 		return
 	case err != nil:
@@ -235,7 +237,7 @@ func (d *delivery) generatedAnswered(name string, results []RecipientResult, err
 			if !slices.Contains(d.rec.Accepted[name], r.Recipient) {
 				d.rec.Accepted[name] = append(d.rec.Accepted[name], r.Recipient)
 			}
-		case IsPermanent(r.Err):
+		case plugin.IsPermanent(r.Err):
 			refuse(r.Recipient, fmt.Sprintf("%s: <%s>: %v", name, r.Recipient, r.Err))
 		default:
 			d.temp = append(d.temp, fmt.Sprintf("%s: <%s>: %v", name, r.Recipient, r.Err))

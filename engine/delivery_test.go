@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/ledger"
 )
 
@@ -12,10 +14,10 @@ import (
 // plus the transitions it must refuse.
 func TestDeliveryTransitions(t *testing.T) {
 	temp := errors.New("421 try later")
-	perm := Permanent(errors.New("554 no"))
+	perm := plugin.Permanent(errors.New("554 no"))
 	filtered := func(outputs ...string) *delivery {
 		d := newDelivery(ledger.Record{})
-		_ = d.filtered(Verdict{}, outputs)
+		_ = d.filtered(plugin.Verdict{}, outputs)
 		return d
 	}
 	sending := func(output string) *delivery {
@@ -33,7 +35,7 @@ func TestDeliveryTransitions(t *testing.T) {
 		badInput bool // the step must be refused
 	}{
 		{name: "new → filtered (keep)", start: func() *delivery { return newDelivery(ledger.Record{}) },
-			step: func(d *delivery) error { return d.filtered(Verdict{}, []string{"a"}) }, want: stateFiltered,
+			step: func(d *delivery) error { return d.filtered(plugin.Verdict{}, []string{"a"}) }, want: stateFiltered,
 			check: func(t *testing.T, d *delivery) {
 				if !slices.Equal(d.outputs, []string{"a"}) {
 					t.Fatalf("outputs %v", d.outputs)
@@ -41,7 +43,7 @@ func TestDeliveryTransitions(t *testing.T) {
 			}},
 		{name: "new → filtered (route replaces the outputs)", start: func() *delivery { return newDelivery(ledger.Record{}) },
 			step: func(d *delivery) error {
-				return d.filtered(Verdict{Action: ActionRoute, Outputs: []string{"b"}}, []string{"a"})
+				return d.filtered(plugin.Verdict{Action: plugin.ActionRoute, Outputs: []string{"b"}}, []string{"a"})
 			}, want: stateFiltered,
 			check: func(t *testing.T, d *delivery) {
 				if !slices.Equal(d.pending(), []string{"b"}) {
@@ -49,14 +51,14 @@ func TestDeliveryTransitions(t *testing.T) {
 				}
 			}},
 		{name: "new → settled (drop)", start: func() *delivery { return newDelivery(ledger.Record{}) },
-			step: func(d *delivery) error { return d.filtered(Verdict{Action: ActionDrop}, []string{"a"}) },
+			step: func(d *delivery) error { return d.filtered(plugin.Verdict{Action: plugin.ActionDrop}, []string{"a"}) },
 			want: stateSettled, settled: ledger.Dropped},
 		{name: "new → left (leave)", start: func() *delivery { return newDelivery(ledger.Record{}) },
-			step: func(d *delivery) error { return d.filtered(Verdict{Action: ActionLeave}, []string{"a"}) },
+			step: func(d *delivery) error { return d.filtered(plugin.Verdict{Action: plugin.ActionLeave}, []string{"a"}) },
 			want: stateLeft},
 		{name: "new → refused (a filter quarantines)", start: func() *delivery { return newDelivery(ledger.Record{}) },
 			step: func(d *delivery) error {
-				return d.filtered(Verdict{Action: ActionQuarantine, Reason: "spam"}, []string{"a"})
+				return d.filtered(plugin.Verdict{Action: plugin.ActionQuarantine, Reason: "spam"}, []string{"a"})
 			}, want: stateRefused,
 			check: func(t *testing.T, d *delivery) {
 				if !slices.Equal(d.reasons(), []string{"spam"}) {
@@ -86,7 +88,7 @@ func TestDeliveryTransitions(t *testing.T) {
 			}},
 		{name: "sending → filtered: per recipient", start: func() *delivery { return sending("a") },
 			step: func(d *delivery) error {
-				return d.answered([]RecipientResult{{Recipient: "x@t"}, {Recipient: "y@t", Err: perm}, {Recipient: "z@t", Err: temp}}, nil)
+				return d.answered([]plugin.RecipientResult{{Recipient: "x@t"}, {Recipient: "y@t", Err: perm}, {Recipient: "z@t", Err: temp}}, nil)
 			}, want: stateFiltered,
 			check: func(t *testing.T, d *delivery) {
 				if !slices.Equal(d.rec.Accepted["a"], []string{"x@t"}) || !slices.Equal(d.rec.Refused["a"], []string{"y@t"}) || len(d.temp) != 1 || len(d.rec.Reasons) != 1 {
@@ -115,7 +117,7 @@ func TestDeliveryTransitions(t *testing.T) {
 		}, step: (*delivery).finish, want: stateRefused},
 		{name: "filtered → refused (recipients refused on an earlier try)", start: func() *delivery {
 			d := newDelivery(ledger.Record{Reasons: []string{"a: <y@t>: 550"}, Accepted: map[string][]string{"a": {"*"}}})
-			_ = d.filtered(Verdict{}, []string{"a"})
+			_ = d.filtered(plugin.Verdict{}, []string{"a"})
 			return d
 		}, step: (*delivery).finish, want: stateRefused},
 		{name: "filtered → refused (no outputs)", start: func() *delivery { return filtered() },
@@ -144,7 +146,7 @@ func TestDeliveryTransitions(t *testing.T) {
 			return d
 		}, step: (*delivery).quarantined, want: stateSettled, settled: ledger.Delivered, badInput: true},
 		{name: "refused: filtering twice", start: func() *delivery { return filtered("a") },
-			step: func(d *delivery) error { return d.filtered(Verdict{Action: ActionDrop}, nil) }, want: stateFiltered, badInput: true},
+			step: func(d *delivery) error { return d.filtered(plugin.Verdict{Action: plugin.ActionDrop}, nil) }, want: stateFiltered, badInput: true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

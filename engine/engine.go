@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/message"
 )
@@ -23,7 +25,7 @@ type Engine struct {
 	Log        *slog.Logger
 	Ledger     *ledger.Ledger // nil for an engine opened only to resend
 	Quarantine *Quarantine
-	Registry   Registry
+	Registry   plugin.Registry
 	Observer   Observer
 
 	gens     generations
@@ -98,7 +100,7 @@ func (s Stats) String() string {
 // Open takes cfg.StateDir for this process (a second mailflow on the same
 // state_dir is refused), opens the ledger and quarantine in it, and builds
 // and starts cfg.
-func Open(cfg *Config, reg Registry, log *slog.Logger) (*Engine, error) {
+func Open(cfg *Config, reg plugin.Registry, log *slog.Logger) (*Engine, error) {
 	unlock, err := lockStateDir(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -138,11 +140,11 @@ func OpenLedger(cfg *Config) (l *ledger.Ledger, close func(), err error) {
 // outputs and pipelines, without the ledger: for "mailflow quarantine
 // resend", which may run while "mailflow run" holds the state_dir. It
 // polls nothing.
-func OpenForResend(cfg *Config, reg Registry, log *slog.Logger) (*Engine, error) {
+func OpenForResend(cfg *Config, reg plugin.Registry, log *slog.Logger) (*Engine, error) {
 	return open(cfg, reg, log, nil)
 }
 
-func open(cfg *Config, reg Registry, log *slog.Logger, l *ledger.Ledger) (*Engine, error) {
+func open(cfg *Config, reg plugin.Registry, log *slog.Logger, l *ledger.Ledger) (*Engine, error) {
 	q, err := OpenQuarantine(filepath.Join(cfg.StateDir, "quarantine"))
 	if err != nil {
 		return nil, err

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/ledger"
@@ -41,7 +43,7 @@ func newMemInput(msgs [][]byte) *memInput {
 	return &memInput{msgs: msgs, fetches: map[string]int{}, commits: map[string]int{}, gone: map[string]bool{}}
 }
 
-func (in *memInput) Open(ctx context.Context) (engine.Session, error) {
+func (in *memInput) Open(ctx context.Context) (plugin.Session, error) {
 	return &memSession{in: in}, nil
 }
 
@@ -54,23 +56,23 @@ func (in *memInput) committed(id string) bool {
 
 type memSession struct{ in *memInput }
 
-func (s *memSession) List(ctx context.Context) (engine.Listing, error) {
+func (s *memSession) List(ctx context.Context) (plugin.Listing, error) {
 	s.in.mu.Lock()
 	defer s.in.mu.Unlock()
-	l := engine.Listing{Scheme: s.in.scheme, Stable: !s.in.unsafe, Keeps: s.in.keep}
+	l := plugin.Listing{Scheme: s.in.scheme, Stable: !s.in.unsafe, Keeps: s.in.keep}
 	if l.Scheme == "" {
 		l.Scheme = "mem"
 	}
 	for i, m := range s.in.msgs {
 		id := s.in.prefix + fmt.Sprint(i)
 		if !s.in.gone[id] {
-			l.Items = append(l.Items, engine.Item{ID: id, Size: int64(len(m)), Ref: i})
+			l.Items = append(l.Items, plugin.Item{ID: id, Size: int64(len(m)), Ref: i})
 		}
 	}
 	return l, nil
 }
 
-func (s *memSession) Fetch(ctx context.Context, items []engine.Item, each func(engine.Item, io.Reader, error) error) error {
+func (s *memSession) Fetch(ctx context.Context, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
 	for _, it := range items {
 		s.in.mu.Lock()
 		s.in.fetches[it.ID]++
@@ -83,7 +85,7 @@ func (s *memSession) Fetch(ctx context.Context, items []engine.Item, each func(e
 	return nil
 }
 
-func (s *memSession) Commit(ctx context.Context, items []engine.Item) ([]engine.Item, error) {
+func (s *memSession) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Item, error) {
 	s.in.mu.Lock()
 	defer s.in.mu.Unlock()
 	for _, it := range items {
@@ -102,10 +104,10 @@ type memOutput struct {
 	mu   sync.Mutex
 	got  map[string][]byte
 	fail func(msg *message.Message) error
-	rcpt func(msg *message.Message, d engine.Delivery) []engine.RecipientResult
+	rcpt func(msg *message.Message, d plugin.Delivery) []plugin.RecipientResult
 }
 
-func (o *memOutput) Deliver(ctx context.Context, msg *message.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
+func (o *memOutput) Deliver(ctx context.Context, msg *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
 	if o.fail != nil {
 		if err := o.fail(msg); err != nil {
 			return nil, err
@@ -121,9 +123,9 @@ func (o *memOutput) Deliver(ctx context.Context, msg *message.Message, d engine.
 	return nil, nil
 }
 
-type testFilter func(msg *message.Message) (engine.Verdict, error)
+type testFilter func(msg *message.Message) (plugin.Verdict, error)
 
-func (f testFilter) Filter(ctx context.Context, msg *message.Message) (engine.Verdict, error) {
+func (f testFilter) Filter(ctx context.Context, msg *message.Message) (plugin.Verdict, error) {
 	return f(msg)
 }
 
@@ -146,17 +148,17 @@ func newHarnessWith(t *testing.T, msgs [][]byte, outputs []string, script, top s
 	h := &harness{in: newMemInput(msgs),
 		outs: map[string]*memOutput{}, filters: map[string]testFilter{}}
 	reg := &plugins.Registry{}
-	reg.AddInput("mem", func() engine.Input { return h.in })
+	reg.AddInput("mem", func() plugin.Input { return h.in })
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "state_dir = %q\n%s\n[[input]]\nname = \"mem\"\ntype = \"mem\"\npipeline = \"p\"\n", t.TempDir(), top)
 	for _, name := range outputs {
 		o := &memOutput{got: map[string][]byte{}}
 		h.outs[name] = o
-		reg.AddOutput(name, func() engine.Output { return o })
+		reg.AddOutput(name, func() plugin.Output { return o })
 		fmt.Fprintf(&conf, "[[output]]\nname = %q\ntype = %q\n", name, name)
 	}
-	reg.AddScriptLoader(".test", func(path string, _ engine.ScriptLimits) (engine.Filter, error) {
-		return testFilter(func(m *message.Message) (engine.Verdict, error) { return h.filters[filepath.Base(path)](m) }), nil
+	reg.AddScriptLoader(".test", func(path string, _ plugin.ScriptLimits) (plugin.Filter, error) {
+		return testFilter(func(m *message.Message) (plugin.Verdict, error) { return h.filters[filepath.Base(path)](m) }), nil
 	})
 	scripts := "[]"
 	if script != "" {
@@ -222,7 +224,7 @@ func TestPermanentFailureQuarantinesWithReason(t *testing.T) {
 	h := newHarness(t, msgs, []string{"out"}, "")
 	h.outs["out"].fail = func(m *message.Message) error {
 		if m.Source.ID == "1" {
-			return engine.Permanent(errors.New("554 5.7.1 rejected"))
+			return plugin.Permanent(errors.New("554 5.7.1 rejected"))
 		}
 		return nil
 	}
@@ -258,16 +260,16 @@ func TestPermanentFailureQuarantinesWithReason(t *testing.T) {
 
 func TestFilterVerdicts(t *testing.T) {
 	h := newHarness(t, enginetest.Mix(4), []string{"a", "b"}, "f.test")
-	h.filters["f.test"] = func(m *message.Message) (engine.Verdict, error) {
+	h.filters["f.test"] = func(m *message.Message) (plugin.Verdict, error) {
 		switch m.Source.ID {
 		case "0":
-			return engine.Verdict{Action: engine.ActionDrop, Reason: "blocklisted"}, nil
+			return plugin.Verdict{Action: plugin.ActionDrop, Reason: "blocklisted"}, nil
 		case "1":
-			return engine.Verdict{Action: engine.ActionRoute, Outputs: []string{"b"}}, nil
+			return plugin.Verdict{Action: plugin.ActionRoute, Outputs: []string{"b"}}, nil
 		case "2":
-			return engine.Verdict{}, errors.New("script blew up")
+			return plugin.Verdict{}, errors.New("script blew up")
 		}
-		return engine.Verdict{Action: engine.ActionKeep}, nil
+		return plugin.Verdict{Action: plugin.ActionKeep}, nil
 	}
 	st, _ := h.e.PollOnce(context.Background(), "mem")
 	if st.Dropped != 1 || st.Delivered != 2 || st.Quarantined != 1 {
@@ -295,11 +297,11 @@ func TestFilterVerdicts(t *testing.T) {
 
 func TestPartialRecipientsAreRetriedOnlyForTheRest(t *testing.T) {
 	h := newHarness(t, enginetest.Mix(1), []string{"smtp"}, "")
-	var calls []engine.Delivery
+	var calls []plugin.Delivery
 	tempFail := true
-	h.outs["smtp"].rcpt = func(m *message.Message, d engine.Delivery) []engine.RecipientResult {
+	h.outs["smtp"].rcpt = func(m *message.Message, d plugin.Delivery) []plugin.RecipientResult {
 		calls = append(calls, d)
-		var res []engine.RecipientResult
+		var res []plugin.RecipientResult
 		for _, r := range []string{"a@x", "b@x"} {
 			if contains(d.Done, r) {
 				continue
@@ -308,7 +310,7 @@ func TestPartialRecipientsAreRetriedOnlyForTheRest(t *testing.T) {
 			if r == "b@x" && tempFail {
 				err = errors.New("452 4.2.2 mailbox full")
 			}
-			res = append(res, engine.RecipientResult{Recipient: r, Err: err})
+			res = append(res, plugin.RecipientResult{Recipient: r, Err: err})
 		}
 		return res
 	}
@@ -408,11 +410,11 @@ func TestUnstableIdsAreCheckedByContent(t *testing.T) {
 	h := newHarness(t, msgs, []string{"out"}, "f.test")
 	h.in.unsafe, h.in.keep = true, true
 	leave := true
-	h.filters["f.test"] = func(m *message.Message) (engine.Verdict, error) {
+	h.filters["f.test"] = func(m *message.Message) (plugin.Verdict, error) {
 		if m.Source.ID == "2" && leave {
-			return engine.Verdict{Action: engine.ActionLeave}, nil
+			return plugin.Verdict{Action: plugin.ActionLeave}, nil
 		}
-		return engine.Verdict{}, nil
+		return plugin.Verdict{}, nil
 	}
 	if st, _ := h.e.PollOnce(context.Background(), "mem"); st.Delivered != 2 || st.Left != 1 {
 		t.Fatalf("first poll: %v", st)

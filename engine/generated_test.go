@@ -7,7 +7,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/message"
 )
@@ -15,7 +16,7 @@ import (
 // generating makes h's filter answer every message with one generated
 // message to output "replies", and counts the deliveries each output was
 // asked for, per source id.
-func generating(h *harness, action engine.Action) (count func(out, id string) int) {
+func generating(h *harness, action plugin.Action) (count func(out, id string) int) {
 	var mu sync.Mutex
 	n := map[string]int{}
 	for name, o := range h.outs {
@@ -30,11 +31,11 @@ func generating(h *harness, action engine.Action) (count func(out, id string) in
 			return nil
 		}
 	}
-	h.filters["gen.test"] = func(m *message.Message) (engine.Verdict, error) {
+	h.filters["gen.test"] = func(m *message.Message) (plugin.Verdict, error) {
 		reply := message.New([]byte("From: me@example.org\r\nTo: you@example.net\r\nSubject: Auto: hi\r\nAuto-Submitted: auto-replied\r\n\r\nAway.\r\n"),
 			message.Source{Input: "generated", ID: "reply-" + m.Source.ID})
 		reply.Envelope = message.Envelope{Sender: message.NullSender, Recipients: []string{"you@example.net"}}
-		return engine.Verdict{Action: action, Generated: []engine.Generated{{Name: "gen.test:vacation", Output: "replies", Message: reply}}}, nil
+		return plugin.Verdict{Action: action, Generated: []plugin.Generated{{Name: "gen.test:vacation", Output: "replies", Message: reply}}}, nil
 	}
 	return func(out, id string) int {
 		mu.Lock()
@@ -51,18 +52,18 @@ func TestGeneratedMessageIsSentOnceWithItsMessage(t *testing.T) {
 	// The server answers 451 for the recipient (a failure of the whole
 	// output would make the engine back off from it for a while).
 	down := true
-	h.outs["replies"].rcpt = func(m *message.Message, d engine.Delivery) []engine.RecipientResult {
-		var res []engine.RecipientResult
+	h.outs["replies"].rcpt = func(m *message.Message, d plugin.Delivery) []plugin.RecipientResult {
+		var res []plugin.RecipientResult
 		for _, r := range d.Recipients {
 			var err error
 			if down {
 				err = errors.New("451 4.3.0 try again later")
 			}
-			res = append(res, engine.RecipientResult{Recipient: r, Err: err})
+			res = append(res, plugin.RecipientResult{Recipient: r, Err: err})
 		}
 		return res
 	}
-	count := generating(h, engine.ActionKeep)
+	count := generating(h, plugin.ActionKeep)
 	st, _ := h.e.PollOnce(context.Background(), "mem")
 	if st.Deferred != 2 || h.in.committed("0") {
 		t.Fatalf("with the reply's output down: %v, committed %v", st, h.in.committed("0"))
@@ -94,9 +95,9 @@ func TestGeneratedMessageIsSentOnceWithItsMessage(t *testing.T) {
 func TestRefusedGeneratedMessageDoesNotHoldItsMessage(t *testing.T) {
 	h := newHarness(t, enginetest.Mix(1), []string{"out", "replies"}, "gen.test")
 	h.outs["replies"].fail = func(*message.Message) error {
-		return engine.Permanent(errors.New("550 no such user"))
+		return plugin.Permanent(errors.New("550 no such user"))
 	}
-	count := generating(h, engine.ActionKeep)
+	count := generating(h, plugin.ActionKeep)
 	st, _ := h.e.PollOnce(context.Background(), "mem")
 	if st.Delivered != 1 || !h.in.committed("0") {
 		t.Fatalf("%v, committed %v", st, h.in.committed("0"))
@@ -114,14 +115,14 @@ func TestRefusedGeneratedMessageDoesNotHoldItsMessage(t *testing.T) {
 // discard); leave sends nothing, since the message is filtered again.
 func TestGeneratedMessagesWithDropAndLeave(t *testing.T) {
 	h := newHarness(t, enginetest.Mix(1), []string{"out", "replies"}, "gen.test")
-	count := generating(h, engine.ActionDrop)
+	count := generating(h, plugin.ActionDrop)
 	st, _ := h.e.PollOnce(context.Background(), "mem")
 	if st.Dropped != 1 || count("replies", "reply-0") != 1 || count("out", "0") != 0 {
 		t.Fatalf("drop: %v, reply sent %d times, original %d", st, count("replies", "reply-0"), count("out", "0"))
 	}
 
 	h = newHarness(t, enginetest.Mix(1), []string{"out", "replies"}, "gen.test")
-	count = generating(h, engine.ActionLeave)
+	count = generating(h, plugin.ActionLeave)
 	st, _ = h.e.PollOnce(context.Background(), "mem")
 	if st.Left != 1 || count("replies", "reply-0") != 0 {
 		t.Fatalf("leave: %v, reply sent %d times", st, count("replies", "reply-0"))

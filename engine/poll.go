@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/message"
 )
@@ -101,7 +103,7 @@ type poll struct {
 
 	mu     sync.Mutex
 	stats  Stats
-	commit []Item
+	commit []plugin.Item
 }
 
 func (p *poll) run(ctx context.Context) error {
@@ -126,7 +128,7 @@ func (p *poll) run(ctx context.Context) error {
 	// committed all the same.
 	work := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
-	fetchErr := sess.Fetch(ctx, fetch, func(it Item, r io.Reader, err error) error {
+	fetchErr := sess.Fetch(ctx, fetch, func(it plugin.Item, r io.Reader, err error) error {
 		if err != nil {
 			p.count(Stats{Deferred: 1})
 			p.log.Warn("could not fetch the message; it stays at the source", "id", it.ID, "err", err)
@@ -252,14 +254,14 @@ func (p *poll) count(s Stats) {
 	p.mu.Unlock()
 }
 
-func (p *poll) toCommit(it Item) {
+func (p *poll) toCommit(it plugin.Item) {
 	p.mu.Lock()
 	p.commit = append(p.commit, it)
 	p.mu.Unlock()
 }
 
 // listingIDs are the ids of a listing's items.
-func listingIDs(l Listing) []string {
+func listingIDs(l plugin.Listing) []string {
 	ids := make([]string, len(l.Items))
 	for i, it := range l.Items {
 		ids[i] = it.ID
@@ -270,8 +272,8 @@ func listingIDs(l Listing) []string {
 // identifySettled asks a session that names its messages only on request
 // (Identifier) for the identities of the listed messages an output has
 // accepted before: plan counts them as siblings (Delivery.Siblings).
-func (p *poll) identifySettled(ctx context.Context, sess Session, items []Item) error {
-	id, ok := sess.(Identifier)
+func (p *poll) identifySettled(ctx context.Context, sess plugin.Session, items []plugin.Item) error {
+	id, ok := sess.(plugin.Identifier)
 	if !ok {
 		return nil
 	}
@@ -284,7 +286,7 @@ func (p *poll) identifySettled(ctx context.Context, sess Session, items []Item) 
 	if len(need) == 0 {
 		return nil
 	}
-	some := make([]Item, len(need))
+	some := make([]plugin.Item, len(need))
 	for j, i := range need {
 		some[j] = items[i]
 	}
@@ -312,7 +314,7 @@ func acceptedWhole(rec ledger.Record) bool {
 // (over the size bound, or held), or fetch it.
 // The records of the listed ids are in p.records already (run reads them
 // once, before identifySettled).
-func (p *poll) plan(listing Listing) []Item {
+func (p *poll) plan(listing plugin.Listing) []plugin.Item {
 	name := p.ic.Name
 	meta := p.e.Ledger.Meta(name)
 	p.byContent = !listing.Stable
@@ -349,7 +351,7 @@ func (p *poll) plan(listing Listing) []Item {
 		}
 	}
 	max := p.spool().MaxSize
-	var fetch []Item
+	var fetch []plugin.Item
 	for _, it := range listing.Items {
 		rec, known := p.records[it.ID]
 		sameSize := known && rec.Listed > 0 && rec.Listed == it.Size
@@ -372,7 +374,7 @@ func (p *poll) plan(listing Listing) []Item {
 // handle settles one fetched message: a message the ledger has as settled
 // under this id (or, matching by content, under another) is only
 // committed; any other goes through its pipeline.
-func (p *poll) handle(ctx context.Context, it Item, msg *message.Message) {
+func (p *poll) handle(ctx context.Context, it plugin.Item, msg *message.Message) {
 	name := p.ic.Name
 	digest := hex.EncodeToString(msg.Digest[:])
 	rec, known := p.records[it.ID]
@@ -426,7 +428,7 @@ func (p *poll) handle(ctx context.Context, it Item, msg *message.Message) {
 // byte-stuff a leading dot. It is neither delivered nor committed; after
 // Config.FetchAttempts such fetches its bytes go to the quarantine for a
 // person to look at and the source keeps it.
-func (p *poll) mismatch(it Item, msg *message.Message) {
+func (p *poll) mismatch(it plugin.Item, msg *message.Message) {
 	name := p.ic.Name
 	rec := p.records[it.ID]
 	if rec.Settled != "" {

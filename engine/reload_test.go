@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/plugins"
@@ -28,7 +30,7 @@ type fileOutput struct {
 
 var built atomic.Int64
 
-func (o *fileOutput) Provision(env engine.Env) error {
+func (o *fileOutput) Provision(env plugin.Env) error {
 	o.spool = env.Spool
 	o.PasswordFile = filepath.Join(env.BaseDir, o.PasswordFile)
 	return nil
@@ -42,7 +44,7 @@ func (o *fileOutput) Init() error {
 
 func (o *fileOutput) Files() []string { return []string{o.PasswordFile} }
 
-func (o *fileOutput) Deliver(context.Context, *message.Message, engine.Delivery) ([]engine.RecipientResult, error) {
+func (o *fileOutput) Deliver(context.Context, *message.Message, plugin.Delivery) ([]plugin.RecipientResult, error) {
 	return nil, nil
 }
 
@@ -55,8 +57,8 @@ type reloadRig struct {
 func newReloadRig(t *testing.T, global string) *reloadRig {
 	t.Helper()
 	reg := &plugins.Registry{}
-	reg.AddInput("mem", func() engine.Input { return newMemInput(nil) })
-	reg.AddOutput("fileout", func() engine.Output { return &fileOutput{} })
+	reg.AddInput("mem", func() plugin.Input { return newMemInput(nil) })
+	reg.AddOutput("fileout", func() plugin.Output { return &fileOutput{} })
 	r := &reloadRig{dir: t.TempDir()}
 	r.conf = filepath.Join(r.dir, "mailflow.toml")
 	os.WriteFile(filepath.Join(r.dir, "secret"), []byte("one"), 0o600)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // Run polls every input on its schedule until ctx is cancelled, then lets
@@ -115,7 +117,7 @@ func (e *Engine) watch(ctx context.Context, name string, wait time.Duration, log
 	if ic == nil {
 		return false
 	}
-	w, ok := ic.Plugin.(MailWaiter)
+	w, ok := ic.Plugin.(plugin.MailWaiter)
 	if !ok {
 		return false
 	}
@@ -128,7 +130,7 @@ func (e *Engine) watch(ctx context.Context, name string, wait time.Duration, log
 		switch {
 		case err == nil, ctx.Err() != nil, !time.Now().Before(deadline):
 			return true // news, a stop, or the schedule's time: the loop decides
-		case errors.Is(err, ErrNotWatching):
+		case errors.Is(err, plugin.ErrNotWatching):
 			return false
 		}
 		log.Warn("watching the source for new mail failed; trying again", "err", err, "retry_in", retry)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/message"
 )
@@ -69,14 +71,14 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *mes
 	v, by, err := p.chain.Run(context.WithoutCancel(ctx), msg)
 	switch {
 	case err != nil:
-		v = Verdict{Action: ActionQuarantine, Reason: fmt.Sprintf("filter %s: %v", by, err)}
-	case v.Action == ActionQuarantine:
+		v = plugin.Verdict{Action: plugin.ActionQuarantine, Reason: fmt.Sprintf("filter %s: %v", by, err)}
+	case v.Action == plugin.ActionQuarantine:
 		v.Reason = fmt.Sprintf("filter %s: %s", by, v.Reason)
 	}
 	if by != "" {
 		attrs = append(attrs, "script", by)
 	}
-	if v.Reason != "" && v.Action != ActionQuarantine {
+	if v.Reason != "" && v.Action != plugin.ActionQuarantine {
 		attrs = append(attrs, "reason", v.Reason)
 	}
 	_ = d.filtered(v, p.outputs)
@@ -160,7 +162,7 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 			continue
 		}
 		start := time.Now()
-		del := Delivery{Key: msg.Key() + "." + name, Recipients: m.Envelope.Recipients,
+		del := plugin.Delivery{Key: msg.Key() + "." + name, Recipients: m.Envelope.Recipients,
 			Done: append(slices.Clone(d.rec.Accepted[name]), d.rec.Refused[name]...), InDoubt: slices.Contains(d.rec.InDoubt, name)}
 		if !generated {
 			del.Siblings = r.siblings(name)
@@ -174,7 +176,7 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 		// The answer is journaled here unless this was the last output and
 		// it took the message: then settle journals the settled record at
 		// once (one write a message, not two).
-		if i < len(pending)-1 || err != nil || slices.ContainsFunc(results, func(r RecipientResult) bool { return r.Err != nil }) {
+		if i < len(pending)-1 || err != nil || slices.ContainsFunc(results, func(r plugin.RecipientResult) bool { return r.Err != nil }) {
 			if err := r.note(d.rec); err != nil {
 				log.Warn("ledger journal", "err", err)
 			}
@@ -188,7 +190,7 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 			e.backoff.ok(outName)
 		case ctx.Err() != nil:
 			// Given up for the shutdown: says nothing about the output.
-		case !IsPermanent(err):
+		case !plugin.IsPermanent(err):
 			if next := e.backoff.fail(outName); next > 0 {
 				e.Log.Error("output unhealthy: failing for now; messages for it wait at their source; backing off", "output", outName, "retry_in", next.Round(time.Second), "err", err)
 			}
@@ -233,8 +235,8 @@ func (e *Engine) finished(log *slog.Logger, msg *message.Message, start time.Tim
 // name of the filter that decided it (or broke). Each filter sees what the
 // ones before it changed. A route or redirect does not end the chain: a
 // later filter may still drop the message or route it elsewhere.
-func (c *Chain) Run(ctx context.Context, msg *message.Message) (Verdict, string, error) {
-	var out Verdict
+func (c *Chain) Run(ctx context.Context, msg *message.Message) (plugin.Verdict, string, error) {
+	var out plugin.Verdict
 	by := ""
 	for _, f := range c.filters {
 		v, err := f.f.Filter(ctx, msg)
@@ -243,12 +245,12 @@ func (c *Chain) Run(ctx context.Context, msg *message.Message) (Verdict, string,
 		}
 		out.Generated = append(out.Generated, v.Generated...)
 		switch v.Action {
-		case ActionKeep:
-		case ActionRoute:
+		case plugin.ActionKeep:
+		case plugin.ActionRoute:
 			out.Outputs, by = v.Outputs, f.name
-		case ActionRedirect:
+		case plugin.ActionRedirect:
 			msg.Envelope.Recipients, by = v.Recipients, f.name
-		case ActionDrop, ActionQuarantine, ActionLeave:
+		case plugin.ActionDrop, plugin.ActionQuarantine, plugin.ActionLeave:
 			v.Generated = out.Generated
 			return v, f.name, nil
 		}

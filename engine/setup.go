@@ -8,13 +8,15 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // Setup is one built config: every plugin provisioned and initialised, every
 // script compiled. The engine runs it as a generation (see reload.go).
 type Setup struct {
 	Config    *Config
-	outputs   map[string]Output
+	outputs   map[string]plugin.Output
 	pipelines map[string]*pipeline
 
 	owned []any // plugins and chains this Setup holds and closes
@@ -34,12 +36,12 @@ type Chain struct {
 
 type namedFilter struct {
 	name string // the script's file name, for logs and reasons
-	f    Filter
+	f    plugin.Filter
 }
 
 // LoadChain compiles the scripts at paths, in order. Filters that implement
 // Provisioner get a logger that names the script.
-func LoadChain(reg Registry, paths []string, limits ScriptLimits, log *slog.Logger) (*Chain, error) {
+func LoadChain(reg plugin.Registry, paths []string, limits plugin.ScriptLimits, log *slog.Logger) (*Chain, error) {
 	c := &Chain{}
 	for _, path := range paths {
 		f, err := reg.LoadScript(path, limits)
@@ -48,7 +50,7 @@ func LoadChain(reg Registry, paths []string, limits ScriptLimits, log *slog.Logg
 			return nil, err
 		}
 		name := filepath.Base(path)
-		if err := initPlugin(f, Env{Name: name, Logger: log}); err != nil {
+		if err := initPlugin(f, plugin.Env{Name: name, Logger: log}); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -61,7 +63,7 @@ func LoadChain(reg Registry, paths []string, limits ScriptLimits, log *slog.Logg
 func (c *Chain) Close() error {
 	var errs []error
 	for _, f := range c.filters {
-		if cl, ok := f.f.(Closer); ok {
+		if cl, ok := f.f.(plugin.Closer); ok {
 			errs = append(errs, cl.Close())
 		}
 	}
@@ -74,14 +76,14 @@ func (c *Chain) Close() error {
 // may be nil) is taken over instead of built when everything it was built
 // from is unchanged (see fingerprint), keeping its connections. On error,
 // everything Build set up is closed again.
-func Build(cfg *Config, reg Registry, log *slog.Logger, prev *Setup) (*Setup, error) {
-	s := &Setup{Config: cfg, outputs: map[string]Output{}, pipelines: map[string]*pipeline{}}
+func Build(cfg *Config, reg plugin.Registry, log *slog.Logger, prev *Setup) (*Setup, error) {
+	s := &Setup{Config: cfg, outputs: map[string]plugin.Output{}, pipelines: map[string]*pipeline{}}
 	fail := func(err error) (*Setup, error) {
 		s.closeOwned()
 		return nil, err
 	}
-	env := func(name string) Env {
-		return Env{Name: name, Logger: log.With("plugin", name), Spool: cfg.Spool, BaseDir: cfg.BaseDir, StateDir: cfg.StateDir, ConfigPath: cfg.Path, Instance: cfg.Instance}
+	env := func(name string) plugin.Env {
+		return plugin.Env{Name: name, Logger: log.With("plugin", name), Spool: cfg.Spool, BaseDir: cfg.BaseDir, StateDir: cfg.StateDir, ConfigPath: cfg.Path, Instance: cfg.Instance}
 	}
 	for _, oc := range cfg.Outputs {
 		oc.fingerprint = fingerprint(cfg, "output", oc.Type, oc.settings)
@@ -136,7 +138,7 @@ func fingerprint(cfg *Config, kind, typ, settings string) string {
 
 // filesDigest is the digest of the bytes of the files a plugin read.
 func filesDigest(p any) string {
-	fu, ok := p.(FileUser)
+	fu, ok := p.(plugin.FileUser)
 	if !ok {
 		return ""
 	}
@@ -154,7 +156,7 @@ func unchanged(oldFP, oldFiles, newFP string, plugin any) bool {
 // Start does the start-up I/O of the plugins this Setup built (Starter).
 func (s *Setup) Start(ctx context.Context) error {
 	for _, p := range s.fresh {
-		if st, ok := p.(Starter); ok {
+		if st, ok := p.(plugin.Starter); ok {
 			if err := st.Start(ctx); err != nil {
 				return err
 			}
@@ -163,13 +165,13 @@ func (s *Setup) Start(ctx context.Context) error {
 	return nil
 }
 
-func initPlugin(p any, env Env) error {
-	if pv, ok := p.(Provisioner); ok {
+func initPlugin(p any, env plugin.Env) error {
+	if pv, ok := p.(plugin.Provisioner); ok {
 		if err := pv.Provision(env); err != nil {
 			return err
 		}
 	}
-	if in, ok := p.(Initializer); ok {
+	if in, ok := p.(plugin.Initializer); ok {
 		if err := in.Init(); err != nil {
 			return err
 		}
@@ -185,7 +187,7 @@ func (s *Setup) Close() error { return s.closeOwned() }
 func (s *Setup) closeOwned() error {
 	var errs []error
 	for _, p := range s.owned {
-		if c, ok := p.(Closer); ok {
+		if c, ok := p.(plugin.Closer); ok {
 			errs = append(errs, c.Close())
 		}
 	}

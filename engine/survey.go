@@ -5,13 +5,15 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
 // SurveyItem is one message of a source as a survey sees it.
 type SurveyItem struct {
-	Item
+	plugin.Item
 	Settled  bool   // the ledger has it as settled under this id: it is not delivered again
 	TooLarge bool   // over max_message_size: it stays at the source
 	Held     bool   // held after fetches that did not match its size
@@ -55,12 +57,12 @@ func (e *Engine) Survey(ctx context.Context, input string, headers Peek) ([]Surv
 	if ic.MaxMessageSize > 0 {
 		max = ic.MaxMessageSize
 	}
-	if id, ok := sess.(Identifier); ok && headers == PeekAll {
+	if id, ok := sess.(plugin.Identifier); ok && headers == PeekAll {
 		if err := id.Identify(ctx, listing.Items); err != nil {
 			return nil, errors.Join(err, sess.Close(ctx))
 		}
 	}
-	peek, _ := sess.(HeaderPeeker)
+	peek, _ := sess.(plugin.HeaderPeeker)
 	out := make([]SurveyItem, 0, len(listing.Items))
 	for _, it := range listing.Items {
 		rec, known := recs[it.ID]

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -37,7 +39,7 @@ func (e *Engine) Verify(ctx context.Context, input, output string) ([]FolderChec
 	if oc == nil {
 		return nil, fmt.Errorf("no output %q", output)
 	}
-	finder, ok := oc.Plugin.(Finder)
+	finder, ok := oc.Plugin.(plugin.Finder)
 	if !ok {
 		return nil, fmt.Errorf("output %q cannot say what it holds", output)
 	}

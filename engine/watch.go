@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/fsnotify/fsnotify"
 )
 
@@ -79,7 +81,7 @@ func (w *Watcher) watched() []string {
 		plugins = append(plugins, oc.Plugin)
 	}
 	for _, p := range plugins {
-		if fu, ok := p.(FileUser); ok {
+		if fu, ok := p.(plugin.FileUser); ok {
 			for _, f := range fu.Files() {
 				files = append(files, absPath(f))
 			}

@@ -1,9 +1,9 @@
 // Package plugins is the one registry that every connector and filter
 // registers with, by type name, from its package's init():
 //
-//	func init() { plugins.AddInput("maildir", func() engine.Input { return &Input{} }) }
+//	func init() { plugins.AddInput("maildir", func() plugin.Input { return &Input{} }) }
 //
-// The engine sees the registry only through engine.Registry, so nothing in the
+// The engine sees the registry only through plugin.Registry, so nothing in the
 // engine imports a connector. cmd/mailflow blank-imports every built-in
 // connector (see plugins/all).
 package plugins
@@ -15,17 +15,17 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // InputCreator makes a new, unconfigured input. It must have no side effects.
-type InputCreator func() engine.Input
+type InputCreator func() plugin.Input
 
 // OutputCreator makes a new, unconfigured output. It must have no side effects.
-type OutputCreator func() engine.Output
+type OutputCreator func() plugin.Output
 
 // ScriptLoader compiles a filter script file.
-type ScriptLoader func(path string, limits engine.ScriptLimits) (engine.Filter, error)
+type ScriptLoader func(path string, limits plugin.ScriptLimits) (plugin.Filter, error)
 
 // Registry maps type names to constructors.
 type Registry struct {
@@ -90,8 +90,8 @@ func mustBeNew[T any](name string, m map[string]T) {
 	}
 }
 
-// NewInput implements engine.Registry.
-func (r *Registry) NewInput(typ string) (engine.Input, bool) {
+// NewInput implements plugin.Registry.
+func (r *Registry) NewInput(typ string) (plugin.Input, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	c, ok := r.inputs[typ]
@@ -101,8 +101,8 @@ func (r *Registry) NewInput(typ string) (engine.Input, bool) {
 	return c(), true
 }
 
-// NewOutput implements engine.Registry.
-func (r *Registry) NewOutput(typ string) (engine.Output, bool) {
+// NewOutput implements plugin.Registry.
+func (r *Registry) NewOutput(typ string) (plugin.Output, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	c, ok := r.outputs[typ]
@@ -112,14 +112,14 @@ func (r *Registry) NewOutput(typ string) (engine.Output, bool) {
 	return c(), true
 }
 
-// InputTypes implements engine.Registry.
+// InputTypes implements plugin.Registry.
 func (r *Registry) InputTypes() []string { return keys(&r.mu, r.inputs) }
 
-// OutputTypes implements engine.Registry.
+// OutputTypes implements plugin.Registry.
 func (r *Registry) OutputTypes() []string { return keys(&r.mu, r.outputs) }
 
-// LoadScript implements engine.Registry.
-func (r *Registry) LoadScript(path string, limits engine.ScriptLimits) (engine.Filter, error) {
+// LoadScript implements plugin.Registry.
+func (r *Registry) LoadScript(path string, limits plugin.ScriptLimits) (plugin.Filter, error) {
 	ext := strings.ToLower(filepath.Ext(path))
 	r.mu.RLock()
 	l, ok := r.scripts[ext]
@@ -141,4 +141,4 @@ func keys[T any](mu *sync.RWMutex, m map[string]T) []string {
 	return out
 }
 
-var _ engine.Registry = (*Registry)(nil)
+var _ plugin.Registry = (*Registry)(nil)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // Adversarial scripts, each under a 200 ms bound and a 64 MB memory bound,
@@ -79,7 +79,7 @@ end`
 	}()
 	var innocents []*Script
 	for range 8 {
-		innocents = append(innocents, load(t, innocent, engine.ScriptLimits{Timeout: bound, MaxMemory: 64 << 20}))
+		innocents = append(innocents, load(t, innocent, plugin.ScriptLimits{Timeout: bound, MaxMemory: 64 << 20}))
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -112,7 +112,7 @@ end`
 		if only := os.Getenv("ADV_ONLY"); only != "" && only != name {
 			continue
 		}
-		s := load(t, "function filter(msg)\n  "+body+"\nend", engine.ScriptLimits{Timeout: bound, MaxMemory: 64 << 20})
+		s := load(t, "function filter(msg)\n  "+body+"\nend", plugin.ScriptLimits{Timeout: bound, MaxMemory: 64 << 20})
 		// Each adversary starts from a settled heap, so that what it is
 		// measured for is its own growth, not the last one's garbage.
 		debug.FreeOSMemory()

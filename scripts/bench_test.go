@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -49,7 +50,7 @@ func benchChain3(b *testing.B, parse bool) {
 	}
 	var chain []*Script
 	for _, path := range paths {
-		s, err := Load(path, engine.ScriptLimits{})
+		s, err := Load(path, plugin.ScriptLimits{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -93,7 +94,7 @@ func BenchmarkSetHeader(b *testing.B) {
 			if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 				b.Fatal(err)
 			}
-			s, err := Load(path, engine.ScriptLimits{Timeout: time.Minute, MaxMemory: 1 << 30})
+			s, err := Load(path, plugin.ScriptLimits{Timeout: time.Minute, MaxMemory: 1 << 30})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -4,10 +4,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	lua "github.com/yuin/gopher-lua"
 	"github.com/yuin/gopher-lua/parse"
-
-	"github.com/mailflow/mailflow/engine"
 )
 
 // The rewritten `..` must give what Lua's gives: numbers formatted as Lua
@@ -62,7 +62,7 @@ result = table.concat(out, ",")
 }
 
 func TestBoundedConcatRefusesPastTheBound(t *testing.T) {
-	s := load(t, "function filter(msg)\n  local s = 'x'\n  for i = 1, 40 do s = s .. s end\nend", engine.ScriptLimits{MaxMemory: 1 << 20})
+	s := load(t, "function filter(msg)\n  local s = 'x'\n  for i = 1, 40 do s = s .. s end\nend", plugin.ScriptLimits{MaxMemory: 1 << 20})
 	_, err := s.Filter(t.Context(), eml(t, "qp-latin1.eml"))
 	if err == nil || !strings.Contains(err.Error(), "over the script memory limit") || !strings.Contains(err.Error(), "test.lua:3") {
 		t.Fatalf("got %v, want a refusal naming test.lua:3", err)

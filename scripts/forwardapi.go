@@ -6,7 +6,7 @@ import (
 	"github.com/emersion/go-msgauth/authres"
 	lua "github.com/yuin/gopher-lua"
 
-	"github.com/mailflow/mailflow/engine/srs"
+	"github.com/mailflow/mailflow/internal/srs"
 )
 
 // What forwarding rules need to know about a message: how far it has

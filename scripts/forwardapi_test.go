@@ -5,8 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailflow/mailflow/engine"
-	"github.com/mailflow/mailflow/engine/srs"
+	"github.com/mailflow/mailflow/engine/plugin"
+
+	"github.com/mailflow/mailflow/internal/srs"
 )
 
 func TestForwardingHelpers(t *testing.T) {
@@ -15,7 +16,7 @@ func TestForwardingHelpers(t *testing.T) {
 	bounceTo, _ := rw.Forward("alice@orig.example")
 	old := &srs.Rewriter{Domain: "fwd.example", Secrets: []string{secret}, Now: func() time.Time { return time.Now().Add(-40 * 24 * time.Hour) }}
 	expired, _ := old.Forward("alice@orig.example")
-	limits := engine.ScriptLimits{Instance: "gw1", SRSSecrets: []string{"new-secret-0123456789", secret}, TrustedAuthServIDs: []string{"mx.example.net"}}
+	limits := plugin.ScriptLimits{Instance: "gw1", SRSSecrets: []string{"new-secret-0123456789", secret}, TrustedAuthServIDs: []string{"mx.example.net"}}
 	s := load(t, `function filter(msg)
   local r = {}
   r[#r + 1] = tostring(srs.reverse("`+bounceTo+`"))
@@ -45,7 +46,7 @@ end`, limits)
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 	// Another instance's trace is not this one's loop.
-	s2 := load(t, `function filter(msg) msg:set_header("X-Out", tostring(msg:looped())) end`, engine.ScriptLimits{Instance: "gw2"})
+	s2 := load(t, `function filter(msg) msg:set_header("X-Out", tostring(msg:looped())) end`, plugin.ScriptLimits{Instance: "gw2"})
 	m2 := mailWith("f2", "X-Loop: mailflow/gw1/smtp")
 	s2.Filter(context.Background(), m2)
 	if m2.Header.Get("X-Out") != "false" {

@@ -11,14 +11,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	lua "github.com/yuin/gopher-lua"
 
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
 // vacation{} and notify{} make new messages. They are not sent from here:
-// they go back to the engine with the verdict (engine.Generated) and are
+// they go back to the engine with the verdict (plugin.Generated) and are
 // delivered as part of settling the message they were made from, recorded
 // in its ledger record, so a retry or a crash never sends one twice.
 // Their Message-ID and name are derived from the message they answer, so
@@ -137,7 +138,7 @@ func (v *vm) vacation(L *lua.LState) int {
 	// that nothing answers it in turn.
 	reply.Envelope = message.Envelope{Sender: message.NullSender, Recipients: []string{sender}}
 	v.cur.vacationDone = true
-	v.cur.generated = append(v.cur.generated, engine.Generated{Name: name, Output: output, Message: reply})
+	v.cur.generated = append(v.cur.generated, plugin.Generated{Name: name, Output: output, Message: reply})
 	L.Push(lua.LTrue)
 	return 1
 }
@@ -188,7 +189,7 @@ func (v *vm) notify(L *lua.LState) int {
 	}
 	note := newGenerated(L, "notify", hdr, text, m.Key()+name, fromAddr)
 	note.Envelope = message.Envelope{Recipients: to}
-	v.cur.generated = append(v.cur.generated, engine.Generated{Name: name, Output: output, Message: note})
+	v.cur.generated = append(v.cur.generated, plugin.Generated{Name: name, Output: output, Message: note})
 	return 0
 }
 

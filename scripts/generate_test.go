@@ -9,7 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -30,7 +31,7 @@ func mailWith(id string, fields ...string) *message.Message {
 }
 
 func loadVacation(t *testing.T, dir string) *Script {
-	return loadAt(t, filepath.Join(dir, "vacation.lua"), vacationScript, engine.ScriptLimits{StoreDir: filepath.Join(dir, "state")})
+	return loadAt(t, filepath.Join(dir, "vacation.lua"), vacationScript, plugin.ScriptLimits{StoreDir: filepath.Join(dir, "state")})
 }
 
 // RFC 5230's rules: one reply per sender per days, durable across a
@@ -57,7 +58,7 @@ func TestVacationRepliesOncePerSenderAndNeverToMachines(t *testing.T) {
 		{mailWith("10", "From: owner-list@example.net", toAlice), "mail system"},
 		{mailWith("11", "From: carol@example.net", toAlice, "Auto-Submitted: no", "Subject: Grüße"), "replied"},
 	}
-	var replies []engine.Generated
+	var replies []plugin.Generated
 	for i, c := range cases {
 		v, err := s.Filter(context.Background(), c.msg)
 		if err != nil {
@@ -133,7 +134,7 @@ function filter(msg)
       subject = "Mail from the boss: " .. (msg:header("Subject") or ""), text = "It arrived."}
   end
   return keep()
-end`, engine.ScriptLimits{})
+end`, plugin.ScriptLimits{})
 	v, err := s.Filter(context.Background(), mailWith("b1", "From: The Boss <boss@example.com>", "To: me@example.org", "Subject: now"))
 	if err != nil || len(v.Generated) != 1 {
 		t.Fatalf("%v %v", v.Generated, err)
@@ -153,7 +154,7 @@ end`, engine.ScriptLimits{})
 		t.Fatal(err)
 	}
 	// A line break in a field is refused, not written into the header.
-	bad := load(t, `function filter(msg) notify{output = "o", to = "a@b.c", subject = "x\r\nBcc: evil@example.com"} end`, engine.ScriptLimits{})
+	bad := load(t, `function filter(msg) notify{output = "o", to = "a@b.c", subject = "x\r\nBcc: evil@example.com"} end`, plugin.ScriptLimits{})
 	if _, err := bad.Filter(context.Background(), mailWith("b4", "From: a@b.c")); err == nil || !strings.Contains(err.Error(), "line break") {
 		t.Fatalf("header injection: %v", err)
 	}

@@ -7,16 +7,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	gomessage "github.com/emersion/go-message"
 
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
 // run runs body as filter(msg) on the message and returns the message.
 func runOn(t *testing.T, m *message.Message, body string) *message.Message {
 	t.Helper()
-	s := load(t, "function filter(msg)\n"+body+"\nend", engine.ScriptLimits{})
+	s := load(t, "function filter(msg)\n"+body+"\nend", plugin.ScriptLimits{})
 	if _, err := s.Filter(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +153,7 @@ func TestRemoveAttachments(t *testing.T) {
   local p = msg:parts()[3]
   msg:add_footer("x")
   return keep(p:text())
-end`, engine.ScriptLimits{})
+end`, plugin.ScriptLimits{})
 	if _, err := s.Filter(context.Background(), eml(t, "multipart.eml")); err == nil || !strings.Contains(err.Error(), "call msg:parts() again") {
 		t.Fatalf("stale part: %v", err)
 	}

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	lua "github.com/yuin/gopher-lua"
+	"github.com/mailflow/mailflow/engine/plugin"
 
-	"github.com/mailflow/mailflow/engine"
+	lua "github.com/yuin/gopher-lua"
 )
 
 // Our bounded pattern and table functions give what gopher-lua's own give, case by
@@ -99,7 +99,7 @@ func TestRunawayPatternsAreStopped(t *testing.T) {
 		"grow":   `local s = string.rep("a", 4096); for i = 1, 20 do s = s:gsub("a", "aa") end`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			s := load(t, "function filter(msg)\n  "+body+"\nend", engine.ScriptLimits{Timeout: bound, MaxMemory: 16 << 20})
+			s := load(t, "function filter(msg)\n  "+body+"\nend", plugin.ScriptLimits{Timeout: bound, MaxMemory: 16 << 20})
 			start := time.Now()
 			_, err := s.Filter(context.Background(), eml(t, "qp-latin1.eml"))
 			took := time.Since(start)

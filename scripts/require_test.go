@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 func TestRequireLoadsFromScriptLibOnly(t *testing.T) {
@@ -24,7 +24,7 @@ return M`)
 	write("loop_a.lua", `return require("loop_b")`)
 	write("loop_b.lua", `return require("loop_a")`)
 	write("broken.lua", "local x = \n")
-	limits := engine.ScriptLimits{LibDir: lib}
+	limits := plugin.ScriptLimits{LibDir: lib}
 	s := load(t, `local company = require("company")
 local again = require("company")
 function filter(msg)
@@ -33,7 +33,7 @@ function filter(msg)
   return keep()
 end`, limits)
 	v, err := s.Filter(context.Background(), mailWith("r1", "From: Boss <BOSS@example.com>"))
-	if err != nil || v.Action != engine.ActionDrop {
+	if err != nil || v.Action != plugin.ActionDrop {
 		t.Fatalf("%v %v", v, err)
 	}
 	for src, want := range map[string]string{
@@ -52,7 +52,7 @@ end`, limits)
 	}
 	path := filepath.Join(t.TempDir(), "test.lua")
 	os.WriteFile(path, []byte(`require("company") function filter(msg) end`), 0o644)
-	if _, err := Load(path, engine.ScriptLimits{}); err == nil || !strings.Contains(err.Error(), "no script_lib") {
+	if _, err := Load(path, plugin.ScriptLimits{}); err == nil || !strings.Contains(err.Error(), "no script_lib") {
 		t.Errorf("without script_lib: %v", err)
 	}
 }

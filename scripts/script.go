@@ -28,18 +28,19 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	lua "github.com/yuin/gopher-lua"
 
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
-// Script is one compiled filter script. It implements engine.Filter.
+// Script is one compiled filter script. It implements plugin.Filter.
 type Script struct {
 	path   string
 	name   string // the file's base name, used as the chunk name in errors
 	proto  *lua.FunctionProto
-	limits engine.ScriptLimits
+	limits plugin.ScriptLimits
 	log    *slog.Logger
 	shared *sharedState // the script's `state` table, shared by its pool
 	pool   chan *vm
@@ -54,7 +55,7 @@ type Script struct {
 
 // Load compiles the script at path and runs its top level once, to check
 // that it defines filter(msg). Errors name the file and line.
-func Load(path string, limits engine.ScriptLimits) (*Script, error) {
+func Load(path string, limits plugin.ScriptLimits) (*Script, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -81,7 +82,7 @@ func Load(path string, limits engine.ScriptLimits) (*Script, error) {
 	return s, nil
 }
 
-func withDefaults(l engine.ScriptLimits) engine.ScriptLimits {
+func withDefaults(l plugin.ScriptLimits) plugin.ScriptLimits {
 	if l.Timeout <= 0 {
 		l.Timeout = time.Second
 	}
@@ -91,9 +92,9 @@ func withDefaults(l engine.ScriptLimits) engine.ScriptLimits {
 	return l
 }
 
-// Provision implements engine.Provisioner: script logs go to the engine's
+// Provision implements plugin.Provisioner: script logs go to the engine's
 // logger.
-func (s *Script) Provision(env engine.Env) error {
+func (s *Script) Provision(env plugin.Env) error {
 	if env.Logger != nil {
 		s.log = env.Logger
 	}
@@ -103,14 +104,14 @@ func (s *Script) Provision(env engine.Env) error {
 // Path is the file the script was loaded from.
 func (s *Script) Path() string { return s.path }
 
-// Filter implements engine.Filter.
-func (s *Script) Filter(ctx context.Context, msg *message.Message) (engine.Verdict, error) {
+// Filter implements plugin.Filter.
+func (s *Script) Filter(ctx context.Context, msg *message.Message) (plugin.Verdict, error) {
 	if s.closed.Load() {
-		return engine.Verdict{}, errors.New("script was unloaded")
+		return plugin.Verdict{}, errors.New("script was unloaded")
 	}
 	v, err := s.get()
 	if err != nil {
-		return engine.Verdict{}, err
+		return plugin.Verdict{}, err
 	}
 	verdict, err := v.call(msg)
 	stopped := v.broken
@@ -197,4 +198,4 @@ var releases = func() chan struct{} {
 	return c
 }()
 
-var _ engine.Filter = (*Script)(nil)
+var _ plugin.Filter = (*Script)(nil)

@@ -13,14 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	lua "github.com/yuin/gopher-lua"
 
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
 // load compiles src as a script file in a temporary directory.
-func load(t *testing.T, src string, limits engine.ScriptLimits) *Script {
+func load(t *testing.T, src string, limits plugin.ScriptLimits) *Script {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "test.lua")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
@@ -56,7 +57,7 @@ func eval(t *testing.T, msgFile, body string, keys ...string) map[string]string 
 		wrapped += "state['" + k + "'] = tostring(out['" + k + "'])\n"
 	}
 	wrapped += "end\n"
-	s := load(t, wrapped, engine.ScriptLimits{})
+	s := load(t, wrapped, plugin.ScriptLimits{})
 	if _, err := s.Filter(context.Background(), eml(t, msgFile)); err != nil {
 		t.Fatalf("filter: %v", err)
 	}
@@ -198,7 +199,7 @@ func TestHeaderChangesKeepBodyBytes(t *testing.T) {
 			msg:add_header("X-Trail", "two")
 			msg:remove_header("X-Spam")
 			msg:set_header("X-Count", 42)
-		end`, engine.ScriptLimits{})
+		end`, plugin.ScriptLimits{})
 	m := eml(t, "multipart.eml")
 	orig, _ := io.ReadAll(m.Original())
 	if _, err := s.Filter(context.Background(), m); err != nil {
@@ -219,8 +220,8 @@ func TestHeaderChangesKeepBodyBytes(t *testing.T) {
 		t.Error("X-Spam not removed")
 	}
 	// The next script in a chain sees the change, decoded.
-	s2 := load(t, `function filter(msg) if msg:header("Subject") ~= "Grüße vom Team [tagged]" then return drop("wrong: " .. msg:header("Subject")) end end`, engine.ScriptLimits{})
-	if v, err := s2.Filter(context.Background(), m); err != nil || v.Action != engine.ActionKeep {
+	s2 := load(t, `function filter(msg) if msg:header("Subject") ~= "Grüße vom Team [tagged]" then return drop("wrong: " .. msg:header("Subject")) end end`, plugin.ScriptLimits{})
+	if v, err := s2.Filter(context.Background(), m); err != nil || v.Action != plugin.ActionKeep {
 		t.Errorf("second script: %v %v %s", v.Action, err, v.Reason)
 	}
 }
@@ -236,7 +237,7 @@ func TestHeaderInjectionRefused(t *testing.T) {
 		`msg.sender = "a@b>\r\nRCPT TO:<c@d"`,
 		`return redirect("x y@z")`,
 	} {
-		s := load(t, "function filter(msg)\n"+call+"\nend", engine.ScriptLimits{})
+		s := load(t, "function filter(msg)\n"+call+"\nend", plugin.ScriptLimits{})
 		m := eml(t, "qp-latin1.eml")
 		_, err := s.Filter(context.Background(), m)
 		if err == nil {
@@ -256,7 +257,7 @@ func TestEnvelope(t *testing.T) {
 			msg.sender = "bounces@example.org"
 			msg:set_recipients({"a@example.net", "b@example.net"})
 			assert(msg:recipients()[2] == "b@example.net")
-		end`, engine.ScriptLimits{})
+		end`, plugin.ScriptLimits{})
 	m := eml(t, "qp-latin1.eml")
 	if _, err := s.Filter(context.Background(), m); err != nil {
 		t.Fatal(err)
@@ -265,7 +266,7 @@ func TestEnvelope(t *testing.T) {
 		t.Errorf("envelope = %+v", m.Envelope)
 	}
 	for set, want := range map[string]string{`""`: "<>", `"<>"`: "<>", `nil`: ""} {
-		s := load(t, "function filter(msg)\n  msg.sender = \"x@example.org\"\n  msg.sender = "+set+"\nend", engine.ScriptLimits{})
+		s := load(t, "function filter(msg)\n  msg.sender = \"x@example.org\"\n  msg.sender = "+set+"\nend", plugin.ScriptLimits{})
 		m := eml(t, "qp-latin1.eml")
 		if _, err := s.Filter(context.Background(), m); err != nil || m.Envelope.Sender != want {
 			t.Errorf("msg.sender = %s: %q %v, want %q", set, m.Envelope.Sender, err, want)
@@ -276,19 +277,19 @@ func TestEnvelope(t *testing.T) {
 func TestVerdicts(t *testing.T) {
 	cases := []struct {
 		ret  string
-		want engine.Verdict
+		want plugin.Verdict
 	}{
-		{``, engine.Verdict{Action: engine.ActionKeep}},
-		{`return keep()`, engine.Verdict{Action: engine.ActionKeep}},
-		{`return drop("spam")`, engine.Verdict{Action: engine.ActionDrop, Reason: "spam"}},
-		{`return quarantine("looks odd")`, engine.Verdict{Action: engine.ActionQuarantine, Reason: "looks odd"}},
-		{`return route("a", "b")`, engine.Verdict{Action: engine.ActionRoute, Outputs: []string{"a", "b"}}},
-		{`return route({"c"})`, engine.Verdict{Action: engine.ActionRoute, Outputs: []string{"c"}}},
-		{`return redirect("x@example.com")`, engine.Verdict{Action: engine.ActionRedirect, Recipients: []string{"x@example.com"}}},
-		{`return leave("not yet")`, engine.Verdict{Action: engine.ActionLeave, Reason: "not yet"}},
+		{``, plugin.Verdict{Action: plugin.ActionKeep}},
+		{`return keep()`, plugin.Verdict{Action: plugin.ActionKeep}},
+		{`return drop("spam")`, plugin.Verdict{Action: plugin.ActionDrop, Reason: "spam"}},
+		{`return quarantine("looks odd")`, plugin.Verdict{Action: plugin.ActionQuarantine, Reason: "looks odd"}},
+		{`return route("a", "b")`, plugin.Verdict{Action: plugin.ActionRoute, Outputs: []string{"a", "b"}}},
+		{`return route({"c"})`, plugin.Verdict{Action: plugin.ActionRoute, Outputs: []string{"c"}}},
+		{`return redirect("x@example.com")`, plugin.Verdict{Action: plugin.ActionRedirect, Recipients: []string{"x@example.com"}}},
+		{`return leave("not yet")`, plugin.Verdict{Action: plugin.ActionLeave, Reason: "not yet"}},
 	}
 	for _, c := range cases {
-		s := load(t, "function filter(msg)\n"+c.ret+"\nend", engine.ScriptLimits{})
+		s := load(t, "function filter(msg)\n"+c.ret+"\nend", plugin.ScriptLimits{})
 		v, err := s.Filter(context.Background(), eml(t, "qp-latin1.eml"))
 		if err != nil {
 			t.Errorf("%s: %v", c.ret, err)
@@ -301,7 +302,7 @@ func TestVerdicts(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{`return 42`, `return "drop"`, `return route()`, `return route(1)`} {
-		s := load(t, "function filter(msg)\n"+bad+"\nend", engine.ScriptLimits{})
+		s := load(t, "function filter(msg)\n"+bad+"\nend", plugin.ScriptLimits{})
 		if _, err := s.Filter(context.Background(), eml(t, "qp-latin1.eml")); err == nil {
 			t.Errorf("%s: accepted", bad)
 		}
@@ -316,8 +317,8 @@ func TestLogAndPrint(t *testing.T) {
 			log.info("seen", "subject", msg:header("Subject"), "n", 3)
 			log.warn("odd")
 			print("printed", 1, true)
-		end`, engine.ScriptLimits{})
-	s.Provision(engine.Env{Logger: slog.New(slog.NewTextHandler(lockedWriter{&buf, &mu}, nil))})
+		end`, plugin.ScriptLimits{})
+	s.Provision(plugin.Env{Logger: slog.New(slog.NewTextHandler(lockedWriter{&buf, &mu}, nil))})
 	if _, err := s.Filter(context.Background(), eml(t, "qp-latin1.eml")); err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +348,7 @@ func TestStateIsSharedAndCountsExactly(t *testing.T) {
 			state.add("seen")
 			state.last = msg.id
 			if state.flag == nil then state.flag = true end
-		end`, engine.ScriptLimits{})
+		end`, plugin.ScriptLimits{})
 	const workers, each = 8, 50
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
@@ -370,7 +371,7 @@ func TestStateIsSharedAndCountsExactly(t *testing.T) {
 	if s.shared.values["last"].String() != "m" || s.shared.values["flag"].String() != "true" {
 		t.Errorf("state = %v", s.shared.values)
 	}
-	bad := load(t, `function filter(msg) state.t = {} end`, engine.ScriptLimits{})
+	bad := load(t, `function filter(msg) state.t = {} end`, plugin.ScriptLimits{})
 	if _, err := bad.Filter(context.Background(), eml(t, "qp-latin1.eml")); err == nil || !strings.Contains(err.Error(), "strings, numbers and booleans") {
 		t.Errorf("table in state: %v", err)
 	}
@@ -421,7 +422,7 @@ func TestSandbox(t *testing.T) {
 }
 
 func TestRunawayErroringAndGreedyScriptsAreStopped(t *testing.T) {
-	limits := engine.ScriptLimits{Timeout: 200 * time.Millisecond, MaxMemory: 16 << 20}
+	limits := plugin.ScriptLimits{Timeout: 200 * time.Millisecond, MaxMemory: 16 << 20}
 	cases := []struct {
 		name, body, want string
 	}{
@@ -453,7 +454,7 @@ func TestRunawayErroringAndGreedyScriptsAreStopped(t *testing.T) {
 			// The next message is processed normally.
 			good := message.New([]byte("Subject: good\r\n\r\nx\r\n"), message.Source{Input: "in", ID: "good"})
 			v, err := s.Filter(context.Background(), good)
-			if err != nil || v.Action != engine.ActionRoute {
+			if err != nil || v.Action != plugin.ActionRoute {
 				t.Fatalf("next message: %+v %v", v, err)
 			}
 		})
@@ -472,7 +473,7 @@ func TestLoadErrorsNameFileAndLine(t *testing.T) {
 	for _, c := range cases {
 		path := filepath.Join(dir, "bad.lua")
 		os.WriteFile(path, []byte(c.src), 0o644)
-		_, err := Load(path, engine.ScriptLimits{Timeout: 100 * time.Millisecond})
+		_, err := Load(path, plugin.ScriptLimits{Timeout: 100 * time.Millisecond})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: err = %v, want %q", c.src, err, c.want)
 		}
@@ -481,7 +482,7 @@ func TestLoadErrorsNameFileAndLine(t *testing.T) {
 
 func TestMessageIsDetachedAfterItsCall(t *testing.T) {
 	s := load(t, `kept = nil
-		function filter(msg) kept = msg end`, engine.ScriptLimits{})
+		function filter(msg) kept = msg end`, plugin.ScriptLimits{})
 	if _, err := s.Filter(context.Background(), eml(t, "qp-latin1.eml")); err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +518,7 @@ func TestFolderAndFlags(t *testing.T) {
     msg.folder = "Old/Archive"
     msg.flags = {"\\Seen", "$Migrated"}
   end
-end`, engine.ScriptLimits{})
+end`, plugin.ScriptLimits{})
 	m := message.New([]byte("Subject: x\r\n\r\nbody\r\n"), message.Source{Input: "in", ID: "1"})
 	m.Folder, m.Flags, m.InternalDate = "Archive", []string{`\Seen`}, time.Unix(1700000000, 0)
 	if _, err := s.Filter(context.Background(), m); err != nil {
@@ -526,7 +527,7 @@ end`, engine.ScriptLimits{})
 	if m.Folder != "Old/Archive" || strings.Join(m.Flags, " ") != `\Seen $Migrated` {
 		t.Fatalf("folder %q flags %v", m.Folder, m.Flags)
 	}
-	bad := load(t, `function filter(msg) msg.flags = {"two words"} end`, engine.ScriptLimits{})
+	bad := load(t, `function filter(msg) msg.flags = {"two words"} end`, plugin.ScriptLimits{})
 	if _, err := bad.Filter(context.Background(), m); err == nil || !strings.Contains(err.Error(), "not a flag") {
 		t.Fatalf("a flag with a space must be refused: %v", err)
 	}

@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/message"
 )
 
 // loadAt writes src to path (a fixed place, so that a second load is the
 // same script) and loads it.
-func loadAt(t *testing.T, path, src string, limits engine.ScriptLimits) *Script {
+func loadAt(t *testing.T, path, src string, limits plugin.ScriptLimits) *Script {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
@@ -49,7 +50,7 @@ func TestStoreSurvivesReloadAndRestart(t *testing.T) {
     assert(store.get("last") == nil)
   end
 end`
-	limits := engine.ScriptLimits{StoreDir: dir}
+	limits := plugin.ScriptLimits{StoreDir: dir}
 	for run := range 3 {
 		s := loadAt(t, path, src, limits)
 		if _, err := s.Filter(context.Background(), newMail(fmt.Sprint(run), "x")); err != nil {
@@ -74,8 +75,8 @@ func TestDuplicateAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "dedupe.lua")
 	src := `function filter(msg) if duplicate() then return drop("duplicate") end end`
-	limits := engine.ScriptLimits{StoreDir: dir}
-	verdict := func(m *message.Message) engine.Action {
+	limits := plugin.ScriptLimits{StoreDir: dir}
+	verdict := func(m *message.Message) plugin.Action {
 		s := loadAt(t, path, src, limits) // each a new process, as far as the store goes
 		defer s.Close()
 		v, err := s.Filter(context.Background(), m)
@@ -85,29 +86,29 @@ func TestDuplicateAcrossRestart(t *testing.T) {
 		return v.Action
 	}
 	first := newMail("one@x", "first copy")
-	if verdict(first) != engine.ActionKeep {
+	if verdict(first) != plugin.ActionKeep {
 		t.Fatal("the first is no duplicate")
 	}
-	if verdict(newMail("one@x", "first copy")) != engine.ActionKeep {
+	if verdict(newMail("one@x", "first copy")) != plugin.ActionKeep {
 		t.Fatal("the same message filtered again (a retry) was taken for its own duplicate")
 	}
-	if verdict(newMail("one@x", "second copy")) != engine.ActionDrop {
+	if verdict(newMail("one@x", "second copy")) != plugin.ActionDrop {
 		t.Fatal("another message with the same Message-ID after a restart was not detected")
 	}
-	if verdict(newMail("", "a")) != engine.ActionKeep || verdict(newMail("", "b")) != engine.ActionKeep {
+	if verdict(newMail("", "a")) != plugin.ActionKeep || verdict(newMail("", "b")) != plugin.ActionKeep {
 		t.Fatal("mail without a Message-ID was taken for a duplicate")
 	}
 	// A window: seconds = 1.
 	s := loadAt(t, path, `function filter(msg) if duplicate{key = "k", seconds = 1} then return drop("dup") end end`, limits)
 	defer s.Close()
-	if v, _ := s.Filter(context.Background(), newMail("a@x", "1")); v.Action != engine.ActionKeep {
+	if v, _ := s.Filter(context.Background(), newMail("a@x", "1")); v.Action != plugin.ActionKeep {
 		t.Fatal("first in the window")
 	}
-	if v, _ := s.Filter(context.Background(), newMail("b@x", "2")); v.Action != engine.ActionDrop {
+	if v, _ := s.Filter(context.Background(), newMail("b@x", "2")); v.Action != plugin.ActionDrop {
 		t.Fatal("same key within the window")
 	}
 	time.Sleep(1100 * time.Millisecond)
-	if v, _ := s.Filter(context.Background(), newMail("c@x", "3")); v.Action != engine.ActionKeep {
+	if v, _ := s.Filter(context.Background(), newMail("c@x", "3")); v.Action != plugin.ActionKeep {
 		t.Fatal("same key after the window")
 	}
 }
@@ -124,19 +125,19 @@ func TestStoreBoundsAndExpiry(t *testing.T) {
   store.set("short", "v", 1)
 end`
 			path := filepath.Join(t.TempDir(), "bound.lua")
-			s := loadAt(t, path, src, engine.ScriptLimits{StoreDir: dir, StoreMaxKeys: 3})
+			s := loadAt(t, path, src, plugin.ScriptLimits{StoreDir: dir, StoreMaxKeys: 3})
 			defer s.Close()
 			if _, err := s.Filter(context.Background(), newMail("x", "y")); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(1100 * time.Millisecond)
-			s2 := loadAt(t, path+"2", `function filter(msg) end`, engine.ScriptLimits{})
+			s2 := loadAt(t, path+"2", `function filter(msg) end`, plugin.ScriptLimits{})
 			defer s2.Close()
 			kv, _ := s.kv()
 			if _, ok, _ := kv.view("short"); ok {
 				t.Fatal("a value past its ttl is still there")
 			}
-			big := loadAt(t, path+"3", `function filter(msg) store.set("big", string.rep("x", 2000)) end`, engine.ScriptLimits{StoreDir: dir, StoreMaxBytes: 1000})
+			big := loadAt(t, path+"3", `function filter(msg) store.set("big", string.rep("x", 2000)) end`, plugin.ScriptLimits{StoreDir: dir, StoreMaxBytes: 1000})
 			defer big.Close()
 			if _, err := big.Filter(context.Background(), newMail("x", "y")); err == nil {
 				t.Fatal("a value larger than the store was taken")
@@ -145,7 +146,7 @@ end`
 	}
 	// No StoreDir: no file.
 	dir := t.TempDir()
-	s := loadAt(t, filepath.Join(dir, "m.lua"), `function filter(msg) store.set("a", 1) end`, engine.ScriptLimits{})
+	s := loadAt(t, filepath.Join(dir, "m.lua"), `function filter(msg) store.set("a", 1) end`, plugin.ScriptLimits{})
 	defer s.Close()
 	s.Filter(context.Background(), newMail("x", "y"))
 	if _, err := os.Stat(filepath.Join(dir, "scripts.db")); err == nil {
@@ -164,7 +165,7 @@ func TestAddressParts(t *testing.T) {
   assert(to[2].user == "plain" and to[2].detail == nil, "no separator: no detail")
   assert(to[3].user == "a" and to[3].detail == "b+c", "the first separator splits")
   assert(msg:cc()[1].user == "x-y" and msg:cc()[1].detail == nil, "- is no separator by default")
-end`, engine.ScriptLimits{})
+end`, plugin.ScriptLimits{})
 	if _, err := s.Filter(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ end`, engine.ScriptLimits{})
   local cc = msg:cc()[1]
   assert(cc.user == "x" and cc.detail == "y", "subaddress_separator = \"-\"")
   assert(msg:to()[1].detail == nil)
-end`, engine.ScriptLimits{Separator: "-"})
+end`, plugin.ScriptLimits{Separator: "-"})
 	if _, err := s.Filter(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ end`, engine.ScriptLimits{Separator: "-"})
 func TestStateIsBoundedInBytes(t *testing.T) {
 	s := load(t, `function filter(msg)
   state[msg.id] = string.rep("x", 40 * 1024 * 1024)
-end`, engine.ScriptLimits{})
+end`, plugin.ScriptLimits{})
 	_, err := s.Filter(context.Background(), newMail("a", "x"))
 	if err == nil || !strings.Contains(err.Error(), "state is full") {
 		t.Fatalf("40 MiB into state: %v", err)
@@ -192,7 +193,7 @@ end`, engine.ScriptLimits{})
 	s = load(t, `function filter(msg)
   state[msg.id] = string.rep("x", 1024)
   state.add("n")
-end`, engine.ScriptLimits{})
+end`, plugin.ScriptLimits{})
 	for i := range 100 {
 		if _, err := s.Filter(context.Background(), newMail(fmt.Sprint(i), "x")); err != nil {
 			t.Fatalf("small values: %v", err)

@@ -3,9 +3,9 @@ package scripts
 import (
 	"fmt"
 
-	lua "github.com/yuin/gopher-lua"
+	"github.com/mailflow/mailflow/engine/plugin"
 
-	"github.com/mailflow/mailflow/engine"
+	lua "github.com/yuin/gopher-lua"
 )
 
 const verdictType = "mailflow.verdict"
@@ -14,32 +14,32 @@ const verdictType = "mailflow.verdict"
 // returns a verdict value that filter(msg) returns.
 func openVerdicts(L *lua.LState) {
 	L.NewTypeMetatable(verdictType)
-	mk := func(v engine.Verdict) lua.LValue {
+	mk := func(v plugin.Verdict) lua.LValue {
 		ud := L.NewUserData()
 		ud.Value = &v
 		L.SetMetatable(ud, L.GetTypeMetatable(verdictType))
 		return ud
 	}
-	keep := mk(engine.Verdict{Action: engine.ActionKeep})
+	keep := mk(plugin.Verdict{Action: plugin.ActionKeep})
 	L.SetGlobal("keep", L.NewFunction(func(L *lua.LState) int {
 		L.Push(keep)
 		return 1
 	}))
 	L.SetGlobal("drop", L.NewFunction(func(L *lua.LState) int {
-		L.Push(mk(engine.Verdict{Action: engine.ActionDrop, Reason: L.OptString(1, "")}))
+		L.Push(mk(plugin.Verdict{Action: plugin.ActionDrop, Reason: L.OptString(1, "")}))
 		return 1
 	}))
 	L.SetGlobal("quarantine", L.NewFunction(func(L *lua.LState) int {
-		L.Push(mk(engine.Verdict{Action: engine.ActionQuarantine, Reason: L.OptString(1, "")}))
+		L.Push(mk(plugin.Verdict{Action: plugin.ActionQuarantine, Reason: L.OptString(1, "")}))
 		return 1
 	}))
 	L.SetGlobal("leave", L.NewFunction(func(L *lua.LState) int {
-		L.Push(mk(engine.Verdict{Action: engine.ActionLeave, Reason: L.OptString(1, "")}))
+		L.Push(mk(plugin.Verdict{Action: plugin.ActionLeave, Reason: L.OptString(1, "")}))
 		return 1
 	}))
 	L.SetGlobal("route", L.NewFunction(func(L *lua.LState) int {
 		outs := stringArgs(L, "route", "output name")
-		L.Push(mk(engine.Verdict{Action: engine.ActionRoute, Outputs: outs}))
+		L.Push(mk(plugin.Verdict{Action: plugin.ActionRoute, Outputs: outs}))
 		return 1
 	}))
 	L.SetGlobal("redirect", L.NewFunction(func(L *lua.LState) int {
@@ -47,7 +47,7 @@ func openVerdicts(L *lua.LState) {
 		for _, r := range rcpts {
 			checkAddress(L, r)
 		}
-		L.Push(mk(engine.Verdict{Action: engine.ActionRedirect, Recipients: rcpts}))
+		L.Push(mk(plugin.Verdict{Action: plugin.ActionRedirect, Recipients: rcpts}))
 		return 1
 	}))
 }
@@ -76,14 +76,14 @@ func stringArgs(L *lua.LState, fn, what string) []string {
 }
 
 // toVerdict turns what filter returned into a verdict: nothing means keep.
-func toVerdict(v lua.LValue) (engine.Verdict, error) {
+func toVerdict(v lua.LValue) (plugin.Verdict, error) {
 	if v == lua.LNil {
-		return engine.Verdict{Action: engine.ActionKeep}, nil
+		return plugin.Verdict{Action: plugin.ActionKeep}, nil
 	}
 	if ud, ok := v.(*lua.LUserData); ok {
-		if vd, ok := ud.Value.(*engine.Verdict); ok {
+		if vd, ok := ud.Value.(*plugin.Verdict); ok {
 			return *vd, nil
 		}
 	}
-	return engine.Verdict{}, fmt.Errorf("filter returned a %s; return keep(), drop(reason), route(outputs...), redirect(addresses...), quarantine(reason) or leave(reason)", v.Type())
+	return plugin.Verdict{}, fmt.Errorf("filter returned a %s; return keep(), drop(reason), route(outputs...), redirect(addresses...), quarantine(reason) or leave(reason)", v.Type())
 }

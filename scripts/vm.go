@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	lua "github.com/yuin/gopher-lua"
 
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -32,7 +33,7 @@ type msgRef struct {
 	m   *message.Message
 	log *slog.Logger
 
-	generated    []engine.Generated // made by vacation{} and notify{} (generate.go)
+	generated    []plugin.Generated // made by vacation{} and notify{} (generate.go)
 	vacationDone bool
 	notified     int
 	edits        int // body edits so far: parts listed before one are stale (parts.go)
@@ -83,7 +84,7 @@ func (s *Script) newVM() (*vm, error) {
 }
 
 // call runs filter(msg) and turns what it returned into a verdict.
-func (v *vm) call(m *message.Message) (engine.Verdict, error) {
+func (v *vm) call(m *message.Message) (plugin.Verdict, error) {
 	v.cur = msgRef{m: m}
 	v.msgUD.Value = &v.cur
 	defer func() {
@@ -99,11 +100,11 @@ func (v *vm) call(m *message.Message) (engine.Verdict, error) {
 	if reason := v.watch.end(); reason != "" {
 		v.broken = true
 		v.L.SetTop(0)
-		return engine.Verdict{}, fmt.Errorf("%s", reason)
+		return plugin.Verdict{}, fmt.Errorf("%s", reason)
 	}
 	if err != nil {
 		v.L.SetTop(0)
-		return engine.Verdict{}, v.s.scriptError(err)
+		return plugin.Verdict{}, v.s.scriptError(err)
 	}
 	ret := v.L.Get(-1)
 	v.L.Pop(1)

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // The watchdog bounds every script call in time and memory without adding a
@@ -35,13 +35,13 @@ type dog struct {
 // watched is the watchdog's view of one Lua state.
 type watched struct {
 	cancel  context.CancelFunc
-	limits  engine.ScriptLimits
+	limits  plugin.ScriptLimits
 	started atomic.Int64  // unix nanoseconds when the running call began; 0 when idle
 	heap0   atomic.Uint64 // heap bytes when it began
 	reason  atomic.Pointer[string]
 }
 
-func (d *dog) add(cancel context.CancelFunc, limits engine.ScriptLimits) *watched {
+func (d *dog) add(cancel context.CancelFunc, limits plugin.ScriptLimits) *watched {
 	w := &watched{cancel: cancel, limits: limits}
 	d.mu.Lock()
 	defer d.mu.Unlock()

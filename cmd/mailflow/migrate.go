@@ -15,6 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/plugins"
 )
@@ -519,7 +521,7 @@ func verifyMigration(ctx context.Context, e *engine.Engine, cfg *engine.Config, 
 			continue
 		}
 		for _, out := range pc.Outputs {
-			if _, ok := cfg.Output(out).Plugin.(engine.Finder); !ok {
+			if _, ok := cfg.Output(out).Plugin.(plugin.Finder); !ok {
 				continue
 			}
 			checks, err := e.Verify(ctx, ic.Name, out)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	gomessage "github.com/emersion/go-message"
 	"io"
 	"io/fs"
 	"mime/quotedprintable"
@@ -11,6 +10,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	gomessage "github.com/emersion/go-message"
+	"github.com/mailflow/mailflow/engine/plugin"
 
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
@@ -53,7 +55,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 
-	limits := engine.ScriptLimits{}
+	limits := plugin.ScriptLimits{}
 	var defaultOutputs []string
 	switch {
 	case c.config != "":
@@ -195,7 +197,7 @@ func testOne(w io.Writer, chain *engine.Chain, path string, defaultOutputs []str
 	}
 	name := v.Action.String()
 	switch {
-	case v.Action != engine.ActionKeep:
+	case v.Action != plugin.ActionKeep:
 	case v.Outputs != nil:
 		name = "route"
 	case len(msg.Envelope.Recipients) > 0:
@@ -209,7 +211,7 @@ func testOne(w io.Writer, chain *engine.Chain, path string, defaultOutputs []str
 		line += ": " + v.Reason
 	}
 	fmt.Fprintf(w, "   verdict:    %s\n", line)
-	if v.Action == engine.ActionKeep || v.Action == engine.ActionRoute || v.Action == engine.ActionRedirect {
+	if v.Action == plugin.ActionKeep || v.Action == plugin.ActionRoute || v.Action == plugin.ActionRedirect {
 		outputs := defaultOutputs
 		if v.Outputs != nil {
 			outputs = v.Outputs
@@ -275,7 +277,7 @@ func printBody(w io.Writer, msg *message.Message, sizeBefore int64) {
 // printGenerated shows a message a script generated (vacation{},
 // notify{}): what run would send, and through which output. The Date is
 // left out, so that the output can be compared from one day to the next.
-func printGenerated(w io.Writer, g engine.Generated) {
+func printGenerated(w io.Writer, g plugin.Generated) {
 	m := g.Message
 	sender := m.Envelope.Sender
 	if sender == "" {

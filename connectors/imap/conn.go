@@ -11,12 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
 	"github.com/mailflow/mailflow/connectors/oauth"
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -111,7 +112,7 @@ func (d dialer) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandle
 		c.Close()
 		var ie *goimap.Error
 		if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeAuthenticationFailed {
-			return nil, engine.Permanent(fmt.Errorf("imap LOGIN: %w", err))
+			return nil, plugin.Permanent(fmt.Errorf("imap LOGIN: %w", err))
 		}
 		return nil, fmt.Errorf("imap LOGIN: %w", err)
 	}

@@ -18,9 +18,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
 	"github.com/mailflow/mailflow/connectors/oauth"
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/plugins"
 )
 
@@ -28,8 +30,8 @@ import (
 var sampleConfig string
 
 func init() {
-	plugins.AddInput("imap", func() engine.Input { return &Input{} })
-	plugins.AddOutput("imap", func() engine.Output { return &Output{} })
+	plugins.AddInput("imap", func() plugin.Input { return &Input{} })
+	plugins.AddOutput("imap", func() plugin.Output { return &Output{} })
 }
 
 // Endpoint is the connection settings both plugins share.
@@ -49,12 +51,12 @@ type Endpoint struct {
 	oauth.Config
 
 	log    *slog.Logger
-	env    engine.Env
+	env    plugin.Env
 	dialer dialer
 }
 
 // provision resolves relative paths against the config's directory.
-func (e *Endpoint) provision(env engine.Env) {
+func (e *Endpoint) provision(env plugin.Env) {
 	e.log, e.env = env.Logger, env
 	if e.PasswordFile != "" && !filepath.IsAbs(e.PasswordFile) {
 		e.PasswordFile = filepath.Join(env.BaseDir, e.PasswordFile)
@@ -77,7 +79,7 @@ func (e *Endpoint) init() error {
 	var tokens *oauth.Source
 	switch strings.ToLower(e.Auth) {
 	case "", "login":
-		if secret, err = engine.ResolveSecret("password", e.Password, e.PasswordEnv, e.PasswordFile); err != nil {
+		if secret, err = endpoint.ResolveSecret("password", e.Password, e.PasswordEnv, e.PasswordFile); err != nil {
 			return err
 		}
 	case "oauth2":
@@ -119,7 +121,7 @@ func (e *Endpoint) OAuth() *oauth.Config {
 	return &e.Config
 }
 
-// Files implements engine.FileUser.
+// Files implements plugin.FileUser.
 func (e *Endpoint) Files() []string {
 	var files []string
 	if e.PasswordFile != "" {

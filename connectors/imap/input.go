@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
-	goimap "github.com/emersion/go-imap/v2"
+	"github.com/mailflow/mailflow/engine/plugin"
 
-	"github.com/mailflow/mailflow/engine"
+	goimap "github.com/emersion/go-imap/v2"
 )
 
 // Input fetches mail from IMAP folders. Its exported fields are its config.
@@ -48,13 +48,13 @@ type Input struct {
 // SampleConfig returns the documented sample config of both plugins.
 func (*Input) SampleConfig() string { return sampleConfig }
 
-// Provision implements engine.Provisioner.
-func (in *Input) Provision(env engine.Env) error {
+// Provision implements plugin.Provisioner.
+func (in *Input) Provision(env plugin.Env) error {
 	in.provision(env)
 	return nil
 }
 
-// Init implements engine.Initializer.
+// Init implements plugin.Initializer.
 func (in *Input) Init() error {
 	if len(in.Folders) == 0 {
 		in.Folders = []string{"INBOX"}
@@ -88,8 +88,8 @@ func (in *Input) Init() error {
 	return in.init()
 }
 
-// Open implements engine.Input: it connects and logs in.
-func (in *Input) Open(ctx context.Context) (engine.Session, error) {
+// Open implements plugin.Input: it connects and logs in.
+func (in *Input) Open(ctx context.Context) (plugin.Session, error) {
 	c, err := in.dialer.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Address, err)
@@ -109,13 +109,13 @@ type ref struct {
 	uid    uint32
 }
 
-// List implements engine.Session: every message of every folder, named
+// List implements plugin.Session: every message of every folder, named
 // folder/UIDVALIDITY/UID. The scheme carries each folder's UIDVALIDITY, so
 // that a folder whose UIDs were renumbered (a new UIDVALIDITY) makes the
 // engine match messages by content for that poll, never taking them all for
 // new or all for settled.
-func (s *session) List(ctx context.Context) (engine.Listing, error) {
-	l := engine.Listing{Stable: true, Unique: true, Keeps: s.in.action == "keep" || s.in.action == "flag"}
+func (s *session) List(ctx context.Context) (plugin.Listing, error) {
+	l := plugin.Listing{Stable: true, Unique: true, Keeps: s.in.action == "keep" || s.in.action == "flag"}
 	folders, err := s.c.folders(s.in.Folders, s.in.Exclude)
 	if err != nil {
 		return l, err
@@ -152,7 +152,7 @@ func (s *session) List(ctx context.Context) (engine.Listing, error) {
 			if containsFold(m.Flags, `\Deleted`) {
 				continue // on its way out; not ours to deliver
 			}
-			l.Items = append(l.Items, engine.Item{
+			l.Items = append(l.Items, plugin.Item{
 				ID: fmt.Sprintf("%s/%d/%d", path, validity, m.UID), Size: m.Size,
 				Folder: path, FolderRole: f.role, Flags: m.Flags, Date: m.Date, Identity: m.Identity, Ref: ref{f.name, m.UID},
 			})
@@ -193,8 +193,8 @@ func containsFold(xs []string, x string) bool {
 }
 
 // byFolder groups items by their folder, keeping the order of first sight.
-func byFolder(items []engine.Item) (folders []string, uids map[string][]uint32, of map[string][]engine.Item) {
-	uids, of = map[string][]uint32{}, map[string][]engine.Item{}
+func byFolder(items []plugin.Item) (folders []string, uids map[string][]uint32, of map[string][]plugin.Item) {
+	uids, of = map[string][]uint32{}, map[string][]plugin.Item{}
 	for _, it := range items {
 		r := it.Ref.(ref)
 		if _, ok := uids[r.folder]; !ok {
@@ -206,9 +206,9 @@ func byFolder(items []engine.Item) (folders []string, uids map[string][]uint32, 
 	return folders, uids, of
 }
 
-// Fetch implements engine.Session: per folder, one UID FETCH BODY.PEEK[]
+// Fetch implements plugin.Session: per folder, one UID FETCH BODY.PEEK[]
 // streaming every message asked for.
-func (s *session) Fetch(ctx context.Context, items []engine.Item, each func(engine.Item, io.Reader, error) error) error {
+func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
 	folders, uids, of := byFolder(items)
 	workers := min(s.in.Parallel, len(folders))
 	if workers <= 1 {
@@ -258,14 +258,14 @@ func (s *session) Fetch(ctx context.Context, items []engine.Item, each func(engi
 }
 
 // fetchFolder streams the messages of one folder with one UID FETCH.
-func fetchFolder(ctx context.Context, c *conn, f string, uids []uint32, items []engine.Item, each func(engine.Item, io.Reader, error) error) error {
+func fetchFolder(ctx context.Context, c *conn, f string, uids []uint32, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if _, _, err := c.examine(f, false); err != nil {
 		return err
 	}
-	byUID := map[uint32]engine.Item{}
+	byUID := map[uint32]plugin.Item{}
 	for _, it := range items {
 		byUID[it.Ref.(ref).uid] = it
 	}
@@ -288,9 +288,9 @@ func fetchFolder(ctx context.Context, c *conn, f string, uids []uint32, items []
 	return nil
 }
 
-// Identify implements engine.Identifier: per folder, one UID FETCH of the
+// Identify implements plugin.Identifier: per folder, one UID FETCH of the
 // header fields that name a message.
-func (s *session) Identify(ctx context.Context, items []engine.Item) error {
+func (s *session) Identify(ctx context.Context, items []plugin.Item) error {
 	folders, uids, _ := byFolder(items)
 	found := map[ref]string{}
 	for _, f := range folders {
@@ -318,13 +318,13 @@ func (s *session) Identify(ctx context.Context, items []engine.Item) error {
 	return nil
 }
 
-// Commit implements engine.Session with on_settled's action.
-func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Item, error) {
+// Commit implements plugin.Session with on_settled's action.
+func (s *session) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Item, error) {
 	if s.in.action == "keep" || len(items) == 0 {
 		return nil, nil
 	}
 	folders, uids, of := byFolder(items)
-	var failed []engine.Item
+	var failed []plugin.Item
 	for _, f := range folders {
 		_, _, err := s.c.examine(f, true)
 		if err == nil {
@@ -356,7 +356,7 @@ const (
 	idleRecheckMost = 2 * time.Minute
 )
 
-// WaitForMail implements engine.MailWaiter with IDLE on the watched folder.
+// WaitForMail implements plugin.MailWaiter with IDLE on the watched folder.
 // Mail that came after the last listing (UIDNEXT moved on) is reported at
 // once; otherwise it IDLEs until the server says EXISTS, ctx ends, or the
 // connection drops (the library re-issues IDLE before 29 minutes).
@@ -365,7 +365,7 @@ func (in *Input) WaitForMail(ctx context.Context) error {
 	folder, seen := in.watched, in.uidNext
 	in.mu.Unlock()
 	if !in.Idle || folder == "" {
-		return engine.ErrNotWatching
+		return plugin.ErrNotWatching
 	}
 	c, news, err := in.dialer.dialNotified(ctx)
 	if err != nil {
@@ -374,7 +374,7 @@ func (in *Input) WaitForMail(ctx context.Context) error {
 	defer c.close()
 	if !c.canIdle() {
 		in.log.Warn("the server has no IDLE; polling on the schedule", "server", in.Address)
-		return engine.ErrNotWatching
+		return plugin.ErrNotWatching
 	}
 	data, err := c.selectData(folder, false)
 	if err != nil {
@@ -386,14 +386,14 @@ func (in *Input) WaitForMail(ctx context.Context) error {
 	return c.idle(ctx, news, folder, seen, idleRecheck, idleRecheckMost)
 }
 
-// Close implements engine.Session: LOGOUT.
+// Close implements plugin.Session: LOGOUT.
 func (s *session) Close(ctx context.Context) error { return s.c.close() }
 
 var (
-	_ engine.Input       = (*Input)(nil)
-	_ engine.Provisioner = (*Input)(nil)
-	_ engine.Initializer = (*Input)(nil)
-	_ engine.FileUser    = (*Input)(nil)
-	_ engine.MailWaiter  = (*Input)(nil)
-	_ engine.Identifier  = (*session)(nil)
+	_ plugin.Input       = (*Input)(nil)
+	_ plugin.Provisioner = (*Input)(nil)
+	_ plugin.Initializer = (*Input)(nil)
+	_ plugin.FileUser    = (*Input)(nil)
+	_ plugin.MailWaiter  = (*Input)(nil)
+	_ plugin.Identifier  = (*session)(nil)
 )

@@ -11,9 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	goimap "github.com/emersion/go-imap/v2"
 
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -57,13 +58,13 @@ type Output struct {
 // SampleConfig returns the documented sample config of both plugins.
 func (*Output) SampleConfig() string { return sampleConfig }
 
-// Provision implements engine.Provisioner.
-func (o *Output) Provision(env engine.Env) error {
+// Provision implements plugin.Provisioner.
+func (o *Output) Provision(env plugin.Env) error {
 	o.provision(env)
 	return nil
 }
 
-// Init implements engine.Initializer.
+// Init implements plugin.Initializer.
 func (o *Output) Init() error {
 	if o.Folder == "" {
 		o.Folder = "INBOX"
@@ -119,11 +120,11 @@ func (o *Output) put(c *conn, broken bool) {
 	o.pool <- c
 }
 
-// Deliver implements engine.Output: APPEND into the message's folder with
+// Deliver implements plugin.Output: APPEND into the message's folder with
 // its flags and date. A delivery the engine marks in doubt (the reply to an
 // earlier APPEND was lost) first looks for the Message-ID in that folder, so
 // that a retry does not leave two copies.
-func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
+func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
 	c, err := o.get(ctx)
 	if err != nil {
 		return nil, err
@@ -218,14 +219,14 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 		// message waits at its source meanwhile.
 		o.put(c, false)
 		if ie.Type == goimap.StatusResponseTypeBad || ie.Code == "TOOBIG" {
-			return nil, engine.Permanent(fmt.Errorf("imap APPEND to %q: %w", folder, err))
+			return nil, plugin.Permanent(fmt.Errorf("imap APPEND to %q: %w", folder, err))
 		}
 		return nil, fmt.Errorf("imap APPEND to %q: %w", folder, err)
 	default:
 		// The connection broke while the message went out: the server may
 		// have stored it.
 		o.put(c, true)
-		return nil, engine.InDoubt(fmt.Errorf("imap APPEND to %q: no reply: %w", folder, err))
+		return nil, plugin.InDoubt(fmt.Errorf("imap APPEND to %q: no reply: %w", folder, err))
 	}
 }
 
@@ -242,7 +243,7 @@ func (o *Output) appendTo(c *conn, folder string, flags []string, date time.Time
 // (skip_existing) and not appended again.
 func (o *Output) AlreadyThere() int64 { return o.there.Load() }
 
-// Close implements engine.Closer: LOGOUT from every pooled session.
+// Close implements plugin.Closer: LOGOUT from every pooled session.
 func (o *Output) Close() error {
 	for {
 		select {
@@ -255,15 +256,15 @@ func (o *Output) Close() error {
 }
 
 var (
-	_ engine.Output      = (*Output)(nil)
-	_ engine.Provisioner = (*Output)(nil)
-	_ engine.Initializer = (*Output)(nil)
-	_ engine.Closer      = (*Output)(nil)
-	_ engine.FileUser    = (*Output)(nil)
-	_ engine.Finder      = (*Output)(nil)
+	_ plugin.Output      = (*Output)(nil)
+	_ plugin.Provisioner = (*Output)(nil)
+	_ plugin.Initializer = (*Output)(nil)
+	_ plugin.Closer      = (*Output)(nil)
+	_ plugin.FileUser    = (*Output)(nil)
+	_ plugin.Finder      = (*Output)(nil)
 )
 
-// Holds implements engine.Finder: the identities in the folder that mail
+// Holds implements plugin.Finder: the identities in the folder that mail
 // from folder goes to.
 func (o *Output) Holds(ctx context.Context, folder, role string) (map[string]int, error) {
 	c, err := o.get(ctx)

@@ -11,7 +11,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -27,13 +28,13 @@ type Input struct {
 // SampleConfig returns the documented sample config of both plugins.
 func (*Input) SampleConfig() string { return sampleConfig }
 
-// Provision implements engine.Provisioner.
-func (in *Input) Provision(env engine.Env) error {
+// Provision implements plugin.Provisioner.
+func (in *Input) Provision(env plugin.Env) error {
 	in.dir = resolve(env.BaseDir, in.Path)
 	return nil
 }
 
-// Init implements engine.Initializer.
+// Init implements plugin.Initializer.
 func (in *Input) Init() error {
 	if in.Path == "" {
 		return errors.New("path is required")
@@ -42,8 +43,8 @@ func (in *Input) Init() error {
 	return nil
 }
 
-// Open implements engine.Input.
-func (in *Input) Open(ctx context.Context) (engine.Session, error) {
+// Open implements plugin.Input.
+func (in *Input) Open(ctx context.Context) (plugin.Session, error) {
 	return &session{in: in}, nil
 }
 
@@ -63,8 +64,8 @@ func UniqueName(file string) string {
 }
 
 // List reads new/ and cur/.
-func (s *session) List(ctx context.Context) (engine.Listing, error) {
-	l := engine.Listing{Scheme: "maildir", Stable: true, Keeps: !s.in.delete}
+func (s *session) List(ctx context.Context) (plugin.Listing, error) {
+	l := plugin.Listing{Scheme: "maildir", Stable: true, Keeps: !s.in.delete}
 	for _, sub := range []string{"new", "cur"} {
 		ents, err := os.ReadDir(filepath.Join(s.in.dir, sub))
 		if err != nil {
@@ -82,7 +83,7 @@ func (s *session) List(ctx context.Context) (engine.Listing, error) {
 				return l, err
 			}
 			rel := filepath.Join(sub, e.Name())
-			l.Items = append(l.Items, engine.Item{ID: UniqueName(rel), Size: info.Size(), Date: info.ModTime(),
+			l.Items = append(l.Items, plugin.Item{ID: UniqueName(rel), Size: info.Size(), Date: info.ModTime(),
 				Flags: flags(e.Name()), Ref: filepath.Join(s.in.dir, rel)})
 		}
 	}
@@ -109,7 +110,7 @@ func flags(name string) []string {
 }
 
 // Fetch opens each file in turn.
-func (s *session) Fetch(ctx context.Context, items []engine.Item, each func(engine.Item, io.Reader, error) error) error {
+func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
 	for _, it := range items {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -130,8 +131,8 @@ func (s *session) Fetch(ctx context.Context, items []engine.Item, each func(engi
 	return nil
 }
 
-// PeekHeader implements engine.HeaderPeeker.
-func (s *session) PeekHeader(ctx context.Context, it engine.Item) ([]byte, error) {
+// PeekHeader implements plugin.HeaderPeeker.
+func (s *session) PeekHeader(ctx context.Context, it plugin.Item) ([]byte, error) {
 	f, err := os.Open(it.Ref.(string))
 	if err != nil {
 		return nil, err
@@ -141,11 +142,11 @@ func (s *session) PeekHeader(ctx context.Context, it engine.Item) ([]byte, error
 }
 
 // Commit removes the files (with delete = false, it leaves them).
-func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Item, error) {
+func (s *session) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Item, error) {
 	if !s.in.delete {
 		return nil, nil
 	}
-	var failed []engine.Item
+	var failed []plugin.Item
 	for _, it := range items {
 		if err := os.Remove(it.Ref.(string)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			failed = append(failed, it)
@@ -166,8 +167,8 @@ func (s *session) Close(ctx context.Context) error {
 }
 
 var (
-	_ engine.Input        = (*Input)(nil)
-	_ engine.Provisioner  = (*Input)(nil)
-	_ engine.Initializer  = (*Input)(nil)
-	_ engine.HeaderPeeker = (*session)(nil)
+	_ plugin.Input        = (*Input)(nil)
+	_ plugin.Provisioner  = (*Input)(nil)
+	_ plugin.Initializer  = (*Input)(nil)
+	_ plugin.HeaderPeeker = (*session)(nil)
 )

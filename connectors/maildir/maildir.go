@@ -11,7 +11,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/plugins"
 )
 
@@ -19,8 +20,8 @@ import (
 var sampleConfig string
 
 func init() {
-	plugins.AddInput("maildir", func() engine.Input { return &Input{} })
-	plugins.AddOutput("maildir", func() engine.Output { return &Output{} })
+	plugins.AddInput("maildir", func() plugin.Input { return &Input{} })
+	plugins.AddOutput("maildir", func() plugin.Output { return &Output{} })
 }
 
 // resolve makes a path from the config absolute, relative to base.

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/connectors/maildir"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
@@ -32,7 +34,7 @@ func TestInputListsFetchesAndCommits(t *testing.T) {
 			os.Rename(filepath.Join(dir, "new", moved), filepath.Join(dir, "cur", moved+":2,S"))
 
 			in := &maildir.Input{Path: dir, Delete: &del}
-			if err := in.Provision(engine.Env{BaseDir: "/"}); err != nil {
+			if err := in.Provision(plugin.Env{BaseDir: "/"}); err != nil {
 				t.Fatal(err)
 			}
 			if err := in.Init(); err != nil {
@@ -49,7 +51,7 @@ func TestInputListsFetchesAndCommits(t *testing.T) {
 					t.Fatalf("flags of the moved file: %v", it.Flags)
 				}
 			}
-			err = s.Fetch(context.Background(), l.Items, func(it engine.Item, r io.Reader, err error) error {
+			err = s.Fetch(context.Background(), l.Items, func(it plugin.Item, r io.Reader, err error) error {
 				b, _ := io.ReadAll(r)
 				if int64(len(b)) != it.Size {
 					t.Errorf("%s: %d bytes, listed %d", it.ID, len(b), it.Size)
@@ -76,7 +78,7 @@ func TestInputListsFetchesAndCommits(t *testing.T) {
 func TestOutputIsIdempotentByKeyAndCreatesOnlyAtStart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "out")
 	o := &maildir.Output{Path: dir}
-	o.Provision(engine.Env{})
+	o.Provision(plugin.Env{})
 	if err := o.Init(); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +90,7 @@ func TestOutputIsIdempotentByKeyAndCreatesOnlyAtStart(t *testing.T) {
 	}
 	msg := message.New(enginetest.Mix(1)[0], message.Source{Input: "in", ID: "1"})
 	for range 2 {
-		if _, err := o.Deliver(context.Background(), msg, engine.Delivery{Key: "k1"}); err != nil {
+		if _, err := o.Deliver(context.Background(), msg, plugin.Delivery{Key: "k1"}); err != nil {
 			t.Fatal(err)
 		}
 	}

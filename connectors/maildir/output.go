@@ -8,7 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -24,13 +25,13 @@ type Output struct {
 // SampleConfig returns the documented sample config of both plugins.
 func (*Output) SampleConfig() string { return sampleConfig }
 
-// Provision implements engine.Provisioner.
-func (o *Output) Provision(env engine.Env) error {
+// Provision implements plugin.Provisioner.
+func (o *Output) Provision(env plugin.Env) error {
 	o.dir = resolve(env.BaseDir, o.Path)
 	return nil
 }
 
-// Init implements engine.Initializer.
+// Init implements plugin.Initializer.
 func (o *Output) Init() error {
 	if o.Path == "" {
 		return errors.New("path is required")
@@ -43,7 +44,7 @@ func (o *Output) Init() error {
 	return nil
 }
 
-// Start implements engine.Starter: it creates the Maildir when create is
+// Start implements plugin.Starter: it creates the Maildir when create is
 // not false, so that a wrong path fails at start-up and not at the first
 // message ("mailflow check" creates nothing).
 func (o *Output) Start(ctx context.Context) error {
@@ -60,10 +61,10 @@ func (o *Output) Start(ctx context.Context) error {
 	return nil
 }
 
-// Deliver implements engine.Output. The file name is derived from the
+// Deliver implements plugin.Output. The file name is derived from the
 // delivery key, so a retry after a crash finds the copy it already wrote and
 // does not write a second one.
-func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
+func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
 	name := d.Key + ".mailflow." + o.host
 	final := filepath.Join(o.dir, "new", name)
 	if _, err := os.Stat(final); err == nil {
@@ -92,8 +93,8 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 }
 
 var (
-	_ engine.Output      = (*Output)(nil)
-	_ engine.Provisioner = (*Output)(nil)
-	_ engine.Initializer = (*Output)(nil)
-	_ engine.Starter     = (*Output)(nil)
+	_ plugin.Output      = (*Output)(nil)
+	_ plugin.Provisioner = (*Output)(nil)
+	_ plugin.Initializer = (*Output)(nil)
+	_ plugin.Starter     = (*Output)(nil)
 )

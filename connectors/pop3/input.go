@@ -21,10 +21,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
 	"github.com/mailflow/mailflow/connectors/oauth"
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/plugins"
 )
 
@@ -32,7 +34,7 @@ import (
 var sampleConfig string
 
 func init() {
-	plugins.AddInput("pop3", func() engine.Input { return &Input{} })
+	plugins.AddInput("pop3", func() plugin.Input { return &Input{} })
 }
 
 // Input fetches mail from a POP3 mailbox. Its exported fields are its config.
@@ -54,7 +56,7 @@ type Input struct {
 	oauth.Config
 
 	log      *slog.Logger
-	env      engine.Env
+	env      plugin.Env
 	tokens   *oauth.Source // with auth = "oauth2"
 	secret   string
 	delete   bool
@@ -66,8 +68,8 @@ type Input struct {
 // SampleConfig returns the documented sample config.
 func (*Input) SampleConfig() string { return sampleConfig }
 
-// Provision implements engine.Provisioner.
-func (in *Input) Provision(env engine.Env) error {
+// Provision implements plugin.Provisioner.
+func (in *Input) Provision(env plugin.Env) error {
 	in.log, in.env = env.Logger, env
 	if in.PasswordFile != "" && !filepath.IsAbs(in.PasswordFile) {
 		in.PasswordFile = filepath.Join(env.BaseDir, in.PasswordFile)
@@ -76,7 +78,7 @@ func (in *Input) Provision(env engine.Env) error {
 	return nil
 }
 
-// Init implements engine.Initializer: it checks the options and applies
+// Init implements plugin.Initializer: it checks the options and applies
 // the defaults.
 func (in *Input) Init() error {
 	mode, err := tlsconf.CheckEndpoint(in.Address, in.TLS, "implicit")
@@ -99,7 +101,7 @@ func (in *Input) Init() error {
 		return errors.New("username is required")
 	}
 	if in.tokens == nil {
-		secret, err := engine.ResolveSecret("password", in.Password, in.PasswordEnv, in.PasswordFile)
+		secret, err := endpoint.ResolveSecret("password", in.Password, in.PasswordEnv, in.PasswordFile)
 		if err != nil {
 			return err
 		}
@@ -152,7 +154,7 @@ func (in *Input) dial(ctx context.Context) (*Client, error) {
 	if in.TLS == "starttls" {
 		if !c.Has("STLS") {
 			c.Close()
-			return nil, engine.Permanent(fmt.Errorf("pop3: %s does not offer STLS and tls = \"starttls\"; refusing to go on in clear", in.Address))
+			return nil, plugin.Permanent(fmt.Errorf("pop3: %s does not offer STLS and tls = \"starttls\"; refusing to go on in clear", in.Address))
 		}
 		if err := c.StartTLS(in.tlsCfg); err != nil {
 			c.Close()
@@ -197,7 +199,7 @@ func (in *Input) login(ctx context.Context, c *Client) error {
 		}
 	}
 	if !c.IsTLS() && !in.AllowPlaintextAuth && method != "apop" {
-		return engine.Permanent(errors.New("pop3: refusing to send the password over a connection without TLS (allow_plaintext_auth = false)"))
+		return plugin.Permanent(errors.New("pop3: refusing to send the password over a connection without TLS (allow_plaintext_auth = false)"))
 	}
 	switch method {
 	case "oauth2":
@@ -238,7 +240,7 @@ func (in *Input) login(ctx context.Context, c *Client) error {
 	}
 }
 
-// Files implements engine.FileUser: a changed password or CA file rebuilds
+// Files implements plugin.FileUser: a changed password or CA file rebuilds
 // the input on reload.
 func (in *Input) Files() []string {
 	var files []string
@@ -260,8 +262,8 @@ func (in *Input) OAuth() *oauth.Config {
 	return &in.Config
 }
 
-// Open implements engine.Input: it connects and logs in.
-func (in *Input) Open(ctx context.Context) (engine.Session, error) {
+// Open implements plugin.Input: it connects and logs in.
+func (in *Input) Open(ctx context.Context) (plugin.Session, error) {
 	c, err := in.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Address, err)
@@ -285,8 +287,8 @@ const (
 	schemeHeader = "pop3-header"
 )
 
-// List implements engine.Session: LIST for the sizes, UIDL for the ids.
-func (s *session) List(ctx context.Context) (engine.Listing, error) {
+// List implements plugin.Session: LIST for the sizes, UIDL for the ids.
+func (s *session) List(ctx context.Context) (plugin.Listing, error) {
 	l, err := s.in.inventory(s.c)
 	if err != nil {
 		return l, s.fail(err)
@@ -305,8 +307,8 @@ func (s *session) fail(err error) error {
 }
 
 // inventory lists the mailbox.
-func (in *Input) inventory(c *Client) (engine.Listing, error) {
-	l := engine.Listing{Scheme: schemeUIDL, Stable: true, Keeps: !in.delete}
+func (in *Input) inventory(c *Client) (plugin.Listing, error) {
+	l := plugin.Listing{Scheme: schemeUIDL, Stable: true, Keeps: !in.delete}
 	sizes, err := c.List()
 	if err != nil {
 		return l, err
@@ -348,7 +350,7 @@ func (in *Input) inventory(c *Client) (engine.Listing, error) {
 		if id == "" {
 			return l, &ProtocolError{Command: "UIDL", Line: fmt.Sprintf("no id for message %d", m.Number)}
 		}
-		l.Items = append(l.Items, engine.Item{ID: id, Size: m.Size, Ref: m.Number})
+		l.Items = append(l.Items, plugin.Item{ID: id, Size: m.Size, Ref: m.Number})
 	}
 	return l, nil
 }
@@ -361,10 +363,10 @@ func (s *session) window() int {
 	return 1
 }
 
-// Fetch implements engine.Session with RETRs kept in flight ahead of the
+// Fetch implements plugin.Session with RETRs kept in flight ahead of the
 // one being read, so the server sends the next messages while the engine
 // works on this one.
-func (s *session) Fetch(ctx context.Context, items []engine.Item, each func(engine.Item, io.Reader, error) error) error {
+func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
 	sent := 0
 	for next := 0; next < len(items); next++ {
 		if err := ctx.Err(); err != nil {
@@ -412,8 +414,8 @@ func (s *session) Fetch(ctx context.Context, items []engine.Item, each func(engi
 	return nil
 }
 
-// PeekHeader implements engine.HeaderPeeker with TOP n 0.
-func (s *session) PeekHeader(ctx context.Context, it engine.Item) ([]byte, error) {
+// PeekHeader implements plugin.HeaderPeeker with TOP n 0.
+func (s *session) PeekHeader(ctx context.Context, it plugin.Item) ([]byte, error) {
 	h, err := s.c.Top(it.Ref.(int), 0, 1<<20)
 	if err != nil {
 		return nil, s.fail(err)
@@ -421,10 +423,10 @@ func (s *session) PeekHeader(ctx context.Context, it engine.Item) ([]byte, error
 	return h, nil
 }
 
-// Commit implements engine.Session: it marks the messages deleted (with
+// Commit implements plugin.Session: it marks the messages deleted (with
 // delete = false, it does nothing). The server deletes them at QUIT, in
 // Close. A DELE refused for one message leaves that one for the next poll.
-func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Item, error) {
+func (s *session) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Item, error) {
 	if !s.in.delete || len(items) == 0 {
 		return nil, nil
 	}
@@ -442,7 +444,7 @@ func (s *session) Commit(ctx context.Context, items []engine.Item) ([]engine.Ite
 	if err != nil {
 		return items, s.fail(err)
 	}
-	var failed []engine.Item
+	var failed []plugin.Item
 	for i, it := range items {
 		if refused[i] != nil {
 			s.in.log.Warn("DELE refused; the message stays on the server for the next poll", "number", nums[i], "id", it.ID, "err", refused[i])
@@ -468,7 +470,7 @@ func (s *session) drainQueued() error {
 	return nil
 }
 
-// Close implements engine.Session: QUIT, which makes the server delete
+// Close implements plugin.Session: QUIT, which makes the server delete
 // what was marked. A broken session is dropped without QUIT, so the server
 // deletes nothing.
 func (s *session) Close(ctx context.Context) error {
@@ -487,9 +489,9 @@ func (s *session) Close(ctx context.Context) error {
 }
 
 var (
-	_ engine.Input        = (*Input)(nil)
-	_ engine.Provisioner  = (*Input)(nil)
-	_ engine.Initializer  = (*Input)(nil)
-	_ engine.FileUser     = (*Input)(nil)
-	_ engine.HeaderPeeker = (*session)(nil)
+	_ plugin.Input        = (*Input)(nil)
+	_ plugin.Provisioner  = (*Input)(nil)
+	_ plugin.Initializer  = (*Input)(nil)
+	_ plugin.FileUser     = (*Input)(nil)
+	_ plugin.HeaderPeeker = (*session)(nil)
 )

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	_ "github.com/mailflow/mailflow/connectors/maildir"
 	"github.com/mailflow/mailflow/connectors/pop3/pop3test"
 	"github.com/mailflow/mailflow/engine"
@@ -210,7 +212,7 @@ func TestInUseIsTemporaryAndLosesNothing(t *testing.T) {
 	srv.Set(func(b *pop3test.Behaviour) { b.InUse = true })
 	j := newJob(t, srv.Addr(), "")
 	_, err := j.poll()
-	if err == nil || !strings.Contains(err.Error(), "[IN-USE]") || engine.IsPermanent(err) {
+	if err == nil || !strings.Contains(err.Error(), "[IN-USE]") || plugin.IsPermanent(err) {
 		t.Fatalf("want a temporary [IN-USE] error, got %v", err)
 	}
 	srv.Set(func(b *pop3test.Behaviour) { b.InUse = false })

@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	gomessage "github.com/emersion/go-message"
 
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/connectors/smtp/smtptest"
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -56,7 +57,7 @@ func TestReplyLostAfterDataIsInDoubt(t *testing.T) {
 	s := newFake(t, func(b *smtptest.Behaviour) { b.LoseReplies = 1 })
 	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}})
 	_, err := deliver(o, []byte("Subject: x\r\n\r\nbody\r\n"))
-	if !engine.IsInDoubt(err) || engine.IsPermanent(err) {
+	if !plugin.IsInDoubt(err) || plugin.IsPermanent(err) {
 		t.Fatalf("want an in-doubt, temporary error; got %v", err)
 	}
 	if n := len(s.Mails()); n != 1 {
@@ -101,7 +102,7 @@ func TestSlowReplyAfterDataIsWaitedFor(t *testing.T) {
 	}
 	// And data_timeout bounds it.
 	o2 := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}, Timeout: "1s", DataTimeout: "1s"})
-	if _, err := deliver(o2, []byte("Subject: slow\r\n\r\nbody\r\n")); !engine.IsInDoubt(err) {
+	if _, err := deliver(o2, []byte("Subject: slow\r\n\r\nbody\r\n")); !plugin.IsInDoubt(err) {
 		t.Fatalf("past data_timeout the delivery is in doubt: %v", err)
 	}
 }
@@ -119,7 +120,7 @@ func TestStartTLSOrAuthVanishingIsTemporary(t *testing.T) {
 			o.Address, o.To = s.Addr(), []string{"a@x.test"}
 			o = newOutput(t, o)
 			_, err := deliver(o, []byte("Subject: x\r\n\r\nbody\r\n"))
-			if err == nil || engine.IsPermanent(err) || !strings.Contains(err.Error(), name) {
+			if err == nil || plugin.IsPermanent(err) || !strings.Contains(err.Error(), name) {
 				t.Fatalf("want a temporary error naming %s, got %v", name, err)
 			}
 			if n := len(s.Mails()); n != 0 {
@@ -179,11 +180,11 @@ func TestEightBitConvertedForServerWithout8BITMIME(t *testing.T) {
 	}
 	// Refused: on request, and where it cannot be converted without guessing.
 	latin1Header := "From: a@x.test\r\nSubject: caf\xe9\r\n\r\nbody caf\xe9\r\n"
-	if _, err := deliver(o, []byte(latin1Header)); !engine.IsPermanent(err) || !strings.Contains(err.Error(), "header") {
+	if _, err := deliver(o, []byte(latin1Header)); !plugin.IsPermanent(err) || !strings.Contains(err.Error(), "header") {
 		t.Fatalf("an 8-bit header cannot become 7-bit: %v", err)
 	}
 	refusing := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}, EightBit: "refuse"})
-	if _, err := deliver(refusing, []byte(plain)); !engine.IsPermanent(err) || !strings.Contains(err.Error(), "8BITMIME") {
+	if _, err := deliver(refusing, []byte(plain)); !plugin.IsPermanent(err) || !strings.Contains(err.Error(), "8BITMIME") {
 		t.Fatalf("eight_bit = refuse: %v", err)
 	}
 }
@@ -240,7 +241,7 @@ func TestEditedHeaderKeepsMalformedLinesOnTheWire(t *testing.T) {
 	msg := message.New([]byte(raw), message.Source{Input: "t", ID: "1"})
 	msg.Header.Set("Subject", "new")
 	msg.MarkHeaderChanged()
-	if _, err := o.Deliver(context.Background(), msg, engine.Delivery{Key: "k"}); err != nil {
+	if _, err := o.Deliver(context.Background(), msg, plugin.Delivery{Key: "k"}); err != nil {
 		t.Fatal(err)
 	}
 	want := strings.Replace(raw, "Subject: old", "Subject: new", 1)
@@ -260,7 +261,7 @@ func TestNullSenderIsNeverReplaced(t *testing.T) {
 	reply.Envelope.Sender = message.NullSender
 	plain := message.New([]byte("From: someone@x.test\r\nSubject: hi\r\n\r\nbody\r\n"), message.Source{Input: "t", ID: "3"})
 	for _, m := range []*message.Message{bounce, reply, plain} {
-		if _, err := o.Deliver(context.Background(), m, engine.Delivery{Key: m.Source.ID}); err != nil {
+		if _, err := o.Deliver(context.Background(), m, plugin.Delivery{Key: m.Source.ID}); err != nil {
 			t.Fatal(err)
 		}
 	}

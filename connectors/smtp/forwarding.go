@@ -16,11 +16,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/emersion/go-msgauth/dkim"
 
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
-	"github.com/mailflow/mailflow/engine/srs"
+	"github.com/mailflow/mailflow/internal/srs"
 )
 
 // What a forwarding output adds to or changes in a message on its way out,
@@ -87,7 +88,7 @@ func (f *Forwarding) init(instance, output string) error {
 		if f.SRSSecretFile == "" {
 			return errors.New("srs_domain needs srs_secret_file (one secret a line; the first signs)")
 		}
-		secrets, err := engine.ReadSRSSecrets(f.SRSSecretFile)
+		secrets, err := srs.ReadSecrets(f.SRSSecretFile)
 		if err != nil {
 			return fmt.Errorf("srs_secret_file: %v", err)
 		}
@@ -155,11 +156,11 @@ func readSigningKey(path string) (crypto.Signer, error) {
 func (f *Forwarding) checkLoop(msg *message.Message) error {
 	for _, v := range msg.Header.Values("X-Loop") {
 		if strings.EqualFold(strings.TrimSpace(v), f.trace) {
-			return engine.Permanent(fmt.Errorf("mail loop detected: this message was already sent through this output (X-Loop: %s)", f.trace))
+			return plugin.Permanent(fmt.Errorf("mail loop detected: this message was already sent through this output (X-Loop: %s)", f.trace))
 		}
 	}
 	if n := len(msg.Header.Values("Received")); n > f.MaxHops {
-		return engine.Permanent(fmt.Errorf("mail loop detected: %d Received fields, more than max_hops = %d", n, f.MaxHops))
+		return plugin.Permanent(fmt.Errorf("mail loop detected: %d Received fields, more than max_hops = %d", n, f.MaxHops))
 	}
 	return nil
 }
@@ -215,7 +216,7 @@ func (f *Forwarding) outgoing(msg *message.Message) (func() io.Reader, int64, er
 	orig := h.Get("From")
 	from, err := f.rewrittenFrom(orig)
 	if err != nil {
-		return nil, 0, engine.Permanent(fmt.Errorf("rewrite_from: %v", err))
+		return nil, 0, plugin.Permanent(fmt.Errorf("rewrite_from: %v", err))
 	}
 	if orig != "" {
 		if !h.Has("Reply-To") {

@@ -17,13 +17,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/connectors/smtp/smtptest"
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
-	"github.com/mailflow/mailflow/engine/srs"
+	"github.com/mailflow/mailflow/internal/srs"
 )
 
 func secretFile(t *testing.T, secrets ...string) string {
@@ -63,7 +64,7 @@ func TestSRSRewritesTheForwardedSender(t *testing.T) {
 		t.Errorf("the output's own from was rewritten: %q", f)
 	}
 	bad := &smtp.Output{Address: p.addr, TLS: "none", Forwarding: smtp.Forwarding{SRSDomain: "fwd.example", SRSSecretFile: secretFile(t, "short")}}
-	bad.Provision(engine.Env{Name: "x"})
+	bad.Provision(plugin.Env{Name: "x"})
 	if err := bad.Init(); err == nil || !strings.Contains(err.Error(), "too short") {
 		t.Errorf("a 5-character secret: %v", err)
 	}
@@ -82,7 +83,7 @@ func TestLoopsAreRefused(t *testing.T) {
 		t.Fatalf("trace %q", trace)
 	}
 	_, err := deliver(o, []byte("X-Loop: "+trace+"\r\nSubject: again\r\n\r\nbody\r\n"))
-	if err == nil || !engine.IsPermanent(err) || !strings.Contains(err.Error(), "mail loop detected") {
+	if err == nil || !plugin.IsPermanent(err) || !strings.Contains(err.Error(), "mail loop detected") {
 		t.Fatalf("the same message again: %v", err)
 	}
 	// Another output's trace is no loop for this one.

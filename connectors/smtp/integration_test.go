@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
 	"github.com/mailflow/mailflow/connectors/smtp"
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/message"
 )
@@ -41,7 +42,7 @@ func TestPostfixThousandMessages(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			res, err := o.Deliver(context.Background(), message.New(m, message.Source{Input: "t", ID: fmt.Sprint(i)}), engine.Delivery{})
+			res, err := o.Deliver(context.Background(), message.New(m, message.Source{Input: "t", ID: fmt.Sprint(i)}), plugin.Delivery{})
 			if err == nil && res[0].Err != nil {
 				err = res[0].Err
 			}
@@ -81,7 +82,7 @@ func TestPostfixSubmissionNeedsTLSAndAuth(t *testing.T) {
 	msg := enginetest.Tagged(run, [][]byte{enginetest.Message(enginetest.UTF8Header, 1, 500)})[0]
 	o := newOutput(t, &smtp.Output{Address: srv.Submission, TLS: "starttls", Options: tlsOptsCA(srv.CA),
 		Username: "u1", Password: srv.Password, To: []string{"sink@example.net"}})
-	if res, err := o.Deliver(context.Background(), message.New(msg, message.Source{}), engine.Delivery{}); err != nil || res[0].Err != nil {
+	if res, err := o.Deliver(context.Background(), message.New(msg, message.Source{}), plugin.Delivery{}); err != nil || res[0].Err != nil {
 		t.Fatalf("%v %v", res, err)
 	}
 	if got := enginetest.SinkMessages(t, srv.SinkDir, run, 1); len(got) != 1 {
@@ -89,7 +90,7 @@ func TestPostfixSubmissionNeedsTLSAndAuth(t *testing.T) {
 	}
 	bad := newOutput(t, &smtp.Output{Address: srv.Submission, TLS: "starttls", Options: tlsOptsCA(srv.CA),
 		Username: "u1", Password: "wrong", To: []string{"sink@example.net"}})
-	if _, err := bad.Deliver(context.Background(), message.New(msg, message.Source{}), engine.Delivery{}); err == nil || !engine.IsPermanent(err) {
+	if _, err := bad.Deliver(context.Background(), message.New(msg, message.Source{}), plugin.Delivery{}); err == nil || !plugin.IsPermanent(err) {
 		t.Fatalf("a wrong password must be permanent, got %v", err)
 	}
 }
@@ -98,11 +99,11 @@ func TestPostfixPerRecipientCodes(t *testing.T) {
 	srv := enginetest.RealServers(t)
 	o := newOutput(t, &smtp.Output{Address: srv.SMTP, TLS: "starttls", Options: tlsOptsCA(srv.CA),
 		To: []string{"ok@example.net", "defer@example.net", "refuse@example.net"}})
-	res, err := o.Deliver(context.Background(), message.New(enginetest.Message(enginetest.Plain, 1, 100), message.Source{}), engine.Delivery{})
+	res, err := o.Deliver(context.Background(), message.New(enginetest.Message(enginetest.Plain, 1, 100), message.Source{}), plugin.Delivery{})
 	if err != nil || len(res) != 3 {
 		t.Fatalf("%v %v", res, err)
 	}
-	if res[0].Err != nil || res[1].Err == nil || engine.IsPermanent(res[1].Err) || !engine.IsPermanent(res[2].Err) {
+	if res[0].Err != nil || res[1].Err == nil || plugin.IsPermanent(res[1].Err) || !plugin.IsPermanent(res[2].Err) {
 		t.Fatalf("want ok / temporary / permanent, got %+v", res)
 	}
 	if !strings.Contains(res[2].Err.Error(), "5.1.1") {
@@ -131,7 +132,7 @@ func BenchmarkPostfix(b *testing.B) {
 						go func() {
 							defer wg.Done()
 							defer func() { <-sem }()
-							if _, err := o.Deliver(context.Background(), message.New(m, message.Source{Input: "b", ID: fmt.Sprint(i)}), engine.Delivery{}); err != nil {
+							if _, err := o.Deliver(context.Background(), message.New(m, message.Source{Input: "b", ID: fmt.Sprint(i)}), plugin.Delivery{}); err != nil {
 								b.Error(err)
 							}
 						}()

@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/connectors/oauth/oauthtest"
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/connectors/smtp/smtptest"
-	"github.com/mailflow/mailflow/engine"
 )
 
 // auth = "oauth2" on the SMTP output: 2-second tokens over 6 s of sending
@@ -36,7 +37,7 @@ func TestSMTPOAuth2(t *testing.T) {
 		To: []string{"a@x.test"}, IdleTimeout: "1ms",
 		Config: oauth.Config{Provider: "custom", ClientID: "c", AuthURL: as.URL + "/authorize", TokenURL: as.URL + "/token",
 			DeviceURL: as.URL + "/device", Scopes: []string{"mail"}, RefreshBefore: "1s"}}
-	env := engine.Env{Name: "out", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), StateDir: state, ConfigPath: filepath.Join(state, "m.toml")}
+	env := plugin.Env{Name: "out", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), StateDir: state, ConfigPath: filepath.Join(state, "m.toml")}
 	if err := o.Provision(env); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func TestSMTPOAuth2(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer o.Close()
-	if _, err := deliver(o, []byte("Subject: x\r\n\r\nbody\r\n")); err == nil || engine.IsPermanent(err) || !strings.Contains(err.Error(), "mailflow auth login") {
+	if _, err := deliver(o, []byte("Subject: x\r\n\r\nbody\r\n")); err == nil || plugin.IsPermanent(err) || !strings.Contains(err.Error(), "mailflow auth login") {
 		t.Fatalf("before a login: %v", err)
 	}
 	tok, err := as.DeviceLogin(context.Background(), o.OAuth())
@@ -69,7 +70,7 @@ func TestSMTPOAuth2(t *testing.T) {
 	as.RevokeAll()
 	time.Sleep(1100 * time.Millisecond)
 	_, err = deliver(o, []byte("Subject: x\r\n\r\nbody\r\n"))
-	if err == nil || engine.IsPermanent(err) || !strings.Contains(err.Error(), "mailflow auth login") {
+	if err == nil || plugin.IsPermanent(err) || !strings.Contains(err.Error(), "mailflow auth login") {
 		t.Fatalf("after a revocation: %v", err)
 	}
 }

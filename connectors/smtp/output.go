@@ -23,10 +23,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
 	"github.com/mailflow/mailflow/connectors/oauth"
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/plugins"
 )
@@ -35,7 +37,7 @@ import (
 var sampleConfig string
 
 func init() {
-	plugins.AddOutput("smtp", func() engine.Output { return &Output{} })
+	plugins.AddOutput("smtp", func() plugin.Output { return &Output{} })
 }
 
 // Output sends messages to an SMTP server. Its exported fields are its config.
@@ -64,7 +66,7 @@ type Output struct {
 	oauth.Config
 
 	log     *slog.Logger
-	env     engine.Env
+	env     plugin.Env
 	tokens  *oauth.Source // with auth = "oauth2"
 	secret  string
 	timeout time.Duration
@@ -87,8 +89,8 @@ type pooled struct {
 // SampleConfig returns the documented sample config.
 func (*Output) SampleConfig() string { return sampleConfig }
 
-// Provision implements engine.Provisioner.
-func (o *Output) Provision(env engine.Env) error {
+// Provision implements plugin.Provisioner.
+func (o *Output) Provision(env plugin.Env) error {
 	o.log, o.env = env.Logger, env
 	if o.PasswordFile != "" && !filepath.IsAbs(o.PasswordFile) {
 		o.PasswordFile = filepath.Join(env.BaseDir, o.PasswordFile)
@@ -98,7 +100,7 @@ func (o *Output) Provision(env engine.Env) error {
 	return nil
 }
 
-// Files implements engine.FileUser: a changed password or CA file rebuilds
+// Files implements plugin.FileUser: a changed password or CA file rebuilds
 // the output on reload.
 func (o *Output) Files() []string {
 	var files []string
@@ -121,7 +123,7 @@ func (o *Output) OAuth() *oauth.Config {
 	return &o.Config
 }
 
-// Init implements engine.Initializer.
+// Init implements plugin.Initializer.
 func (o *Output) Init() error {
 	mode, err := tlsconf.CheckEndpoint(o.Address, o.TLS, "starttls")
 	if err != nil {
@@ -141,7 +143,7 @@ func (o *Output) Init() error {
 		o.Config.Account = o.Username
 		o.tokens = oauth.NewSource(&o.Config, oauth.NewStore(o.env.StateDir), o.env.Name, o.env.ConfigPath)
 	} else {
-		secret, err := engine.ResolveSecret("password", o.Password, o.PasswordEnv, o.PasswordFile)
+		secret, err := endpoint.ResolveSecret("password", o.Password, o.PasswordEnv, o.PasswordFile)
 		if err != nil {
 			return err
 		}
@@ -283,7 +285,7 @@ func (o *Output) authenticate(ctx context.Context, c *Client) error {
 		}
 	}
 	if !c.IsTLS() && sasl.SendsSecret(name) && !o.AllowPlaintextAuth {
-		return engine.Permanent(errors.New("smtp: refusing to send the password over a connection without TLS (allow_plaintext_auth = false)"))
+		return plugin.Permanent(errors.New("smtp: refusing to send the password over a connection without TLS (allow_plaintext_auth = false)"))
 	}
 	m, err := sasl.New(name, o.Username, o.secret)
 	if err != nil {
@@ -295,7 +297,7 @@ func (o *Output) authenticate(ctx context.Context, c *Client) error {
 		// The server checked the password and said no: only a person can
 		// fix that. Every other refusal (454 temporary failure, 421) is
 		// the server's state, tried again later.
-		return engine.Permanent(err)
+		return plugin.Permanent(err)
 	}
 	if se != nil {
 		return &authError{err}
@@ -389,8 +391,8 @@ func (o *Output) put(c *Client) {
 	o.idle <- &pooled{c: c, lastUsed: time.Now()} // never blocks: one place per slot
 }
 
-// Deliver implements engine.Output.
-func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Delivery) ([]engine.RecipientResult, error) {
+// Deliver implements plugin.Output.
+func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
 	rcpts := d.Recipients
 	if len(rcpts) == 0 {
 		rcpts = o.To
@@ -403,13 +405,13 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 	}
 	if len(todo) == 0 {
 		if len(rcpts) == 0 {
-			return nil, engine.Permanent(errors.New("no recipients: set to = [...] on the output, or redirect in a script"))
+			return nil, plugin.Permanent(errors.New("no recipients: set to = [...] on the output, or redirect in a script"))
 		}
 		return nil, nil // every recipient has it already
 	}
 	for _, r := range todo {
 		if err := checkAddress(r); err != nil {
-			return nil, engine.Permanent(fmt.Errorf("recipient: %v", err))
+			return nil, plugin.Permanent(fmt.Errorf("recipient: %v", err))
 		}
 	}
 	if err := o.checkLoop(msg); err != nil {
@@ -456,7 +458,7 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 		var lost *ReplyLostError
 		if errors.As(err, &lost) {
 			o.put(c)
-			return nil, engine.InDoubt(err)
+			return nil, plugin.InDoubt(err)
 		}
 		if err != nil {
 			var se *Error
@@ -474,9 +476,9 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 			c.Reset() // a transaction without DATA must be reset (RFC 5321 4.1.1.5)
 		}
 		o.put(c)
-		out := make([]engine.RecipientResult, len(results))
+		out := make([]plugin.RecipientResult, len(results))
 		for i, r := range results {
-			out[i] = engine.RecipientResult{Recipient: r.To, Err: r.Err}
+			out[i] = plugin.RecipientResult{Recipient: r.To, Err: r.Err}
 		}
 		return out, nil
 	}
@@ -496,12 +498,12 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d engine.Del
 func (o *Output) prepare(c *Client, env Envelope, msg *message.Message, open func() io.Reader) (Envelope, func() io.Reader, error) {
 	if ok, v := c.Extension("SIZE"); ok && v != "" {
 		if max, err := strconv.ParseInt(v, 10, 64); err == nil && max > 0 && env.Size > max {
-			return env, nil, engine.Permanent(fmt.Errorf("smtp: message is %d bytes; %s takes at most %d (SIZE)", env.Size, o.Address, max))
+			return env, nil, plugin.Permanent(fmt.Errorf("smtp: message is %d bytes; %s takes at most %d (SIZE)", env.Size, o.Address, max))
 		}
 	}
 	hasUTF8, _ := c.Extension("SMTPUTF8")
 	if env.SMTPUTF8 && !hasUTF8 {
-		return env, nil, engine.Permanent(fmt.Errorf("smtp: an envelope address is not ASCII and %s does not offer SMTPUTF8", o.Address))
+		return env, nil, plugin.Permanent(fmt.Errorf("smtp: an envelope address is not ASCII and %s does not offer SMTPUTF8", o.Address))
 	}
 	any8, hdr8 := msg.EightBit()
 	if hdr8 && hasUTF8 {
@@ -517,7 +519,7 @@ func (o *Output) prepare(c *Client, env Envelope, msg *message.Message, open fun
 		return env, open, nil
 	}
 	if o.EightBit == "refuse" {
-		return env, nil, engine.Permanent(fmt.Errorf("smtp: message has 8-bit content and %s does not offer 8BITMIME (eight_bit = \"refuse\")", o.Address))
+		return env, nil, plugin.Permanent(fmt.Errorf("smtp: message has 8-bit content and %s does not offer 8BITMIME (eight_bit = \"refuse\")", o.Address))
 	}
 	raw, err := io.ReadAll(io.LimitReader(open(), maxConvert+1))
 	if err != nil {
@@ -525,7 +527,7 @@ func (o *Output) prepare(c *Client, env Envelope, msg *message.Message, open fun
 	}
 	conv, err := to7Bit(raw)
 	if err != nil {
-		return env, nil, engine.Permanent(fmt.Errorf("smtp: %s does not offer 8BITMIME and the message %v", o.Address, err))
+		return env, nil, plugin.Permanent(fmt.Errorf("smtp: %s does not offer 8BITMIME and the message %v", o.Address, err))
 	}
 	o.log.Info("converted an 8-bit message to 7-bit MIME for a server without 8BITMIME", "server", o.Address, "message_id", msg.MessageID(), "bytes", len(raw), "converted", len(conv))
 	env.Size = int64(len(conv))
@@ -564,7 +566,7 @@ func isASCII(s string) bool {
 	return true
 }
 
-// Close implements engine.Closer: it ends every idle session with QUIT.
+// Close implements plugin.Closer: it ends every idle session with QUIT.
 func (o *Output) Close() error {
 	o.mu.Lock()
 	o.closed = true
@@ -619,9 +621,9 @@ func (l *limiter) wait(ctx context.Context) error {
 }
 
 var (
-	_ engine.Output      = (*Output)(nil)
-	_ engine.Provisioner = (*Output)(nil)
-	_ engine.Initializer = (*Output)(nil)
-	_ engine.Closer      = (*Output)(nil)
-	_ engine.FileUser    = (*Output)(nil)
+	_ plugin.Output      = (*Output)(nil)
+	_ plugin.Provisioner = (*Output)(nil)
+	_ plugin.Initializer = (*Output)(nil)
+	_ plugin.Closer      = (*Output)(nil)
+	_ plugin.FileUser    = (*Output)(nil)
 )

@@ -15,12 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
 	"github.com/mailflow/mailflow/connectors/smtp"
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/message"
 )
@@ -223,7 +224,7 @@ func testCert(t testing.TB) (tls.Certificate, string) { return enginetest.TLSCer
 // newOutput provisions and initialises an SMTP output as the engine would.
 func newOutput(t testing.TB, o *smtp.Output) *smtp.Output {
 	t.Helper()
-	if err := o.Provision(engine.Env{Name: "out", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+	if err := o.Provision(plugin.Env{Name: "out", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
 		t.Fatal(err)
 	}
 	if err := o.Init(); err != nil {
@@ -237,9 +238,9 @@ func plainOutput(t *testing.T, p *peer, to ...string) *smtp.Output {
 	return newOutput(t, &smtp.Output{Address: p.addr, TLS: "none", To: to})
 }
 
-func deliver(o *smtp.Output, raw []byte, done ...string) ([]engine.RecipientResult, error) {
+func deliver(o *smtp.Output, raw []byte, done ...string) ([]plugin.RecipientResult, error) {
 	msg := message.New(raw, message.Source{Input: "t", ID: "1"})
-	return o.Deliver(context.Background(), msg, engine.Delivery{Key: "k", Done: done})
+	return o.Deliver(context.Background(), msg, plugin.Delivery{Key: "k", Done: done})
 }
 
 // dataOf strips what go-smtp hands over to the bytes we sent: it gives the
@@ -312,7 +313,7 @@ func TestAuthOverStartTLS(t *testing.T) {
 	o := newOutput(t, &smtp.Output{Address: p.addr, TLS: "starttls", Username: "alice", Password: "wrong",
 		To: []string{"x@example.net"}, Options: tlsOpts(p)})
 	_, err := deliver(o, enginetest.Message(enginetest.Plain, 1, 100))
-	if err == nil || !engine.IsPermanent(err) {
+	if err == nil || !plugin.IsPermanent(err) {
 		t.Fatalf("a wrong password must be a permanent error, got %v", err)
 	}
 }
@@ -342,7 +343,7 @@ func TestSizeRefusedBeforeData(t *testing.T) {
 	p := newPeer(t, peerOpts{maxSize: 1000})
 	o := plainOutput(t, p, "x@example.net")
 	_, err := deliver(o, enginetest.Message(enginetest.Plain, 1, 5000))
-	if err == nil || !engine.IsPermanent(err) || !strings.Contains(err.Error(), "SIZE") {
+	if err == nil || !plugin.IsPermanent(err) || !strings.Contains(err.Error(), "SIZE") {
 		t.Fatalf("want a permanent SIZE error, got %v", err)
 	}
 	p.mu.Lock()
@@ -362,7 +363,7 @@ func TestPerRecipientResults(t *testing.T) {
 	if err != nil || len(res) != 3 {
 		t.Fatalf("%v %v", res, err)
 	}
-	if res[0].Err != nil || engine.IsPermanent(res[1].Err) || res[1].Err == nil || !engine.IsPermanent(res[2].Err) {
+	if res[0].Err != nil || plugin.IsPermanent(res[1].Err) || res[1].Err == nil || !plugin.IsPermanent(res[2].Err) {
 		t.Fatalf("results %+v", res)
 	}
 	var se *smtp.Error
@@ -381,7 +382,7 @@ func TestPerRecipientResults(t *testing.T) {
 	// With no recipient accepted there is no DATA, and the session goes on.
 	o2 := plainOutput(t, p, "gone@example.net")
 	res, err = deliver(o2, enginetest.Message(enginetest.Plain, 2, 100))
-	if err != nil || len(res) != 1 || !engine.IsPermanent(res[0].Err) {
+	if err != nil || len(res) != 1 || !plugin.IsPermanent(res[0].Err) {
 		t.Fatalf("%+v %v", res, err)
 	}
 	if res, err := deliver(o2, enginetest.Message(enginetest.Plain, 3, 100)); err != nil || res[0].Err == nil {
@@ -402,7 +403,7 @@ func TestReplyCode421MidSessionReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := deliver(o, enginetest.Message(enginetest.Plain, 2, 100))
-	if err == nil || engine.IsPermanent(err) {
+	if err == nil || plugin.IsPermanent(err) {
 		t.Fatalf("a 421 must be a temporary error, got %v", err)
 	}
 	if _, err := deliver(o, enginetest.Message(enginetest.Plain, 3, 100)); err != nil {
@@ -418,7 +419,7 @@ func TestConnectionCutAfterDataIsInDoubt(t *testing.T) {
 	p.cutData = true
 	o := plainOutput(t, p, "x@example.net")
 	res, err := deliver(o, enginetest.Message(enginetest.Plain, 1, 100))
-	if !engine.IsInDoubt(err) || res != nil || engine.IsPermanent(err) {
+	if !plugin.IsInDoubt(err) || res != nil || plugin.IsPermanent(err) {
 		t.Fatalf("a message without its final reply must count as in doubt (temporary): %v %v", res, err)
 	}
 	if n := p.sessions.Load(); n != 1 {
@@ -465,7 +466,7 @@ func TestPoolUnderContention(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			msg := message.New(enginetest.Message(enginetest.Plain, i, 200), message.Source{})
-			if _, err := o.Deliver(ctx, msg, engine.Delivery{}); err != nil {
+			if _, err := o.Deliver(ctx, msg, plugin.Delivery{}); err != nil {
 				errs <- err
 			}
 		}()
@@ -494,7 +495,7 @@ func BenchmarkDeliver2KB(b *testing.B) {
 	b.ReportAllocs()
 	for i := range b.N {
 		msg := message.New(raw, message.Source{Input: "t", ID: "1"})
-		if _, err := o.Deliver(context.Background(), msg, engine.Delivery{Key: fmt.Sprint(i)}); err != nil {
+		if _, err := o.Deliver(context.Background(), msg, plugin.Delivery{Key: fmt.Sprint(i)}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/plugin"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -103,9 +105,9 @@ func (m *Metrics) OutputResult(output string, err error, bytes int64, d time.Dur
 	switch {
 	case err == nil:
 		m.outBytes.WithLabelValues(output).Add(float64(bytes))
-	case engine.IsPermanent(err):
+	case plugin.IsPermanent(err):
 		result = "permanent"
-	case engine.IsInDoubt(err):
+	case plugin.IsInDoubt(err):
 		result = "in_doubt"
 	default:
 		result = "temporary"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 func scrape(t *testing.T, m *Metrics, path string) string {
@@ -29,8 +29,8 @@ func TestObserverFeedsMetricsAndHealth(t *testing.T) {
 	m.MessageSettled("inbox", "", "quarantined", 10, time.Millisecond)
 	m.OutputResult("archive", nil, 1500, 5*time.Millisecond)
 	m.OutputResult("relay", errors.New("421 try later"), 10, time.Millisecond)
-	m.OutputResult("relay", engine.Permanent(errors.New("550 no")), 10, time.Millisecond)
-	m.OutputResult("mx", engine.InDoubt(errors.New("no reply after DATA")), 10, time.Millisecond)
+	m.OutputResult("relay", plugin.Permanent(errors.New("550 no")), 10, time.Millisecond)
+	m.OutputResult("mx", plugin.InDoubt(errors.New("no reply after DATA")), 10, time.Millisecond)
 	m.PollDone("inbox", nil)
 	m.PollDone("pop", errors.New("connection refused"))
 	m.Reloaded(nil)

@@ -30,7 +30,7 @@ func (o *Options) Resolve(base string) {
 	}
 }
 
-// Files lists the files the options read, for reloads (engine.FileUser).
+// Files lists the files the options read, for reloads (plugin.FileUser).
 func (o Options) Files() []string {
 	if o.CAFile == "" {
 		return nil

@@ -1,4 +1,4 @@
-package engine
+package srs
 
 import (
 	"fmt"
@@ -6,11 +6,11 @@ import (
 	"strings"
 )
 
-// ReadSRSSecrets reads an SRS secret file (srs_secret_file): one secret a
+// ReadSecrets reads an SRS secret file (srs_secret_file): one secret a
 // line, the first signs, every one verifies (so that a new secret can be
 // put first while bounces to addresses signed with the old one still come
 // back). Blank lines and lines starting with # are skipped.
-func ReadSRSSecrets(path string) ([]string, error) {
+func ReadSecrets(path string) ([]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,56 @@
+package plugin
+
+import (
+	"context"
+
+	"github.com/mailflow/mailflow/engine/message"
+)
+
+// Output delivers messages to a destination.
+type Output interface {
+	// Deliver hands one message to the destination. It is called from
+	// several goroutines at once. It returns a result per recipient where
+	// the destination has recipients; an error means the whole message
+	// was not accepted (see Temporary and Permanent).
+	Deliver(ctx context.Context, msg *message.Message, d Delivery) ([]RecipientResult, error)
+}
+
+// Delivery says what to deliver for one message to one output.
+type Delivery struct {
+	// Key is stable across retries of the same message; outputs that can
+	// recognise a copy they already hold use it to stay idempotent.
+	Key string
+	// Recipients, when not empty, replace the output's own recipients.
+	Recipients []string
+	// Done lists recipients that already answered for good on an earlier
+	// try (accepted, or refused with a 5xx): the output must not send to
+	// them again.
+	Done []string
+	// Siblings is how many other messages of the source, from the same
+	// folder and with the same identity (message.Identity), this output
+	// accepted on earlier polls: copies that an output looking for
+	// what it holds already (IMAP skip_existing) must leave to them. Mail
+	// without a Message-ID can share an identity (a header-less message
+	// has only its size).
+	Siblings int
+	// InDoubt is set when an earlier delivery of this message to this
+	// output may have arrived without the output learning it (see
+	// InDoubt): an output that can look (IMAP SEARCH) does, before
+	// delivering again.
+	InDoubt bool
+}
+
+// RecipientResult is the outcome for one recipient. A nil Err means accepted.
+type RecipientResult struct {
+	Recipient string
+	Err       error
+}
+
+// Finder is implemented by outputs that can say what they hold (IMAP),
+// so that a migration can check that everything arrived.
+type Finder interface {
+	// Holds returns how many messages of each identity (message.Identity)
+	// are where the output puts mail that came from folder, whose
+	// SPECIAL-USE was role.
+	Holds(ctx context.Context, folder, role string) (map[string]int, error)
+}
