@@ -3,11 +3,13 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/mailflow/mailflow/engine/config"
+	"github.com/mailflow/mailflow/engine/quarantine"
 
 	"github.com/mailflow/mailflow/engine/plugin"
 
@@ -24,9 +26,10 @@ import (
 type Engine struct {
 	Log        *slog.Logger
 	Ledger     *ledger.Ledger // nil for an engine opened only to resend
-	Quarantine *Quarantine
+	Quarantine *quarantine.Store
 	Registry   plugin.Registry
-	Observer   Observer
+
+	observer Observer
 
 	gens     generations
 	sem      chan struct{}
@@ -40,67 +43,16 @@ type Engine struct {
 	loops    *loops
 }
 
-// Observer is told what happens, for metrics. Every method must be cheap and
-// safe to call from many goroutines.
-type Observer interface {
-	MessageSettled(input, folder, outcome string, bytes int64, d time.Duration)
-	OutputResult(output string, err error, bytes int64, d time.Duration)
-	PollDone(input string, err error)
-	Reloaded(err error)
-}
+// Option sets up an engine at Open.
+type Option func(*Engine)
 
-type nopObserver struct{}
-
-func (nopObserver) MessageSettled(string, string, string, int64, time.Duration) {}
-func (nopObserver) OutputResult(string, error, int64, time.Duration)            {}
-func (nopObserver) PollDone(string, error)                                      {}
-func (nopObserver) Reloaded(error)                                              {}
-
-// Stats counts what happened to the messages of one input.
-type Stats struct {
-	Fetched     int64 // read from the source
-	Delivered   int64 // accepted by every output it was routed to
-	Dropped     int64 // dropped by a filter
-	Quarantined int64 // written to the quarantine
-	Deferred    int64 // left at the source to be tried again
-	Skipped     int64 // settled on an earlier poll; only committed at the source
-	Left        int64 // left at the source on purpose by a filter
-	Held        int64 // fetched bytes never matched the source's size; kept there, copy quarantined
-	InDoubt     int64 // were being delivered when mailflow was killed; delivered again
-}
-
-// Add adds o's counts to s.
-func (s *Stats) Add(o Stats) {
-	s.Fetched += o.Fetched
-	s.Delivered += o.Delivered
-	s.Dropped += o.Dropped
-	s.Quarantined += o.Quarantined
-	s.Deferred += o.Deferred
-	s.Skipped += o.Skipped
-	s.Left += o.Left
-	s.Held += o.Held
-	s.InDoubt += o.InDoubt
-}
-
-func (s Stats) String() string {
-	str := fmt.Sprintf("fetched=%d delivered=%d dropped=%d quarantined=%d deferred=%d skipped=%d",
-		s.Fetched, s.Delivered, s.Dropped, s.Quarantined, s.Deferred, s.Skipped)
-	if s.Left > 0 {
-		str += fmt.Sprintf(" left=%d", s.Left)
-	}
-	if s.Held > 0 {
-		str += fmt.Sprintf(" held=%d", s.Held)
-	}
-	if s.InDoubt > 0 {
-		str += fmt.Sprintf(" in_doubt=%d", s.InDoubt)
-	}
-	return str
-}
+// WithObserver has obs told what happens (metrics, progress).
+func WithObserver(obs Observer) Option { return func(e *Engine) { e.observer = obs } }
 
 // Open takes cfg.StateDir for this process (a second mailflow on the same
 // state_dir is refused), opens the ledger and quarantine in it, and builds
 // and starts cfg.
-func Open(cfg *Config, reg plugin.Registry, log *slog.Logger) (*Engine, error) {
+func Open(cfg *config.Config, reg plugin.Registry, log *slog.Logger, opts ...Option) (*Engine, error) {
 	unlock, err := lockStateDir(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -110,7 +62,7 @@ func Open(cfg *Config, reg plugin.Registry, log *slog.Logger) (*Engine, error) {
 		unlock()
 		return nil, err
 	}
-	e, err := open(cfg, reg, log, l)
+	e, err := open(cfg, reg, log, l, opts)
 	if err != nil {
 		l.Close()
 		unlock()
@@ -124,7 +76,7 @@ func Open(cfg *Config, reg plugin.Registry, log *slog.Logger) (*Engine, error) {
 // OpenLedger takes cfg.StateDir for this process and opens its ledger
 // alone, without building anything: for "mailflow ledger". close releases
 // both.
-func OpenLedger(cfg *Config) (l *ledger.Ledger, close func(), err error) {
+func OpenLedger(cfg *config.Config) (l *ledger.Ledger, close func(), err error) {
 	unlock, err := lockStateDir(cfg.StateDir)
 	if err != nil {
 		return nil, nil, err
@@ -140,21 +92,24 @@ func OpenLedger(cfg *Config) (l *ledger.Ledger, close func(), err error) {
 // outputs and pipelines, without the ledger: for "mailflow quarantine
 // resend", which may run while "mailflow run" holds the state_dir. It
 // polls nothing.
-func OpenForResend(cfg *Config, reg plugin.Registry, log *slog.Logger) (*Engine, error) {
-	return open(cfg, reg, log, nil)
+func OpenForResend(cfg *config.Config, reg plugin.Registry, log *slog.Logger, opts ...Option) (*Engine, error) {
+	return open(cfg, reg, log, nil, opts)
 }
 
-func open(cfg *Config, reg plugin.Registry, log *slog.Logger, l *ledger.Ledger) (*Engine, error) {
-	q, err := OpenQuarantine(filepath.Join(cfg.StateDir, "quarantine"))
+func open(cfg *config.Config, reg plugin.Registry, log *slog.Logger, l *ledger.Ledger, opts []Option) (*Engine, error) {
+	q, err := quarantine.Open(filepath.Join(cfg.StateDir, "quarantine"))
 	if err != nil {
 		return nil, err
 	}
 	if err := ensureDir(cfg.Spool.Dir); err != nil {
 		return nil, err
 	}
-	e := &Engine{Log: log, Ledger: l, Quarantine: q, Registry: reg, Observer: nopObserver{},
+	e := &Engine{Log: log, Ledger: l, Quarantine: q, Registry: reg, observer: NopObserver{},
 		sem: make(chan struct{}, cfg.MaxInFlight), mem: newMemBudget(cfg.MemoryBudget),
 		buffers: message.NewBufferPool(), polling: map[string]*sync.Mutex{}}
+	for _, o := range opts {
+		o(e)
+	}
 	s, err := Build(cfg, reg, log, nil)
 	if err != nil {
 		return nil, err
@@ -169,7 +124,7 @@ func open(cfg *Config, reg plugin.Registry, log *slog.Logger, l *ledger.Ledger) 
 
 // forgetOrphans removes the ledger records of inputs that left the config
 // longer than cfg.LedgerGrace ago, and marks newly missing ones.
-func (e *Engine) forgetOrphans(cfg *Config) {
+func (e *Engine) forgetOrphans(cfg *config.Config) {
 	var names []string
 	for _, ic := range cfg.Inputs {
 		names = append(names, ic.Name)
@@ -187,7 +142,7 @@ func (e *Engine) forgetOrphans(cfg *Config) {
 }
 
 // Config returns the config now in force.
-func (e *Engine) Config() *Config { return e.gens.current().setup.Config }
+func (e *Engine) Config() *config.Config { return e.gens.current().setup.Config }
 
 // Close waits for messages in flight, closes every plugin, the ledger and
 // the state_dir lock.

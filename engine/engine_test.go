@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/config"
+
 	"github.com/mailflow/mailflow/engine/plugin"
 
 	"github.com/mailflow/mailflow/engine"
@@ -167,7 +169,7 @@ func newHarnessWith(t *testing.T, msgs [][]byte, outputs []string, script, top s
 	fmt.Fprintf(&conf, "[[pipeline]]\nname = \"p\"\nscripts = %s\noutputs = [\"%s\"]\n", scripts, outputs[0])
 	path := filepath.Join(t.TempDir(), "mailflow.toml")
 	os.WriteFile(path, []byte(conf.String()), 0o600)
-	cfg, err := engine.LoadConfig(path, reg)
+	cfg, err := config.Load(path, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,13 @@
 package engine
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"github.com/mailflow/mailflow/internal/flock"
 )
 
 // lockStateDir makes this process the only mailflow using dir: two
@@ -19,7 +19,7 @@ func lockStateDir(dir string) (release func(), err error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, "mailflow.lock")
-	release, err = lockFile(path)
+	release, err = flock.Lock(path)
 	if err != nil {
 		holder := "another process"
 		if b, rerr := os.ReadFile(path); rerr == nil {
@@ -34,26 +34,4 @@ func lockStateDir(dir string) (release func(), err error) {
 		return nil, err
 	}
 	return release, nil
-}
-
-// errLocked is returned by lockFile when another holds the lock.
-var errLocked = errors.New("locked by another process")
-
-// lockFile takes an exclusive flock on path without waiting.
-func lockFile(path string) (release func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, errLocked
-		}
-		return nil, err
-	}
-	return func() {
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
 }

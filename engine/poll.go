@@ -5,11 +5,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/mailflow/mailflow/engine/config"
+	"github.com/mailflow/mailflow/engine/quarantine"
 
 	"github.com/mailflow/mailflow/engine/plugin"
 
@@ -36,15 +38,16 @@ func (e *Engine) PollOnce(ctx context.Context, name string) (Stats, error) {
 	if ic == nil {
 		return Stats{}, fmt.Errorf("no input %q", name)
 	}
+	start := time.Now()
 	p := &poll{e: e, s: g.setup, ic: ic, log: e.Log.With("input", name)}
 	if wait := e.outputsDown(g.setup, ic); wait > 0 {
 		// Fetching now would only download mail to leave it where it is.
 		p.log.Info("every output of the pipeline is backing off; not polling until one can be tried again", "retry_in", wait.Round(time.Second))
-		e.Observer.PollDone(name, nil)
+		e.observer.PollDone(PollEvent{Input: name, Took: time.Since(start)})
 		return p.stats, nil
 	}
 	err := p.run(ctx)
-	e.Observer.PollDone(name, err)
+	e.observer.PollDone(PollEvent{Input: name, Err: err, Stats: p.stats, Took: time.Since(start)})
 	if err != nil {
 		return p.stats, fmt.Errorf("input %q: %w", name, err)
 	}
@@ -54,7 +57,7 @@ func (e *Engine) PollOnce(ctx context.Context, name string) (Stats, error) {
 // outputsDown returns how long until one of the outputs the input's
 // pipeline sends to by default may be tried again, or 0 when one may be
 // tried now (or the pipeline has none, and its scripts route).
-func (e *Engine) outputsDown(s *Setup, ic *InputConfig) time.Duration {
+func (e *Engine) outputsDown(s *Setup, ic *config.Input) time.Duration {
 	p := s.pipelines[ic.Pipeline]
 	if p == nil || len(p.outputs) == 0 {
 		return 0
@@ -87,7 +90,7 @@ func (e *Engine) inputLock(name string) *sync.Mutex {
 type poll struct {
 	e   *Engine
 	s   *Setup
-	ic  *InputConfig
+	ic  *config.Input
 	log *slog.Logger
 
 	// byContent is set when ids cannot be trusted on their own this poll
@@ -127,67 +130,9 @@ func (p *poll) run(ctx context.Context) error {
 	// output has it already (see settle); what settled is recorded and
 	// committed all the same.
 	work := context.WithoutCancel(ctx)
-	var wg sync.WaitGroup
-	fetchErr := sess.Fetch(ctx, fetch, func(it plugin.Item, r io.Reader, err error) error {
-		if err != nil {
-			p.count(Stats{Deferred: 1})
-			p.log.Warn("could not fetch the message; it stays at the source", "id", it.ID, "err", err)
-			return nil
-		}
-		opts := p.spool()
-		opts.SizeHint, opts.Pool = it.Size, p.e.buffers
-		// In memory if it is no larger than spill_over, once memory_budget
-		// has room for it; spooled to disk if larger, or of unknown size
-		// (it reserves spill_over) when there is no room at once.
-		held := it.Size
-		switch {
-		case held > opts.InMemory:
-			held, opts.InMemory = 0, spoolFirst
-		case held > 0:
-			if !p.e.mem.wait(ctx, held) {
-				return ctx.Err()
-			}
-		case !p.e.mem.take(opts.InMemory):
-			held, opts.InMemory = 0, spoolFirst
-		default:
-			held = opts.InMemory
-		}
-		msg, err := message.Read(r, message.Source{Input: name, ID: it.ID}, opts)
-		if msg == nil {
-			p.e.mem.give(held)
-		}
-		if msg != nil {
-			msg.Folder, msg.FolderRole, msg.Flags, msg.InternalDate = it.Folder, it.FolderRole, it.Flags, it.Date
-		}
-		if errors.Is(err, message.ErrTooLarge) {
-			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "max", p.spool().MaxSize)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		release := func() { msg.Close(); p.e.mem.give(held) }
-		p.count(Stats{Fetched: 1})
-		if !SizeAgrees(it.Size, msg) {
-			p.mismatch(it, msg)
-			release()
-			return nil
-		}
-		select {
-		case p.e.sem <- struct{}{}:
-		case <-ctx.Done():
-			release()
-			return ctx.Err()
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-p.e.sem; wg.Done() }()
-			defer release()
-			p.handle(ctx, it, msg)
-		}()
-		return nil
-	})
-	wg.Wait()
+	in := &intake{p: p, ctx: ctx}
+	fetchErr := sess.Fetch(ctx, fetch, in.take)
+	in.wait()
 
 	// The settled records go to disk, in one commit, before the source is
 	// told to delete anything.
@@ -248,10 +193,25 @@ func (p *poll) spool() message.SpoolOptions {
 	return o
 }
 
-func (p *poll) count(s Stats) {
+// done counts one message's outcome in the poll's stats and tells the
+// observer: the one place both learn it, so that they agree.
+func (p *poll) done(ev MessageEvent) {
+	ev.Input = p.ic.Name
 	p.mu.Lock()
-	p.stats.Add(s)
+	p.stats.count(ev.Outcome)
+	if ev.InDoubt {
+		p.stats.InDoubt++
+	}
 	p.mu.Unlock()
+	p.e.observer.MessageDone(ev)
+}
+
+// fetched counts a message read from the source.
+func (p *poll) fetched(it plugin.Item, bytes int64) {
+	p.mu.Lock()
+	p.stats.Fetched++
+	p.mu.Unlock()
+	p.e.observer.MessageFetched(p.ic.Name, it.Folder, bytes)
 }
 
 func (p *poll) toCommit(it plugin.Item) {
@@ -362,7 +322,7 @@ func (p *poll) plan(listing plugin.Listing) []plugin.Item {
 		case max > 0 && it.Size > max:
 			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "size", it.Size, "max", max)
 		case known && rec.Settled != "" && sameSize && !p.byContent && (listing.Keeps || listing.Unique):
-			p.count(Stats{Skipped: 1})
+			p.done(MessageEvent{Folder: it.Folder, Outcome: Skipped})
 			p.toCommit(it)
 		default:
 			fetch = append(fetch, it)
@@ -404,7 +364,7 @@ func (p *poll) handle(ctx context.Context, it plugin.Item, msg *message.Message)
 		}
 	}
 	if known && rec.Settled != "" {
-		p.count(Stats{Skipped: 1})
+		p.done(MessageEvent{Folder: it.Folder, Outcome: Skipped, Bytes: msg.OriginalSize()})
 		p.log.Debug("settled on an earlier poll; committing only", "id", it.ID, "earlier", string(rec.Settled))
 		p.toCommit(it)
 		return
@@ -416,8 +376,9 @@ func (p *poll) handle(ctx context.Context, it plugin.Item, msg *message.Message)
 		// source would name it.
 		identity = message.Identity(&msg.Header, msg.OriginalSize())
 	}
+	start := time.Now()
 	res := p.e.settle(ctx, p.s, p.ic.Pipeline, msg, rec, ledgerRecorder{p.e.Ledger, name, it.ID, p.delivered, it.Folder + "\x00" + identity})
-	p.count(res.stats)
+	p.done(MessageEvent{Folder: it.Folder, Outcome: res.outcome, Bytes: msg.OriginalSize(), Took: time.Since(start), InDoubt: res.inDoubt})
 	if res.state == stateSettled {
 		p.toCommit(it)
 	}
@@ -426,17 +387,18 @@ func (p *poll) handle(ctx context.Context, it plugin.Item, msg *message.Message)
 // mismatch handles a message whose fetched size does not agree with what
 // the source announced: a truncated transfer, a server that did not
 // byte-stuff a leading dot. It is neither delivered nor committed; after
-// Config.FetchAttempts such fetches its bytes go to the quarantine for a
+// config.FetchAttempts such fetches its bytes go to the quarantine for a
 // person to look at and the source keeps it.
 func (p *poll) mismatch(it plugin.Item, msg *message.Message) {
 	name := p.ic.Name
+	deferred := MessageEvent{Folder: it.Folder, Outcome: Deferred, Bytes: msg.OriginalSize()}
 	rec := p.records[it.ID]
 	if rec.Settled != "" {
 		// Fetched to check a settled message before committing it: a short
 		// read proves nothing about it. Neither commit nor touch the record.
 		p.log.Warn("fetched message does not have the size the source announced; not committed, checked again next poll",
 			"id", it.ID, "announced", it.Size, "fetched", msg.OriginalSize())
-		p.count(Stats{Deferred: 1})
+		p.done(deferred)
 		return
 	}
 	rec.Attempts++
@@ -448,14 +410,14 @@ func (p *poll) mismatch(it plugin.Item, msg *message.Message) {
 		if err := p.e.Ledger.Put(name, it.ID, rec); err != nil {
 			log.Warn("ledger", "err", err)
 		}
-		p.count(Stats{Deferred: 1})
+		p.done(deferred)
 		return
 	}
 	reason := fmt.Sprintf("fetched %d bytes where the source announced %d, %d times; the source keeps the message", msg.OriginalSize(), it.Size, rec.Attempts)
-	entry, err := p.e.Quarantine.Put(msg, QuarantineEntry{Pipeline: p.ic.Pipeline, Reason: reason, Kept: true})
+	entry, err := p.e.Quarantine.Put(msg, quarantine.Entry{Pipeline: p.ic.Pipeline, Reason: reason, Held: true})
 	if err != nil {
 		log.Error("quarantine", "err", err)
-		p.count(Stats{Deferred: 1})
+		p.done(deferred)
 		return
 	}
 	rec.Settled = ledger.Held
@@ -463,7 +425,7 @@ func (p *poll) mismatch(it plugin.Item, msg *message.Message) {
 		log.Warn("ledger", "err", err)
 	}
 	log.Error("held: the fetched copy is in the quarantine and the source keeps the message; it is not fetched again while the source lists it the same way", "quarantine_id", entry.ID)
-	p.count(Stats{Held: 1})
+	p.done(MessageEvent{Folder: it.Folder, Outcome: Held, Bytes: msg.OriginalSize()})
 }
 
 // SizeAgrees reports whether msg's size is what the source announced, up

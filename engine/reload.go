@@ -2,10 +2,12 @@ package engine
 
 import (
 	"context"
-	"os"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mailflow/mailflow/engine/config"
 )
 
 // A generation is one built config in use. A poll or a resend pins the
@@ -104,30 +106,43 @@ func (g *generation) close(ctx context.Context) error {
 }
 
 // Reload reads the config file again and, if it is valid and every plugin
-// and script in it builds and starts, swaps it in. Sessions under way finish
-// with the generation they started with. A plugin is taken over from the
-// running config only when everything it was built from is unchanged: its
-// table, the global settings it reads, and the bytes of the files it read
-// (secrets, CA certificates); any other is built afresh. On any error the
-// running config stays in force.
+// and script in it builds and starts, swaps it in (see Apply). It reports
+// whether it did; on any error the running config stays in force.
 func (e *Engine) Reload() (bool, error) {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
+	path := e.gens.current().setup.Config.Path
+	if path == "" {
+		err := errors.New("this config was made in code: there is no file to reload")
+		e.observer.Reloaded(err)
+		return false, err
+	}
+	cfg, err := config.Load(path, e.Registry)
+	if err == nil {
+		err = e.apply(cfg)
+	}
+	e.observer.Reloaded(err)
+	return err == nil, err
+}
+
+// Apply swaps in cfg if every plugin and script in it builds and starts.
+// Sessions under way finish with the generation they started with. A
+// plugin is taken over from the running config only when everything it
+// was built from is unchanged: its table, the global settings it reads,
+// and the bytes of the files it read (secrets, CA certificates); any other
+// is built afresh. On any error the running config stays in force.
+func (e *Engine) Apply(cfg *config.Config) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	err := e.apply(cfg)
+	e.observer.Reloaded(err)
+	return err
+}
+
+func (e *Engine) apply(cfg *config.Config) error {
 	old := e.gens.current()
-	src, err := os.ReadFile(old.setup.Config.Path)
-	if err != nil {
-		e.Observer.Reloaded(err)
-		return false, err
-	}
-	cfg, err := ParseConfig(old.setup.Config.Path, src, e.Registry)
-	if err != nil {
-		e.Observer.Reloaded(err)
-		return false, err
-	}
 	if cfg.StateDir != old.setup.Config.StateDir {
-		err := &ConfigError{File: cfg.Path, Msg: "state_dir cannot change while mailflow runs; restart to move it"}
-		e.Observer.Reloaded(err)
-		return false, err
+		return &config.Error{File: cfg.Path, Msg: "state_dir cannot change while mailflow runs; restart to move it"}
 	}
 	next, err := Build(cfg, e.Registry, e.Log, old.setup)
 	if err == nil {
@@ -136,8 +151,7 @@ func (e *Engine) Reload() (bool, error) {
 		}
 	}
 	if err != nil {
-		e.Observer.Reloaded(err)
-		return false, err
+		return err
 	}
 	e.gens.install(next)
 	e.syncLoops()
@@ -148,6 +162,5 @@ func (e *Engine) Reload() (bool, error) {
 			e.Log.Warn("closing the plugins of the previous config", "err", err)
 		}
 	}()
-	e.Observer.Reloaded(nil)
-	return true, nil
+	return nil
 }

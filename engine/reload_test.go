@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/config"
+
 	"github.com/mailflow/mailflow/engine/plugin"
 
 	"github.com/mailflow/mailflow/engine"
@@ -63,7 +65,7 @@ func newReloadRig(t *testing.T, global string) *reloadRig {
 	r.conf = filepath.Join(r.dir, "mailflow.toml")
 	os.WriteFile(filepath.Join(r.dir, "secret"), []byte("one"), 0o600)
 	r.write(t, global)
-	cfg, err := engine.LoadConfig(r.conf, reg)
+	cfg, err := config.Load(r.conf, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +120,7 @@ func TestSaveDuringReloadIsLoaded(t *testing.T) {
 	r := newReloadRig(t, "")
 	var mu sync.Mutex
 	reloads := 0
-	var w *engine.Watcher
+	var w *config.Watcher
 	reload := func() {
 		mu.Lock()
 		reloads++
@@ -133,7 +135,7 @@ func TestSaveDuringReloadIsLoaded(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w, err := engine.WatchConfig(ctx, r.e, slog.New(slog.NewTextHandler(io.Discard, nil)), reload)
+	w, err := config.Watch(ctx, r.e.Config, slog.New(slog.NewTextHandler(io.Discard, nil)), reload)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/quarantine"
+
 	"github.com/mailflow/mailflow/engine/ledger"
 )
 
@@ -35,17 +37,19 @@ func (e *Engine) Resend(ctx context.Context, id string) (string, error) {
 		}
 	}
 	rec := ledger.Record{Accepted: entry.Accepted}
+	start := time.Now()
 	res := e.settle(ctx, s, pipeName, msg, rec, &entryRecorder{q: e.Quarantine, entry: entry})
+	e.observer.MessageDone(MessageEvent{Input: entry.Input, Outcome: res.outcome, Bytes: msg.OriginalSize(), Took: time.Since(start), InDoubt: res.inDoubt})
 	switch {
 	case res.state == stateLeft:
 		return "left by a filter; still quarantined", nil
 	case res.state != stateSettled:
 		return "", res.err
-	case entry.Kept:
+	case entry.Held:
 		// The source still holds the original; its record says held, and
 		// that stays so until a person removes the message there.
 	}
-	outcome := res.outcome
+	outcome := string(res.outcome)
 	if res.entry != "" {
 		outcome = "quarantined again as " + res.entry
 	}
@@ -54,8 +58,8 @@ func (e *Engine) Resend(ctx context.Context, id string) (string, error) {
 
 // entryRecorder keeps a resend's progress in the quarantine entry itself.
 type entryRecorder struct {
-	q     *Quarantine
-	entry QuarantineEntry
+	q     *quarantine.Store
+	entry quarantine.Entry
 }
 
 func (r *entryRecorder) note(rec ledger.Record) error { return r.put(rec) }
@@ -69,7 +73,7 @@ func (r *entryRecorder) put(rec ledger.Record) error {
 	}
 	r.entry.Accepted = rec.Accepted
 	r.entry.At = time.Now().UTC()
-	if err := r.q.write(r.entry); err != nil {
+	if err := r.q.Update(r.entry); err != nil {
 		return errors.Join(errors.New("recording a partial resend"), err)
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/config"
+
 	"github.com/mailflow/mailflow/engine/plugin"
 )
 
@@ -48,7 +50,7 @@ func (e *Engine) syncLoops() {
 	cfg := e.Config()
 	e.loops.mu.Lock()
 	defer e.loops.mu.Unlock()
-	want := map[string]*InputConfig{}
+	want := map[string]*config.Input{}
 	for _, ic := range cfg.Inputs {
 		want[ic.Name] = ic
 	}
@@ -77,7 +79,7 @@ func (e *Engine) syncLoops() {
 // pollLoop polls one input now and then on its schedule. Polls of one input
 // never overlap: a poll that runs past its next time delays the next one,
 // which then starts at once.
-func (e *Engine) pollLoop(ctx context.Context, name string, sched Schedule) {
+func (e *Engine) pollLoop(ctx context.Context, name string, sched config.Schedule) {
 	log := e.Log.With("input", name)
 	log.Info("input scheduled", "schedule", sched.String())
 	for {

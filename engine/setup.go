@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
+
+	"github.com/mailflow/mailflow/engine/config"
 
 	"github.com/mailflow/mailflow/engine/plugin"
 )
@@ -15,12 +18,21 @@ import (
 // Setup is one built config: every plugin provisioned and initialised, every
 // script compiled. The engine runs it as a generation (see reload.go).
 type Setup struct {
-	Config    *Config
+	Config    *config.Config
 	outputs   map[string]plugin.Output
 	pipelines map[string]*pipeline
+	// built says, per "input/NAME" and "output/NAME", what each plugin
+	// was built from: a reload takes it over only when that is unchanged.
+	built map[string]provenance
 
 	owned []any // plugins and chains this Setup holds and closes
 	fresh []any // plugins this Setup built (not taken over), to Start
+}
+
+// provenance is what a plugin was built from.
+type provenance struct {
+	fingerprint string // see fingerprint; empty: never taken over
+	files       string // digest of the files it read (FileUser)
 }
 
 type pipeline struct {
@@ -39,10 +51,18 @@ type namedFilter struct {
 	f    plugin.Filter
 }
 
-// LoadChain compiles the scripts at paths, in order. Filters that implement
-// Provisioner get a logger that names the script.
-func LoadChain(reg plugin.Registry, paths []string, limits plugin.ScriptLimits, log *slog.Logger) (*Chain, error) {
+// LoadChain makes the chain of a pipeline: the filters given in code, then
+// the scripts at paths compiled, in order. Filters that implement
+// Provisioner get a logger that names them.
+func LoadChain(reg plugin.Registry, code []config.NamedFilter, paths []string, limits plugin.ScriptLimits, log *slog.Logger) (*Chain, error) {
 	c := &Chain{}
+	for _, nf := range code {
+		if err := initPlugin(nf.Filter, plugin.Env{Name: nf.Name, Logger: log}); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: %w", nf.Name, err)
+		}
+		c.filters = append(c.filters, namedFilter{name: nf.Name, f: nf.Filter})
+	}
 	for _, path := range paths {
 		f, err := reg.LoadScript(path, limits)
 		if err != nil {
@@ -76,8 +96,8 @@ func (c *Chain) Close() error {
 // may be nil) is taken over instead of built when everything it was built
 // from is unchanged (see fingerprint), keeping its connections. On error,
 // everything Build set up is closed again.
-func Build(cfg *Config, reg plugin.Registry, log *slog.Logger, prev *Setup) (*Setup, error) {
-	s := &Setup{Config: cfg, outputs: map[string]plugin.Output{}, pipelines: map[string]*pipeline{}}
+func Build(cfg *config.Config, reg plugin.Registry, log *slog.Logger, prev *Setup) (*Setup, error) {
+	s := &Setup{Config: cfg, outputs: map[string]plugin.Output{}, pipelines: map[string]*pipeline{}, built: map[string]provenance{}}
 	fail := func(err error) (*Setup, error) {
 		s.closeOwned()
 		return nil, err
@@ -86,39 +106,35 @@ func Build(cfg *Config, reg plugin.Registry, log *slog.Logger, prev *Setup) (*Se
 		return plugin.Env{Name: name, Logger: log.With("plugin", name), Spool: cfg.Spool, BaseDir: cfg.BaseDir, StateDir: cfg.StateDir, ConfigPath: cfg.Path, Instance: cfg.Instance}
 	}
 	for _, oc := range cfg.Outputs {
-		oc.fingerprint = fingerprint(cfg, "output", oc.Type, oc.settings)
-		if prev != nil {
-			if old := prev.Config.Output(oc.Name); old != nil && unchanged(old.fingerprint, old.files, oc.fingerprint, old.Plugin) {
-				oc.Plugin, oc.files = old.Plugin, old.files
-				s.outputs[oc.Name] = oc.Plugin
-				continue
-			}
+		key, fp := "output/"+oc.Name, fingerprint(cfg, "output", oc.Type, oc.Settings)
+		if old, ok := prev.takeOver(key, fp); ok {
+			oc.Plugin = prev.Config.Output(oc.Name).Plugin
+			s.outputs[oc.Name], s.built[key] = oc.Plugin, old
+			continue
 		}
 		if err := initPlugin(oc.Plugin, env(oc.Name)); err != nil {
-			return fail(&ConfigError{File: cfg.Path, Line: oc.Line, Msg: fmt.Sprintf("output %q: %v", oc.Name, err)})
+			return fail(&config.Error{File: cfg.Path, Line: oc.Line, Msg: fmt.Sprintf("output %q: %v", oc.Name, err)})
 		}
-		oc.files = filesDigest(oc.Plugin)
+		s.built[key] = provenance{fingerprint: fp, files: filesDigest(oc.Plugin)}
 		s.owned = append(s.owned, oc.Plugin)
 		s.fresh = append(s.fresh, oc.Plugin)
 		s.outputs[oc.Name] = oc.Plugin
 	}
 	for _, ic := range cfg.Inputs {
-		ic.fingerprint = fingerprint(cfg, "input", ic.Type, ic.settings)
-		if prev != nil {
-			if old := prev.Config.Input(ic.Name); old != nil && unchanged(old.fingerprint, old.files, ic.fingerprint, old.Plugin) {
-				ic.Plugin, ic.files = old.Plugin, old.files
-				continue
-			}
+		key, fp := "input/"+ic.Name, fingerprint(cfg, "input", ic.Type, ic.Settings)
+		if old, ok := prev.takeOver(key, fp); ok {
+			ic.Plugin, s.built[key] = prev.Config.Input(ic.Name).Plugin, old
+			continue
 		}
 		if err := initPlugin(ic.Plugin, env(ic.Name)); err != nil {
-			return fail(&ConfigError{File: cfg.Path, Line: ic.Line, Msg: fmt.Sprintf("input %q: %v", ic.Name, err)})
+			return fail(&config.Error{File: cfg.Path, Line: ic.Line, Msg: fmt.Sprintf("input %q: %v", ic.Name, err)})
 		}
-		ic.files = filesDigest(ic.Plugin)
+		s.built[key] = provenance{fingerprint: fp, files: filesDigest(ic.Plugin)}
 		s.owned = append(s.owned, ic.Plugin)
 		s.fresh = append(s.fresh, ic.Plugin)
 	}
 	for _, pc := range cfg.Pipelines {
-		chain, err := LoadChain(reg, pc.Scripts, cfg.Script, log)
+		chain, err := LoadChain(reg, pc.Filters, pc.Scripts, cfg.Script, log)
 		if err != nil {
 			return fail(err)
 		}
@@ -129,8 +145,13 @@ func Build(cfg *Config, reg plugin.Registry, log *slog.Logger, prev *Setup) (*Se
 }
 
 // fingerprint is everything a plugin is built from but its files: its
-// type, its table's text, and the global settings plugins read.
-func fingerprint(cfg *Config, kind, typ, settings string) string {
+// type, its table's text, and the global settings plugins read. A plugin
+// made in code has no table text, and no fingerprint: it is never taken
+// over.
+func fingerprint(cfg *config.Config, kind, typ, settings string) string {
+	if settings == "" {
+		return ""
+	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%+v\x00", kind, typ, settings, cfg.BaseDir, cfg.Spool)
 	return hex.EncodeToString(h.Sum(nil))
@@ -142,15 +163,28 @@ func filesDigest(p any) string {
 	if !ok {
 		return ""
 	}
-	d := digestFiles(fu.Files())
+	d := config.DigestFiles(fu.Files())
 	return hex.EncodeToString(d[:])
 }
 
-// unchanged reports whether a plugin built with fingerprint oldFP and file
-// digest oldFiles can serve a config whose fingerprint is newFP: the same
-// table and globals, and its files still hold the same bytes.
-func unchanged(oldFP, oldFiles, newFP string, plugin any) bool {
-	return oldFP == newFP && filesDigest(plugin) == oldFiles
+// takeOver reports whether the plugin s built under key can serve a new
+// config whose fingerprint for it is fp: the same table and globals, and
+// its files still hold the same bytes.
+func (s *Setup) takeOver(key, fp string) (provenance, bool) {
+	if s == nil || fp == "" {
+		return provenance{}, false
+	}
+	old, ok := s.built[key]
+	if !ok || old.fingerprint != fp {
+		return provenance{}, false
+	}
+	var p any
+	if kind, name, _ := strings.Cut(key, "/"); kind == "input" {
+		p = s.Config.Input(name).Plugin
+	} else {
+		p = s.Config.Output(name).Plugin
+	}
+	return old, filesDigest(p) == old.files
 }
 
 // Start does the start-up I/O of the plugins this Setup built (Starter).

@@ -13,9 +13,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/config"
+
 	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/engine"
-	"github.com/mailflow/mailflow/engine/metrics"
+	"github.com/mailflow/mailflow/metrics"
 	"github.com/mailflow/mailflow/plugins"
 )
 
@@ -119,7 +121,7 @@ func cmdAuth(args []string, stdout, stderr io.Writer) int {
 }
 
 // oauthUsers are the connectors of cfg that log in with OAuth, by name.
-func oauthUsers(cfg *engine.Config) map[string]*oauth.Config {
+func oauthUsers(cfg *config.Config) map[string]*oauth.Config {
 	out := map[string]*oauth.Config{}
 	add := func(name string, p any) {
 		if u, ok := p.(oauth.User); ok && u.OAuth() != nil {
@@ -175,7 +177,7 @@ func authStatus(w io.Writer, store oauth.Store, users map[string]*oauth.Config) 
 // authStatuses reads the tokens of cfg's OAuth connectors, for metrics and
 // /healthz. A connector that has not asked for a token yet is read from
 // its token file.
-func authStatuses(cfg *engine.Config) []metrics.AuthStatus {
+func authStatuses(cfg *config.Config) []metrics.AuthStatus {
 	var out []metrics.AuthStatus
 	store := oauth.NewStore(cfg.StateDir)
 	add := func(name string, p any) {

@@ -18,8 +18,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/config"
+	"github.com/mailflow/mailflow/engine/quarantine"
+
 	"github.com/mailflow/mailflow/engine"
-	"github.com/mailflow/mailflow/engine/metrics"
+	"github.com/mailflow/mailflow/metrics"
 	"github.com/mailflow/mailflow/plugins"
 	_ "github.com/mailflow/mailflow/plugins/all"
 )
@@ -171,22 +174,8 @@ func (c *common) logger(stderr io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format must be text or json, not %q", c.logFormat)
 }
 
-// open parses flags' config and opens the engine.
-func (c *common) open(stderr io.Writer) (*engine.Engine, *slog.Logger, int) {
-	cfg, log, code := c.load(stderr)
-	if cfg == nil {
-		return nil, nil, code
-	}
-	e, err := engine.Open(cfg, plugins.Default, log)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow:", err)
-		return nil, nil, exitConfig
-	}
-	return e, log, exitOK
-}
-
 // load makes the logger and reads the -c config, saying what is wrong.
-func (c *common) load(stderr io.Writer) (*engine.Config, *slog.Logger, int) {
+func (c *common) load(stderr io.Writer) (*config.Config, *slog.Logger, int) {
 	log, err := c.logger(stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "mailflow:", err)
@@ -196,7 +185,7 @@ func (c *common) load(stderr io.Writer) (*engine.Config, *slog.Logger, int) {
 		fmt.Fprintln(stderr, "mailflow: -c FILE is required")
 		return nil, nil, exitConfig
 	}
-	cfg, err := engine.LoadConfig(c.config, plugins.Default)
+	cfg, err := config.Load(c.config, plugins.Default)
 	if err != nil {
 		fmt.Fprintln(stderr, "mailflow:", err)
 		return nil, nil, exitConfig
@@ -239,14 +228,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if code, stop := parseFlags(fs, args, stdout); stop {
 		return code
 	}
-	e, log, code := c.open(stderr)
-	if e == nil {
+	cfg, log, code := c.load(stderr)
+	if cfg == nil {
 		return code
 	}
-	defer e.Close()
-	ctx, stop := stopOnSignal(log, e.Config().ShutdownTimeout)
-	defer stop()
-	if listen := e.Config().Metrics.Listen; listen != "" {
+	var opts []engine.Option
+	var e *engine.Engine
+	if listen := cfg.Metrics.Listen; listen != "" {
 		m := metrics.New()
 		srv, err := m.Serve(listen)
 		if err != nil {
@@ -254,10 +242,18 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			return exitConfig
 		}
 		defer srv.Close()
-		e.Observer = m
+		opts = append(opts, engine.WithObserver(m))
 		m.SetAuth(func() []metrics.AuthStatus { return authStatuses(e.Config()) })
 		log.Info("serving metrics", "url", "http://"+listen+"/metrics", "health", "http://"+listen+"/healthz")
 	}
+	e, err := engine.Open(cfg, plugins.Default, log, opts...)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow:", err)
+		return exitConfig
+	}
+	defer e.Close()
+	ctx, stop := stopOnSignal(log, e.Config().ShutdownTimeout)
+	defer stop()
 
 	if *once {
 		start := time.Now()
@@ -300,7 +296,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	if *watch {
-		w, err := engine.WatchConfig(ctx, e, log, func() { reload("file changed") })
+		w, err := config.Watch(ctx, e.Config, log, func() { reload("file changed") })
 		if err != nil {
 			log.Warn("cannot watch the config for changes; SIGHUP still reloads", "err", err)
 		} else {
@@ -308,7 +304,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	log.Info("mailflow running", "config", c.config, "version", version)
-	err := e.Run(ctx)
+	err = e.Run(ctx)
 	log.Info("mailflow stopped")
 	if err != nil {
 		log.Error("run", "err", err)
@@ -405,7 +401,7 @@ func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
 	}
 	// The quarantine is files beside the ledger, not in it: these commands
 	// never take the state_dir lock that "mailflow run" holds.
-	q, err := engine.OpenQuarantine(filepath.Join(cfg.StateDir, "quarantine"))
+	q, err := quarantine.Open(filepath.Join(cfg.StateDir, "quarantine"))
 	if err != nil {
 		fmt.Fprintln(stderr, "mailflow:", err)
 		return exitFailed
@@ -421,7 +417,7 @@ func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(tw, "ID\tWHEN\tINPUT\tSIZE\tMESSAGE-ID\tREASON")
 		for _, e := range entries {
 			reason := oneLine(e.Reason)
-			if e.Kept {
+			if e.Held {
 				reason = "[source keeps it] " + reason
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.At.Local().Format(time.DateTime), e.Input, e.Size, e.MessageID, reason)
@@ -473,7 +469,7 @@ func cmdQuarantine(args []string, stdout, stderr io.Writer) int {
 }
 
 // deleteEntry removes a quarantined message once no resend holds it.
-func deleteEntry(q *engine.Quarantine, id string) error {
+func deleteEntry(q *quarantine.Store, id string) error {
 	release, err := q.Claim(id)
 	if err != nil {
 		return err

@@ -15,6 +15,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/config"
+	"github.com/mailflow/mailflow/engine/quarantine"
+
 	"github.com/mailflow/mailflow/engine/plugin"
 
 	"github.com/mailflow/mailflow/engine"
@@ -143,12 +146,15 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 			return exitConfig
 		}
 	}
-	cfg, err := engine.LoadConfig(confPath, plugins.Default)
+	cfg, err := config.Load(confPath, plugins.Default)
 	if err != nil {
 		fmt.Fprintln(stderr, "mailflow:", err)
 		return exitConfig
 	}
-	e, err := engine.Open(cfg, plugins.Default, log)
+	// The progress bar is made once the survey knows the totals; the
+	// engine tells whichever is set.
+	obs := &swappable{}
+	e, err := engine.Open(cfg, plugins.Default, log, engine.WithObserver(obs))
 	if err != nil {
 		fmt.Fprintln(stderr, "mailflow:", err)
 		return exitConfig
@@ -194,7 +200,7 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 		sv.todo, humanBytes(sv.todoBytes), sv.done, cfg.StateDir)
 
 	prog := newProgress(f.progress, stderr, sv)
-	e.Observer = prog
+	obs.set(prog)
 	if prog.bar != nil {
 		// Log lines go above the bar instead of through it.
 		log, _ = (&common{logFormat: c.logFormat, logLevel: levelOf(fs, c.logLevel)}).logger(prog.p)
@@ -222,7 +228,7 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "too large:              %d\n", sv.tooLarge)
 	entries, _ := e.Quarantine.List()
-	var refused []engine.QuarantineEntry
+	var refused []quarantine.Entry
 	for _, q := range entries {
 		if !q.At.Before(start) {
 			refused = append(refused, q)
@@ -513,7 +519,7 @@ func quoteList(s string) string {
 // holds with what each of its outputs that can say what it holds (IMAP)
 // has, by Message-ID, and prints the result. It returns how many are
 // missing.
-func verifyMigration(ctx context.Context, e *engine.Engine, cfg *engine.Config, w io.Writer) int {
+func verifyMigration(ctx context.Context, e *engine.Engine, cfg *config.Config, w io.Writer) int {
 	missing := 0
 	for _, ic := range cfg.Inputs {
 		pc := cfg.Pipeline(ic.Pipeline)
@@ -550,7 +556,7 @@ func verifyMigration(ctx context.Context, e *engine.Engine, cfg *engine.Config, 
 
 // alreadyThere sums, over the outputs that count them, the messages that
 // were found at the destination and not copied again.
-func alreadyThere(cfg *engine.Config) int64 {
+func alreadyThere(cfg *config.Config) int64 {
 	var n int64
 	for _, oc := range cfg.Outputs {
 		if c, ok := oc.Plugin.(interface{ AlreadyThere() int64 }); ok {

@@ -18,6 +18,8 @@ import (
 // one per folder being moved (gone once the folder is done), otherwise a
 // log line every few seconds. It is the engine's Observer during the run.
 type progress struct {
+	engine.NopObserver
+
 	total      int
 	totalBytes int64
 	msgs       atomic.Int64
@@ -111,23 +113,23 @@ func (pr *progress) line() string {
 		n, pr.total, humanBytes(b), humanBytes(pr.totalBytes), rate, eta)
 }
 
-// MessageSettled implements engine.Observer.
-func (pr *progress) MessageSettled(input, folder, outcome string, bytes int64, d time.Duration) {
+// MessageDone implements engine.Observer.
+func (pr *progress) MessageDone(ev engine.MessageEvent) {
+	if ev.Outcome == engine.Skipped {
+		return // moved on an earlier run: not in the totals
+	}
 	pr.msgs.Add(1)
-	pr.bytes.Add(bytes)
-	if outcome == "delivered" {
-		pr.moved.Add(bytes)
+	pr.bytes.Add(ev.Bytes)
+	if ev.Outcome == engine.Delivered {
+		pr.moved.Add(ev.Bytes)
 	}
 	if pr.bar != nil {
-		pr.bar.EwmaIncrInt64(bytes, d)
+		pr.bar.EwmaIncrInt64(ev.Bytes, ev.Took)
 	}
-	if b := pr.folders[folder]; b != nil {
-		b.IncrInt64(bytes)
+	if b := pr.folders[ev.Folder]; b != nil {
+		b.IncrInt64(ev.Bytes)
 	}
 }
-func (pr *progress) OutputResult(string, error, int64, time.Duration) {}
-func (pr *progress) PollDone(string, error)                           {}
-func (pr *progress) Reloaded(error)                                   {}
 
 func (pr *progress) finish() {
 	close(pr.stop)
@@ -149,3 +151,17 @@ func isTerminal(f *os.File) bool {
 }
 
 var _ engine.Observer = (*progress)(nil)
+
+// swappable passes events on to the observer set last.
+type swappable struct {
+	engine.NopObserver
+	cur atomic.Pointer[progress]
+}
+
+func (s *swappable) set(p *progress) { s.cur.Store(p) }
+
+func (s *swappable) MessageDone(ev engine.MessageEvent) {
+	if p := s.cur.Load(); p != nil {
+		p.MessageDone(ev)
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/mailflow/mailflow/engine/config"
+
 	gomessage "github.com/emersion/go-message"
 	"github.com/mailflow/mailflow/engine/plugin"
 
@@ -59,7 +61,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	var defaultOutputs []string
 	switch {
 	case c.config != "":
-		cfg, err := engine.LoadConfig(c.config, plugins.Default)
+		cfg, err := config.Load(c.config, plugins.Default)
 		if err != nil {
 			fmt.Fprintln(stderr, "mailflow:", err)
 			return exitConfig
@@ -81,7 +83,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	if *scriptLib != "" {
 		limits.LibDir = *scriptLib
 	}
-	chain, err := engine.LoadChain(plugins.Default, scripts, limits, log)
+	chain, err := engine.LoadChain(plugins.Default, nil, scripts, limits, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "mailflow:", err)
 		return exitConfig
@@ -119,7 +121,7 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func choosePipeline(cfg *engine.Config, name string) (*engine.PipelineConfig, error) {
+func choosePipeline(cfg *config.Config, name string) (*config.Pipeline, error) {
 	var names []string
 	for _, p := range cfg.Pipelines {
 		names = append(names, p.Name)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/config"
+
 	goimap "github.com/emersion/go-imap/v2"
 
 	"github.com/mailflow/mailflow/engine"
@@ -162,7 +164,7 @@ func TestSkipExistingLeavesCopiesToMessagesDeliveredBefore(t *testing.T) {
 	path := filepath.Join(dir, "mailflow.toml")
 	os.WriteFile(path, []byte("state_dir = \"state\"\n"+imapToIMAP(addr, "keep", "skip_existing = true\n")), 0o600)
 	open := func() *engine.Engine {
-		cfg, err := engine.LoadConfig(path, plugins.Default)
+		cfg, err := config.Load(path, plugins.Default)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine/config"
+
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
@@ -142,7 +144,7 @@ func newEngine(t *testing.T, conf string) *engine.Engine {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "mailflow.toml")
 	os.WriteFile(path, []byte("state_dir = \"state\"\n"+conf), 0o600)
-	cfg, err := engine.LoadConfig(path, plugins.Default)
+	cfg, err := config.Load(path, plugins.Default)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine/config"
+
 	"github.com/mailflow/mailflow/engine/plugin"
 
 	"github.com/mailflow/mailflow/connectors/maildir"
@@ -109,7 +111,7 @@ func TestLedgerFollowsTheMaildir(t *testing.T) {
 			dir := t.TempDir()
 			conf := filepath.Join(dir, "mailflow.toml")
 			os.WriteFile(conf, fmt.Appendf(nil, "state_dir = \"state\"\n[[input]]\nname = \"src\"\ntype = \"maildir\"\npath = \"src\"\ndelete = %v\npipeline = \"p\"\n[[pipeline]]\nname = \"p\"\noutputs = [\"dst\"]\n[[output]]\nname = \"dst\"\ntype = \"maildir\"\npath = \"dst\"\n", !keep), 0o600)
-			cfg, err := engine.LoadConfig(conf, plugins.Default)
+			cfg, err := config.Load(conf, plugins.Default)
 			if err != nil {
 				t.Fatal(err)
 			}

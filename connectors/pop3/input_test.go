@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine/config"
+
 	"github.com/mailflow/mailflow/engine/plugin"
 
 	_ "github.com/mailflow/mailflow/connectors/maildir"
@@ -62,7 +64,7 @@ path = "out"
 }
 
 func (j *job) open() {
-	cfg, err := engine.LoadConfig(filepath.Join(j.dir, "mailflow.toml"), plugins.Default)
+	cfg, err := config.Load(filepath.Join(j.dir, "mailflow.toml"), plugins.Default)
 	if err != nil {
 		j.t.Fatal(err)
 	}
@@ -414,7 +416,7 @@ func TestUndottedLeadingDotIsNeverDeliveredShort(t *testing.T) {
 		t.Fatalf("want both held after 3 attempts, got %d", held)
 	}
 	entries, _ := j.engine.Quarantine.List()
-	if len(entries) != 2 || !entries[0].Kept || !strings.Contains(entries[0].Reason, "the source keeps the message") {
+	if len(entries) != 2 || !entries[0].Held || !strings.Contains(entries[0].Reason, "the source keeps the message") {
 		t.Fatalf("quarantine: %+v", entries)
 	}
 }
@@ -446,7 +448,7 @@ func TestCleartextPasswordRefusedUnlessAllowed(t *testing.T) {
 	conf := fmt.Sprintf("state_dir = \"s\"\n[[input]]\nname = \"pop\"\ntype = \"pop3\"\naddress = %q\ntls = \"none\"\nusername = \"u\"\npassword = \"p\"\npipeline = \"m\"\n[[pipeline]]\nname = \"m\"\noutputs = [\"o\"]\n[[output]]\nname = \"o\"\ntype = \"maildir\"\npath = \"o\"\n", srv.Addr())
 	path := filepath.Join(dir, "mailflow.toml")
 	os.WriteFile(path, []byte(conf), 0o600)
-	cfg, err := engine.LoadConfig(path, plugins.Default)
+	cfg, err := config.Load(path, plugins.Default)
 	if err != nil {
 		t.Fatal(err)
 	}

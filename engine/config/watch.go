@@ -1,4 +1,4 @@
-package engine
+package config
 
 import (
 	"context"
@@ -23,10 +23,10 @@ import (
 // bytes of the watched files actually changed, so touching a file or an
 // editor's swap files do nothing.
 type Watcher struct {
-	fs     *fsnotify.Watcher
-	engine *Engine
-	log    *slog.Logger
-	reload func()
+	fs      *fsnotify.Watcher
+	current func() *Config // the config in force, whose files are watched
+	log     *slog.Logger
+	reload  func()
 
 	mu     sync.Mutex
 	files  map[string]bool
@@ -37,13 +37,15 @@ type Watcher struct {
 // debounce is how long the watcher waits for a burst of events to end.
 const debounce = 150 * time.Millisecond
 
-// WatchConfig starts watching e's config file and scripts.
-func WatchConfig(ctx context.Context, e *Engine, log *slog.Logger, reload func()) (*Watcher, error) {
+// Watch starts watching the files of the config that current returns (it
+// changes with each reload): the file, its scripts, and the files its
+// plugins read.
+func Watch(ctx context.Context, current func() *Config, log *slog.Logger, reload func()) (*Watcher, error) {
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{fs: fsw, engine: e, log: log, reload: reload, done: make(chan struct{})}
+	w := &Watcher{fs: fsw, current: current, log: log, reload: reload, done: make(chan struct{})}
 	w.rewatch()
 	go w.loop(ctx)
 	return w, nil
@@ -59,7 +61,7 @@ func (w *Watcher) Close() error {
 // watched returns the files the current config depends on: the config,
 // its scripts, and the files its plugins read (secrets, CA certificates).
 func (w *Watcher) watched() []string {
-	cfg := w.engine.Config()
+	cfg := w.current()
 	files := []string{absPath(cfg.Path)}
 	for _, p := range cfg.Pipelines {
 		for _, s := range p.Scripts {
@@ -127,11 +129,13 @@ func (w *Watcher) rewatch() {
 		}
 	}
 	if !same {
-		w.digest = digestFiles(files)
+		w.digest = DigestFiles(files)
 	}
 }
 
-func digestFiles(files []string) [32]byte {
+// DigestFiles is a digest of the names and bytes of files (a missing file
+// counts as empty): what changed since it was last taken.
+func DigestFiles(files []string) [32]byte {
 	h := sha256.New()
 	for _, f := range files {
 		io.WriteString(h, f+"\x00")
@@ -180,7 +184,7 @@ func (w *Watcher) loop(ctx context.Context) {
 			// The digest is taken before reloading: what is saved from now
 			// on differs from it and brings another reload.
 			w.mu.Lock()
-			now := digestFiles(w.watched())
+			now := DigestFiles(w.watched())
 			changed := now != w.digest
 			w.digest = now
 			w.mu.Unlock()

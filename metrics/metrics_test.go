@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/engine"
+
 	"github.com/mailflow/mailflow/engine/plugin"
 )
 
@@ -24,15 +26,20 @@ func scrape(t *testing.T, m *Metrics, path string) string {
 
 func TestObserverFeedsMetricsAndHealth(t *testing.T) {
 	m := New()
-	m.MessageSettled("inbox", "", "delivered", 1000, 20*time.Millisecond)
-	m.MessageSettled("inbox", "", "delivered", 500, 10*time.Millisecond)
-	m.MessageSettled("inbox", "", "quarantined", 10, time.Millisecond)
-	m.OutputResult("archive", nil, 1500, 5*time.Millisecond)
-	m.OutputResult("relay", errors.New("421 try later"), 10, time.Millisecond)
-	m.OutputResult("relay", plugin.Permanent(errors.New("550 no")), 10, time.Millisecond)
-	m.OutputResult("mx", plugin.InDoubt(errors.New("no reply after DATA")), 10, time.Millisecond)
-	m.PollDone("inbox", nil)
-	m.PollDone("pop", errors.New("connection refused"))
+	for _, ev := range []engine.MessageEvent{
+		{Input: "inbox", Outcome: engine.Delivered, Bytes: 1000, Took: 20 * time.Millisecond},
+		{Input: "inbox", Outcome: engine.Delivered, Bytes: 500, Took: 10 * time.Millisecond},
+		{Input: "inbox", Outcome: engine.Quarantined, Bytes: 10, Took: time.Millisecond},
+	} {
+		m.MessageFetched(ev.Input, "", ev.Bytes)
+		m.MessageDone(ev)
+	}
+	m.OutputDone(engine.OutputEvent{Output: "archive", Bytes: 1500, Took: 5 * time.Millisecond})
+	m.OutputDone(engine.OutputEvent{Output: "relay", Err: errors.New("421 try later"), Bytes: 10, Took: time.Millisecond})
+	m.OutputDone(engine.OutputEvent{Output: "relay", Err: plugin.Permanent(errors.New("550 no")), Bytes: 10, Took: time.Millisecond})
+	m.OutputDone(engine.OutputEvent{Output: "mx", Err: plugin.InDoubt(errors.New("no reply after DATA")), Bytes: 10, Took: time.Millisecond})
+	m.PollDone(engine.PollEvent{Input: "inbox"})
+	m.PollDone(engine.PollEvent{Input: "pop", Err: errors.New("connection refused")})
 	m.Reloaded(nil)
 	m.Reloaded(errors.New("typo"))
 

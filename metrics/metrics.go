@@ -56,13 +56,13 @@ func New() *Metrics {
 		Name: "mailflow_messages_fetched_total", Help: "Messages read from an input.",
 	}, []string{"input"})
 	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailflow_messages_total", Help: "Messages settled, by input and outcome (delivered, dropped, quarantined, held, deferred, skipped, left).",
+		Name: "mailflow_messages_total", Help: "Messages a poll decided on, by input and outcome (settled: delivered, dropped, quarantined, skipped; not: deferred, left, held).",
 	}, []string{"input", "outcome"})
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailflow_message_bytes_total", Help: "Bytes of messages read from an input.",
 	}, []string{"input"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "mailflow_message_duration_seconds", Help: "Time from reading a message to settling it.", Buckets: buckets,
+		Name: "mailflow_message_duration_seconds", Help: "Time from reading a message to its outcome.", Buckets: buckets,
 	}, []string{"input"})
 	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailflow_output_deliveries_total", Help: "Delivery attempts, by output and result (accepted, temporary, permanent, in_doubt: the reply after the data was lost).",
@@ -91,38 +91,45 @@ func New() *Metrics {
 	return m
 }
 
-// MessageSettled implements engine.Observer.
-func (m *Metrics) MessageSettled(input, _, outcome string, bytes int64, d time.Duration) {
+// MessageFetched implements engine.Observer.
+func (m *Metrics) MessageFetched(input, _ string, bytes int64) {
 	m.fetched.WithLabelValues(input).Inc()
-	m.messages.WithLabelValues(input, outcome).Inc()
 	m.bytes.WithLabelValues(input).Add(float64(bytes))
-	m.duration.WithLabelValues(input).Observe(d.Seconds())
 }
 
-// OutputResult implements engine.Observer.
-func (m *Metrics) OutputResult(output string, err error, bytes int64, d time.Duration) {
+// MessageDone implements engine.Observer.
+func (m *Metrics) MessageDone(ev engine.MessageEvent) {
+	m.messages.WithLabelValues(ev.Input, string(ev.Outcome)).Inc()
+	if ev.Took > 0 {
+		m.duration.WithLabelValues(ev.Input).Observe(ev.Took.Seconds())
+	}
+}
+
+// OutputDone implements engine.Observer.
+func (m *Metrics) OutputDone(ev engine.OutputEvent) {
 	result := "accepted"
 	switch {
-	case err == nil:
-		m.outBytes.WithLabelValues(output).Add(float64(bytes))
-	case plugin.IsPermanent(err):
+	case ev.Err == nil:
+		m.outBytes.WithLabelValues(ev.Output).Add(float64(ev.Bytes))
+	case plugin.IsPermanent(ev.Err):
 		result = "permanent"
-	case plugin.IsInDoubt(err):
+	case plugin.IsInDoubt(ev.Err):
 		result = "in_doubt"
 	default:
 		result = "temporary"
 	}
-	m.deliveries.WithLabelValues(output, result).Inc()
+	m.deliveries.WithLabelValues(ev.Output, result).Inc()
 	if result == "temporary" || result == "in_doubt" {
-		m.healthy.WithLabelValues(output).Set(0)
+		m.healthy.WithLabelValues(ev.Output).Set(0)
 	} else {
-		m.healthy.WithLabelValues(output).Set(1)
+		m.healthy.WithLabelValues(ev.Output).Set(1)
 	}
-	m.outDuration.WithLabelValues(output).Observe(d.Seconds())
+	m.outDuration.WithLabelValues(ev.Output).Observe(ev.Took.Seconds())
 }
 
 // PollDone implements engine.Observer.
-func (m *Metrics) PollDone(input string, err error) {
+func (m *Metrics) PollDone(ev engine.PollEvent) {
+	input, err := ev.Input, ev.Err
 	now := time.Now()
 	m.mu.Lock()
 	st := m.inputs[input]

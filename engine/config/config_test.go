@@ -1,20 +1,33 @@
-package engine_test
+package config_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine/config"
+	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
-
-	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/plugins"
 )
 
+// nullInput and nullOutput are plugins with no settings: the parser only
+// makes and decodes them.
+type nullInput struct{}
+
+func (*nullInput) Open(context.Context) (plugin.Session, error) { return nil, nil }
+
+type nullOutput struct{}
+
+func (*nullOutput) Deliver(context.Context, *message.Message, plugin.Delivery) ([]plugin.RecipientResult, error) {
+	return nil, nil
+}
+
 func testRegistry() *plugins.Registry {
 	reg := &plugins.Registry{}
-	reg.AddInput("maildir", func() plugin.Input { return &memInput{} })
-	reg.AddOutput("maildir", func() plugin.Output { return &memOutput{} })
-	reg.AddOutput("smtp", func() plugin.Output { return &memOutput{} })
+	reg.AddInput("maildir", func() plugin.Input { return &nullInput{} })
+	reg.AddOutput("maildir", func() plugin.Output { return &nullOutput{} })
+	reg.AddOutput("smtp", func() plugin.Output { return &nullOutput{} })
 	return reg
 }
 
@@ -58,13 +71,13 @@ func TestConfigErrorsNameFileLineAndChoices(t *testing.T) {
 			if src == goodConfig {
 				t.Fatal("case did not change the config")
 			}
-			_, err := engine.ParseConfig("mailflow.toml", []byte(src), testRegistry())
+			_, err := config.Parse("mailflow.toml", []byte(src), testRegistry())
 			if err == nil || !strings.HasPrefix(err.Error(), c.want) {
 				t.Fatalf("got  %v\nwant %s", err, c.want)
 			}
 		})
 	}
-	if _, err := engine.ParseConfig("mailflow.toml", []byte(goodConfig), testRegistry()); err != nil {
+	if _, err := config.Parse("mailflow.toml", []byte(goodConfig), testRegistry()); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
 }

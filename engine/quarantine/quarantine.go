@@ -1,4 +1,9 @@
-package engine
+// Package quarantine keeps the messages that could not be delivered and
+// must not be lost, as plain files under state_dir/quarantine: ID.eml, the
+// original message byte for byte, and ID.json, why, when and from where.
+// Being plain files beside the ledger, it is read and changed by "mailflow
+// quarantine" while "mailflow run" holds the state_dir.
+package quarantine
 
 import (
 	"crypto/rand"
@@ -13,19 +18,21 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailflow/mailflow/internal/flock"
+
 	"github.com/mailflow/mailflow/engine/message"
 )
 
-// Quarantine keeps messages that could not be delivered and must not be
-// lost: an output refused them for good, or a filter broke on them. Each
-// entry is the original .eml, exactly as the source gave it, plus a JSON
-// record of why, when and from where.
-type Quarantine struct {
+// Store keeps messages that could not be delivered and must not be lost:
+// an output refused them for good, or a filter broke on them. Each entry is
+// the original .eml, exactly as the source gave it, plus a JSON record of
+// why, when and from where.
+type Store struct {
 	dir string
 }
 
-// QuarantineEntry is the record kept beside a quarantined message.
-type QuarantineEntry struct {
+// Entry is the record kept beside a quarantined message.
+type Entry struct {
 	ID        string    `json:"id"`
 	Reason    string    `json:"reason"`
 	At        time.Time `json:"at"`
@@ -37,27 +44,29 @@ type QuarantineEntry struct {
 	// Accepted holds, per output, the recipients that already have the
 	// message: a resend does not send it to them again.
 	Accepted map[string][]string `json:"accepted,omitempty"`
-	// Kept is set when the source still holds the message (it was held
-	// after fetches that did not match the source's size): this is a copy
-	// for a person to look at, and deleting it loses nothing.
-	Kept bool `json:"kept,omitempty"`
+	// Held is set when the source still holds the message (the ledger has
+	// it as held, after fetches that did not match the source's size):
+	// this is a copy for a person to look at, and deleting it loses nothing.
+	Held bool `json:"held,omitempty"`
+	// WasKept is Held as records before 2026-12 called it; read only.
+	WasKept bool `json:"kept,omitempty"`
 }
 
-// OpenQuarantine uses dir (creating it) for the quarantine.
-func OpenQuarantine(dir string) (*Quarantine, error) {
+// Open uses dir (creating it) for the quarantine.
+func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &Quarantine{dir: dir}, nil
+	return &Store{dir: dir}, nil
 }
 
 // Dir is where the quarantine keeps its files.
-func (q *Quarantine) Dir() string { return q.dir }
+func (q *Store) Dir() string { return q.dir }
 
 // Put writes msg's original bytes and the record e (its Reason, Pipeline,
-// Accepted and Kept; the rest is filled in), each synced and renamed into
+// Accepted and Held; the rest is filled in), each synced and renamed into
 // place, so that a crash leaves either a whole entry or none.
-func (q *Quarantine) Put(msg *message.Message, e QuarantineEntry) (QuarantineEntry, error) {
+func (q *Store) Put(msg *message.Message, e Entry) (Entry, error) {
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	e.ID = time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(rnd[:])
@@ -67,14 +76,15 @@ func (q *Quarantine) Put(msg *message.Message, e QuarantineEntry) (QuarantineEnt
 	if err := writeFileSynced(filepath.Join(q.dir, e.ID+".eml"), msg.Original()); err != nil {
 		return e, fmt.Errorf("quarantine: %w", err)
 	}
-	if err := q.write(e); err != nil {
+	if err := q.Update(e); err != nil {
 		return e, err
 	}
 	return e, syncDir(q.dir)
 }
 
-// write replaces the record of an entry, atomically.
-func (q *Quarantine) write(e QuarantineEntry) error {
+// Update replaces the record of an entry, atomically: a partial resend
+// records there who has the message now.
+func (q *Store) Update(e Entry) error {
 	rec, _ := json.MarshalIndent(e, "", "  ")
 	if err := writeFileSynced(filepath.Join(q.dir, e.ID+".json"), strings.NewReader(string(rec)+"\n")); err != nil {
 		return fmt.Errorf("quarantine: %w", err)
@@ -83,19 +93,19 @@ func (q *Quarantine) write(e QuarantineEntry) error {
 }
 
 // List returns every entry, oldest first.
-func (q *Quarantine) List() ([]QuarantineEntry, error) {
+func (q *Store) List() ([]Entry, error) {
 	names, err := filepath.Glob(filepath.Join(q.dir, "*.json"))
 	if err != nil {
 		return nil, err
 	}
-	var out []QuarantineEntry
+	var out []Entry
 	for _, n := range names {
 		b, err := os.ReadFile(n)
 		if err != nil {
 			return nil, err
 		}
-		var e QuarantineEntry
-		if err := json.Unmarshal(b, &e); err != nil {
+		e, err := decode(b)
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}
 		out = append(out, e)
@@ -105,8 +115,8 @@ func (q *Quarantine) List() ([]QuarantineEntry, error) {
 }
 
 // Get returns an entry and its message.
-func (q *Quarantine) Get(id string) (QuarantineEntry, *message.Message, error) {
-	var e QuarantineEntry
+func (q *Store) Get(id string) (Entry, *message.Message, error) {
+	var e Entry
 	if !validEntryID(id) {
 		return e, nil, errors.New("bad quarantine id")
 	}
@@ -114,7 +124,7 @@ func (q *Quarantine) Get(id string) (QuarantineEntry, *message.Message, error) {
 	if err != nil {
 		return e, nil, fmt.Errorf("no quarantined message %q: %w", id, err)
 	}
-	if err := json.Unmarshal(b, &e); err != nil {
+	if e, err = decode(b); err != nil {
 		return e, nil, err
 	}
 	f, err := os.Open(filepath.Join(q.dir, id+".eml"))
@@ -129,14 +139,14 @@ func (q *Quarantine) Get(id string) (QuarantineEntry, *message.Message, error) {
 // Claim takes an entry for this process, so that two resends of one entry
 // (or a resend and a delete) cannot run at once, in this process or
 // another. The claim ends when release is called or the process exits.
-func (q *Quarantine) Claim(id string) (release func(), err error) {
+func (q *Store) Claim(id string) (release func(), err error) {
 	if !validEntryID(id) {
 		return nil, errors.New("bad quarantine id")
 	}
 	if _, err := os.Stat(filepath.Join(q.dir, id+".json")); err != nil {
 		return nil, fmt.Errorf("no quarantined message %q", id)
 	}
-	unlock, err := lockFile(filepath.Join(q.dir, id+".lock"))
+	unlock, err := flock.Lock(filepath.Join(q.dir, id+".lock"))
 	if err != nil {
 		return nil, fmt.Errorf("quarantined message %s is being resent or deleted by another process: %w", id, err)
 	}
@@ -145,10 +155,20 @@ func (q *Quarantine) Claim(id string) (release func(), err error) {
 	return unlock, nil
 }
 
+// decode reads a record, as this version writes it or as an earlier one did.
+func decode(b []byte) (Entry, error) {
+	var e Entry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return e, err
+	}
+	e.Held, e.WasKept = e.Held || e.WasKept, false
+	return e, nil
+}
+
 func validEntryID(id string) bool { return id != "" && !strings.ContainsAny(id, `/\.`) }
 
 // Remove deletes an entry.
-func (q *Quarantine) Remove(id string) error {
+func (q *Store) Remove(id string) error {
 	if !validEntryID(id) {
 		return errors.New("bad quarantine id")
 	}

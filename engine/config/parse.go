@@ -1,0 +1,300 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/internal/srs"
+)
+
+// file is mailflow.toml as written: the global keys, and the tables left
+// as primitives until the registry says which plugin each one decodes into.
+type file struct {
+	StateDir        string           `toml:"state_dir"`
+	MaxInFlight     int              `toml:"max_in_flight"`
+	MaxMessageSize  int64            `toml:"max_message_size"`
+	SpillOver       int64            `toml:"spill_over"`
+	MemoryBudget    int64            `toml:"memory_budget"`
+	MaxHeaderSize   int64            `toml:"max_header_size"`
+	ScriptTimeout   string           `toml:"script_timeout"`
+	ScriptMemory    int64            `toml:"script_max_memory"`
+	Subaddress      string           `toml:"subaddress_separator"`
+	ScriptLib       string           `toml:"script_lib"`
+	StoreMaxKeys    int              `toml:"script_store_max_keys"`
+	Instance        string           `toml:"instance"`
+	SRSSecretFile   string           `toml:"srs_secret_file"`
+	SRSMaxAge       string           `toml:"srs_max_age"`
+	TrustedAuthIDs  []string         `toml:"trusted_authserv_ids"`
+	StoreMaxBytes   int64            `toml:"script_store_max_bytes"`
+	FetchAttempts   int              `toml:"fetch_attempts"`
+	LedgerGrace     string           `toml:"ledger_grace"`
+	ShutdownTimeout string           `toml:"shutdown_timeout"`
+	Metrics         Metrics          `toml:"metrics"`
+	Input           []toml.Primitive `toml:"input"`
+	Pipeline        []toml.Primitive `toml:"pipeline"`
+	Output          []toml.Primitive `toml:"output"`
+}
+
+// Load reads, decodes and checks a config file. Plugins are made and
+// decoded but not provisioned or started.
+func Load(path string, reg plugin.Registry) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, src, reg)
+}
+
+// parser is one Parse: the file's text positions, for errors.
+type parser struct {
+	path string
+	pos  positions
+}
+
+func (p *parser) errorf(line int, format string, args ...any) error {
+	return &Error{File: p.path, Line: line, Msg: fmt.Sprintf(format, args...)}
+}
+
+// duration reads a global duration key: empty gives def; a value that is
+// not a duration, or is below least, is an error at the key's line that
+// shows what a good one looks like.
+func (p *parser) duration(key, value string, def, least time.Duration, example string) (time.Duration, error) {
+	if value == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(value)
+	if err != nil || d < least {
+		what := "a duration"
+		switch {
+		case least >= time.Hour:
+			what = fmt.Sprintf("a duration of %s or more", strings.TrimSuffix(least.String(), "0m0s"))
+		case least > 0:
+			what = "a positive duration"
+		}
+		return 0, p.errorf(p.pos.line("", 0, key), "%s: %q is not %s, like %q", key, value, what, example)
+	}
+	return d, nil
+}
+
+// Parse is Load on bytes already read.
+func Parse(path string, src []byte, reg plugin.Registry) (*Config, error) {
+	p := &parser{path: path, pos: scanPositions(src)}
+	var fc file
+	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&fc)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, p.errorf(pe.Position.Line, "%s", pe.Message)
+		}
+		return nil, p.errorf(0, "%v", err)
+	}
+	cfg, err := p.globals(&fc)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.tables(cfg, &fc, md, reg); err != nil {
+		return nil, err
+	}
+	if len(cfg.Inputs) == 0 {
+		return nil, p.errorf(0, "no [[input]] is defined")
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		section, key := "", k.String()
+		if len(k) > 1 {
+			section, key = k[0], k[len(k)-1]
+		}
+		return nil, p.errorf(p.pos.firstKey(section, key), "unknown key %q%s", key, inSection(section))
+	}
+	return cfg, nil
+}
+
+// globals checks the keys outside any table and applies their defaults.
+func (p *parser) globals(fc *file) (*Config, error) {
+	abs, _ := filepath.Abs(p.path)
+	cfg := &Config{
+		Path:          p.path,
+		BaseDir:       filepath.Dir(abs),
+		MaxInFlight:   fc.MaxInFlight,
+		MemoryBudget:  fc.MemoryBudget,
+		Spool:         message.SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize, MaxHeader: fc.MaxHeaderSize},
+		Script:        plugin.ScriptLimits{MaxMemory: fc.ScriptMemory, Separator: fc.Subaddress, StoreMaxKeys: fc.StoreMaxKeys, StoreMaxBytes: fc.StoreMaxBytes, TrustedAuthServIDs: fc.TrustedAuthIDs},
+		Metrics:       fc.Metrics,
+		FetchAttempts: fc.FetchAttempts,
+	}
+	var err error
+	if cfg.ShutdownTimeout, err = p.duration("shutdown_timeout", fc.ShutdownTimeout, 30*time.Second, time.Nanosecond, "30s"); err != nil {
+		return nil, err
+	}
+	if cfg.LedgerGrace, err = p.duration("ledger_grace", fc.LedgerGrace, 7*24*time.Hour, 0, "168h"); err != nil {
+		return nil, err
+	}
+	if cfg.Script.Timeout, err = p.duration("script_timeout", fc.ScriptTimeout, time.Second, time.Nanosecond, "1s"); err != nil {
+		return nil, err
+	}
+	if fc.SRSMaxAge != "" {
+		if cfg.Script.SRSMaxAge, err = p.duration("srs_max_age", fc.SRSMaxAge, 0, 24*time.Hour, "504h"); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.FetchAttempts <= 0 {
+		cfg.FetchAttempts = 3
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 16
+	}
+	if cfg.MemoryBudget <= 0 {
+		cfg.MemoryBudget = DefaultMemoryBudget
+	}
+	if cfg.Spool.MaxHeader <= 0 {
+		cfg.Spool.MaxHeader = message.DefaultSpool.MaxHeader
+	}
+	if cfg.Spool.InMemory <= 0 {
+		cfg.Spool.InMemory = DefaultSpillOver
+	}
+	// A message held in memory waits for room in the budget: one larger
+	// than the whole budget would wait for ever, so it is spooled.
+	cfg.Spool.InMemory = min(cfg.Spool.InMemory, cfg.MemoryBudget)
+	if cfg.Script.MaxMemory <= 0 {
+		cfg.Script.MaxMemory = 64 << 20
+	}
+	if fc.StateDir == "" {
+		return nil, p.errorf(0, "state_dir is required (where the delivery ledger and quarantine live)")
+	}
+	cfg.StateDir = cfg.Resolve(fc.StateDir)
+	cfg.Spool.Dir = filepath.Join(cfg.StateDir, "spool")
+	cfg.Script.StoreDir = cfg.StateDir
+	if cfg.Instance, err = instance(fc.Instance); err != nil {
+		return nil, p.errorf(p.pos.line("", 0, "instance"), "%v", err)
+	}
+	cfg.Script.Instance = cfg.Instance
+	if fc.SRSSecretFile != "" {
+		secrets, err := srs.ReadSecrets(cfg.Resolve(fc.SRSSecretFile))
+		if err != nil {
+			return nil, p.errorf(p.pos.line("", 0, "srs_secret_file"), "srs_secret_file: %v", err)
+		}
+		cfg.Script.SRSSecrets = secrets
+	}
+	if fc.ScriptLib != "" {
+		cfg.Script.LibDir = cfg.Resolve(fc.ScriptLib)
+		if fi, err := os.Stat(cfg.Script.LibDir); err != nil || !fi.IsDir() {
+			return nil, p.errorf(p.pos.line("", 0, "script_lib"), "script_lib: %s is not a directory", cfg.Script.LibDir)
+		}
+	}
+	return cfg, nil
+}
+
+// instance is the name this mailflow gives itself in trace fields: the
+// configured one, or the host name.
+func instance(configured string) (string, error) {
+	name := configured
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	if name == "" || strings.ContainsAny(name, " \t\r\n;/") {
+		if configured != "" {
+			return "", fmt.Errorf("instance: %q: a name without spaces, ; or /", configured)
+		}
+		name = "mailflow"
+	}
+	return name, nil
+}
+
+// tables decodes the [[output]], [[pipeline]] and [[input]] tables, in
+// that order, so that each can check the names it refers to.
+func (p *parser) tables(cfg *Config, fc *file, md toml.MetaData, reg plugin.Registry) error {
+	for i, prim := range fc.Output {
+		oc := &Output{Line: p.pos.table("output", i)}
+		if err := md.PrimitiveDecode(prim, oc); err != nil {
+			return p.errorf(oc.Line, "output: %v", err)
+		}
+		if oc.Name == "" {
+			return p.errorf(oc.Line, "output: name is required")
+		}
+		plugin, ok := reg.NewOutput(oc.Type)
+		if !ok {
+			return p.errorf(p.pos.line("output", i, "type"), "output %q: unknown type %q; known: %s", oc.Name, oc.Type, strings.Join(reg.OutputTypes(), ", "))
+		}
+		if err := md.PrimitiveDecode(prim, plugin); err != nil {
+			return p.errorf(oc.Line, "output %q: %v", oc.Name, err)
+		}
+		oc.Plugin, oc.Settings = plugin, p.pos.text("output", i)
+		cfg.Outputs = append(cfg.Outputs, oc)
+	}
+	for i, prim := range fc.Pipeline {
+		pc := &Pipeline{Line: p.pos.table("pipeline", i)}
+		if err := md.PrimitiveDecode(prim, pc); err != nil {
+			return p.errorf(pc.Line, "pipeline: %v", err)
+		}
+		if pc.Name == "" {
+			return p.errorf(pc.Line, "pipeline: name is required")
+		}
+		for _, o := range pc.Outputs {
+			if cfg.Output(o) == nil {
+				return p.errorf(p.pos.line("pipeline", i, "outputs"), "output %q is not defined; defined: %s", o, cfg.OutputNames())
+			}
+		}
+		for j, s := range pc.Scripts {
+			pc.Scripts[j] = cfg.Resolve(s)
+		}
+		cfg.Pipelines = append(cfg.Pipelines, pc)
+	}
+	for i, prim := range fc.Input {
+		ic := &Input{Line: p.pos.table("input", i)}
+		if err := md.PrimitiveDecode(prim, ic); err != nil {
+			return p.errorf(ic.Line, "input: %v", err)
+		}
+		if ic.Name == "" {
+			return p.errorf(ic.Line, "input: name is required")
+		}
+		plugin, ok := reg.NewInput(ic.Type)
+		if !ok {
+			return p.errorf(p.pos.line("input", i, "type"), "input %q: unknown type %q; known: %s", ic.Name, ic.Type, strings.Join(reg.InputTypes(), ", "))
+		}
+		if err := md.PrimitiveDecode(prim, plugin); err != nil {
+			return p.errorf(ic.Line, "input %q: %v", ic.Name, err)
+		}
+		if cfg.Pipeline(ic.Pipeline) == nil {
+			return p.errorf(p.pos.line("input", i, "pipeline"), "pipeline %q is not defined; defined: %s", ic.Pipeline, cfg.pipelineNames())
+		}
+		sched, err := ParseSchedule(ic.Schedule)
+		if err != nil {
+			return p.errorf(p.pos.line("input", i, "schedule"), "input %q: %v", ic.Name, err)
+		}
+		ic.Plugin, ic.Sched, ic.Settings = plugin, sched, p.pos.text("input", i)
+		cfg.Inputs = append(cfg.Inputs, ic)
+	}
+	return p.checkUnique(cfg)
+}
+
+func inSection(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " in [" + s + "]"
+}
+
+func (p *parser) checkUnique(cfg *Config) error {
+	seen := map[string]bool{}
+	for _, k := range []struct {
+		kind  string
+		names []string
+	}{{"input", namesOf(cfg.Inputs)}, {"output", namesOf(cfg.Outputs)}, {"pipeline", namesOf(cfg.Pipelines)}} {
+		for i, n := range k.names {
+			if seen[k.kind+"/"+n] {
+				return p.errorf(p.pos.line(k.kind, i, "name"), "%s %q is defined twice", k.kind, n)
+			}
+			seen[k.kind+"/"+n] = true
+		}
+	}
+	return nil
+}
