@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -102,13 +103,17 @@ func TestReloadRebuildsAPluginWhenItsFileOrAGlobalChanged(t *testing.T) {
 		t.Fatal("nothing changed, yet the output was rebuilt")
 	}
 	os.WriteFile(filepath.Join(r.dir, "secret"), []byte("two"), 0o600)
-	r.e.Reload()
+	if ok, err := r.e.Reload(); !ok || err != nil {
+		t.Fatal(err)
+	}
 	if o := r.output(); o == first || o.secret != "two" {
 		t.Fatalf("password_file's bytes changed, but the output kept %q", o.secret)
 	}
 	second := r.output()
 	r.write(t, "max_message_size = 1000")
-	r.e.Reload()
+	if ok, err := r.e.Reload(); !ok || err != nil {
+		t.Fatal(err)
+	}
 	if o := r.output(); o == second || o.spool.MaxSize != 1000 {
 		t.Fatalf("a global the output reads changed, but it was not rebuilt (max %d)", o.spool.MaxSize)
 	}
@@ -126,7 +131,9 @@ func TestSaveDuringReloadIsLoaded(t *testing.T) {
 		reloads++
 		n := reloads
 		mu.Unlock()
-		r.e.Reload()
+		if _, err := r.e.Reload(); err != nil {
+			t.Error(err)
+		}
 		if n == 1 {
 			// The user saves again after the reload read the file, before
 			// the watcher is done with it.
@@ -147,5 +154,40 @@ func TestSaveDuringReloadIsLoaded(t *testing.T) {
 			t.Fatalf("the save made during the reload was never loaded: max_message_size %d after %d reloads", r.e.Config().Spool.MaxSize, reloads)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A broken edit is refused with the file and line of the mistake, and the
+// config that was running goes on running: its plugins are not closed or
+// rebuilt, and its inputs still poll.
+func TestReloadWithABrokenConfigKeepsTheRunningOne(t *testing.T) {
+	r := newReloadRig(t, "")
+	before := r.output()
+	for _, c := range []struct{ name, global, want string }{
+		{"unknown key", "max_mesage_size = 10", `mailflow.toml:2: unknown key "max_mesage_size"`},
+		{"toml syntax", "max_message_size = ", "mailflow.toml:2:"},
+		{"bad duration", `shutdown_timeout = "soon"`, `mailflow.toml:2: shutdown_timeout: "soon" is not a positive duration`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r.write(t, c.global)
+			ok, err := r.e.Reload()
+			if ok || err == nil {
+				t.Fatal("a broken config was taken")
+			}
+			if !strings.HasPrefix(err.Error(), filepath.Join(r.dir, c.want)) {
+				t.Fatalf("error %q does not start with %q", err, filepath.Join(r.dir, c.want))
+			}
+			if r.output() != before || r.e.Config().Spool.MaxSize != 0 {
+				t.Fatal("the running config was replaced")
+			}
+			if _, err := r.e.PollOnce(context.Background(), "in"); err != nil {
+				t.Fatalf("the running config no longer polls: %v", err)
+			}
+		})
+	}
+	// Mended, it is taken.
+	r.write(t, "max_message_size = 500")
+	if ok, err := r.e.Reload(); !ok || err != nil || r.e.Config().Spool.MaxSize != 500 {
+		t.Fatalf("the mended config was not taken: %v", err)
 	}
 }

@@ -60,7 +60,12 @@ func (e *Engine) settle(ctx context.Context, s *Setup, pipeName string, msg *mes
 		rec.InDoubt = append(rec.InDoubt, rec.Sending...)
 		rec.Sending = nil
 	}
-	d := newDelivery(rec)
+	return e.drive(ctx, s, pipeName, msg, newDelivery(rec), r, log, res, start)
+}
+
+// drive takes the delivery d of msg from its start through the chain and
+// the outputs to its end (settle's work once the record is read).
+func (e *Engine) drive(ctx context.Context, s *Setup, pipeName string, msg *message.Message, d *delivery, r recorder, log *slog.Logger, res settleResult, start time.Time) settleResult {
 	// A transition the state machine refuses is a bug in this file: the
 	// message is then deferred (it stays at its source) and the bug logged.
 	step := func(err error) bool {
