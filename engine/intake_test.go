@@ -25,7 +25,7 @@ type countingObserver struct {
 }
 
 func (o *countingObserver) MessageFetched(string, string, int64) { o.fetched++ }
-func (o *countingObserver) MessageDone(ev MessageEvent)         { o.done[ev.Outcome]++ }
+func (o *countingObserver) MessageDone(ev MessageEvent)          { o.done[ev.Outcome]++ }
 
 // intakeRig is a poll of one input whose pipeline's only output accepts
 // everything, with a memory_budget of budget bytes and spill_over of
