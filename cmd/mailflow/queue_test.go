@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/migrate/fleet"
+
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -97,7 +99,7 @@ func TestMigrateQueueFleet(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	var kv jetstream.KeyValue
-	if err := retry(ctx, func(ctx context.Context) (err error) { kv, err = js.KeyValue(ctx, queueBucket); return err }); err != nil {
+	if err := fleet.Retry(ctx, func(ctx context.Context) (err error) { kv, err = js.KeyValue(ctx, fleet.Bucket); return err }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -106,7 +108,7 @@ func TestMigrateQueueFleet(t *testing.T) {
 	var killedBox string
 	deadline := time.Now().Add(60 * time.Second)
 	for killedBox == "" && time.Now().Before(deadline) {
-		all, _ := readStatuses(ctx, kv, "fleet")
+		all, _ := fleet.ReadStatuses(ctx, kv, "fleet")
 		for _, st := range all {
 			if st.Worker != "w1" || st.State != "running" {
 				continue
@@ -132,10 +134,10 @@ func TestMigrateQueueFleet(t *testing.T) {
 	nodes[2].Shutdown()
 	t.Log("NATS node n2 stopped")
 
-	var all map[string]jobStatus
+	var all map[string]fleet.Status
 	deadline = time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
-		all, _ = readStatuses(ctx, kv, "fleet")
+		all, _ = fleet.ReadStatuses(ctx, kv, "fleet")
 		done := 0
 		for _, st := range all {
 			if st.State == "done" {
@@ -192,7 +194,7 @@ func TestMigrateQueueFleet(t *testing.T) {
 	if r.code != exitOK || !strings.Contains(r.stdout, "0 mailboxes queued, 30 already") {
 		t.Fatalf("publishing again: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	s, err := js.Stream(ctx, queueStream)
+	s, err := js.Stream(ctx, fleet.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}

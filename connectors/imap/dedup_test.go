@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/migrate/survey"
+
 	"github.com/mailflow/mailflow/engine/config"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -115,7 +117,7 @@ func TestVerifyFindsMessagesWithoutMessageID(t *testing.T) {
 	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != int64(len(msgs)) {
 		t.Fatalf("%v %v", st, err)
 	}
-	checks, err := e.Verify(context.Background(), "old", "new")
+	checks, err := survey.Verify(context.Background(), e, "old", "new")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +142,7 @@ func TestVerifyFindsMessagesWithoutMessageID(t *testing.T) {
 	if err := dst.remove([]uint32{victim}); err != nil {
 		t.Fatal(err)
 	}
-	checks, _ = e.Verify(context.Background(), "old", "new")
+	checks, _ = survey.Verify(context.Background(), e, "old", "new")
 	missing = 0
 	for _, c := range checks {
 		missing += len(c.Missing)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailflow/mailflow/migrate/survey"
+
 	goimap "github.com/emersion/go-imap/v2"
 
 	_ "github.com/mailflow/mailflow/connectors/pop3"
@@ -324,7 +326,7 @@ skip_existing = true
 	if in["Sent Items"] != 20 || in["Sent"] != 0 || in["INBOX"] != 20 {
 		t.Fatalf("destination folders: %v", in)
 	}
-	checks, err := e.Verify(context.Background(), "old", "new")
+	checks, err := survey.Verify(context.Background(), e, "old", "new")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,8 @@ func Parse(path string, src []byte, reg plugin.Registry) (*Config, error) {
 		}
 		return nil, p.errorf(0, "%v", err)
 	}
-	cfg, err := p.globals(&fc)
+	abs, _ := filepath.Abs(path)
+	cfg, err := p.globals(&fc, filepath.Dir(abs))
 	if err != nil {
 		return nil, err
 	}
@@ -118,12 +119,18 @@ func Parse(path string, src []byte, reg plugin.Registry) (*Config, error) {
 	return cfg, nil
 }
 
+// New is a config made in code (a migration makes its own): every global
+// at its default, state in stateDir, relative paths relative to baseDir.
+// Its inputs, pipelines and outputs are the caller's to add.
+func New(stateDir, baseDir string) (*Config, error) {
+	return (&parser{}).globals(&file{StateDir: stateDir}, baseDir)
+}
+
 // globals checks the keys outside any table and applies their defaults.
-func (p *parser) globals(fc *file) (*Config, error) {
-	abs, _ := filepath.Abs(p.path)
+func (p *parser) globals(fc *file, baseDir string) (*Config, error) {
 	cfg := &Config{
 		Path:          p.path,
-		BaseDir:       filepath.Dir(abs),
+		BaseDir:       baseDir,
 		MaxInFlight:   fc.MaxInFlight,
 		MemoryBudget:  fc.MemoryBudget,
 		Spool:         message.SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize, MaxHeader: fc.MaxHeaderSize},

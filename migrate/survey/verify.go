@@ -1,10 +1,12 @@
-package engine
+package survey
 
 import (
 	"context"
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/mailflow/mailflow/engine"
 
 	"github.com/mailflow/mailflow/engine/plugin"
 
@@ -13,29 +15,27 @@ import (
 
 // FolderCheck is what a verification found for one source folder.
 type FolderCheck struct {
-	Folder string
-	Source int // messages at the source
-	Found  int // of those, found at the destination
+	Folder string `json:"folder"`
+	Source int    `json:"source"` // messages at the source
+	Found  int    `json:"found"`  // of those, found at the destination
 	// Made counts the found and missing messages that have no Message-ID
 	// and were named by a digest of Date, From, Subject and size instead.
-	Made int
+	Made int `json:"without_message_id"`
 	// Unnamed counts messages the source could not name (no identity in
 	// its listing, no header to peek at): counted, not checked.
-	Unnamed int
-	Missing []string // identities at the source and not at the destination
+	Unnamed int      `json:"not_checked"`
+	Missing []string `json:"missing,omitempty"` // identities at the source and not at the destination
 }
 
 // Verify checks that every message the input's source holds is at the
 // output, folder by folder, by identity (message.Identity): for migrations,
 // after the run. The output must be a Finder.
-func (e *Engine) Verify(ctx context.Context, input, output string) ([]FolderCheck, error) {
-	items, err := e.Survey(ctx, input, PeekAll)
+func Verify(ctx context.Context, e *engine.Engine, input, output string) ([]FolderCheck, error) {
+	items, err := Survey(ctx, e, input, PeekAll)
 	if err != nil {
 		return nil, err
 	}
-	g := e.gens.pin()
-	defer g.unpin()
-	oc := g.setup.Config.Output(output)
+	oc := e.Config().Output(output)
 	if oc == nil {
 		return nil, fmt.Errorf("no output %q", output)
 	}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mailflow/mailflow/migrate"
+	"github.com/mailflow/mailflow/migrate/batch"
+	"github.com/mailflow/mailflow/migrate/fleet"
+)
+
+// queueFlags are how a command reaches NATS.
+type queueFlags struct{ fleet.Conn }
+
+func (q *queueFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&q.URL, "queue", "", "NATS `URL`s, comma-separated (nats://host:4222, tls://host:4222): the JetStream fleet")
+	fs.StringVar(&q.Creds, "queue-creds", "", "NATS credentials `FILE` (JWT and NKey seed)")
+	fs.StringVar(&q.CA, "queue-ca", "", "`FILE` of CA certificates that sign the NATS servers' (default: the system's)")
+	fs.StringVar(&q.Cert, "queue-cert", "", "client certificate `FILE` for NATS TLS")
+	fs.StringVar(&q.Key, "queue-key", "", "client key `FILE` for NATS TLS")
+	fs.StringVar(&q.User, "queue-user", "", "NATS user `NAME` (with --queue-password-file)")
+	fs.StringVar(&q.PasswordFile, "queue-password-file", "", "`FILE` holding the NATS user's password")
+	fs.StringVar(&q.TokenFile, "queue-token-file", "", "`FILE` holding a NATS token")
+}
+
+// parseQueueCommand parses the flags of a command that talks to the
+// fleet (help on -h) and checks that --queue was given; ok false means
+// return code.
+func parseQueueCommand(fs *flag.FlagSet, q *queueFlags, args []string, name, help string, stderr io.Writer) (code int, ok bool) {
+	fs.Usage = func() {
+		fmt.Fprint(stderr, help)
+		fmt.Fprintln(stderr, "\nOptions:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitConfig, false
+	}
+	if q.URL == "" {
+		fmt.Fprintf(stderr, "mailflow %s: --queue is needed\n", name)
+		return exitConfig, false
+	}
+	return exitOK, true
+}
+
+type queueOptions struct {
+	name      string
+	ackWait   time.Duration
+	replicas  int
+	retries   int
+	retryWait time.Duration
+	wait      bool
+}
+
+// queueBatch puts a batch's mailboxes in the fleet's queue.
+func queueBatch(file string, jobs []*batch.Job, q *queueFlags, o queueOptions, stdout, stderr io.Writer) int {
+	ctx, stop := stopOnSignal(slog.New(slog.NewTextHandler(stderr, nil)), time.Minute)
+	defer stop()
+	nc, js, err := q.Connect(ctx, "mailflow migrate --batch", 30*time.Second)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow migrate --batch:", err)
+		return exitFailed
+	}
+	defer nc.Close()
+	kv, err := fleet.SetUp(ctx, nc, js, o.replicas, o.ackWait)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow migrate --batch:", err)
+		return exitFailed
+	}
+	name := fleet.BatchName(file, o.name)
+	var qjobs []fleet.Job
+	for _, j := range jobs {
+		qjobs = append(qjobs, fleet.Job{Batch: name, Key: fleet.JobKey(name, j.Plan), Row: j.Row, Mailbox: j.Name,
+			Plan: j.Plan, Retries: o.retries, RetryWait: o.retryWait})
+	}
+	added, already, err := fleet.Publish(ctx, js, kv, qjobs)
+	fmt.Fprintf(stdout, "batch %s (%s): %d mailboxes queued, %d already in the queue\n", name, file, added, already)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow migrate --batch:", err)
+		return exitFailed
+	}
+	if !o.wait {
+		fmt.Fprintf(stdout, "workers take them (mailflow worker --queue %s); see where they stand with\n  mailflow migrate status --queue %s --name %s\n", q.URL, q.URL, name)
+		return exitOK
+	}
+	return followStatus(ctx, kv, name, stdout, stderr)
+}
+
+const workerHelp = `Usage: mailflow worker --queue nats://HOST:4222[,nats://HOST2:4222...]
+                       [--parallel 4] [--max-per-host 2] [--state DIR] [--name NAME]
+
+Takes mailbox jobs that "mailflow migrate --batch FILE --queue URL" put in
+NATS JetStream and runs each exactly as "mailflow migrate" (resumable,
+verified). While a mailbox runs the worker tells NATS it is in progress; it
+acknowledges the job only after the mailbox was migrated and verified. A
+worker that dies leaves its jobs unacknowledged: NATS gives each to another
+worker after the ack wait, which resumes it (into IMAP the destination's own
+dedup keeps every message once). A failing mailbox is retried with back-off
+(the batch's --retries and --retry-wait) while its error may pass by
+itself, then reported failed. Each mailbox's state is in the bucket
+"mailflow migrate status" reads.
+
+The password_env / password_file columns of the batch name variables and
+files on the worker's machine. SIGINT or SIGTERM stops the running mailboxes
+cleanly and hands their jobs back at once.
+`
+
+func cmdWorker(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var q queueFlags
+	q.register(fs)
+	w := fleet.Worker{}
+	fs.IntVar(&w.Parallel, "parallel", 4, "mailboxes this worker migrates at once")
+	fs.IntVar(&w.PerHost, "max-per-host", 2, "mailboxes this worker runs at once on one server")
+	fs.StringVar(&w.StateDir, "state", "", "`DIR` for each mailbox's record on this machine (default under $XDG_STATE_HOME/mailflow/worker)")
+	host, _ := os.Hostname()
+	fs.StringVar(&w.Name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "this worker's `NAME` in the status")
+	if code, ok := parseQueueCommand(fs, &q, args, "worker", workerHelp, stderr); !ok {
+		return code
+	}
+	if w.StateDir == "" {
+		w.StateDir = filepath.Join(migrate.StateHome(), "mailflow", "worker")
+	}
+	if err := os.MkdirAll(w.StateDir, 0o700); err != nil {
+		fmt.Fprintln(stderr, "mailflow worker:", err)
+		return exitConfig
+	}
+	var err error
+	if w.Child, err = childCommand(); err != nil {
+		fmt.Fprintln(stderr, "mailflow worker:", err)
+		return exitConfig
+	}
+	w.Log = slog.New(slog.NewTextHandler(stderr, nil)).With("worker", w.Name)
+	ctx, stop := stopOnSignal(w.Log, time.Minute)
+	defer stop()
+	w.Log.Info("connecting to NATS", "queue", q.URL)
+	nc, js, err := q.Connect(ctx, "mailflow worker "+w.Name, time.Minute)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow worker:", err)
+		return exitFailed
+	}
+	defer nc.Close()
+	cons, kv, err := fleet.WaitForQueue(ctx, js, w.Log)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow worker:", err)
+		return exitFailed
+	}
+	if ctx.Err() != nil {
+		return exitOK
+	}
+	w.Run(ctx, cons, kv)
+	w.Log.Info("stopped")
+	return exitOK
+}
+
+const statusHelp = `Usage: mailflow migrate status --queue nats://HOST:4222 [--name BATCH] [--wait] [--report FILE.csv]
+
+Shows where every mailbox of the fleet's batches stands (from the NATS
+JetStream bucket the workers write): state, the worker that has or finished
+it, messages done/total, verification and the last error. Exits 1 if any
+mailbox failed, 4 if some are still queued or running, 0 when all are done.
+`
+
+func cmdMigrateStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("migrate status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var q queueFlags
+	q.register(fs)
+	name := fs.String("name", "", "only this batch")
+	wait := fs.Bool("wait", false, "redraw until every mailbox is done or failed")
+	report := fs.String("report", "", "also write the table as CSV to `FILE`")
+	if code, ok := parseQueueCommand(fs, &q, args, "migrate status", statusHelp, stderr); !ok {
+		return code
+	}
+	ctx, stop := stopOnSignal(slog.New(slog.NewTextHandler(stderr, nil)), time.Minute)
+	defer stop()
+	nc, js, err := q.Connect(ctx, "mailflow migrate status", 30*time.Second)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow migrate status:", err)
+		return exitFailed
+	}
+	defer nc.Close()
+	var kv jetstream.KeyValue
+	if err := fleet.Retry(ctx, func(ctx context.Context) (err error) { kv, err = js.KeyValue(ctx, fleet.Bucket); return err }); err != nil {
+		fmt.Fprintln(stderr, "mailflow migrate status: no batch was queued here:", err)
+		return exitFailed
+	}
+	code := exitOK
+	if *wait {
+		code = followStatus(ctx, kv, *name, stdout, stderr)
+	}
+	all, err := fleet.ReadStatuses(ctx, kv, *name)
+	if err != nil {
+		fmt.Fprintln(stderr, "mailflow migrate status:", err)
+		return exitFailed
+	}
+	if !*wait {
+		code = printStatuses(stdout, all)
+	}
+	if *report != "" {
+		if err := fleet.WriteReport(*report, all); err != nil {
+			fmt.Fprintln(stderr, "mailflow migrate status: report:", err)
+		}
+	}
+	return code
+}
+
+// followStatus shows the batch as it goes (a table redrawn on a
+// terminal, else a line per change) until nothing is left to run, then
+// prints it a last time.
+func followStatus(ctx context.Context, kv jetstream.KeyValue, name string, stdout, stderr io.Writer) int {
+	table := isTerminal(stderrFile(stderr))
+	last := map[string]string{}
+	all := fleet.Follow(ctx, kv, name, 2*time.Second, func(all map[string]fleet.Status, err error) {
+		switch {
+		case err != nil && ctx.Err() == nil:
+			fmt.Fprintln(stderr, "mailflow migrate status:", err)
+		case table:
+			var b strings.Builder
+			b.WriteString("\x1b[H\x1b[2J")
+			printStatuses(&b, all)
+			io.WriteString(stderr, b.String())
+		default:
+			for key, st := range all {
+				line := fmt.Sprintf("%s %s %d/%d", st.State, st.Worker, st.Done, st.Total)
+				if last[key] != line {
+					last[key] = line
+					fmt.Fprintf(stderr, "%s  %s: %s (%s) %d/%d %s\n", time.Now().Format("15:04:05"), st.Mailbox, st.State, st.Worker, st.Done, st.Total, st.Error)
+				}
+			}
+		}
+	})
+	return printStatuses(stdout, all)
+}
+
+// printStatuses prints the table and the counts, and returns the exit
+// code they make.
+func printStatuses(w io.Writer, all map[string]fleet.Status) int {
+	rows := fleet.Sorted(all)
+	fmt.Fprintf(w, "%-12s %-40s %-9s %-20s %5s %13s %8s %8s  %s\n", "BATCH", "MAILBOX", "STATE", "WORKER", "TRIES", "MESSAGES", "MOVED", "VERIFIED", "ERROR")
+	count := map[string]int{}
+	for _, st := range rows {
+		count[st.State]++
+		fmt.Fprintf(w, "%-12s %-40s %-9s %-20s %5d %13s %8d %8s  %s\n", clip(st.Batch, 12), clip(st.Mailbox, 40), st.State,
+			clip(st.Worker, 20), st.Tries, fmt.Sprintf("%d/%d", st.Done, st.Total), st.Moved, st.Verified, clip(st.Error, 60))
+	}
+	fmt.Fprintf(w, "\n%d mailboxes: %d done, %d failed, %d running, %d queued, %d retrying\n", len(rows),
+		count["done"], count["failed"], count["running"], count["queued"], count["retrying"])
+	switch {
+	case count["failed"] > 0:
+		return exitFailed
+	case count["done"] < len(rows):
+		return exitPending
+	}
+	return exitOK
+}
+
+// exitPending: migrate status found mailboxes still queued or running.
+const exitPending = 4

@@ -1,0 +1,39 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/mailflow/mailflow/engine/ledger"
+	"github.com/mailflow/mailflow/engine/plugin"
+)
+
+// Look opens a session of the named input to look at its source without
+// polling it: fn is given the session, its listing and the ledger's
+// records of the listed ids. fn may read headers (plugin.HeaderPeeker)
+// and identities (plugin.Identifier), but neither fetches to deliver nor
+// commits. For surveys, dry runs and verifications (migrate). The session
+// is closed after fn; it holds the generation of the config it was opened
+// with, as a poll does.
+func (e *Engine) Look(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
+	if e.Ledger == nil {
+		return errors.New("engine opened without its ledger cannot look at a source")
+	}
+	g := e.gens.pin()
+	defer g.unpin()
+	ic := g.setup.Config.Input(input)
+	if ic == nil {
+		return fmt.Errorf("no input %q", input)
+	}
+	sess, err := ic.Plugin.Open(ctx)
+	if err != nil {
+		return err
+	}
+	listing, err := sess.List(ctx)
+	if err != nil {
+		return errors.Join(err, sess.Close(ctx))
+	}
+	err = fn(sess, listing, e.Ledger.GetMany(input, listingIDs(listing)))
+	return errors.Join(err, sess.Close(ctx))
+}

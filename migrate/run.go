@@ -1,0 +1,177 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/config"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/migrate/survey"
+	"github.com/mailflow/mailflow/plugins"
+)
+
+// Options are how a run is watched.
+type Options struct {
+	Log      *slog.Logger // the engine's log; nil: discarded
+	Observer Observer     // nil: none
+}
+
+// Run carries out the plan: it surveys the source (what is to move, what
+// an earlier run moved), polls it once through the engine, which moves
+// each message and records it so that an interrupted run resumes, checks
+// the destination folder by folder where it can be searched, and, when
+// the plan says so and nothing is missing, empties the source. The report
+// says what it did; its Errors say what stays to be done, by class.
+func Run(ctx context.Context, p Plan, o Options) *Report {
+	r := &Report{Started: time.Now().UTC()}
+	defer func() { r.Seconds = time.Since(r.Started).Seconds() }()
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	from, to, err := p.check()
+	if err != nil {
+		r.fail(ClassPlan, err)
+		return r
+	}
+	if p.Config == "" {
+		r.From, r.To = p.From.Redacted(), p.To.Redacted()
+	}
+	state, err := p.stateDir()
+	if err != nil {
+		r.fail(ClassPlan, err)
+		return r
+	}
+	cfg, err := p.buildConfig(from, to, state, false)
+	if err != nil {
+		r.fail(ClassPlan, err)
+		return r
+	}
+	r.StateDir = cfg.StateDir
+	meter := newMeter(o.Observer)
+	e, err := engine.Open(cfg, plugins.Default, o.Log, engine.WithObserver(meter))
+	if err != nil {
+		r.fail(ClassPlan, err)
+		return r
+	}
+	defer e.Close()
+
+	for _, ic := range cfg.Inputs {
+		items, err := survey.Survey(ctx, e, ic.Name, survey.PeekNone)
+		if err != nil {
+			r.fail(ClassConnection, fmt.Errorf("%s: %w", ic.Name, err))
+			return r
+		}
+		r.Surveyed.add(items)
+	}
+	r.TooLarge = r.Surveyed.TooLarge.Messages
+	meter.begin(r.Surveyed)
+
+	stats, runErr := e.RunOnce(ctx)
+	var total engine.Stats
+	for _, s := range stats {
+		total.Add(s)
+	}
+	moved := meter.movedCount()
+	r.Moved, r.MovedBytes = total.Delivered, moved.Bytes
+	r.AlreadyMoved, r.Left, r.Deferred, r.Held, r.InDoubt = total.Skipped, total.Left, total.Deferred, total.Held, total.InDoubt
+	r.AlreadyThere = alreadyThere(cfg)
+	if entries, err := e.Quarantine.List(); err == nil {
+		for _, q := range entries {
+			if !q.At.Before(r.Started) {
+				r.Refused = append(r.Refused, Refusal{SourceID: q.SourceID, MessageID: q.MessageID, Reason: q.Reason, QuarantineID: q.ID})
+			}
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+		r.fail(ClassInterrupted, fmt.Errorf("interrupted: run the same command again to go on where it stopped"))
+	case runErr != nil:
+		r.fail(ClassConnection, runErr)
+	case total.Deferred > 0:
+		r.fail(ClassIncomplete, fmt.Errorf("%d messages are still on the old server; run again to retry", total.Deferred))
+	}
+	if r.TooLarge > 0 {
+		r.fail(ClassIncomplete, fmt.Errorf("%d messages are larger than max_message_size and stay on the old server", r.TooLarge))
+	}
+	r.verify(ctx, e, cfg)
+	if p.DeleteSource {
+		r.deleteSource(ctx, e, &p, from, to, state)
+	}
+	return r
+}
+
+// verify compares, folder by folder, what each input's source holds with
+// what each of its outputs that can say what it holds (IMAP) has.
+func (r *Report) verify(ctx context.Context, e *engine.Engine, cfg *config.Config) {
+	for _, ic := range cfg.Inputs {
+		pc := cfg.Pipeline(ic.Pipeline)
+		if pc == nil {
+			continue
+		}
+		for _, out := range pc.Outputs {
+			if _, ok := cfg.Output(out).Plugin.(plugin.Finder); !ok {
+				continue
+			}
+			v := Verification{Input: ic.Name, Output: out}
+			checks, err := survey.Verify(ctx, e, ic.Name, out)
+			if err != nil {
+				v.Error = err.Error()
+				r.fail(ClassConnection, fmt.Errorf("verification of %s → %s: %w", ic.Name, out, err))
+			}
+			for _, c := range checks {
+				v.Missing += len(c.Missing)
+			}
+			v.Folders = checks
+			if v.Missing > 0 {
+				r.fail(ClassIncomplete, fmt.Errorf("verification of %s → %s: %d messages missing at the destination", ic.Name, out, v.Missing))
+			}
+			r.Verifications = append(r.Verifications, v)
+		}
+	}
+}
+
+// deleteSource empties the IMAP source of what was moved and verified:
+// the source is set to delete what is settled and polled once more. Every
+// message the ledger has as settled is deleted on its id (an IMAP UID is
+// never reused); one that arrived meanwhile is moved first.
+func (r *Report) deleteSource(ctx context.Context, e *engine.Engine, p *Plan, from, to endpoint, state string) {
+	if len(r.Errors) > 0 {
+		r.fail(ClassIncomplete, fmt.Errorf("--delete-source: the source is left as it is, since not everything was verified at the destination"))
+		return
+	}
+	cfg, err := p.buildConfig(from, to, state, true)
+	if err == nil {
+		err = e.Apply(cfg)
+	}
+	if err != nil {
+		r.fail(ClassPlan, fmt.Errorf("--delete-source: %w", err))
+		return
+	}
+	stats, err := e.RunOnce(ctx)
+	var total engine.Stats
+	for _, s := range stats {
+		total.Add(s)
+	}
+	r.Deleted, r.DeletedMovedFirst = total.Skipped+total.Delivered, total.Delivered
+	switch {
+	case err != nil:
+		r.fail(ClassConnection, fmt.Errorf("--delete-source: %w (run the same command again to finish)", err))
+	case total.Deferred > 0:
+		r.fail(ClassIncomplete, fmt.Errorf("--delete-source: %d messages could not be moved or deleted (run the same command again to finish)", total.Deferred))
+	}
+}
+
+// alreadyThere sums, over the outputs that count them, the messages that
+// were found at the destination and not copied again.
+func alreadyThere(cfg *config.Config) int64 {
+	var n int64
+	for _, oc := range cfg.Outputs {
+		if c, ok := oc.Plugin.(interface{ AlreadyThere() int64 }); ok {
+			n += c.AlreadyThere()
+		}
+	}
+	return n
+}

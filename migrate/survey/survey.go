@@ -1,0 +1,74 @@
+// Package survey looks at a source without moving anything: what it holds
+// and what a poll would do with each message (Survey), and whether every
+// message of it is at a destination that can be searched (Verify). A
+// migration's totals, dry run and closing check are built on it.
+package survey
+
+import (
+	"context"
+
+	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/ledger"
+	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+)
+
+// Item is one message of a source as a survey sees it.
+type Item struct {
+	plugin.Item
+	Settled  bool   // the ledger has it as settled under this id: it is not delivered again
+	TooLarge bool   // over max_message_size: it stays at the source
+	Held     bool   // held after fetches that did not match its size
+	Header   []byte // its header, when asked for and the source can peek
+}
+
+// Peek says which messages' headers a survey reads.
+type Peek int
+
+const (
+	PeekNone      Peek = iota
+	PeekUnsettled      // those a poll would deliver (a dry run lists them)
+	PeekAll            // every one, to name each (Item.Identity) where the listing did not
+)
+
+// Survey lists an input's source without fetching, committing or changing
+// anything, and says of each message what a poll would do with it: for
+// progress totals, dry runs and verification. Headers are read where the
+// source can peek at them (plugin.HeaderPeeker), and a message the listing
+// did not name gets its Identity from its header.
+func Survey(ctx context.Context, e *engine.Engine, input string, headers Peek) ([]Item, error) {
+	cfg := e.Config()
+	max := cfg.Spool.MaxSize
+	if ic := cfg.Input(input); ic != nil && ic.MaxMessageSize > 0 {
+		max = ic.MaxMessageSize
+	}
+	var out []Item
+	err := e.Look(ctx, input, func(sess plugin.Session, listing plugin.Listing, recs map[string]ledger.Record) error {
+		if id, ok := sess.(plugin.Identifier); ok && headers == PeekAll {
+			if err := id.Identify(ctx, listing.Items); err != nil {
+				return err
+			}
+		}
+		peek, _ := sess.(plugin.HeaderPeeker)
+		out = make([]Item, 0, len(listing.Items))
+		for _, it := range listing.Items {
+			rec, known := recs[it.ID]
+			si := Item{Item: it}
+			si.Held = known && rec.Settled == ledger.Held
+			si.Settled = known && rec.Settled != "" && !si.Held
+			si.TooLarge = max > 0 && it.Size > max
+			if peek != nil && (headers == PeekAll && si.Identity == "" || headers == PeekUnsettled && !si.Settled) {
+				var err error
+				if si.Header, err = peek.PeekHeader(ctx, it); err != nil {
+					return err
+				}
+				if si.Identity == "" {
+					si.Identity = message.HeaderIdentity(si.Header, it.Size)
+				}
+			}
+			out = append(out, si)
+		}
+		return nil
+	})
+	return out, err
+}
