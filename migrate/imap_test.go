@@ -1,0 +1,126 @@
+package migrate_test
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+
+	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/migrate"
+)
+
+// imapServer is go-imap's in-memory server with users src and dst
+// (password "p").
+func imapServer(t *testing.T) string {
+	t.Helper()
+	mem := imapmemserver.New()
+	for _, u := range []string{"src", "dst"} {
+		user := imapmemserver.NewUser(u, "p")
+		user.Create("INBOX", nil)
+		mem.AddUser(user)
+	}
+	srv := imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return mem.NewSession(), nil, nil
+		},
+		Caps:         goimap.CapSet{goimap.CapIMAP4rev1: {}, goimap.CapIMAP4rev2: {}},
+		InsecureAuth: true,
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func imapLogin(t *testing.T, addr, user string) *imapclient.Client {
+	t.Helper()
+	c, err := imapclient.DialInsecure(addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Login(user, "p").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// count is how many messages user's folder holds.
+func count(t *testing.T, addr, user, folder string) uint32 {
+	t.Helper()
+	c := imapLogin(t, addr, user)
+	st, err := c.Status(folder, &goimap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil {
+		return 0
+	}
+	return *st.NumMessages
+}
+
+// An IMAP mailbox moves folder by folder, the report carries the
+// verification per folder, and --delete-source empties the source only
+// after it found nothing missing.
+func TestIMAPToIMAPVerifiesThenDeletesTheSource(t *testing.T) {
+	addr := imapServer(t)
+	src := imapLogin(t, addr, "src")
+	// Mix's kinds but the message with no header, for which go-imap's
+	// in-memory server answers BODY[] with nothing.
+	kinds := []enginetest.Kind{enginetest.Plain, enginetest.Multipart, enginetest.UTF8Header, enginetest.RawUTF8, enginetest.BareLF, enginetest.DotLines, enginetest.EightBitBody}
+	var msgs [][]byte
+	for i := range 9 {
+		msgs = append(msgs, enginetest.Message(kinds[i%len(kinds)], i, 4<<10))
+	}
+	msgs = enginetest.CRLF(msgs)
+	for i, m := range msgs {
+		folder := []string{"INBOX", "Archive", "Lists/go"}[i%3]
+		src.Create(folder, nil).Wait()
+		cmd := src.Append(folder, int64(len(m)), &goimap.AppendOptions{Flags: []goimap.Flag{goimap.FlagSeen}, Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)})
+		cmd.Write(m)
+		cmd.Close()
+		if _, err := cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("MF_MIGRATE_TEST_PW", "p")
+	plan := migrate.Plan{
+		From:               migrate.Endpoint{URL: "imap://src@" + addr + "?tls=none", PasswordEnv: "MF_MIGRATE_TEST_PW"},
+		To:                 migrate.Endpoint{URL: "imap://dst@" + addr + "?tls=none", PasswordEnv: "MF_MIGRATE_TEST_PW"},
+		AllowPlaintextAuth: true,
+		DeleteSource:       true,
+		StateDir:           filepath.Join(t.TempDir(), "state"),
+	}
+	r := migrate.Run(context.Background(), plan, migrate.Options{})
+	if r.Result() != migrate.Done || r.Moved != 9 {
+		t.Fatalf("moved %d, errors %+v", r.Moved, r.Errors)
+	}
+	if r.Verified() != "yes" || len(r.Verifications) != 1 || len(r.Verifications[0].Folders) != 3 {
+		t.Fatalf("verifications %+v", r.Verifications)
+	}
+	for _, f := range r.Verifications[0].Folders {
+		if f.Source != 3 || f.Found != 3 {
+			t.Fatalf("folder %+v", f)
+		}
+	}
+	if r.Deleted != 9 {
+		t.Fatalf("deleted %d at the source, want 9", r.Deleted)
+	}
+	for _, f := range []string{"INBOX", "Archive", "Lists/go"} {
+		if n, m := count(t, addr, "src", f), count(t, addr, "dst", f); n != 0 || m != 3 {
+			t.Fatalf("%s: %d left at the source, %d at the destination", f, n, m)
+		}
+	}
+	// A dry run of the emptied source lists nothing to move.
+	list, totals, err := migrate.DryRun(context.Background(), plan, nil)
+	if err != nil || len(list) != 0 || totals.ToMove.Messages != 0 {
+		t.Fatalf("dry run: %v %+v %v", list, totals, err)
+	}
+}
