@@ -91,6 +91,11 @@ func TestMigrateBatchOfFiftyDovecotMailboxes(t *testing.T) {
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
+		if n := stored(); n < at {
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-exited
+			t.Fatalf("only %d messages stored after 8 minutes, waiting for %d:\n%s", n, at, out.String())
+		}
 		cmd.Process.Signal(syscall.SIGKILL)
 		<-exited
 		t.Logf("batch killed with %d messages stored", stored())
