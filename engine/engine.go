@@ -9,12 +9,10 @@ import (
 	"time"
 
 	"github.com/mailflow/mailflow/engine/config"
-	"github.com/mailflow/mailflow/engine/quarantine"
-
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/engine/quarantine"
 )
 
 // Engine runs inputs through their pipelines to outputs and keeps the

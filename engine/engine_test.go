@@ -15,14 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailflow/mailflow/engine/config"
-
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/config"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
 	"github.com/mailflow/mailflow/plugins"
 )
 

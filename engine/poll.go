@@ -11,12 +11,10 @@ import (
 	"time"
 
 	"github.com/mailflow/mailflow/engine/config"
-	"github.com/mailflow/mailflow/engine/quarantine"
-
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/engine/quarantine"
 )
 
 // PollOnce runs one poll of the named input: it lists the source, decides

@@ -5,9 +5,8 @@ import (
 	"errors"
 	"time"
 
-	"github.com/mailflow/mailflow/engine/quarantine"
-
 	"github.com/mailflow/mailflow/engine/ledger"
+	"github.com/mailflow/mailflow/engine/quarantine"
 )
 
 // Resend puts a quarantined message back through its pipeline. It needs

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/mailflow/mailflow/engine/config"
-
 	"github.com/mailflow/mailflow/engine/plugin"
 )
 

@@ -8,12 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailflow/mailflow/engine/quarantine"
-
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/engine/quarantine"
 )
 
 // recorder keeps the record of one delivery: the ledger for a polled

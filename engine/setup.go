@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/mailflow/mailflow/engine/config"
-
 	"github.com/mailflow/mailflow/engine/plugin"
 )
 

@@ -11,12 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // Metrics is an engine.Observer that records into its own registry.

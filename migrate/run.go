@@ -50,6 +50,12 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 		return r
 	}
 	r.StateDir = cfg.StateDir
+	if p.Config == "" {
+		if err := p.save(state); err != nil {
+			r.fail(ClassPlan, err)
+			return r
+		}
+	}
 	meter := newMeter(o.Observer)
 	e, err := engine.Open(cfg, plugins.Default, o.Log, engine.WithObserver(meter))
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,8 +12,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/mailflow/mailflow/migrate"
+	"github.com/mailflow/mailflow/migrate/bar"
 	"github.com/mailflow/mailflow/migrate/batch"
 	"github.com/mailflow/mailflow/migrate/fleet"
 )
@@ -22,7 +24,7 @@ import (
 // queueFlags are how a command reaches NATS.
 type queueFlags struct{ fleet.Conn }
 
-func (q *queueFlags) register(fs *flag.FlagSet) {
+func (q *queueFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&q.URL, "queue", "", "NATS `URL`s, comma-separated (nats://host:4222, tls://host:4222): the JetStream fleet")
 	fs.StringVar(&q.Creds, "queue-creds", "", "NATS credentials `FILE` (JWT and NKey seed)")
 	fs.StringVar(&q.CA, "queue-ca", "", "`FILE` of CA certificates that sign the NATS servers' (default: the system's)")
@@ -33,26 +35,12 @@ func (q *queueFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&q.TokenFile, "queue-token-file", "", "`FILE` holding a NATS token")
 }
 
-// parseQueueCommand parses the flags of a command that talks to the
-// fleet (help on -h) and checks that --queue was given; ok false means
-// return code.
-func parseQueueCommand(fs *flag.FlagSet, q *queueFlags, args []string, name, help string, stderr io.Writer) (code int, ok bool) {
-	fs.Usage = func() {
-		fmt.Fprint(stderr, help)
-		fmt.Fprintln(stderr, "\nOptions:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, false
-		}
-		return exitConfig, false
-	}
+// need checks that --queue was given.
+func (q *queueFlags) need(cmd *cobra.Command) error {
 	if q.URL == "" {
-		fmt.Fprintf(stderr, "mailflow %s: --queue is needed\n", name)
-		return exitConfig, false
+		return failed(cmd, exitConfig, errors.New("--queue is needed"))
 	}
-	return exitOK, true
+	return nil
 }
 
 type queueOptions struct {
@@ -65,19 +53,18 @@ type queueOptions struct {
 }
 
 // queueBatch puts a batch's mailboxes in the fleet's queue.
-func queueBatch(file string, jobs []*batch.Job, q *queueFlags, o queueOptions, stdout, stderr io.Writer) int {
+func queueBatch(cmd *cobra.Command, file string, jobs []*batch.Job, q *queueFlags, o queueOptions) error {
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	ctx, stop := stopOnSignal(slog.New(slog.NewTextHandler(stderr, nil)), time.Minute)
 	defer stop()
-	nc, js, err := q.Connect(ctx, "mailflow migrate --batch", 30*time.Second)
+	nc, js, err := q.Connect(ctx, "mailflow migrate batch", 30*time.Second)
 	if err != nil {
-		fmt.Fprintln(stderr, "mailflow migrate --batch:", err)
-		return exitFailed
+		return failed(cmd, exitFailed, err)
 	}
 	defer nc.Close()
 	kv, err := fleet.SetUp(ctx, nc, js, o.replicas, o.ackWait)
 	if err != nil {
-		fmt.Fprintln(stderr, "mailflow migrate --batch:", err)
-		return exitFailed
+		return failed(cmd, exitFailed, err)
 	}
 	name := fleet.BatchName(file, o.name)
 	var qjobs []fleet.Job
@@ -88,20 +75,22 @@ func queueBatch(file string, jobs []*batch.Job, q *queueFlags, o queueOptions, s
 	added, already, err := fleet.Publish(ctx, js, kv, qjobs)
 	fmt.Fprintf(stdout, "batch %s (%s): %d mailboxes queued, %d already in the queue\n", name, file, added, already)
 	if err != nil {
-		fmt.Fprintln(stderr, "mailflow migrate --batch:", err)
-		return exitFailed
+		return failed(cmd, exitFailed, err)
 	}
 	if !o.wait {
 		fmt.Fprintf(stdout, "workers take them (mailflow worker --queue %s); see where they stand with\n  mailflow migrate status --queue %s --name %s\n", q.URL, q.URL, name)
-		return exitOK
+		return nil
 	}
-	return followStatus(ctx, kv, name, stdout, stderr)
+	return exitError(followStatus(ctx, kv, name, stdout, stderr))
 }
 
-const workerHelp = `Usage: mailflow worker --queue nats://HOST:4222[,nats://HOST2:4222...]
-                       [--parallel 4] [--max-per-host 2] [--state DIR] [--name NAME]
-
-Takes mailbox jobs that "mailflow migrate --batch FILE --queue URL" put in
+func workerCmd(g *globals) *cobra.Command {
+	var q queueFlags
+	w := fleet.Worker{}
+	cmd := &cobra.Command{
+		Use:   "worker --queue nats://HOST:4222[,nats://HOST2:4222...]",
+		Short: "Take the mailbox jobs of a batch queued in NATS JetStream and run them",
+		Long: `Takes mailbox jobs that "mailflow migrate batch FILE --queue URL" put in
 NATS JetStream and runs each exactly as "mailflow migrate" (resumable,
 verified). While a mailbox runs the worker tells NATS it is in progress; it
 acknowledges the job only after the mailbox was migrated and verified. A
@@ -114,115 +103,116 @@ itself, then reported failed. Each mailbox's state is in the bucket
 
 The password_env / password_file columns of the batch name variables and
 files on the worker's machine. SIGINT or SIGTERM stops the running mailboxes
-cleanly and hands their jobs back at once.
-`
-
-func cmdWorker(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var q queueFlags
-	q.register(fs)
-	w := fleet.Worker{}
-	fs.IntVar(&w.Parallel, "parallel", 4, "mailboxes this worker migrates at once")
-	fs.IntVar(&w.PerHost, "max-per-host", 2, "mailboxes this worker runs at once on one server")
-	fs.StringVar(&w.StateDir, "state", "", "`DIR` for each mailbox's record on this machine (default under $XDG_STATE_HOME/mailflow/worker)")
+cleanly and hands their jobs back at once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := q.need(cmd); err != nil {
+				return err
+			}
+			if w.StateDir == "" {
+				w.StateDir = filepath.Join(migrate.StateHome(), "mailflow", "worker")
+			}
+			if err := os.MkdirAll(w.StateDir, 0o700); err != nil {
+				return failed(cmd, exitConfig, err)
+			}
+			var err error
+			if w.Child, err = childCommand(); err != nil {
+				return failed(cmd, exitConfig, err)
+			}
+			log, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return failed(cmd, exitConfig, err)
+			}
+			w.Log = log.With("worker", w.Name)
+			ctx, stop := stopOnSignal(w.Log, time.Minute)
+			defer stop()
+			w.Log.Info("connecting to NATS", "queue", q.URL)
+			nc, js, err := q.Connect(ctx, "mailflow worker "+w.Name, time.Minute)
+			if err != nil {
+				return failed(cmd, exitFailed, err)
+			}
+			defer nc.Close()
+			cons, kv, err := fleet.WaitForQueue(ctx, js, w.Log)
+			if err != nil {
+				return failed(cmd, exitFailed, err)
+			}
+			if ctx.Err() == nil {
+				w.Run(ctx, cons, kv)
+			}
+			w.Log.Info("stopped")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	q.register(f)
+	f.IntVar(&w.Parallel, "parallel", 4, "mailboxes this worker migrates at once")
+	f.IntVar(&w.PerHost, "max-per-host", 2, "mailboxes this worker runs at once on one server")
+	f.StringVar(&w.StateDir, "state", "", "`DIR` for each mailbox's record on this machine (default under $XDG_STATE_HOME/mailflow/worker)")
 	host, _ := os.Hostname()
-	fs.StringVar(&w.Name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "this worker's `NAME` in the status")
-	if code, ok := parseQueueCommand(fs, &q, args, "worker", workerHelp, stderr); !ok {
-		return code
-	}
-	if w.StateDir == "" {
-		w.StateDir = filepath.Join(migrate.StateHome(), "mailflow", "worker")
-	}
-	if err := os.MkdirAll(w.StateDir, 0o700); err != nil {
-		fmt.Fprintln(stderr, "mailflow worker:", err)
-		return exitConfig
-	}
-	var err error
-	if w.Child, err = childCommand(); err != nil {
-		fmt.Fprintln(stderr, "mailflow worker:", err)
-		return exitConfig
-	}
-	w.Log = slog.New(slog.NewTextHandler(stderr, nil)).With("worker", w.Name)
-	ctx, stop := stopOnSignal(w.Log, time.Minute)
-	defer stop()
-	w.Log.Info("connecting to NATS", "queue", q.URL)
-	nc, js, err := q.Connect(ctx, "mailflow worker "+w.Name, time.Minute)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow worker:", err)
-		return exitFailed
-	}
-	defer nc.Close()
-	cons, kv, err := fleet.WaitForQueue(ctx, js, w.Log)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow worker:", err)
-		return exitFailed
-	}
-	if ctx.Err() != nil {
-		return exitOK
-	}
-	w.Run(ctx, cons, kv)
-	w.Log.Info("stopped")
-	return exitOK
+	f.StringVar(&w.Name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "this worker's `NAME` in the status")
+	return cmd
 }
 
-const statusHelp = `Usage: mailflow migrate status --queue nats://HOST:4222 [--name BATCH] [--wait] [--report FILE.csv]
-
-Shows where every mailbox of the fleet's batches stands (from the NATS
+func statusCmd() *cobra.Command {
+	var q queueFlags
+	var name, report string
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "status --queue nats://HOST:4222 [--name BATCH] [--wait] [--report FILE.csv]",
+		Short: "Where every mailbox of the fleet's batches stands",
+		Long: `Shows where every mailbox of the fleet's batches stands (from the NATS
 JetStream bucket the workers write): state, the worker that has or finished
 it, messages done/total, verification and the last error. Exits 1 if any
-mailbox failed, 4 if some are still queued or running, 0 when all are done.
-`
-
-func cmdMigrateStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("migrate status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var q queueFlags
-	q.register(fs)
-	name := fs.String("name", "", "only this batch")
-	wait := fs.Bool("wait", false, "redraw until every mailbox is done or failed")
-	report := fs.String("report", "", "also write the table as CSV to `FILE`")
-	if code, ok := parseQueueCommand(fs, &q, args, "migrate status", statusHelp, stderr); !ok {
-		return code
+mailbox failed, 4 if some are still queued or running, 0 when all are done.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := q.need(cmd); err != nil {
+				return err
+			}
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			ctx, stop := stopOnSignal(slog.New(slog.NewTextHandler(stderr, nil)), time.Minute)
+			defer stop()
+			nc, js, err := q.Connect(ctx, "mailflow migrate status", 30*time.Second)
+			if err != nil {
+				return failed(cmd, exitFailed, err)
+			}
+			defer nc.Close()
+			var kv jetstream.KeyValue
+			if err := fleet.Retry(ctx, func(ctx context.Context) (err error) { kv, err = js.KeyValue(ctx, fleet.Bucket); return err }); err != nil {
+				return failed(cmd, exitFailed, fmt.Errorf("no batch was queued here: %w", err))
+			}
+			code := exitOK
+			if wait {
+				code = followStatus(ctx, kv, name, stdout, stderr)
+			}
+			all, err := fleet.ReadStatuses(ctx, kv, name)
+			if err != nil {
+				return failed(cmd, exitFailed, err)
+			}
+			if !wait {
+				code = printStatuses(stdout, all)
+			}
+			if report != "" {
+				if err := fleet.WriteReport(report, all); err != nil {
+					fmt.Fprintln(stderr, "mailflow: report:", err)
+				}
+			}
+			return exitError(code)
+		},
 	}
-	ctx, stop := stopOnSignal(slog.New(slog.NewTextHandler(stderr, nil)), time.Minute)
-	defer stop()
-	nc, js, err := q.Connect(ctx, "mailflow migrate status", 30*time.Second)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow migrate status:", err)
-		return exitFailed
-	}
-	defer nc.Close()
-	var kv jetstream.KeyValue
-	if err := fleet.Retry(ctx, func(ctx context.Context) (err error) { kv, err = js.KeyValue(ctx, fleet.Bucket); return err }); err != nil {
-		fmt.Fprintln(stderr, "mailflow migrate status: no batch was queued here:", err)
-		return exitFailed
-	}
-	code := exitOK
-	if *wait {
-		code = followStatus(ctx, kv, *name, stdout, stderr)
-	}
-	all, err := fleet.ReadStatuses(ctx, kv, *name)
-	if err != nil {
-		fmt.Fprintln(stderr, "mailflow migrate status:", err)
-		return exitFailed
-	}
-	if !*wait {
-		code = printStatuses(stdout, all)
-	}
-	if *report != "" {
-		if err := fleet.WriteReport(*report, all); err != nil {
-			fmt.Fprintln(stderr, "mailflow migrate status: report:", err)
-		}
-	}
-	return code
+	f := cmd.Flags()
+	q.register(f)
+	f.StringVar(&name, "name", "", "only this batch")
+	f.BoolVar(&wait, "wait", false, "redraw until every mailbox is done or failed")
+	f.StringVar(&report, "report", "", "also write the table as CSV to `FILE`")
+	return cmd
 }
 
 // followStatus shows the batch as it goes (a table redrawn on a
 // terminal, else a line per change) until nothing is left to run, then
 // prints it a last time.
 func followStatus(ctx context.Context, kv jetstream.KeyValue, name string, stdout, stderr io.Writer) int {
-	table := isTerminal(stderrFile(stderr))
+	table := bar.IsTerminal(stderr)
 	last := map[string]string{}
 	all := fleet.Follow(ctx, kv, name, 2*time.Second, func(all map[string]fleet.Status, err error) {
 		switch {
@@ -249,24 +239,11 @@ func followStatus(ctx context.Context, kv jetstream.KeyValue, name string, stdou
 // printStatuses prints the table and the counts, and returns the exit
 // code they make.
 func printStatuses(w io.Writer, all map[string]fleet.Status) int {
-	rows := fleet.Sorted(all)
-	fmt.Fprintf(w, "%-12s %-40s %-9s %-20s %5s %13s %8s %8s  %s\n", "BATCH", "MAILBOX", "STATE", "WORKER", "TRIES", "MESSAGES", "MOVED", "VERIFIED", "ERROR")
-	count := map[string]int{}
-	for _, st := range rows {
-		count[st.State]++
-		fmt.Fprintf(w, "%-12s %-40s %-9s %-20s %5d %13s %8d %8s  %s\n", clip(st.Batch, 12), clip(st.Mailbox, 40), st.State,
-			clip(st.Worker, 20), st.Tries, fmt.Sprintf("%d/%d", st.Done, st.Total), st.Moved, st.Verified, clip(st.Error, 60))
-	}
-	fmt.Fprintf(w, "\n%d mailboxes: %d done, %d failed, %d running, %d queued, %d retrying\n", len(rows),
-		count["done"], count["failed"], count["running"], count["queued"], count["retrying"])
-	switch {
-	case count["failed"] > 0:
+	switch t := fleet.WriteTable(w, all); {
+	case t.Failed > 0:
 		return exitFailed
-	case count["done"] < len(rows):
+	case t.Done < t.All:
 		return exitPending
 	}
 	return exitOK
 }
-
-// exitPending: migrate status found mailboxes still queued or running.
-const exitPending = 4

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailflow/mailflow/migrate/fleet"
-
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/mailflow/mailflow/connectors/pop3/pop3test"
 	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/migrate/fleet"
 )
 
 // The fleet: a 3-node NATS cluster with JetStream (embedded), three

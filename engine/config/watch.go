@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // Watcher calls reload when the config file or one of its scripts changes.

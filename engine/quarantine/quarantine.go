@@ -18,9 +18,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailflow/mailflow/internal/flock"
-
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/internal/flock"
 )
 
 // Store keeps messages that could not be delivered and must not be lost:
@@ -167,7 +166,17 @@ func decode(b []byte) (Entry, error) {
 
 func validEntryID(id string) bool { return id != "" && !strings.ContainsAny(id, `/\.`) }
 
-// Remove deletes an entry.
+// Delete removes an entry once no resend holds it.
+func (q *Store) Delete(id string) error {
+	release, err := q.Claim(id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return q.Remove(id)
+}
+
+// Remove deletes an entry, whoever holds it: for the one holding its claim.
 func (q *Store) Remove(id string) error {
 	if !validEntryID(id) {
 		return errors.New("bad quarantine id")

@@ -187,12 +187,6 @@ type Runner struct {
 	active  int
 }
 
-// Lock holds the runner still while its jobs are read (a table redrawn).
-func (r *Runner) Lock() { r.mu.Lock() }
-
-// Unlock lets it go on.
-func (r *Runner) Unlock() { r.mu.Unlock() }
-
 // Run starts jobs while slots allow until every job is done or failed, or
 // ctx ends (then the running ones stop cleanly and are failed as
 // interrupted).

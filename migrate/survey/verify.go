@@ -7,10 +7,8 @@ import (
 	"strings"
 
 	"github.com/mailflow/mailflow/engine"
-
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // FolderCheck is what a verification found for one source folder.

@@ -1,4 +1,8 @@
-package main
+// Package profile writes CPU and allocation profiles of a run into the files
+// MAILFLOW_CPUPROFILE and MAILFLOW_MEMPROFILE name: for the bench, and for
+// finding where a run spends its time and memory. Not flags: they are for
+// developers, not users.
+package profile
 
 import (
 	"fmt"
@@ -7,12 +11,12 @@ import (
 	"runtime/pprof"
 )
 
-// profileFromEnv starts a CPU profile into the file MAILFLOW_CPUPROFILE
+// FromEnv starts a CPU profile into the file MAILFLOW_CPUPROFILE
 // names, and has MAILFLOW_MEMPROFILE name a file for the allocation profile
 // written at the end, for the bench and for finding where a run spends its
 // time and memory; the returned function ends them. Not flags: they are
 // for developers, not users.
-func profileFromEnv() func() {
+func FromEnv() func() {
 	stopCPU := func() {}
 	if path := os.Getenv("MAILFLOW_CPUPROFILE"); path != "" {
 		f, err := os.Create(path)

@@ -1,4 +1,7 @@
-package main
+// Package bar shows a migration's progress in a terminal: bars overall
+// and per folder (vbauerster/mpb) where the output is a terminal, a line
+// every few seconds where it is not. It reads the run's migrate.Meter.
+package bar
 
 import (
 	"fmt"
@@ -11,16 +14,17 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/internal/human"
 	"github.com/mailflow/mailflow/migrate"
 )
 
-// progress shows how far a migration is: on a terminal a bar overall and
-// one per folder being moved (gone once the folder is done), otherwise a
-// line every few seconds. It reads the run's migrate.Meter.
-type progress struct {
+// Bar shows how far a migration is: on a terminal a bar overall and one
+// per folder being moved (gone once the folder is done), otherwise a line
+// every few seconds. It is the run's migrate.Observer.
+type Bar struct {
 	mode string
 	w    io.Writer
-	p    *mpb.Progress // with mode bar, made at once so that logs can go above it
+	p    *mpb.Progress // with mode bar, made at once so that logs can go above it (Logs)
 
 	meter   *migrate.Meter
 	bar     *mpb.Bar
@@ -29,14 +33,16 @@ type progress struct {
 	wg      sync.WaitGroup
 }
 
-func newProgress(mode string, w io.Writer) *progress {
+// New shows progress on w. mode is bar, log (a line every 5 s), none, or
+// auto (bar on a terminal).
+func New(mode string, w io.Writer) *Bar {
 	if mode == "auto" {
 		mode = "log"
-		if f, ok := w.(*os.File); ok && isTerminal(f) {
+		if IsTerminal(w) {
 			mode = "bar"
 		}
 	}
-	pr := &progress{mode: mode, w: w, stop: make(chan struct{})}
+	pr := &Bar{mode: mode, w: w, stop: make(chan struct{})}
 	if mode == "bar" {
 		pr.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
 	}
@@ -44,10 +50,10 @@ func newProgress(mode string, w io.Writer) *progress {
 }
 
 // Started implements migrate.Observer.
-func (pr *progress) Started(m *migrate.Meter) {
+func (pr *Bar) Started(m *migrate.Meter) {
 	pr.meter = m
 	t := m.Totals()
-	fmt.Fprintf(pr.w, "moving %d messages (%s); %d already moved earlier\n", t.ToMove.Messages, humanBytes(t.ToMove.Bytes), t.MovedEarlier.Messages)
+	fmt.Fprintf(pr.w, "moving %d messages (%s); %d already moved earlier\n", t.ToMove.Messages, human.Bytes(t.ToMove.Bytes), t.MovedEarlier.Messages)
 	switch pr.mode {
 	case "bar":
 		pr.bar = pr.p.AddBar(max(t.ToMove.Bytes, 1),
@@ -70,7 +76,7 @@ func (pr *progress) Started(m *migrate.Meter) {
 				c := t.Folders[f]
 				pr.folders[f] = pr.p.AddBar(max(c.Bytes, 1), mpb.BarRemoveOnComplete(),
 					mpb.PrependDecorators(
-						decor.Name(clip(f, 24), decor.WCSyncSpaceR),
+						decor.Name(human.Clip(f, 24), decor.WCSyncSpaceR),
 						decor.Name(fmt.Sprintf("%d msgs", c.Messages), decor.WCSyncSpaceR),
 						decor.Counters(decor.SizeB1000(0), "% .1f / % .1f", decor.WCSyncSpace),
 					),
@@ -89,7 +95,7 @@ func (pr *progress) Started(m *migrate.Meter) {
 				case <-pr.stop:
 					return
 				case <-t.C:
-					fmt.Fprintln(pr.w, progressLine(m.Progress()))
+					fmt.Fprintln(pr.w, m.Progress())
 				}
 			}
 		}()
@@ -97,7 +103,7 @@ func (pr *progress) Started(m *migrate.Meter) {
 }
 
 // Message implements migrate.Observer.
-func (pr *progress) Message(ev engine.MessageEvent) {
+func (pr *Bar) Message(ev engine.MessageEvent) {
 	if pr.bar != nil {
 		pr.bar.EwmaIncrInt64(ev.Bytes, ev.Took)
 	}
@@ -106,16 +112,17 @@ func (pr *progress) Message(ev engine.MessageEvent) {
 	}
 }
 
-func progressLine(p migrate.Progress) string {
-	eta := "?"
-	if p.ETA > 0 {
-		eta = p.ETA.Round(time.Second).String()
+// Logs is where log lines should go so that they show above the bars and
+// not through them; w itself when there are no bars.
+func (pr *Bar) Logs() io.Writer {
+	if pr.p != nil {
+		return pr.p
 	}
-	return fmt.Sprintf("progress: %d/%d messages, %s/%s, %.1f msg/s, ETA %s",
-		p.Done.Messages, p.Total.Messages, humanBytes(p.Done.Bytes), humanBytes(p.Total.Bytes), p.Rate, eta)
+	return pr.w
 }
 
-func (pr *progress) finish() {
+// Finish draws the end and stops.
+func (pr *Bar) Finish() {
 	close(pr.stop)
 	pr.wg.Wait()
 	switch {
@@ -128,13 +135,18 @@ func (pr *progress) finish() {
 	case pr.p != nil:
 		pr.p.Shutdown()
 	case pr.mode == "log" && pr.meter != nil && pr.meter.Totals().ToMove.Messages > 0:
-		fmt.Fprintln(pr.w, progressLine(pr.meter.Progress()))
+		fmt.Fprintln(pr.w, pr.meter.Progress())
 	}
 }
 
-func isTerminal(f *os.File) bool {
+// IsTerminal reports whether w is a terminal (not a pipe or a file).
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-var _ migrate.Observer = (*progress)(nil)
+var _ migrate.Observer = (*Bar)(nil)

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/metrics"
+	"github.com/mailflow/mailflow/plugins"
+)
+
+func runCmd(g *globals) *cobra.Command {
+	var once, watch bool
+	cmd := &cobra.Command{
+		Use:   "run -c FILE",
+		Short: "Poll every input on its schedule (or once) and deliver what it fetches",
+		Long: `Runs every input of FILE on its schedule until SIGINT or SIGTERM. On the
+first signal it fetches nothing more, gives back to their sources the
+messages no output has been handed yet, lets the deliveries under way finish,
+commits what settled, and exits; after shutdown_timeout (default 30s), or on
+a second signal, it exits at once, and a delivery still under way is then in
+doubt (reported when it is sent again). SIGHUP reloads the config and
+scripts; a config that does not build is logged and the running one stays.
+
+` + inDoubtNote + `
+
+With --once, each input is polled once, a summary line per input is printed,
+and mailflow exits: 0 when every message was delivered or dropped, 1 when
+some were left at their source to be retried or a poll failed, 2 when the
+config is wrong or the state_dir is in use, 3 when all was settled but some
+messages went to the quarantine (so that cron notices).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := g.load(cmd)
+			if err != nil {
+				return err
+			}
+			var opts []engine.Option
+			var e *engine.Engine
+			if listen := cfg.Metrics.Listen; listen != "" {
+				m := metrics.New()
+				srv, err := m.Serve(listen)
+				if err != nil {
+					return failed(cmd, exitConfig, fmt.Errorf("metrics: cannot listen on %s: %w", listen, err))
+				}
+				defer srv.Close()
+				opts = append(opts, engine.WithObserver(m))
+				m.SetAuth(func() []metrics.AuthStatus { return metrics.OAuthStatuses(e.Config()) })
+				log.Info("serving metrics", "url", "http://"+listen+"/metrics", "health", "http://"+listen+"/healthz")
+			}
+			if e, err = engine.Open(cfg, plugins.Default, log, opts...); err != nil {
+				return failed(cmd, exitConfig, err)
+			}
+			defer e.Close()
+			ctx, stop := stopOnSignal(log, cfg.ShutdownTimeout)
+			defer stop()
+			if once {
+				stats, err := e.RunOnce(ctx)
+				printSummary(cmd.OutOrStdout(), stats)
+				if err != nil {
+					log.Error("run failed", "err", err)
+					return exitError(exitFailed)
+				}
+				code := exitOK
+				for _, s := range stats {
+					if s.Deferred > 0 {
+						return exitError(exitFailed)
+					}
+					if s.Quarantined > 0 || s.Held > 0 {
+						code = exitQuarantined
+					}
+				}
+				return exitError(code)
+			}
+			log.Info("mailflow running", "config", g.config, "version", version)
+			err = e.Serve(ctx, watch)
+			log.Info("mailflow stopped")
+			if err != nil {
+				log.Error("run", "err", err)
+				return exitError(exitFailed)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&once, "once", false, "poll each input once, print a summary, exit")
+	cmd.Flags().BoolVar(&watch, "watch", true, "reload when the config file or a script changes")
+	return cmd
+}
+
+func printSummary(w io.Writer, stats map[string]engine.Stats) {
+	names := make([]string, 0, len(stats))
+	for n := range stats {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "%s: %s\n", n, stats[n])
+	}
+}
+
+func checkCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "check -c FILE",
+		Short: "Check a config and compile its scripts; run nothing",
+		Long: `Reads FILE, checks every key, every name it refers to and every schedule,
+provisions every plugin and compiles every script, then exits without
+running anything: 0 when all is well, 2 with "file:line: problem" when not.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := g.load(cmd)
+			if err != nil {
+				return err
+			}
+			s, err := engine.Build(cfg, plugins.Default, log, nil)
+			if err != nil {
+				return failed(cmd, exitConfig, err)
+			}
+			s.Close()
+			scripts := 0
+			for _, p := range cfg.Pipelines {
+				scripts += len(p.Scripts)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d inputs, %d pipelines, %d outputs, %d scripts)\n",
+				g.config, len(cfg.Inputs), len(cfg.Pipelines), len(cfg.Outputs), scripts)
+			return nil
+		},
+	}
+}

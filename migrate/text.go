@@ -1,0 +1,103 @@
+package migrate
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mailflow/mailflow/internal/human"
+)
+
+// WriteText writes the report as a person reads it. conf is what to give
+// "mailflow quarantine resend -c" for a refused message.
+func (r *Report) WriteText(w io.Writer, conf string) {
+	fmt.Fprintf(w, "moved:                  %d (%s in %v)\n", r.Moved, human.Bytes(r.MovedBytes), time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond))
+	fmt.Fprintf(w, "skipped, already moved: %d\n", r.AlreadyMoved)
+	if r.AlreadyThere > 0 {
+		fmt.Fprintf(w, "  of the moved, found at the destination already and not copied again: %d\n", r.AlreadyThere)
+	}
+	if r.Left > 0 {
+		fmt.Fprintf(w, "left, older than --since: %d\n", r.Left)
+	}
+	if r.InDoubt > 0 {
+		fmt.Fprintf(w, "in doubt, sent again:   %d (they were being sent when mailflow was stopped, or the reply was lost; an IMAP destination is searched for each Message-ID first, an SMTP one may hold two copies)\n", r.InDoubt)
+	}
+	fmt.Fprintf(w, "too large:              %d\n", r.TooLarge)
+	fmt.Fprintf(w, "refused or quarantined: %d\n", len(r.Refused))
+	for _, q := range r.Refused {
+		fmt.Fprintf(w, "  %s <%s>: %s (mailflow quarantine resend -c %s %s)\n", q.SourceID, q.MessageID, human.Line(q.Reason), conf, q.QuarantineID)
+	}
+	if r.Deferred > 0 {
+		fmt.Fprintf(w, "deferred, still on the old server: %d (run again to retry)\n", r.Deferred)
+	}
+	for _, v := range r.Verifications {
+		if v.Error != "" {
+			fmt.Fprintf(w, "verification of %s → %s failed: %s\n", v.Input, v.Output, v.Error)
+			continue
+		}
+		fmt.Fprintf(w, "verification, %s → %s, by Message-ID (without one: by Date, From, Subject and size):\n", v.Input, v.Output)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  FOLDER\tAT SOURCE\tFOUND\tMISSING\tWITHOUT MESSAGE-ID\tNOT CHECKED")
+		for _, c := range v.Folders {
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\n", c.Folder, c.Source, c.Found, len(c.Missing), c.Made, c.Unnamed)
+		}
+		tw.Flush()
+		for _, c := range v.Folders {
+			for _, id := range c.Missing {
+				fmt.Fprintf(w, "  missing in %s: <%s>\n", c.Folder, id)
+			}
+		}
+	}
+	if r.Deleted > 0 || r.DeletedMovedFirst > 0 {
+		fmt.Fprintf(w, "deleted at the source:  %d", r.Deleted)
+		if r.DeletedMovedFirst > 0 {
+			fmt.Fprintf(w, " (%d of them arrived during the run and were moved first)", r.DeletedMovedFirst)
+		}
+		fmt.Fprintln(w)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "not done (%s): %s\n", e.Class, e.Message)
+	}
+}
+
+// WriteDryRun writes what a dry run found: a line per message that would
+// move (or stay, and why), the folders, and the totals.
+func WriteDryRun(stdout io.Writer, list []Planned, totals Totals) {
+	fmt.Fprintf(stdout, "%-6s %10s  %-16s  %-16s  %-28s  %s\n", "#", "SIZE", "DATE", "FOLDER", "FROM", "SUBJECT")
+	var stay Count
+	for i, it := range list {
+		note, date := "", ""
+		if it.Stays != "" {
+			note = "  [" + it.Stays + ": stays]"
+		}
+		if it.Stays == "dated before --since" {
+			stay = Count{Messages: stay.Messages + 1, Bytes: stay.Bytes + it.Size}
+		}
+		if !it.Date.IsZero() {
+			date = it.Date.UTC().Format("2006-01-02 15:04")
+		}
+		fmt.Fprintf(stdout, "%-6d %10d  %-16s  %-16s  %-28s  %s%s\n", i+1, it.Size, date, human.Clip(it.Folder, 16), human.Clip(it.From, 28), human.Clip(it.Subject, 50), note)
+	}
+	fmt.Fprintln(stdout)
+	if _, bare := totals.Folders[""]; len(totals.Folders) > 1 || len(totals.Folders) == 1 && !bare {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "FOLDER\tTO MOVE\tSIZE\t")
+		for _, f := range totals.FolderNames() {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t\n", f, totals.Folders[f].Messages, human.Bytes(totals.Folders[f].Bytes))
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(stdout, "\nwould move %d messages, %s; %d already moved, %d too large, %d dated before --since\n",
+		totals.ToMove.Messages-stay.Messages, human.Bytes(totals.ToMove.Bytes-stay.Bytes), totals.MovedEarlier.Messages, totals.TooLarge.Messages, stay.Messages)
+}
+
+// String is the progress in a line.
+func (p Progress) String() string {
+	eta := "?"
+	if p.ETA > 0 {
+		eta = p.ETA.Round(time.Second).String()
+	}
+	return fmt.Sprintf("progress: %d/%d messages, %s/%s, %.1f msg/s, ETA %s",
+		p.Done.Messages, p.Total.Messages, human.Bytes(p.Done.Bytes), human.Bytes(p.Total.Bytes), p.Rate, eta)
+}
