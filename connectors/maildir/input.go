@@ -14,6 +14,7 @@ import (
 	"github.com/mailflow/mailflow/engine/plugin"
 
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/internal/fsync"
 )
 
 // Input reads a Maildir. Its exported fields are its config.
@@ -163,7 +164,7 @@ func (s *session) Close(ctx context.Context) error {
 	if !s.removed {
 		return nil
 	}
-	return errors.Join(syncDir(filepath.Join(s.in.dir, "new")), syncDir(filepath.Join(s.in.dir, "cur")))
+	return errors.Join(fsync.Dir(filepath.Join(s.in.dir, "new")), fsync.Dir(filepath.Join(s.in.dir, "cur")))
 }
 
 var (

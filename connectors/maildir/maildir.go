@@ -8,7 +8,6 @@ package maildir
 
 import (
 	_ "embed"
-	"os"
 	"path/filepath"
 
 	"github.com/mailflow/mailflow/engine/plugin"
@@ -30,13 +29,4 @@ func resolve(base, p string) string {
 		return filepath.Join(base, p)
 	}
 	return p
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/mailflow/mailflow/engine/plugin"
 
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/internal/fsync"
 )
 
 // Output writes messages into a Maildir.
@@ -70,26 +72,14 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 	if _, err := os.Stat(final); err == nil {
 		return nil, nil // written on an earlier try
 	}
-	tmp := filepath.Join(o.dir, "tmp", name)
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	err := fsync.Replace(filepath.Join(o.dir, "tmp", name), final, func(w io.Writer) error {
+		_, err := msg.WriteTo(w)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	_, err = msg.WriteTo(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, final)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return nil, err
-	}
-	return nil, syncDir(filepath.Join(o.dir, "new"))
+	return nil, fsync.Dir(filepath.Join(o.dir, "new"))
 }
 
 var (

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/mailflow/mailflow/internal/fsync"
 )
 
 // A record lives while its message is at the source: Sweep removes the
@@ -277,7 +279,7 @@ func (l *Ledger) Compact() error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := fsync.Dir(filepath.Dir(path)); err != nil {
 		return err
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
@@ -287,13 +289,4 @@ func (l *Ledger) Compact() error {
 	db.MaxBatchDelay = l.db.MaxBatchDelay
 	l.db = db
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
