@@ -564,40 +564,19 @@ func countMaildir(dir string) int {
 func mailflowConfig(dir, name string, e *env, user string, scripts []string, maildir ...string) string {
 	state := filepath.Join(dir, "state-"+name)
 	os.RemoveAll(state) // each run starts without a ledger, as on a fresh mailbox
-	quoted := make([]string, len(scripts))
-	for i, s := range scripts {
-		quoted[i] = strconv.Quote(s)
-	}
-	output := fmt.Sprintf(`name = "sink"
-type = "smtp"
-address = %q
-tls = "none"            # as fetchmail talks to its smtphost
-to = ["sink@example.net"]`, e.smtp)
+	// tls = "none" to the sink, as fetchmail talks to its smtphost.
+	output := table{"name": "sink", "type": "smtp", "address": e.smtp, "tls": "none", "to": []string{"sink@example.net"}}
 	if len(maildir) > 0 {
-		output = fmt.Sprintf("name = \"sink\"\ntype = \"maildir\"\npath = %q", maildir[0])
+		output = table{"name": "sink", "type": "maildir", "path": maildir[0]}
 	}
-	conf := fmt.Sprintf(`state_dir = %q
-%s
-[[input]]
-name = "bench"
-type = "pop3"
-address = %q
-tls = "implicit"
-tls_ca_file = %q
-username = %q
-password = %q
-pipeline = "main"
-
-[[pipeline]]
-name = "main"
-scripts = [%s]
-outputs = ["sink"]
-
-[[output]]
-%s
-`, state, os.Getenv("BENCH_MAILFLOW_GLOBAL"), e.pop3s, e.ca, user, e.password, strings.Join(quoted, ", "), output)
 	path := filepath.Join(dir, "mailflow-"+name+".toml")
-	os.WriteFile(path, []byte(conf), 0o600)
+	writeConfig(path, table{
+		"state_dir": state,
+		"input": []table{{"name": "bench", "type": "pop3", "address": e.pop3s, "tls": "implicit", "tls_ca_file": e.ca,
+			"username": user, "password": e.password, "pipeline": "main"}},
+		"pipeline": []table{{"name": "main", "scripts": scripts, "outputs": []string{"sink"}}},
+		"output":   []table{output},
+	}, os.Getenv("BENCH_MAILFLOW_GLOBAL"))
 	return path
 }
 

@@ -51,10 +51,8 @@ type manyServer interface {
 func runMany(mailflow, work, kind string, n int, schedule string, window time.Duration) (manyResult, error) {
 	var srv manyServer
 	var err error
-	input := `type = "pop3"`
 	if kind == "imap-idle" {
 		srv, err = newIdleServer()
-		input = `type = "imap"` + "\nidle = true"
 	} else {
 		srv, err = pop3test.NewServer()
 	}
@@ -63,15 +61,25 @@ func runMany(mailflow, work, kind string, n int, schedule string, window time.Du
 	}
 	defer srv.Close()
 	metrics := freeAddr()
-	var b strings.Builder
-	fmt.Fprintf(&b, "state_dir = %q\n[metrics]\nlisten = %q\n", filepath.Join(work, "state-many"), metrics)
-	os.RemoveAll(filepath.Join(work, "state-many"))
+	var inputs []table
 	for i := range n {
-		fmt.Fprintf(&b, "[[input]]\nname = \"box%04d\"\n%s\naddress = %q\ntls = \"none\"\nallow_plaintext_auth = true\nusername = \"u\"\npassword = \"p\"\npipeline = \"main\"\nschedule = %q\n", i, input, srv.Addr(), schedule)
+		in := table{"name": fmt.Sprintf("box%04d", i), "type": "pop3", "address": srv.Addr(), "tls": "none",
+			"allow_plaintext_auth": true, "username": "u", "password": "p", "pipeline": "main", "schedule": schedule}
+		if kind == "imap-idle" {
+			in["type"], in["idle"] = "imap", true
+		}
+		inputs = append(inputs, in)
 	}
-	fmt.Fprintf(&b, "[[pipeline]]\nname = \"main\"\noutputs = [\"dst\"]\n[[output]]\nname = \"dst\"\ntype = \"maildir\"\npath = %q\n", filepath.Join(work, "many-dst"))
+	os.RemoveAll(filepath.Join(work, "state-many"))
 	conf := filepath.Join(work, "many.toml")
-	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
+	err = writeConfig(conf, table{
+		"state_dir": filepath.Join(work, "state-many"),
+		"metrics":   table{"listen": metrics},
+		"input":     inputs,
+		"pipeline":  []table{{"name": "main", "outputs": []string{"dst"}}},
+		"output":    []table{{"name": "dst", "type": "maildir", "path": filepath.Join(work, "many-dst")}},
+	}, "")
+	if err != nil {
 		return manyResult{}, err
 	}
 	cmd := exec.Command(mailflow, "run", "--log-level", "warn", "-c", conf)
