@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/internal/flock"
+	"github.com/mailflow/mailflow/internal/fsync"
 )
 
 // Store keeps messages that could not be delivered and must not be lost:
@@ -72,20 +72,20 @@ func (q *Store) Put(msg *message.Message, e Entry) (Entry, error) {
 	e.At = time.Now().UTC()
 	e.Input, e.SourceID = msg.Source.Input, msg.Source.ID
 	e.MessageID, e.Size = msg.MessageID(), msg.OriginalSize()
-	if err := writeFileSynced(filepath.Join(q.dir, e.ID+".eml"), msg.Original()); err != nil {
+	if err := fsync.WriteFile(filepath.Join(q.dir, e.ID+".eml"), msg.Original()); err != nil {
 		return e, fmt.Errorf("quarantine: %w", err)
 	}
 	if err := q.Update(e); err != nil {
 		return e, err
 	}
-	return e, syncDir(q.dir)
+	return e, fsync.Dir(q.dir)
 }
 
 // Update replaces the record of an entry, atomically: a partial resend
 // records there who has the message now.
 func (q *Store) Update(e Entry) error {
 	rec, _ := json.MarshalIndent(e, "", "  ")
-	if err := writeFileSynced(filepath.Join(q.dir, e.ID+".json"), strings.NewReader(string(rec)+"\n")); err != nil {
+	if err := fsync.WriteFile(filepath.Join(q.dir, e.ID+".json"), strings.NewReader(string(rec)+"\n")); err != nil {
 		return fmt.Errorf("quarantine: %w", err)
 	}
 	return nil
@@ -189,37 +189,4 @@ func (q *Store) Remove(id string) error {
 	}
 	os.Remove(filepath.Join(q.dir, id+".lock"))
 	return nil
-}
-
-// writeFileSynced writes r to a temporary file beside path, syncs it and
-// renames it to path.
-func writeFileSynced(path string, r io.Reader) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(tmp, r); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
