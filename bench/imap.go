@@ -27,7 +27,7 @@ const (
 	imapDst = "u10"
 )
 
-func runIMAP(o options, root, work string, e *env, mailflow, cache string, total int64) ([]result, error) {
+func runIMAP(o options, root, work string, e *env, mailflow, base, cache string, total int64) ([]result, error) {
 	if err := installIMAPAnchors(); err != nil {
 		return nil, err
 	}
@@ -84,9 +84,18 @@ SyncState %s/
 			return exec.Command("mbsync", "-q", "-c", conf, "-a")
 		},
 	}
+	names := strings.Split(o.imapTools, ",")
+	if base != "" {
+		mk := modes["mailflow"]
+		modes["mailflow@base"] = func() *exec.Cmd {
+			cmd := mk()
+			cmd.Path, cmd.Args[0] = base, base
+			return cmd
+		}
+		names = append(names, "mailflow@base")
+	}
 	// Rounds alternate the tools (each round runs every tool once), so
 	// that a busy spell of the shared machine falls on all of them.
-	names := strings.Split(o.imapTools, ",")
 	for _, name := range names {
 		if modes[name] == nil {
 			return nil, fmt.Errorf("no IMAP tool %q", name)

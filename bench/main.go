@@ -53,6 +53,7 @@ type options struct {
 	profile   string
 	many      int
 	batch     bool
+	baseline  string // a git revision whose mailflow runs beside this tree's, as mode@base
 }
 
 func main() {
@@ -75,6 +76,7 @@ func main() {
 	flag.BoolVar(&o.small, "small", false, "every message about 2 KB, instead of the mixed set (writes bench/RESULTS-2k.md unless -out says otherwise)")
 	flag.StringVar(&o.imapTools, "imap-tools", "mailflow,imapsync,mbsync", "with -imap: which tools to run")
 	flag.BoolVar(&o.batch, "batch", false, "run the batch bench instead: 50 IMAP mailboxes of 400 messages by mailflow migrate --batch (--parallel 1, 4, 16) and imapsync in a shell loop (1 and 4 at once) (writes bench/RESULTS-batch.md)")
+	flag.StringVar(&o.baseline, "baseline", "", "also run mailflow built from this git `REV`, as each mailflow mode's twin MODE@base, in the same rounds (a before/after measured side by side)")
 	flag.BoolVar(&o.imap, "imap", false, "run the IMAP → IMAP bench instead: mailflow migrate, imapsync and mbsync (writes bench/RESULTS-imap.md)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -128,6 +130,12 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	base := ""
+	if o.baseline != "" {
+		if base, err = buildAt(root, o.baseline, work); err != nil {
+			return err
+		}
+	}
 
 	if o.batch {
 		return runBatchBench(o, root, work, e, mailflow)
@@ -151,7 +159,7 @@ func run(o options) error {
 
 	if o.imap {
 		fmt.Println("== IMAP → IMAP over 10 folders with flags: mailflow migrate, imapsync, mbsync")
-		rs, err := runIMAP(o, root, work, e, mailflow, cache, total)
+		rs, err := runIMAP(o, root, work, e, mailflow, base, cache, total)
 		if err != nil {
 			return err
 		}
@@ -220,9 +228,29 @@ func run(o options) error {
 			return exec.Command(mailflow, "run", "--once", "--log-level", "warn", "-c", mailflowConfig(work, "lua", e, o.user, scripts))
 		},
 	}
+	if base != "" {
+		// Each mailflow mode's twin runs the baseline's binary: the same
+		// command with another program.
+		for name, mk := range modes {
+			if strings.HasPrefix(name, "mailflow") {
+				modes[name+"@base"] = func() *exec.Cmd {
+					cmd := mk()
+					cmd.Path, cmd.Args[0] = base, base
+					return cmd
+				}
+			}
+		}
+	}
 	// Rounds alternate the modes (relay, mailflow, relay, mailflow, ...), so
 	// that a change in what else the shared machine does falls on all.
 	names := strings.Split(o.modes, ",")
+	if base != "" {
+		for _, n := range strings.Split(o.modes, ",") {
+			if strings.HasPrefix(n, "mailflow") {
+				names = append(names, n+"@base")
+			}
+		}
+	}
 	for _, name := range names {
 		if _, ok := modes[name]; !ok {
 			return fmt.Errorf("no mode %q", name)
@@ -821,6 +849,9 @@ getmail6 has no SMTP output, so it is compared on the Maildir rows.
 }
 
 func label(name string) string {
+	if n, ok := strings.CutSuffix(name, "@base"); ok {
+		return label(n) + " (baseline)"
+	}
 	return map[string]string{
 		"limit":            "limit (pipelined RETR, discard)",
 		"relay":            "relay (RETR → 4 SMTP, no ledger/parse/hash)",
@@ -980,4 +1011,18 @@ func imapMarkdown(o options, total int64, rs []result) string {
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// buildAt builds cmd/mailflow as it was at the git revision rev, in a
+// worktree of its own under work, and returns the binary.
+func buildAt(root, rev, work string) (string, error) {
+	tree := filepath.Join(work, "baseline-tree")
+	if err := sh(nil, "git", "-C", root, "worktree", "add", "--detach", tree, rev); err != nil {
+		return "", err
+	}
+	defer sh(nil, "git", "-C", root, "worktree", "remove", "--force", tree)
+	bin := filepath.Join(work, "mailflow-base")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/mailflow")
+	cmd.Dir, cmd.Stdout, cmd.Stderr = tree, os.Stdout, os.Stderr
+	return bin, cmd.Run()
 }
