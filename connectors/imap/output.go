@@ -15,6 +15,7 @@ import (
 
 	goimap "github.com/emersion/go-imap/v2"
 
+	"github.com/mailflow/mailflow/connectors/internal/pool"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -46,8 +47,7 @@ type Output struct {
 	// average (0: as fast as the server takes them).
 	MaxBytesPerSecond int64 `toml:"max_bytes_per_second"`
 
-	pool    chan *conn
-	slots   chan struct{}
+	pool    *pool.Pool[*conn]
 	created sync.Map // folders known to exist
 	held    heldIndex
 	layout  layout
@@ -76,8 +76,10 @@ func (o *Output) Init() error {
 		return fmt.Errorf("max_bytes_per_second must not be negative")
 	}
 	o.pace = &pace{perSecond: o.MaxBytesPerSecond}
-	o.pool = make(chan *conn, o.MaxConnections)
-	o.slots = make(chan struct{}, o.MaxConnections)
+	// A session is never ended for being idle: the server's autologout
+	// shows as a broken session, and a delivery tries again.
+	o.pool = pool.New(o.MaxConnections, 0, func(ctx context.Context) (*conn, error) { return o.dialer.dial(ctx) },
+		func(c *conn) { c.close() }, func(c *conn) { c.c.Close() })
 	return o.init()
 }
 
@@ -90,60 +92,30 @@ func (o *Output) target(c *conn, folder, role string) (string, error) {
 	return o.layout.place(o.FolderMap, o.Folder, folder, role), nil
 }
 
-func (o *Output) get(ctx context.Context) (*conn, error) {
-	select {
-	case c := <-o.pool:
-		return c, nil
-	default:
-	}
-	select {
-	case c := <-o.pool:
-		return c, nil
-	case o.slots <- struct{}{}:
-		c, err := o.dialer.dial(ctx)
-		if err != nil {
-			<-o.slots
-			return nil, err
-		}
-		return c, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (o *Output) put(c *conn, broken bool) {
-	if broken {
-		c.c.Close()
-		<-o.slots
-		return
-	}
-	o.pool <- c
-}
-
 // Deliver implements plugin.Output: APPEND into the message's folder with
 // its flags and date. A delivery the engine marks in doubt (the reply to an
 // earlier APPEND was lost) first looks for the Message-ID in that folder, so
 // that a retry does not leave two copies.
 func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
-	c, err := o.get(ctx)
+	c, err := o.pool.Get(ctx)
 	if err != nil {
 		return nil, err
 	}
 	folder, err := o.target(c, msg.Folder, msg.FolderRole)
 	if err != nil {
-		o.put(c, true)
+		o.pool.Put(c, true)
 		return nil, err
 	}
 	identity := msg.Identity()
 	if o.SkipExisting {
 		there, err := o.held.take(folder, identity, d.Siblings, func() (map[string]int, error) { return c.identities(folder) })
 		if err != nil {
-			o.put(c, false)
+			o.pool.Put(c, false)
 			return nil, fmt.Errorf("imap: reading what %q holds: %w", folder, err)
 		}
 		if there {
 			o.there.Add(1)
-			o.put(c, false)
+			o.pool.Put(c, false)
 			o.log.Info("already at the destination; not appended again", "folder", folder, "identity", identity)
 			return nil, nil
 		}
@@ -156,7 +128,7 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 		if id != "" {
 			found, err := c.hasMessageID(folder, id)
 			if err == nil && found {
-				o.put(c, false)
+				o.pool.Put(c, false)
 				o.log.Info("the in-doubt APPEND had arrived; not appending again", "folder", folder, "message_id", id)
 				return nil, nil
 			}
@@ -187,11 +159,11 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 		// The session goes back to the pool while the message waits its
 		// turn, so that a long wait does not hold it idle to the server's
 		// autologout.
-		o.put(c, false)
+		o.pool.Put(c, false)
 		if err := o.pace.wait(ctx, size); err != nil {
 			return nil, err
 		}
-		if c, err = o.get(ctx); err != nil {
+		if c, err = o.pool.Get(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -199,14 +171,14 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 	var ie *goimap.Error
 	if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeTryCreate {
 		if cerr := c.create(folder); cerr != nil {
-			o.put(c, false)
+			o.pool.Put(c, false)
 			return nil, fmt.Errorf("imap CREATE %q: %w", folder, cerr)
 		}
 		appended, err = o.appendTo(c, folder, flags, date, size, body())
 	}
 	switch {
 	case err == nil:
-		o.put(c, false)
+		o.pool.Put(c, false)
 		if appended != nil && appended.UID != 0 {
 			// UIDPLUS says where it went: logged, so that a person can find
 			// the copy (UID SEARCH, or UID FETCH in that folder).
@@ -217,7 +189,7 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 		// The server said no. BAD and TOOBIG are about this message;
 		// anything else (OVERQUOTA, a NO without a code) may pass, and the
 		// message waits at its source meanwhile.
-		o.put(c, false)
+		o.pool.Put(c, false)
 		if ie.Type == goimap.StatusResponseTypeBad || ie.Code == "TOOBIG" {
 			return nil, plugin.Permanent(fmt.Errorf("imap APPEND to %q: %w", folder, err))
 		}
@@ -225,7 +197,7 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 	default:
 		// The connection broke while the message went out: the server may
 		// have stored it.
-		o.put(c, true)
+		o.pool.Put(c, true)
 		return nil, plugin.InDoubt(fmt.Errorf("imap APPEND to %q: no reply: %w", folder, err))
 	}
 }
@@ -245,14 +217,10 @@ func (o *Output) AlreadyThere() int64 { return o.there.Load() }
 
 // Close implements plugin.Closer: LOGOUT from every pooled session.
 func (o *Output) Close() error {
-	for {
-		select {
-		case c := <-o.pool:
-			c.close()
-		default:
-			return nil
-		}
+	if o.pool != nil { // nil when Init failed
+		o.pool.Close()
 	}
+	return nil
 }
 
 var (
@@ -267,16 +235,16 @@ var (
 // Holds implements plugin.Finder: the identities in the folder that mail
 // from folder goes to.
 func (o *Output) Holds(ctx context.Context, folder, role string) (map[string]int, error) {
-	c, err := o.get(ctx)
+	c, err := o.pool.Get(ctx)
 	if err != nil {
 		return nil, err
 	}
 	target, err := o.target(c, folder, role)
 	if err != nil {
-		o.put(c, true)
+		o.pool.Put(c, true)
 		return nil, err
 	}
-	defer o.put(c, false)
+	defer o.pool.Put(c, false)
 	return c.identities(target)
 }
 

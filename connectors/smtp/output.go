@@ -26,6 +26,7 @@ import (
 	"github.com/mailflow/mailflow/engine/plugin"
 
 	"github.com/mailflow/mailflow/connectors/internal/endpoint"
+	"github.com/mailflow/mailflow/connectors/internal/pool"
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
 	"github.com/mailflow/mailflow/connectors/oauth"
@@ -74,16 +75,7 @@ type Output struct {
 	idleFor time.Duration
 	tlsCfg  *tls.Config
 	limiter *limiter
-
-	idle   chan *pooled  // sessions waiting for a message
-	slots  chan struct{} // one per open session, idle or busy
-	mu     sync.Mutex
-	closed bool
-}
-
-type pooled struct {
-	c        *Client
-	lastUsed time.Time
+	pool    *pool.Pool[*Client]
 }
 
 // SampleConfig returns the documented sample config.
@@ -179,8 +171,6 @@ func (o *Output) Init() error {
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = 4
 	}
-	o.slots = make(chan struct{}, o.MaxConnections)
-	o.idle = make(chan *pooled, o.MaxConnections)
 	if o.timeout, err = parseDuration(o.Timeout, 2*time.Minute); err != nil {
 		return fmt.Errorf("timeout: %v", err)
 	}
@@ -190,6 +180,7 @@ func (o *Output) Init() error {
 	if o.idleFor, err = parseDuration(o.IdleTimeout, 30*time.Second); err != nil {
 		return fmt.Errorf("idle_timeout: %v", err)
 	}
+	o.pool = pool.New(o.MaxConnections, o.idleFor, o.connect, func(c *Client) { c.Quit() }, func(c *Client) { c.Close() })
 	switch o.EightBit {
 	case "":
 		o.EightBit = "convert"
@@ -348,49 +339,6 @@ func (e *authError) Error() string   { return e.err.Error() }
 func (e *authError) Unwrap() error   { return e.err }
 func (e *authError) Permanent() bool { return false }
 
-// get returns a session: an idle one if there is one, else a new one if
-// fewer than max_connections are open, else whichever of the two comes
-// first.
-func (o *Output) get(ctx context.Context) (*Client, error) {
-	for {
-		var p *pooled
-		select {
-		case p = <-o.idle:
-		default:
-			select {
-			case p = <-o.idle:
-			case o.slots <- struct{}{}:
-				c, err := o.connect(ctx)
-				if err != nil {
-					<-o.slots
-					return nil, err
-				}
-				return c, nil
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		if time.Since(p.lastUsed) < o.idleFor {
-			return p.c, nil
-		}
-		p.c.Quit() // idle too long; the server may have dropped it
-		<-o.slots
-	}
-}
-
-// put returns a session to the pool, or closes it if it is broken.
-func (o *Output) put(c *Client) {
-	o.mu.Lock()
-	closed := o.closed
-	o.mu.Unlock()
-	if c.Broken || closed {
-		c.Close()
-		<-o.slots
-		return
-	}
-	o.idle <- &pooled{c: c, lastUsed: time.Now()} // never blocks: one place per slot
-}
-
 // Deliver implements plugin.Output.
 func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
 	rcpts := d.Recipients
@@ -433,13 +381,13 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 	// shows on the first command, before anything was accepted, so one
 	// more try on a fresh session is safe.
 	for attempt := 0; ; attempt++ {
-		c, err := o.get(ctx)
+		c, err := o.pool.Get(ctx)
 		if err != nil {
 			return nil, err
 		}
 		env, body, err := o.prepare(c, env, msg, open)
 		if err != nil {
-			o.put(c)
+			o.pool.Put(c, c.Broken)
 			return nil, err
 		}
 		if o.dkim != nil {
@@ -447,7 +395,7 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 			// the trace field, rewrite_from and any 7-bit conversion.
 			sig, err := o.sign(body)
 			if err != nil {
-				o.put(c)
+				o.pool.Put(c, c.Broken)
 				return nil, fmt.Errorf("dkim: %v", err)
 			}
 			unsigned := body
@@ -457,7 +405,7 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 		results, err := c.Send(env, body())
 		var lost *ReplyLostError
 		if errors.As(err, &lost) {
-			o.put(c)
+			o.pool.Put(c, c.Broken)
 			return nil, plugin.InDoubt(err)
 		}
 		if err != nil {
@@ -466,7 +414,7 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 			if !c.Broken {
 				c.Reset()
 			}
-			o.put(c)
+			o.pool.Put(c, c.Broken)
 			if stale && !c.DataStarted {
 				continue
 			}
@@ -475,7 +423,7 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 		if slices.ContainsFunc(results, func(r RcptResult) bool { return r.Err != nil }) && !c.Broken {
 			c.Reset() // a transaction without DATA must be reset (RFC 5321 4.1.1.5)
 		}
-		o.put(c)
+		o.pool.Put(c, c.Broken)
 		out := make([]plugin.RecipientResult, len(results))
 		for i, r := range results {
 			out[i] = plugin.RecipientResult{Recipient: r.To, Err: r.Err}
@@ -568,18 +516,10 @@ func isASCII(s string) bool {
 
 // Close implements plugin.Closer: it ends every idle session with QUIT.
 func (o *Output) Close() error {
-	o.mu.Lock()
-	o.closed = true
-	o.mu.Unlock()
-	for {
-		select {
-		case p := <-o.idle:
-			p.c.Quit()
-			<-o.slots
-		default:
-			return nil
-		}
+	if o.pool != nil { // nil when Init failed
+		o.pool.Close()
 	}
+	return nil
 }
 
 // limiter spaces messages evenly to at most n per period.
