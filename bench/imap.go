@@ -107,7 +107,14 @@ SyncState %s/
 			if err := e.resetIMAP(imapDst, state, filepath.Join(work, "mbsync-state")); err != nil {
 				return nil, err
 			}
-			m, err := timed(modes[name]())
+			cmd := modes[name]()
+			if o.profile != "" && strings.HasPrefix(name, "mailflow") {
+				if cmd.Env == nil {
+					cmd.Env = os.Environ()
+				}
+				cmd.Env = append(cmd.Env, fmt.Sprintf("MAILFLOW_CPUPROFILE=%s-imap-%s-%d.prof", o.profile, name, r+1))
+			}
+			m, err := timed(cmd)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", name, err)
 			}

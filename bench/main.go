@@ -166,7 +166,11 @@ func run(o options) error {
 		md := imapMarkdown(o, total, rs)
 		fmt.Println()
 		fmt.Println(md)
-		return os.WriteFile(filepath.Join(root, "bench", "RESULTS-imap.md"), []byte(md), 0o644)
+		out := filepath.Join(root, "bench", "RESULTS-imap.md")
+		if o.out != filepath.Join("bench", "RESULTS.md") {
+			out = o.out
+		}
+		return os.WriteFile(out, []byte(md), 0o644)
 	}
 
 	modes := map[string]func() *exec.Cmd{
