@@ -37,3 +37,13 @@ func Read(r *bufio.Reader, max int, tooLong error) (string, error) {
 	}
 	return string(line), nil
 }
+
+// Shorten cuts a line to 80 bytes, with "…" where it was cut, for an
+// error message: a server's reply may be long and is not ours to print
+// whole.
+func Shorten(line string) string {
+	if len(line) > 80 {
+		return line[:80] + "…"
+	}
+	return line
+}
