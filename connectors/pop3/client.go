@@ -14,7 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
+	"github.com/mailflow/mailflow/connectors/internal/textline"
 )
 
 // Error is a -ERR reply. Code is the RFC 2449 / RFC 3206 response code in
@@ -68,14 +70,7 @@ type ProtocolError struct {
 }
 
 func (e *ProtocolError) Error() string {
-	return fmt.Sprintf("pop3 %s: unexpected reply %q", e.Command, truncate(e.Line, 80))
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
+	return fmt.Sprintf("pop3 %s: unexpected reply %q", e.Command, textline.Shorten(e.Line))
 }
 
 // Client is one POP3 session (RFC 1939), with the extensions of RFC 2449
@@ -130,15 +125,7 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 // Dial connects to address and reads the greeting; with tlsConfig set, the
 // connection is implicit TLS (port 995).
 func Dial(ctx context.Context, address string, tlsConfig *tls.Config, timeout time.Duration) (*Client, error) {
-	d := &net.Dialer{Timeout: timeout}
-	var conn net.Conn
-	var err error
-	if tlsConfig != nil {
-		td := &tls.Dialer{NetDialer: d, Config: tlsConfig}
-		conn, err = td.DialContext(ctx, "tcp", address)
-	} else {
-		conn, err = d.DialContext(ctx, "tcp", address)
-	}
+	conn, err := endpoint.Dial(ctx, address, tlsConfig, timeout, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -247,14 +234,10 @@ func (c *Client) StartTLS(cfg *tls.Config) error {
 		// (the STARTTLS command injection attack, CVE-2011-0411 class).
 		return &ProtocolError{Command: "STLS", Line: "data after +OK, before the TLS handshake"}
 	}
-	tc := tls.Client(c.conn, cfg)
-	if c.timeout > 0 {
-		tc.SetDeadline(time.Now().Add(c.timeout))
-	}
-	if err := tc.Handshake(); err != nil {
+	tc, err := endpoint.StartTLS(c.conn, cfg, c.timeout)
+	if err != nil {
 		return fmt.Errorf("pop3 STLS: %w", err)
 	}
-	tc.SetDeadline(time.Time{})
 	c.conn, c.tls, c.caps = tc, true, nil
 	c.br.Reset(deadlineReader{c})
 	c.bw.Reset(tc)

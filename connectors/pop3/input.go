@@ -11,13 +11,11 @@ package pop3
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -25,8 +23,6 @@ import (
 
 	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
-	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
-	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/plugins"
 )
 
@@ -39,30 +35,32 @@ func init() {
 
 // Input fetches mail from a POP3 mailbox. Its exported fields are its config.
 type Input struct {
-	Address            string `toml:"address"`
-	TLS                string `toml:"tls"`
-	Username           string `toml:"username"`
-	Password           string `toml:"password"`
-	PasswordEnv        string `toml:"password_env"`
-	PasswordFile       string `toml:"password_file"`
-	Auth               string `toml:"auth"`
-	AllowPlaintextAuth bool   `toml:"allow_plaintext_auth"`
-	Delete             *bool  `toml:"delete"`
-	Pipelining         *bool  `toml:"pipelining"`
-	Window             int    `toml:"pipeline_window"`
-	Timeout            string `toml:"timeout"`
-	tlsconf.Options
-	// With auth = "oauth2": the provider and app (see connectors/oauth).
-	oauth.Config
+	// address, tls, tls_*, username, password*, auth, allow_plaintext_auth,
+	// timeout and the oauth2 keys.
+	endpoint.Settings
+	Delete     *bool `toml:"delete"`
+	Pipelining *bool `toml:"pipelining"`
+	Window     int   `toml:"pipeline_window"`
 
 	log      *slog.Logger
-	env      plugin.Env
-	tokens   *oauth.Source // with auth = "oauth2"
-	secret   string
 	delete   bool
-	timeout  time.Duration
-	tlsCfg   *tls.Config
 	pipeline bool
+}
+
+// protocol is what POP3 adds to the shared endpoint settings: implicit TLS
+// on port 995 by default, a username always, its own auth methods, and APOP,
+// which does not send the password, allowed in clear.
+var protocol = endpoint.Protocol{
+	DefaultTLS: "implicit", StartTLSPort: "110", ImplicitPort: "995",
+	Timeout:     time.Minute,
+	SafeInClear: []string{"apop"},
+	CheckAuth: func(auth string) error {
+		switch strings.ToLower(auth) {
+		case "", "auto", "user", "apop", "plain", "login", "xoauth2":
+			return nil
+		}
+		return fmt.Errorf("auth must be auto, user, apop, plain, login, oauth2 or xoauth2 (a fixed token), not %q", auth)
+	},
 }
 
 // SampleConfig returns the documented sample config.
@@ -70,80 +68,32 @@ func (*Input) SampleConfig() string { return sampleConfig }
 
 // Provision implements plugin.Provisioner.
 func (in *Input) Provision(env plugin.Env) error {
-	in.log, in.env = env.Logger, env
-	if in.PasswordFile != "" && !filepath.IsAbs(in.PasswordFile) {
-		in.PasswordFile = filepath.Join(env.BaseDir, in.PasswordFile)
-	}
-	in.Options.Resolve(env.BaseDir)
+	in.log = env.Logger
+	in.Settings.Provision(env)
 	return nil
 }
 
 // Init implements plugin.Initializer: it checks the options and applies
 // the defaults.
 func (in *Input) Init() error {
-	mode, err := tlsconf.CheckEndpoint(in.Address, in.TLS, "implicit")
-	if err != nil {
+	if err := in.Settings.Init(protocol); err != nil {
 		return err
-	}
-	in.TLS = mode
-	switch strings.ToLower(in.Auth) {
-	case "", "auto", "user", "apop", "plain", "login", "xoauth2":
-	case "oauth2":
-		if err := in.Config.Init(in.env.BaseDir); err != nil {
-			return err
-		}
-		in.Config.Account = in.Username
-		in.tokens = oauth.NewSource(&in.Config, oauth.NewStore(in.env.StateDir), in.env.Name, in.env.ConfigPath)
-	default:
-		return fmt.Errorf("auth must be auto, user, apop, plain, login, oauth2 or xoauth2 (a fixed token), not %q", in.Auth)
-	}
-	if in.Username == "" {
-		return errors.New("username is required")
-	}
-	if in.tokens == nil {
-		secret, err := endpoint.ResolveSecret("password", in.Password, in.PasswordEnv, in.PasswordFile)
-		if err != nil {
-			return err
-		}
-		in.secret = secret
 	}
 	in.delete = in.Delete == nil || *in.Delete
 	in.pipeline = in.Pipelining == nil || *in.Pipelining
 	if in.Window <= 0 {
 		in.Window = 16
 	}
-	in.timeout = time.Minute
-	if in.Timeout != "" {
-		if in.timeout, err = time.ParseDuration(in.Timeout); err != nil {
-			return fmt.Errorf("timeout: %v", err)
-		}
-	}
-	if in.TLS != "none" || in.InsecureSkipVerify {
-		if in.tlsCfg, err = in.Options.Config(in.Address, in.log); err != nil {
-			return err
-		}
-	}
-	if in.TLS == "none" && !in.AllowPlaintextAuth && !strings.EqualFold(in.Auth, "apop") {
-		return errors.New(`tls = "none" would send the password in clear; set allow_plaintext_auth = true if you mean it, or use auth = "apop"`)
-	}
 	return nil
 }
 
 // dial connects, secures and logs in.
 func (in *Input) dial(ctx context.Context) (*Client, error) {
-	var c *Client
-	var err error
-	if in.TLS == "implicit" {
-		c, err = Dial(ctx, in.Address, in.tlsCfg, in.timeout)
-	} else {
-		c, err = Dial(ctx, in.Address, nil, in.timeout)
+	conn, err := in.Settings.Dial(ctx, nil)
+	if err != nil {
+		return nil, err
 	}
-	var rh tls.RecordHeaderError
-	if err != nil && in.TLS == "implicit" && errors.As(err, &rh) {
-		// The server spoke in clear: port 110 is POP3 with STLS, and
-		// implicit TLS (the default) is port 995.
-		return nil, fmt.Errorf("%w (the server answered in clear: for port 110 set tls = \"starttls\"; tls = \"implicit\", the default, is for port 995)", err)
-	}
+	c, err := NewClient(conn, in.Wait())
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +106,7 @@ func (in *Input) dial(ctx context.Context) (*Client, error) {
 			c.Close()
 			return nil, plugin.Permanent(fmt.Errorf("pop3: %s does not offer STLS and tls = \"starttls\"; refusing to go on in clear", in.Address))
 		}
-		if err := c.StartTLS(in.tlsCfg); err != nil {
+		if err := c.StartTLS(in.TLSConfig()); err != nil {
 			c.Close()
 			return nil, err
 		}
@@ -203,63 +153,22 @@ func (in *Input) login(ctx context.Context, c *Client) error {
 	}
 	switch method {
 	case "oauth2":
-		mech := "XOAUTH2"
-		if has("OAUTHBEARER") {
-			mech = "OAUTHBEARER"
-		}
-		// Refused once: the token may have been revoked or cut short; a
-		// fresh one is asked for, and tried once more.
-		for try := 0; ; try++ {
-			tok, err := in.tokens.Token(ctx)
-			if err != nil {
-				return err
-			}
-			m, err := sasl.New(mech, in.Username, tok)
-			if err != nil {
-				return err
-			}
-			err = c.Auth(m)
-			if err == nil || try == 1 || !sasl.IsOAuth(mech) || !isAuthRefusal(err) {
-				return err
-			}
-			in.tokens.Invalidate()
-		}
+		_, err := in.LoginOAuth(ctx, has("OAUTHBEARER"), c.Auth, isAuthRefusal)
+		return err
 	case "user":
 		if err := c.User(in.Username); err != nil {
 			return err
 		}
-		return c.Pass(in.secret)
+		return c.Pass(in.Secret())
 	case "apop":
-		return c.Apop(in.Username, in.secret)
+		return c.Apop(in.Username, in.Secret())
 	default:
-		m, err := sasl.New(method, in.Username, in.secret)
+		m, err := sasl.New(method, in.Username, in.Secret())
 		if err != nil {
 			return err
 		}
 		return c.Auth(m)
 	}
-}
-
-// Files implements plugin.FileUser: a changed password or CA file rebuilds
-// the input on reload.
-func (in *Input) Files() []string {
-	var files []string
-	if in.PasswordFile != "" {
-		files = append(files, in.PasswordFile)
-	}
-	files = append(files, in.Options.Files()...)
-	return append(files, in.Config.Files()...)
-}
-
-// Tokens implements oauth.User.
-func (in *Input) Tokens() *oauth.Source { return in.tokens }
-
-// OAuth implements oauth.User.
-func (in *Input) OAuth() *oauth.Config {
-	if in.tokens == nil {
-		return nil
-	}
-	return &in.Config
 }
 
 // Open implements plugin.Input: it connects and logs in.
