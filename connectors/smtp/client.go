@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
 	"github.com/mailflow/mailflow/connectors/internal/textline"
 )
@@ -46,14 +47,7 @@ type ProtocolError struct {
 }
 
 func (e *ProtocolError) Error() string {
-	return fmt.Sprintf("smtp %s: malformed reply %q", e.Command, truncate(e.Line, 80))
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
+	return fmt.Sprintf("smtp %s: malformed reply %q", e.Command, textline.Shorten(e.Line))
 }
 
 // ErrLineTooLong is returned when a reply line exceeds MaxLine.
@@ -132,14 +126,7 @@ func NewClient(conn net.Conn, timeout time.Duration) (*Client, error) {
 
 // Dial connects to address; with tlsConfig set, by implicit TLS (RFC 8314).
 func Dial(ctx context.Context, address string, tlsConfig *tls.Config, timeout time.Duration) (*Client, error) {
-	d := &net.Dialer{Timeout: timeout}
-	var conn net.Conn
-	var err error
-	if tlsConfig != nil {
-		conn, err = (&tls.Dialer{NetDialer: d, Config: tlsConfig}).DialContext(ctx, "tcp", address)
-	} else {
-		conn, err = d.DialContext(ctx, "tcp", address)
-	}
+	conn, err := endpoint.Dial(ctx, address, tlsConfig, timeout, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -303,15 +290,11 @@ func (c *Client) StartTLS(cfg *tls.Config) error {
 		c.Broken = true
 		return &ProtocolError{"STARTTLS", "data after 220, before the TLS handshake"}
 	}
-	tc := tls.Client(c.conn, cfg)
-	if c.timeout > 0 {
-		tc.SetDeadline(time.Now().Add(c.timeout))
-	}
-	if err := tc.Handshake(); err != nil {
+	tc, err := endpoint.StartTLS(c.conn, cfg, c.timeout)
+	if err != nil {
 		c.Broken = true
 		return fmt.Errorf("smtp STARTTLS: %w", err)
 	}
-	tc.SetDeadline(time.Time{})
 	c.conn, c.tls = tc, true
 	c.br.Reset(deadlineReader{c})
 	c.bw.Reset(deadlineWriter{c})

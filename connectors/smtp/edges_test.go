@@ -13,6 +13,7 @@ import (
 
 	gomessage "github.com/emersion/go-message"
 
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/connectors/smtp/smtptest"
 	"github.com/mailflow/mailflow/engine/message"
@@ -39,7 +40,7 @@ func TestRcpt251IsAccepted(t *testing.T) {
 			s := newFake(t, func(b *smtptest.Behaviour) {
 				b.RcptReply = map[string]string{"fwd@x.test": "251 2.1.5 user not local; will forward"}
 			})
-			o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"fwd@x.test"}, Pipelining: &pipelining})
+			o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none"}, To: []string{"fwd@x.test"}, Pipelining: &pipelining})
 			res, err := deliver(o, []byte("Subject: x\r\n\r\nbody\r\n"))
 			if err != nil || len(res) != 1 || res[0].Err != nil {
 				t.Fatalf("251 must count as accepted: %v %v", res, err)
@@ -55,7 +56,7 @@ func TestRcpt251IsAccepted(t *testing.T) {
 // (temporary), and does not silently try again itself.
 func TestReplyLostAfterDataIsInDoubt(t *testing.T) {
 	s := newFake(t, func(b *smtptest.Behaviour) { b.LoseReplies = 1 })
-	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none"}, To: []string{"a@x.test"}})
 	_, err := deliver(o, []byte("Subject: x\r\n\r\nbody\r\n"))
 	if !plugin.IsInDoubt(err) || plugin.IsPermanent(err) {
 		t.Fatalf("want an in-doubt, temporary error; got %v", err)
@@ -69,7 +70,7 @@ func TestReplyLostAfterDataIsInDoubt(t *testing.T) {
 // the SMTP smuggling patterns arrive as data.
 func TestBareCRAndLFAreNormalisedOnTheWire(t *testing.T) {
 	s := newFake(t, nil)
-	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none"}, To: []string{"a@x.test"}})
 	body := "Subject: smuggle\r\n\r\na\r.\r\nMAIL FROM:<evil@x.test>\r\nb\n.\nc\r\n.\rd"
 	if _, err := deliver(o, []byte(body)); err != nil {
 		t.Fatal(err)
@@ -93,7 +94,7 @@ func TestBareCRAndLFAreNormalisedOnTheWire(t *testing.T) {
 // command timeout.
 func TestSlowReplyAfterDataIsWaitedFor(t *testing.T) {
 	s := newFake(t, func(b *smtptest.Behaviour) { b.DataDelay = 3 * time.Second })
-	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}, Timeout: "1s"})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none", Timeout: "1s"}, To: []string{"a@x.test"}})
 	if _, err := deliver(o, []byte("Subject: slow\r\n\r\nbody\r\n")); err != nil {
 		t.Fatalf("the reply after the data must get data_timeout, not timeout: %v", err)
 	}
@@ -101,7 +102,7 @@ func TestSlowReplyAfterDataIsWaitedFor(t *testing.T) {
 		t.Fatalf("%d copies", n)
 	}
 	// And data_timeout bounds it.
-	o2 := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}, Timeout: "1s", DataTimeout: "1s"})
+	o2 := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none", Timeout: "1s"}, To: []string{"a@x.test"}, DataTimeout: "1s"})
 	if _, err := deliver(o2, []byte("Subject: slow\r\n\r\nbody\r\n")); !plugin.IsInDoubt(err) {
 		t.Fatalf("past data_timeout the delivery is in doubt: %v", err)
 	}
@@ -111,8 +112,8 @@ func TestSlowReplyAfterDataIsWaitedFor(t *testing.T) {
 // temporary, so messages wait at their source; nothing goes in clear.
 func TestStartTLSOrAuthVanishingIsTemporary(t *testing.T) {
 	cases := map[string]*smtp.Output{
-		"STARTTLS": {TLS: "starttls"},
-		"AUTH":     {TLS: "none", Username: "u", Password: "p", AllowPlaintextAuth: true},
+		"STARTTLS": {Settings: endpoint.Settings{TLS: "starttls"}},
+		"AUTH":     {Settings: endpoint.Settings{TLS: "none", Username: "u", Password: "p", AllowPlaintextAuth: true}},
 	}
 	for name, o := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -132,7 +133,7 @@ func TestStartTLSOrAuthVanishingIsTemporary(t *testing.T) {
 
 func TestRawBytesKeptWhereNothingIsBare(t *testing.T) {
 	s := newFake(t, nil)
-	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none"}, To: []string{"a@x.test"}})
 	body := []byte("Subject: ok\r\n\r\n.leading dot\r\nlast")
 	if _, err := deliver(o, body); err != nil {
 		t.Fatal(err)
@@ -146,7 +147,7 @@ func TestRawBytesKeptWhereNothingIsBare(t *testing.T) {
 // whose decoded content equals the original, structure kept.
 func TestEightBitConvertedForServerWithout8BITMIME(t *testing.T) {
 	s := newFake(t, func(b *smtptest.Behaviour) { b.Extensions = []string{"PIPELINING"} })
-	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none"}, To: []string{"a@x.test"}})
 	text := "Grüße aus Köln — naïve café\r\nzweite Zeile ünd mehr\r\n"
 	blob := []byte{0x00, 0xff, 0x80, 'a', '\r', '\n', 0xfe, 0x01}
 	plain := "From: a@x.test\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + text
@@ -183,7 +184,7 @@ func TestEightBitConvertedForServerWithout8BITMIME(t *testing.T) {
 	if _, err := deliver(o, []byte(latin1Header)); !plugin.IsPermanent(err) || !strings.Contains(err.Error(), "header") {
 		t.Fatalf("an 8-bit header cannot become 7-bit: %v", err)
 	}
-	refusing := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}, EightBit: "refuse"})
+	refusing := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none"}, To: []string{"a@x.test"}, EightBit: "refuse"})
 	if _, err := deliver(refusing, []byte(plain)); !plugin.IsPermanent(err) || !strings.Contains(err.Error(), "8BITMIME") {
 		t.Fatalf("eight_bit = refuse: %v", err)
 	}
@@ -193,7 +194,7 @@ func TestEightBitConvertedForServerWithout8BITMIME(t *testing.T) {
 // data (as Postfix relays it), not refused for want of SMTPUTF8.
 func TestLegacyEightBitHeaderNeedsNoSMTPUTF8(t *testing.T) {
 	s := newFake(t, nil) // PIPELINING, 8BITMIME; no SMTPUTF8
-	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none"}, To: []string{"a@x.test"}})
 	raw := "From: a@x.test\r\nSubject: caf\xe9\r\n\r\nbody\r\n"
 	if _, err := deliver(o, []byte(raw)); err != nil {
 		t.Fatal(err)
@@ -236,7 +237,7 @@ func decodedParts(t *testing.T, raw []byte) []string {
 // without a colon) go out where they were when another field is edited.
 func TestEditedHeaderKeepsMalformedLinesOnTheWire(t *testing.T) {
 	s := newFake(t, nil)
-	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none"}, To: []string{"a@x.test"}})
 	raw := "From: a@x.test\r\n: value without a name\r\nno colon in this line\r\nSubject: old\r\n\r\nbody\r\n"
 	msg := message.New([]byte(raw), message.Source{Input: "t", ID: "1"})
 	msg.Header.Set("Subject", "new")
@@ -255,7 +256,7 @@ func TestEditedHeaderKeepsMalformedLinesOnTheWire(t *testing.T) {
 // output has a from of its own: a bounce must never be answered.
 func TestNullSenderIsNeverReplaced(t *testing.T) {
 	s := newFake(t, nil)
-	o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"}, From: "forwarder@x.test"})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none"}, To: []string{"a@x.test"}, From: "forwarder@x.test"})
 	bounce := message.New([]byte("Return-Path: <>\r\nFrom: MAILER-DAEMON@x.test\r\nSubject: failure notice\r\n\r\nbody\r\n"), message.Source{Input: "t", ID: "1"})
 	reply := message.New([]byte("From: me@x.test\r\nSubject: away\r\n\r\nbody\r\n"), message.Source{Input: "t", ID: "2"})
 	reply.Envelope.Sender = message.NullSender

@@ -21,6 +21,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/connectors/smtp/smtptest"
 	"github.com/mailflow/mailflow/engine/message"
@@ -39,8 +40,8 @@ func secretFile(t *testing.T, secrets ...string) string {
 func TestSRSRewritesTheForwardedSender(t *testing.T) {
 	p := newPeer(t, peerOpts{})
 	secrets := secretFile(t, "a-secret-of-some-length", "an-older-secret-still-valid")
-	o := newOutput(t, &smtp.Output{Address: p.addr, TLS: "none", To: []string{"me@fwd.example"},
-		Forwarding: smtp.Forwarding{SRSDomain: "fwd.example", SRSSecretFile: secrets}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "none"},
+		To: []string{"me@fwd.example"}, Forwarding: smtp.Forwarding{SRSDomain: "fwd.example", SRSSecretFile: secrets}})
 	for _, raw := range []string{
 		"Return-Path: <alice@orig.example>\r\nFrom: Alice <alice@orig.example>\r\nSubject: hi\r\n\r\nbody\r\n",
 		"Return-Path: <>\r\nFrom: MAILER-DAEMON@orig.example\r\nSubject: bounce\r\n\r\nbody\r\n",
@@ -57,13 +58,13 @@ func TestSRSRewritesTheForwardedSender(t *testing.T) {
 	if got[1].from != "" {
 		t.Errorf("a bounce went out as MAIL FROM:<%s>", got[1].from)
 	}
-	own := newOutput(t, &smtp.Output{Address: p.addr, TLS: "none", To: []string{"me@fwd.example"}, From: "account@fwd.example",
-		Forwarding: smtp.Forwarding{SRSDomain: "fwd.example", SRSSecretFile: secrets}})
+	own := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "none"},
+		To: []string{"me@fwd.example"}, From: "account@fwd.example", Forwarding: smtp.Forwarding{SRSDomain: "fwd.example", SRSSecretFile: secrets}})
 	deliver(own, []byte("From: alice@orig.example\r\n\r\nx\r\n"))
 	if f := p.received()[2].from; f != "account@fwd.example" {
 		t.Errorf("the output's own from was rewritten: %q", f)
 	}
-	bad := &smtp.Output{Address: p.addr, TLS: "none", Forwarding: smtp.Forwarding{SRSDomain: "fwd.example", SRSSecretFile: secretFile(t, "short")}}
+	bad := &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "none"}, Forwarding: smtp.Forwarding{SRSDomain: "fwd.example", SRSSecretFile: secretFile(t, "short")}}
 	bad.Provision(plugin.Env{Name: "x"})
 	if err := bad.Init(); err == nil || !strings.Contains(err.Error(), "too short") {
 		t.Errorf("a 5-character secret: %v", err)
@@ -74,7 +75,7 @@ func TestSRSRewritesTheForwardedSender(t *testing.T) {
 // or with more Received fields than max_hops, is refused for good.
 func TestLoopsAreRefused(t *testing.T) {
 	p := newPeer(t, peerOpts{})
-	o := newOutput(t, &smtp.Output{Address: p.addr, TLS: "none", To: []string{"a@x.test"}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "none"}, To: []string{"a@x.test"}})
 	if _, err := deliver(o, []byte("Subject: once\r\n\r\nbody\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +102,8 @@ func TestLoopsAreRefused(t *testing.T) {
 
 func TestRewriteFrom(t *testing.T) {
 	p := newPeer(t, peerOpts{})
-	o := newOutput(t, &smtp.Output{Address: p.addr, TLS: "none", To: []string{"a@x.test"},
-		Forwarding: smtp.Forwarding{RewriteFrom: "{name} via Forwarder <forwarder@example.net>"}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "none"},
+		To: []string{"a@x.test"}, Forwarding: smtp.Forwarding{RewriteFrom: "{name} via Forwarder <forwarder@example.net>"}})
 	body := "Line one\r\n.dot line\r\n"
 	deliver(o, []byte("From: Jörg Müller <joerg@orig.example>\r\nSubject: s\r\n\r\n"+body))
 	deliver(o, []byte("From: bare@orig.example\r\nReply-To: list@orig.example\r\nSubject: s\r\n\r\n"+body))
@@ -159,8 +160,8 @@ func TestDKIMSignatureVerifiesOnWhatArrived(t *testing.T) {
 					s.Set(func(b *smtptest.Behaviour) { b.Extensions = []string{"PIPELINING"} })
 				}
 				keyFile, record := writeKey(t, key)
-				o := newOutput(t, &smtp.Output{Address: s.Addr(), TLS: "none", To: []string{"a@x.test"},
-					Forwarding: smtp.Forwarding{DKIMDomain: "fwd.example", DKIMSelector: "mf", DKIMKeyFile: keyFile, RewriteFrom: "{name} <fwd@fwd.example>"}})
+				o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: s.Addr(), TLS: "none"},
+					To: []string{"a@x.test"}, Forwarding: smtp.Forwarding{DKIMDomain: "fwd.example", DKIMSelector: "mf", DKIMKeyFile: keyFile, RewriteFrom: "{name} <fwd@fwd.example>"}})
 				raw := "From: =?utf-8?q?Zo=C3=AB?= <zoe@orig.example>\r\nTo: a@x.test\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMessage-ID: <d1@orig.example>\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln\nbare LF line\r\n.leading dot\r\n"
 				if _, err := deliver(o, []byte(raw)); err != nil {
 					t.Fatal(err)

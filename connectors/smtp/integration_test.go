@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailflow/mailflow/engine/plugin"
 
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/engine/enginetest"
@@ -31,7 +32,7 @@ func TestPostfixThousandMessages(t *testing.T) {
 		}
 	}
 	msgs = enginetest.Tagged(run, msgs)
-	o := newOutput(t, &smtp.Output{Address: srv.SMTP, TLS: "starttls", Options: tlsOptsCA(srv.CA),
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: srv.SMTP, TLS: "starttls", Options: tlsOptsCA(srv.CA)},
 		To: []string{"sink@example.net"}, MaxConnections: 4})
 	var wg sync.WaitGroup
 	errs := make(chan error, len(msgs))
@@ -80,16 +81,16 @@ func TestPostfixSubmissionNeedsTLSAndAuth(t *testing.T) {
 	srv := enginetest.RealServers(t)
 	run := fmt.Sprintf("submission-%d", time.Now().UnixNano())
 	msg := enginetest.Tagged(run, [][]byte{enginetest.Message(enginetest.UTF8Header, 1, 500)})[0]
-	o := newOutput(t, &smtp.Output{Address: srv.Submission, TLS: "starttls", Options: tlsOptsCA(srv.CA),
-		Username: "u1", Password: srv.Password, To: []string{"sink@example.net"}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: srv.Submission, TLS: "starttls", Options: tlsOptsCA(srv.CA), Username: "u1", Password: srv.Password},
+		To: []string{"sink@example.net"}})
 	if res, err := o.Deliver(context.Background(), message.New(msg, message.Source{}), plugin.Delivery{}); err != nil || res[0].Err != nil {
 		t.Fatalf("%v %v", res, err)
 	}
 	if got := enginetest.SinkMessages(t, srv.SinkDir, run, 1); len(got) != 1 {
 		t.Fatal("message did not arrive through submission")
 	}
-	bad := newOutput(t, &smtp.Output{Address: srv.Submission, TLS: "starttls", Options: tlsOptsCA(srv.CA),
-		Username: "u1", Password: "wrong", To: []string{"sink@example.net"}})
+	bad := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: srv.Submission, TLS: "starttls", Options: tlsOptsCA(srv.CA), Username: "u1", Password: "wrong"},
+		To: []string{"sink@example.net"}})
 	if _, err := bad.Deliver(context.Background(), message.New(msg, message.Source{}), plugin.Delivery{}); err == nil || !plugin.IsPermanent(err) {
 		t.Fatalf("a wrong password must be permanent, got %v", err)
 	}
@@ -97,7 +98,7 @@ func TestPostfixSubmissionNeedsTLSAndAuth(t *testing.T) {
 
 func TestPostfixPerRecipientCodes(t *testing.T) {
 	srv := enginetest.RealServers(t)
-	o := newOutput(t, &smtp.Output{Address: srv.SMTP, TLS: "starttls", Options: tlsOptsCA(srv.CA),
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: srv.SMTP, TLS: "starttls", Options: tlsOptsCA(srv.CA)},
 		To: []string{"ok@example.net", "defer@example.net", "refuse@example.net"}})
 	res, err := o.Deliver(context.Background(), message.New(enginetest.Message(enginetest.Plain, 1, 100), message.Source{}), plugin.Delivery{})
 	if err != nil || len(res) != 3 {
@@ -121,8 +122,8 @@ func BenchmarkPostfix(b *testing.B) {
 	for _, conns := range []int{1, 4} {
 		for _, pipe := range []bool{true, false} {
 			b.Run(fmt.Sprintf("conns=%d/pipelining=%v", conns, pipe), func(b *testing.B) {
-				o := newOutput(b, &smtp.Output{Address: srv.SMTP, TLS: "none", To: []string{"sink@example.net"},
-					MaxConnections: conns, Pipelining: &pipe})
+				o := newOutput(b, &smtp.Output{Settings: endpoint.Settings{Address: srv.SMTP, TLS: "none"},
+					To: []string{"sink@example.net"}, MaxConnections: conns, Pipelining: &pipe})
 				for b.Loop() {
 					var wg sync.WaitGroup
 					sem := make(chan struct{}, conns)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mailflow/mailflow/engine/plugin"
 
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/connectors/oauth/oauthtest"
 	"github.com/mailflow/mailflow/connectors/smtp"
@@ -33,10 +34,9 @@ func TestSMTPOAuth2(t *testing.T) {
 		b.Bearer = as.Valid
 	})
 	state := t.TempDir()
-	o := &smtp.Output{Address: srv.Addr(), TLS: "none", AllowPlaintextAuth: true, Username: "me@example.com", Auth: "oauth2",
-		To: []string{"a@x.test"}, IdleTimeout: "1ms",
-		Config: oauth.Config{Provider: "custom", ClientID: "c", AuthURL: as.URL + "/authorize", TokenURL: as.URL + "/token",
-			DeviceURL: as.URL + "/device", Scopes: []string{"mail"}, RefreshBefore: "1s"}}
+	o := &smtp.Output{Settings: endpoint.Settings{Address: srv.Addr(), TLS: "none", AllowPlaintextAuth: true, Username: "me@example.com", Auth: "oauth2", Config: oauth.Config{Provider: "custom", ClientID: "c", AuthURL: as.URL + "/authorize", TokenURL: as.URL + "/token",
+		DeviceURL: as.URL + "/device", Scopes: []string{"mail"}, RefreshBefore: "1s"}},
+		To: []string{"a@x.test"}, IdleTimeout: "1ms"}
 	env := plugin.Env{Name: "out", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), StateDir: state, ConfigPath: filepath.Join(state, "m.toml")}
 	if err := o.Provision(env); err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ package smtp
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"log/slog"
 	"net/mail"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,8 +26,6 @@ import (
 	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/pool"
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
-	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
-	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/plugins"
 )
@@ -43,39 +39,46 @@ func init() {
 
 // Output sends messages to an SMTP server. Its exported fields are its config.
 type Output struct {
-	Address            string   `toml:"address"`
-	TLS                string   `toml:"tls"`
-	HeloName           string   `toml:"helo_name"`
-	Username           string   `toml:"username"`
-	Password           string   `toml:"password"`
-	PasswordEnv        string   `toml:"password_env"`
-	PasswordFile       string   `toml:"password_file"`
-	Auth               string   `toml:"auth"`
-	AllowPlaintextAuth bool     `toml:"allow_plaintext_auth"`
-	From               string   `toml:"from"`
-	To                 []string `toml:"to"`
-	MaxConnections     int      `toml:"max_connections"`
-	Rate               string   `toml:"rate"`
-	Timeout            string   `toml:"timeout"`
-	DataTimeout        string   `toml:"data_timeout"`
-	EightBit           string   `toml:"eight_bit"`
-	IdleTimeout        string   `toml:"idle_timeout"`
-	Pipelining         *bool    `toml:"pipelining"`
-	Forwarding                  // srs_domain, rewrite_from, dkim_*, max_hops (forwarding.go)
-	tlsconf.Options
-	// With auth = "oauth2": the provider and app (see connectors/oauth).
-	oauth.Config
+	// address, tls, tls_*, username, password*, auth, allow_plaintext_auth,
+	// timeout and the oauth2 keys.
+	endpoint.Settings
+	HeloName       string   `toml:"helo_name"`
+	From           string   `toml:"from"`
+	To             []string `toml:"to"`
+	MaxConnections int      `toml:"max_connections"`
+	Rate           string   `toml:"rate"`
+	DataTimeout    string   `toml:"data_timeout"`
+	EightBit       string   `toml:"eight_bit"`
+	IdleTimeout    string   `toml:"idle_timeout"`
+	Pipelining     *bool    `toml:"pipelining"`
+	Forwarding              // srs_domain, rewrite_from, dkim_*, max_hops (forwarding.go)
 
 	log     *slog.Logger
 	env     plugin.Env
-	tokens  *oauth.Source // with auth = "oauth2"
-	secret  string
-	timeout time.Duration
 	dataFor time.Duration
 	idleFor time.Duration
-	tlsCfg  *tls.Config
 	limiter *limiter
 	pool    *pool.Pool[*Client]
+}
+
+// protocol is what SMTP adds to the shared endpoint settings: STARTTLS on
+// port 587 by default, no username for a relay without AUTH, the SASL
+// mechanisms (or "auto"), and CRAM-MD5, which does not send the password,
+// allowed in clear.
+var protocol = endpoint.Protocol{
+	DefaultTLS: "starttls", StartTLSPort: "587", ImplicitPort: "465",
+	Timeout:          2 * time.Minute,
+	UsernameOptional: true,
+	SafeInClear:      []string{"cram-md5"},
+	CheckAuth: func(auth string) error {
+		if auth == "auto" {
+			return nil
+		}
+		if _, err := sasl.New(auth, "", ""); err != nil {
+			return fmt.Errorf("auth: %v", err)
+		}
+		return nil
+	},
 }
 
 // SampleConfig returns the documented sample config.
@@ -84,70 +87,24 @@ func (*Output) SampleConfig() string { return sampleConfig }
 // Provision implements plugin.Provisioner.
 func (o *Output) Provision(env plugin.Env) error {
 	o.log, o.env = env.Logger, env
-	if o.PasswordFile != "" && !filepath.IsAbs(o.PasswordFile) {
-		o.PasswordFile = filepath.Join(env.BaseDir, o.PasswordFile)
-	}
-	o.Options.Resolve(env.BaseDir)
+	o.Settings.Provision(env)
 	o.Forwarding.resolve(env.BaseDir)
 	return nil
 }
 
-// Files implements plugin.FileUser: a changed password or CA file rebuilds
-// the output on reload.
+// Files implements plugin.FileUser: a changed password, CA, SRS secret or
+// DKIM key file rebuilds the output on reload.
 func (o *Output) Files() []string {
-	var files []string
-	if o.PasswordFile != "" {
-		files = append(files, o.PasswordFile)
-	}
-	files = append(files, o.Options.Files()...)
-	files = append(files, o.Forwarding.files()...)
-	return append(files, o.Config.Files()...)
-}
-
-// Tokens implements oauth.User.
-func (o *Output) Tokens() *oauth.Source { return o.tokens }
-
-// OAuth implements oauth.User.
-func (o *Output) OAuth() *oauth.Config {
-	if o.tokens == nil {
-		return nil
-	}
-	return &o.Config
+	return append(o.Settings.Files(), o.Forwarding.files()...)
 }
 
 // Init implements plugin.Initializer.
 func (o *Output) Init() error {
-	mode, err := tlsconf.CheckEndpoint(o.Address, o.TLS, "starttls")
-	if err != nil {
-		return err
-	}
-	o.TLS = mode
 	if o.Auth == "" {
 		o.Auth = "auto"
 	}
-	if strings.EqualFold(o.Auth, "oauth2") {
-		if o.Username == "" {
-			return errors.New(`auth = "oauth2" needs username (the account's address)`)
-		}
-		if err := o.Config.Init(o.env.BaseDir); err != nil {
-			return err
-		}
-		o.Config.Account = o.Username
-		o.tokens = oauth.NewSource(&o.Config, oauth.NewStore(o.env.StateDir), o.env.Name, o.env.ConfigPath)
-	} else {
-		secret, err := endpoint.ResolveSecret("password", o.Password, o.PasswordEnv, o.PasswordFile)
-		if err != nil {
-			return err
-		}
-		o.secret = secret
-	}
-	if o.Auth != "auto" && o.tokens == nil {
-		if _, err := sasl.New(o.Auth, "", ""); err != nil {
-			return fmt.Errorf("auth: %v", err)
-		}
-	}
-	if o.Username != "" && o.TLS == "none" && !o.AllowPlaintextAuth && sasl.SendsSecret(o.Auth) {
-		return errors.New(`tls = "none" would send the password in clear; set allow_plaintext_auth = true if you mean it`)
+	if err := o.Settings.Init(protocol); err != nil {
+		return err
 	}
 	for _, to := range o.To {
 		if err := checkAddress(to); err != nil {
@@ -171,9 +128,7 @@ func (o *Output) Init() error {
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = 4
 	}
-	if o.timeout, err = parseDuration(o.Timeout, 2*time.Minute); err != nil {
-		return fmt.Errorf("timeout: %v", err)
-	}
+	var err error
 	if o.dataFor, err = parseDuration(o.DataTimeout, 10*time.Minute); err != nil {
 		return fmt.Errorf("data_timeout: %v", err)
 	}
@@ -190,11 +145,6 @@ func (o *Output) Init() error {
 	}
 	if o.Rate != "" {
 		if o.limiter, err = parseRate(o.Rate); err != nil {
-			return err
-		}
-	}
-	if o.TLS != "none" {
-		if o.tlsCfg, err = o.Options.Config(o.Address, o.log); err != nil {
 			return err
 		}
 	}
@@ -218,11 +168,11 @@ func checkAddress(a string) error {
 
 // connect opens, secures and authenticates a new session.
 func (o *Output) connect(ctx context.Context) (*Client, error) {
-	var tlsCfg *tls.Config
-	if o.TLS == "implicit" {
-		tlsCfg = o.tlsCfg
+	conn, err := o.Settings.Dial(ctx, nil)
+	if err != nil {
+		return nil, err
 	}
-	c, err := Dial(ctx, o.Address, tlsCfg, o.timeout)
+	c, err := NewClient(conn, o.Wait())
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +192,7 @@ func (o *Output) connect(ctx context.Context) (*Client, error) {
 			// the message waits at its source, never goes in clear.
 			return fail(fmt.Errorf("smtp: %s does not offer STARTTLS now and tls = \"starttls\"; not going on in clear, trying again later", o.Address))
 		}
-		if err := c.StartTLS(o.tlsCfg); err != nil {
+		if err := c.StartTLS(o.TLSConfig()); err != nil {
 			return fail(err)
 		}
 	}
@@ -257,7 +207,7 @@ func (o *Output) connect(ctx context.Context) (*Client, error) {
 func (o *Output) authenticate(ctx context.Context, c *Client) error {
 	_, offered := c.Extension("AUTH")
 	mechs := strings.Fields(strings.ToUpper(offered))
-	if o.tokens != nil {
+	if o.Tokens() != nil {
 		return o.authenticateOAuth(ctx, c, mechs)
 	}
 	name := strings.ToUpper(o.Auth)
@@ -278,7 +228,7 @@ func (o *Output) authenticate(ctx context.Context, c *Client) error {
 	if !c.IsTLS() && sasl.SendsSecret(name) && !o.AllowPlaintextAuth {
 		return plugin.Permanent(errors.New("smtp: refusing to send the password over a connection without TLS (allow_plaintext_auth = false)"))
 	}
-	m, err := sasl.New(name, o.Username, o.secret)
+	m, err := sasl.New(name, o.Username, o.Secret())
 	if err != nil {
 		return err
 	}
@@ -305,29 +255,15 @@ func (o *Output) authenticateOAuth(ctx context.Context, c *Client, mechs []strin
 	if !c.IsTLS() && !o.AllowPlaintextAuth {
 		return errors.New("smtp: refusing to send an access token over a connection without TLS (allow_plaintext_auth = false)")
 	}
-	name := "XOAUTH2"
-	if slices.Contains(mechs, "OAUTHBEARER") {
-		name = "OAUTHBEARER"
-	}
-	for try := 0; ; try++ {
-		tok, err := o.tokens.Token(ctx)
-		if err != nil {
-			return err
-		}
-		m, err := sasl.New(name, o.Username, tok)
-		if err != nil {
-			return err
-		}
-		err = c.Auth(m)
+	refused := func(err error) bool {
 		var se *Error
-		if err == nil || !errors.As(err, &se) {
-			return err
-		}
-		if try == 1 {
-			return &authError{err}
-		}
-		o.tokens.Invalidate()
+		return errors.As(err, &se)
 	}
+	_, err := o.LoginOAuth(ctx, slices.Contains(mechs, "OAUTHBEARER"), c.Auth, refused)
+	if refused(err) {
+		return &authError{err}
+	}
+	return err
 }
 
 // authError is an AUTH refusal other than 535: temporary whatever its code

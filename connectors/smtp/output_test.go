@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/tlsconf"
 	"github.com/mailflow/mailflow/connectors/smtp"
 	"github.com/mailflow/mailflow/engine/enginetest"
@@ -235,7 +236,7 @@ func newOutput(t testing.TB, o *smtp.Output) *smtp.Output {
 }
 
 func plainOutput(t *testing.T, p *peer, to ...string) *smtp.Output {
-	return newOutput(t, &smtp.Output{Address: p.addr, TLS: "none", To: to})
+	return newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "none"}, To: to})
 }
 
 func deliver(o *smtp.Output, raw []byte, done ...string) ([]plugin.RecipientResult, error) {
@@ -282,7 +283,7 @@ func TestPipeliningOnAndOff(t *testing.T) {
 	to := []string{"a@example.net", "b@example.net", "c@example.net"}
 	for _, on := range []bool{true, false} {
 		p := newPeer(t, peerOpts{})
-		o := newOutput(t, &smtp.Output{Address: p.addr, TLS: "none", To: to, Pipelining: &on})
+		o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "none"}, To: to, Pipelining: &on})
 		deliver(o, enginetest.Message(enginetest.Plain, 1, 100)) // opens the session
 		before := p.reads.Load()
 		res, err := deliver(o, enginetest.Message(enginetest.Plain, 2, 100))
@@ -302,16 +303,16 @@ func TestAuthOverStartTLS(t *testing.T) {
 	for _, mech := range []string{"plain", "login", "auto"} {
 		t.Run(mech, func(t *testing.T) {
 			p := newPeer(t, peerOpts{tls: true, needAuth: true})
-			o := newOutput(t, &smtp.Output{Address: p.addr, TLS: "starttls", Username: "alice", Password: "s3cret",
-				Auth: mech, To: []string{"x@example.net"}, Options: tlsOpts(p)})
+			o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "starttls", Username: "alice", Password: "s3cret", Auth: mech, Options: tlsOpts(p)},
+				To: []string{"x@example.net"}})
 			if res, err := deliver(o, enginetest.Message(enginetest.Plain, 1, 100)); err != nil || res[0].Err != nil {
 				t.Fatalf("%v %v", res, err)
 			}
 		})
 	}
 	p := newPeer(t, peerOpts{tls: true, needAuth: true})
-	o := newOutput(t, &smtp.Output{Address: p.addr, TLS: "starttls", Username: "alice", Password: "wrong",
-		To: []string{"x@example.net"}, Options: tlsOpts(p)})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "starttls", Username: "alice", Password: "wrong", Options: tlsOpts(p)},
+		To: []string{"x@example.net"}})
 	_, err := deliver(o, enginetest.Message(enginetest.Plain, 1, 100))
 	if err == nil || !plugin.IsPermanent(err) {
 		t.Fatalf("a wrong password must be a permanent error, got %v", err)
@@ -320,7 +321,7 @@ func TestAuthOverStartTLS(t *testing.T) {
 
 func TestStartTLSRequiredAndVerified(t *testing.T) {
 	plain := newPeer(t, peerOpts{})
-	o := newOutput(t, &smtp.Output{Address: plain.addr, TLS: "starttls", To: []string{"x@example.net"}})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: plain.addr, TLS: "starttls"}, To: []string{"x@example.net"}})
 	if _, err := deliver(o, enginetest.Message(enginetest.Plain, 1, 100)); err == nil || !strings.Contains(err.Error(), "does not offer STARTTLS") {
 		t.Fatalf("want a refusal to go on in clear, got %v", err)
 	}
@@ -328,11 +329,11 @@ func TestStartTLSRequiredAndVerified(t *testing.T) {
 		t.Fatal("sent in clear")
 	}
 	tlsPeer := newPeer(t, peerOpts{tls: true})
-	o = newOutput(t, &smtp.Output{Address: tlsPeer.addr, TLS: "starttls", To: []string{"x@example.net"}})
+	o = newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: tlsPeer.addr, TLS: "starttls"}, To: []string{"x@example.net"}})
 	if _, err := deliver(o, enginetest.Message(enginetest.Plain, 1, 100)); err == nil {
 		t.Fatal("a certificate from an unknown CA was accepted")
 	}
-	if err := (&smtp.Output{Address: "127.0.0.1:25", TLS: "none", Username: "a", Password: "b"}).Init(); err == nil {
+	if err := (&smtp.Output{Settings: endpoint.Settings{Address: "127.0.0.1:25", TLS: "none", Username: "a", Password: "b"}}).Init(); err == nil {
 		t.Fatal("a password over cleartext must need allow_plaintext_auth")
 	}
 }
@@ -456,7 +457,7 @@ func TestIdleSessionClosedByServerIsRetriedOnce(t *testing.T) {
 // one that another returns to the pool (this deadlocked once).
 func TestPoolUnderContention(t *testing.T) {
 	p := newPeer(t, peerOpts{})
-	o := newOutput(t, &smtp.Output{Address: p.addr, TLS: "none", To: []string{"x@example.net"}, MaxConnections: 2})
+	o := newOutput(t, &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "none"}, To: []string{"x@example.net"}, MaxConnections: 2})
 	var wg sync.WaitGroup
 	errs := make(chan error, 200)
 	for i := 0; i < 200; i++ {
@@ -489,7 +490,7 @@ func TestPoolUnderContention(t *testing.T) {
 // time and allocations per message.
 func BenchmarkDeliver2KB(b *testing.B) {
 	p := newPeer(b, peerOpts{})
-	o := newOutput(b, &smtp.Output{Address: p.addr, TLS: "none", To: []string{"x@example.net"}})
+	o := newOutput(b, &smtp.Output{Settings: endpoint.Settings{Address: p.addr, TLS: "none"}, To: []string{"x@example.net"}})
 	raw := enginetest.CRLF([][]byte{enginetest.Message(enginetest.Plain, 1, 2048)})[0]
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
