@@ -2,7 +2,6 @@ package imap
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +16,6 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
-	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -45,51 +43,32 @@ type msgInfo struct {
 var identityFields = &goimap.FetchItemBodySection{Specifier: goimap.PartSpecifierHeader,
 	HeaderFields: []string{"Message-ID", "Date", "From", "Subject"}, Peek: true}
 
-// dialer is what connecting needs: where, how secured, who.
-type dialer struct {
-	Address  string
-	TLS      string // implicit, starttls, none
-	TLSCfg   *tls.Config
-	Username string
-	Password string
-	Timeout  time.Duration
-	// Tokens, when set, logs in with OAuth (AUTHENTICATE OAUTHBEARER or
-	// XOAUTH2) instead of LOGIN.
-	Tokens *oauth.Source
-}
-
 // dial connects, secures and logs in.
-func (d dialer) dial(ctx context.Context) (*conn, error) { return d.dialWith(ctx, nil) }
+func (e *Endpoint) dial(ctx context.Context) (*conn, error) { return e.dialWith(ctx, nil) }
 
 // dialWith is dial with a handler for what the server says unasked
 // (new messages while IDLE).
-func (d dialer) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandler) (*conn, error) {
-	opts := &imapclient.Options{TLSConfig: d.TLSCfg, UnilateralDataHandler: h}
-	tcp, err := (&net.Dialer{Timeout: d.Timeout}).DialContext(ctx, "tcp", d.Address)
+func (e *Endpoint) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandler) (*conn, error) {
+	timeout := e.Wait()
+	wd := &watchdog{timeout: timeout}
+	var tcp net.Conn
+	raw, err := e.Settings.Dial(ctx, func(c net.Conn) net.Conn {
+		tcp = c
+		return watchedConn{Conn: c, w: wd}
+	})
 	if err != nil {
 		return nil, err
 	}
-	wd := &watchdog{timeout: d.Timeout}
-	raw := watchedConn{Conn: tcp, w: wd}
 	// Until logged in, ctx's end or the timeout ends the attempt: a server
 	// that accepts and then says nothing must not hold a poll or a stop.
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
-	raw.SetDeadline(time.Now().Add(d.Timeout))
+	raw.SetDeadline(time.Now().Add(timeout))
+	opts := &imapclient.Options{TLSConfig: e.TLSConfig(), UnilateralDataHandler: h}
 	var c *imapclient.Client
-	switch d.TLS {
-	case "implicit":
-		cfg := d.TLSCfg.Clone()
-		if cfg.NextProtos == nil {
-			cfg.NextProtos = []string{"imap"}
-		}
-		tc := tls.Client(raw, cfg)
-		if err = tc.HandshakeContext(ctx); err == nil {
-			c = imapclient.New(tc, opts)
-		}
-	case "starttls":
+	if e.TLS == "starttls" {
 		c, err = imapclient.NewStartTLS(raw, opts)
-	default:
+	} else {
 		c = imapclient.New(raw, opts)
 	}
 	if err == nil {
@@ -97,18 +76,14 @@ func (d dialer) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandle
 	}
 	if err != nil {
 		raw.Close()
-		var rh tls.RecordHeaderError
-		if errors.As(err, &rh) && d.TLS == "implicit" {
-			return nil, fmt.Errorf("%w (the server answered in clear: for port 143 set tls = \"starttls\"; tls = \"implicit\", the default, is for port 993)", err)
-		}
 		return nil, err
 	}
-	if d.Tokens != nil {
-		if err := d.authenticate(ctx, c); err != nil {
+	if e.Tokens() != nil {
+		if err := e.authenticate(ctx, c); err != nil {
 			c.Close()
 			return nil, err
 		}
-	} else if err := c.Login(d.Username, d.Password).Wait(); err != nil {
+	} else if err := c.Login(e.Username, e.Secret()).Wait(); err != nil {
 		c.Close()
 		var ie *goimap.Error
 		if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeAuthenticationFailed {
@@ -126,33 +101,20 @@ func (d dialer) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandle
 // offers it, else XOAUTH2. A refused token is replaced by a fresh one once;
 // every failure is temporary (the messages wait; the error says to log in
 // again when the token cannot be had).
-func (d dialer) authenticate(ctx context.Context, c *imapclient.Client) error {
-	mech := "XOAUTH2"
-	if c.Caps().Has(goimap.Cap("AUTH=OAUTHBEARER")) {
-		mech = "OAUTHBEARER"
-	}
-	for try := 0; ; try++ {
-		tok, err := d.Tokens.Token(ctx)
-		if err != nil {
-			return err
-		}
-		m, err := sasl.New(mech, d.Username, tok)
-		if err != nil {
-			return err
-		}
-		err = c.Authenticate(saslClient{m})
+func (e *Endpoint) authenticate(ctx context.Context, c *imapclient.Client) error {
+	refused := func(err error) bool {
 		var ie *goimap.Error
-		if err == nil || !errors.As(err, &ie) {
-			return err
-		}
-		if try == 1 {
-			if oe := sasl.OAuthRefused(m); oe != nil {
-				return fmt.Errorf("imap AUTHENTICATE %s: %w (%v)", mech, err, oe)
-			}
-			return fmt.Errorf("imap AUTHENTICATE %s: %w", mech, err)
-		}
-		d.Tokens.Invalidate()
+		return errors.As(err, &ie)
 	}
+	m, err := e.LoginOAuth(ctx, c.Caps().Has(goimap.Cap("AUTH=OAUTHBEARER")),
+		func(m sasl.Mechanism) error { return c.Authenticate(saslClient{m}) }, refused)
+	if !refused(err) {
+		return err
+	}
+	if oe := sasl.OAuthRefused(m); oe != nil {
+		return fmt.Errorf("imap AUTHENTICATE %s: %w (%v)", m.Name(), err, oe)
+	}
+	return fmt.Errorf("imap AUTHENTICATE %s: %w", m.Name(), err)
 }
 
 // saslClient is one of our mechanisms as go-imap's AUTHENTICATE wants it.
@@ -167,9 +129,9 @@ func (s saslClient) Next(challenge []byte) ([]byte, error) { return s.m.Next(cha
 
 // dialNotified is dial, with a channel that gets a value whenever the
 // server reports, unasked, a new message count for the selected folder.
-func (d dialer) dialNotified(ctx context.Context) (*conn, <-chan struct{}, error) {
+func (e *Endpoint) dialNotified(ctx context.Context) (*conn, <-chan struct{}, error) {
 	news := make(chan struct{}, 1)
-	c, err := d.dialWith(ctx, &imapclient.UnilateralDataHandler{
+	c, err := e.dialWith(ctx, &imapclient.UnilateralDataHandler{
 		Mailbox: func(data *imapclient.UnilateralDataMailbox) {
 			if data.NumMessages != nil {
 				select {

@@ -22,6 +22,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/plugins"
@@ -67,7 +68,11 @@ func (silent) Printf(string, ...any) {}
 
 func login(t *testing.T, addr, user string) *conn {
 	t.Helper()
-	c, err := dialer{Address: addr, TLS: "none", Username: user, Password: "p", Timeout: 5 * time.Second}.dial(context.Background())
+	e := &Endpoint{Settings: endpoint.Settings{Address: addr, TLS: "none", Username: user, Password: "p", AllowPlaintextAuth: true, Timeout: "5s"}}
+	if err := e.init(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.dial(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

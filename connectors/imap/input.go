@@ -90,7 +90,7 @@ func (in *Input) Init() error {
 
 // Open implements plugin.Input: it connects and logs in.
 func (in *Input) Open(ctx context.Context) (plugin.Session, error) {
-	c, err := in.dialer.dial(ctx)
+	c, err := in.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Address, err)
 	}
@@ -236,7 +236,7 @@ func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plug
 			c := s.c
 			if w > 0 {
 				var err error
-				if c, err = s.in.dialer.dial(ctx); err != nil {
+				if c, err = s.in.dial(ctx); err != nil {
 					cancel(err)
 					return
 				}
@@ -367,7 +367,7 @@ func (in *Input) WaitForMail(ctx context.Context) error {
 	if !in.Idle || folder == "" {
 		return plugin.ErrNotWatching
 	}
-	c, news, err := in.dialer.dialNotified(ctx)
+	c, news, err := in.dialNotified(ctx)
 	if err != nil {
 		return err
 	}

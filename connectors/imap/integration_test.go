@@ -15,6 +15,7 @@ import (
 
 	goimap "github.com/emersion/go-imap/v2"
 
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	_ "github.com/mailflow/mailflow/connectors/pop3"
 	"github.com/mailflow/mailflow/engine/enginetest"
 )
@@ -25,12 +26,12 @@ import (
 // dovecot logs in to the real Dovecot over IMAP with STARTTLS.
 func dovecot(t *testing.T, srv *enginetest.Servers, user string) *conn {
 	t.Helper()
-	e := &Endpoint{Address: srv.IMAP, TLS: "starttls", Username: user, Password: srv.Password}
+	e := &Endpoint{Settings: endpoint.Settings{Address: srv.IMAP, TLS: "starttls", Username: user, Password: srv.Password}}
 	e.Options.CAFile = srv.CA
 	if err := e.init(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := e.dialer.dial(context.Background())
+	c, err := e.dial(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

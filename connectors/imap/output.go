@@ -78,7 +78,7 @@ func (o *Output) Init() error {
 	o.pace = &pace{perSecond: o.MaxBytesPerSecond}
 	// A session is never ended for being idle: the server's autologout
 	// shows as a broken session, and a delivery tries again.
-	o.pool = pool.New(o.MaxConnections, 0, func(ctx context.Context) (*conn, error) { return o.dialer.dial(ctx) },
+	o.pool = pool.New(o.MaxConnections, 0, func(ctx context.Context) (*conn, error) { return o.dial(ctx) },
 		func(c *conn) { c.close() }, func(c *conn) { c.c.Close() })
 	return o.init()
 }
