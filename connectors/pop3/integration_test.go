@@ -25,9 +25,12 @@ func dovecotJob(t *testing.T, srv *enginetest.Servers, user, address, tlsMode, e
 func TestDovecotThousandMessages(t *testing.T) {
 	srv := enginetest.RealServers(t)
 	msgs := enginetest.CRLF(enginetest.Mix(1000))
+	// u2 is the IMAP tests' source mailbox, read while this package's
+	// tests run; u3 is this package's (TestDovecotKeepModeFetchesOnce
+	// seeds it again).
 	cases := []struct{ name, user, addr, tls string }{
 		{"STLS", "u1", srv.POP3, "starttls"},
-		{"implicit TLS", "u2", srv.POP3S, "implicit"},
+		{"implicit TLS", "u3", srv.POP3S, "implicit"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
