@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,15 +14,22 @@ import (
 
 	"github.com/mailflow/mailflow/engine/plugin"
 
+	"github.com/mailflow/mailflow/connectors/internal/settle"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/internal/fsync"
 )
 
 // Input reads a Maildir. Its exported fields are its config.
 type Input struct {
-	Path   string `toml:"path"`
-	Delete *bool  `toml:"delete"`
+	Path string `toml:"path"`
+	// OnSettled is "delete" (default: the file is removed once the engine
+	// says its message is settled) or "keep".
+	OnSettled string `toml:"on_settled"`
+	// Delete is the old name of on_settled: true is "delete", false
+	// "keep". Still read, with a warning.
+	Delete *bool `toml:"delete"`
 
+	log    *slog.Logger
 	dir    string
 	delete bool
 }
@@ -31,7 +39,7 @@ func (*Input) SampleConfig() string { return sampleConfig }
 
 // Provision implements plugin.Provisioner.
 func (in *Input) Provision(env plugin.Env) error {
-	in.dir = resolve(env.BaseDir, in.Path)
+	in.log, in.dir = env.Logger, resolve(env.BaseDir, in.Path)
 	return nil
 }
 
@@ -40,8 +48,9 @@ func (in *Input) Init() error {
 	if in.Path == "" {
 		return errors.New("path is required")
 	}
-	in.delete = in.Delete == nil || *in.Delete
-	return nil
+	var err error
+	in.delete, err = settle.Remove(in.OnSettled, in.Delete, in.log)
+	return err
 }
 
 // Open implements plugin.Input.
@@ -142,7 +151,7 @@ func (s *session) PeekHeader(ctx context.Context, it plugin.Item) ([]byte, error
 	return message.ReadHeaderBlock(f, 1<<20)
 }
 
-// Commit removes the files (with delete = false, it leaves them).
+// Commit removes the files (with on_settled = "keep", it leaves them).
 func (s *session) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Item, error) {
 	if !s.in.delete {
 		return nil, nil

@@ -2,7 +2,7 @@
 //
 // The input lists new/ and cur/, fetches a file by its unique name, and
 // removes the file when the engine commits it (or leaves it, with
-// delete = false). The output writes into tmp/, syncs, and renames into
+// on_settled = "keep"). The output writes into tmp/, syncs, and renames into
 // new/, so that a reader never sees half a message.
 package maildir
 

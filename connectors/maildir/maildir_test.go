@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mailflow/mailflow/engine/config"
@@ -35,7 +36,7 @@ func TestInputListsFetchesAndCommits(t *testing.T) {
 			moved := ents[0].Name()
 			os.Rename(filepath.Join(dir, "new", moved), filepath.Join(dir, "cur", moved+":2,S"))
 
-			in := &maildir.Input{Path: dir, Delete: &del}
+			in := &maildir.Input{Path: dir, OnSettled: map[bool]string{true: "delete", false: "keep"}[del]}
 			if err := in.Provision(plugin.Env{BaseDir: "/"}); err != nil {
 				t.Fatal(err)
 			}
@@ -110,7 +111,7 @@ func TestLedgerFollowsTheMaildir(t *testing.T) {
 		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
 			dir := t.TempDir()
 			conf := filepath.Join(dir, "mailflow.toml")
-			os.WriteFile(conf, fmt.Appendf(nil, "state_dir = \"state\"\n[[input]]\nname = \"src\"\ntype = \"maildir\"\npath = \"src\"\ndelete = %v\npipeline = \"p\"\n[[pipeline]]\nname = \"p\"\noutputs = [\"dst\"]\n[[output]]\nname = \"dst\"\ntype = \"maildir\"\npath = \"dst\"\n", !keep), 0o600)
+			os.WriteFile(conf, fmt.Appendf(nil, "state_dir = \"state\"\n[[input]]\nname = \"src\"\ntype = \"maildir\"\npath = \"src\"\non_settled = %q\npipeline = \"p\"\n[[pipeline]]\nname = \"p\"\noutputs = [\"dst\"]\n[[output]]\nname = \"dst\"\ntype = \"maildir\"\npath = \"dst\"\n", map[bool]string{true: "keep", false: "delete"}[keep]), 0o600)
 			cfg, err := config.Load(conf, plugins.Default)
 			if err != nil {
 				t.Fatal(err)
@@ -143,5 +144,43 @@ func TestLedgerFollowsTheMaildir(t *testing.T) {
 				t.Fatalf("%d delivered", len(got))
 			}
 		})
+	}
+}
+
+// The key on_settled replaces, delete, still works: delete = false keeps
+// the files, and the log says what to write instead.
+func TestOldDeleteKeyKeepsAndWarns(t *testing.T) {
+	dir := t.TempDir()
+	if err := enginetest.WriteMaildir(dir, enginetest.Mix(2)); err != nil {
+		t.Fatal(err)
+	}
+	no := false
+	in := &maildir.Input{Path: dir, Delete: &no}
+	var log bytes.Buffer
+	if err := in.Provision(plugin.Env{BaseDir: "/", Logger: slog.New(slog.NewTextHandler(&log, nil))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), `delete = false is deprecated; write on_settled = \"keep\" instead`) {
+		t.Fatalf("no warning naming on_settled: %q", log.String())
+	}
+	s, _ := in.Open(context.Background())
+	l, err := s.List(context.Background())
+	if err != nil || !l.Keeps {
+		t.Fatalf("listing %+v %v", l, err)
+	}
+	s.Commit(context.Background(), l.Items)
+	s.Close(context.Background())
+	if left, _ := enginetest.ReadMaildir(dir); len(left) != 2 {
+		t.Fatalf("%d of 2 files left", len(left))
+	}
+	both := &maildir.Input{Path: dir, OnSettled: "delete", Delete: &no}
+	if err := both.Init(); err == nil {
+		t.Fatal("on_settled and delete together must be an error")
+	}
+	if err := (&maildir.Input{Path: dir, OnSettled: "flag:$Forwarded"}).Init(); err == nil {
+		t.Fatal(`on_settled = "flag:…" must be an error for a Maildir`)
 	}
 }

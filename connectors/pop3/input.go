@@ -23,6 +23,7 @@ import (
 
 	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
+	"github.com/mailflow/mailflow/connectors/internal/settle"
 	"github.com/mailflow/mailflow/plugins"
 )
 
@@ -38,6 +39,11 @@ type Input struct {
 	// address, tls, tls_*, username, password*, auth, allow_plaintext_auth,
 	// timeout and the oauth2 keys.
 	endpoint.Settings
+	// OnSettled is "delete" (default: DELE once the engine says a message
+	// is settled) or "keep".
+	OnSettled string `toml:"on_settled"`
+	// Delete is the old name of on_settled: true is "delete", false
+	// "keep". Still read, with a warning.
 	Delete     *bool `toml:"delete"`
 	Pipelining *bool `toml:"pipelining"`
 	Window     int   `toml:"pipeline_window"`
@@ -79,7 +85,10 @@ func (in *Input) Init() error {
 	if err := in.Settings.Init(protocol); err != nil {
 		return err
 	}
-	in.delete = in.Delete == nil || *in.Delete
+	var err error
+	if in.delete, err = settle.Remove(in.OnSettled, in.Delete, in.log); err != nil {
+		return err
+	}
 	in.pipeline = in.Pipelining == nil || *in.Pipelining
 	if in.Window <= 0 {
 		in.Window = 16
@@ -333,7 +342,7 @@ func (s *session) PeekHeader(ctx context.Context, it plugin.Item) ([]byte, error
 }
 
 // Commit implements plugin.Session: it marks the messages deleted (with
-// delete = false, it does nothing). The server deletes them at QUIT, in
+// on_settled = "keep", it does nothing). The server deletes them at QUIT, in
 // Close. A DELE refused for one message leaves that one for the next poll.
 func (s *session) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Item, error) {
 	if !s.in.delete || len(items) == 0 {

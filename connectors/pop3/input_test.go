@@ -16,6 +16,7 @@ import (
 	"github.com/mailflow/mailflow/engine/plugin"
 
 	_ "github.com/mailflow/mailflow/connectors/maildir"
+	"github.com/mailflow/mailflow/connectors/pop3"
 	"github.com/mailflow/mailflow/connectors/pop3/pop3test"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
@@ -281,7 +282,7 @@ func TestNoUIDLKeepModeDeliversEachOnceByContent(t *testing.T) {
 	msgs := crlfMix(5)
 	srv := newServer(t, msgs)
 	srv.Set(func(b *pop3test.Behaviour) { b.NoUIDL = true })
-	j := newJob(t, srv.Addr(), "delete = false")
+	j := newJob(t, srv.Addr(), `on_settled = "keep"`)
 	if st, err := j.poll(); err != nil || st.Delivered != 5 {
 		t.Fatalf("%v %v", st, err)
 	}
@@ -348,7 +349,7 @@ func TestNoUIDLIdenticalHeadersDroppedMidRetrLoseNothing(t *testing.T) {
 func TestUIDLRefusedOnceInKeepModeRefetchesNothing(t *testing.T) {
 	msgs := crlfMix(5)
 	srv := newServer(t, msgs)
-	j := newJob(t, srv.Addr(), "delete = false")
+	j := newJob(t, srv.Addr(), `on_settled = "keep"`)
 	if st, err := j.poll(); err != nil || st.Delivered != 5 {
 		t.Fatalf("%v %v", st, err)
 	}
@@ -469,5 +470,64 @@ func TestImplicitTLSOnAPlainPortSaysWhatToSet(t *testing.T) {
 	}
 	if len(srv.Messages()) != 1 {
 		t.Fatal("nothing may change on the server")
+	}
+}
+
+// on_settled = "keep" and the key it replaces, delete = false, keep every
+// message on the server; the old key says in the log what to write instead.
+func TestOnSettledKeepAndTheOldDeleteKey(t *testing.T) {
+	no := false
+	cases := []struct {
+		name string
+		in   *pop3.Input
+		warn string // a part of the log; "" for an empty log
+	}{
+		{"on_settled", &pop3.Input{OnSettled: "keep"}, ""},
+		{"old key", &pop3.Input{Delete: &no}, `delete = false is deprecated; write on_settled = \"keep\" instead`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			srv := newServer(t, crlfMix(3))
+			in := c.in
+			in.Address, in.TLS, in.AllowPlaintextAuth, in.Username, in.Password = srv.Addr(), "none", true, "u", "p"
+			var log bytes.Buffer
+			if err := in.Provision(plugin.Env{Name: "pop", Logger: slog.New(slog.NewTextHandler(&log, nil))}); err != nil {
+				t.Fatal(err)
+			}
+			if err := in.Init(); err != nil {
+				t.Fatal(err)
+			}
+			if c.warn == "" && log.Len() > 0 || !strings.Contains(log.String(), c.warn) {
+				t.Fatalf("log %q, want %q", log.String(), c.warn)
+			}
+			s, err := in.Open(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := s.List(ctx)
+			if err != nil || !l.Keeps || len(l.Items) != 3 {
+				t.Fatalf("listing %+v %v", l, err)
+			}
+			if failed, err := s.Commit(ctx, l.Items); err != nil || len(failed) != 0 {
+				t.Fatalf("commit: %v %v", failed, err)
+			}
+			if err := s.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(srv.Messages()); n != 3 {
+				t.Fatalf("%d of 3 messages left on the server", n)
+			}
+		})
+	}
+	both := &pop3.Input{OnSettled: "keep", Delete: &no}
+	both.Address, both.Username, both.Password = "pop.example.com:995", "u", "p"
+	if err := both.Init(); err == nil || !strings.Contains(err.Error(), "on_settled") {
+		t.Fatalf("on_settled and delete together: %v", err)
+	}
+	odd := &pop3.Input{OnSettled: "move:Archive"}
+	odd.Address, odd.Username, odd.Password = "pop.example.com:995", "u", "p"
+	if err := odd.Init(); err == nil || !strings.Contains(err.Error(), `on_settled must be "delete" or "keep"`) {
+		t.Fatalf("on_settled = move: %v", err)
 	}
 }

@@ -54,7 +54,7 @@ func TestDovecotKeepModeFetchesOnce(t *testing.T) {
 	srv := enginetest.RealServers(t)
 	msgs := enginetest.CRLF(enginetest.Mix(50))
 	srv.SeedPOP3(t, "u3", msgs)
-	j := dovecotJob(t, srv, "u3", srv.POP3S, "implicit", "delete = false")
+	j := dovecotJob(t, srv, "u3", srv.POP3S, "implicit", `on_settled = "keep"`)
 	if st, err := j.poll(); err != nil || st.Delivered != 50 {
 		t.Fatalf("%v %v", st, err)
 	}
