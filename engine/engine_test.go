@@ -34,7 +34,10 @@ type memInput struct {
 	scheme  string // "" is "mem"
 	unsafe  bool   // the listing says its ids are not stable
 	prefix  string // put before every id
-	fetches map[string]int
+	// announce, when set for an index, is the size the listing gives for
+	// that message instead of its length (a server whose LIST is wrong).
+	announce map[int]int64
+	fetches  map[string]int
 	commits map[string]int
 	gone    map[string]bool
 }
@@ -66,7 +69,11 @@ func (s *memSession) List(ctx context.Context) (plugin.Listing, error) {
 	for i, m := range s.in.msgs {
 		id := s.in.prefix + fmt.Sprint(i)
 		if !s.in.gone[id] {
-			l.Items = append(l.Items, plugin.Item{ID: id, Size: int64(len(m)), Ref: i})
+			size := int64(len(m))
+			if a, ok := s.in.announce[i]; ok {
+				size = a
+			}
+			l.Items = append(l.Items, plugin.Item{ID: id, Size: size, Ref: i})
 		}
 	}
 	return l, nil
@@ -501,5 +508,61 @@ func TestNoFetchingWhileEveryOutputBacksOff(t *testing.T) {
 	st, err := h.e.PollOnce(context.Background(), "mem")
 	if err != nil || st.Fetched != 0 || h.in.fetches["0"] != before {
 		t.Fatalf("poll during the back-off fetched: %v %v", st, err)
+	}
+}
+
+// A message whose fetched bytes never match the size the source announces
+// is held after fetch_attempts polls, and from then on passed over while
+// the source lists it the same way — also when that size is 0 (Dovecot
+// lists an empty file so), which a record could not tell from "not
+// recorded" before.
+func TestHeldMessageIsPassedOverEvenAtSizeZero(t *testing.T) {
+	for _, announced := range []int64{0, 7} {
+		t.Run(fmt.Sprintf("announced %d", announced), func(t *testing.T) {
+			msgs := enginetest.Mix(3)
+			h := newHarness(t, msgs, []string{"out"}, "")
+			h.in.announce = map[int]int64{1: announced}
+			for poll := 1; poll <= 3; poll++ {
+				h.e.PollOnce(context.Background(), "mem")
+			}
+			if rec, _ := h.e.Ledger.Get("mem", "1"); rec.Settled != ledger.Held {
+				t.Fatalf("not held after 3 polls: %+v", rec)
+			}
+			fetched := h.in.fetches["1"]
+			for poll := 4; poll <= 6; poll++ {
+				st, err := h.e.PollOnce(context.Background(), "mem")
+				if err != nil || st.Deferred != 0 || st.Fetched != 0 {
+					t.Fatalf("poll %d after the hold: %v %v", poll, st, err)
+				}
+			}
+			if h.in.fetches["1"] != fetched || h.in.committed("1") {
+				t.Fatalf("the held message was fetched %d more times, committed %v", h.in.fetches["1"]-fetched, h.in.committed("1"))
+			}
+		})
+	}
+}
+
+// An empty listing says nothing about how a source makes its ids: it
+// neither warns of a scheme change nor records the scheme it happens to
+// report, so the next listing with messages is compared with the last one
+// that had any.
+func TestEmptyListingLeavesTheSchemeAsItWas(t *testing.T) {
+	msgs := enginetest.Mix(2)
+	h := newHarness(t, msgs, []string{"out"}, "")
+	h.in.scheme = "pop3-header"
+	if st, _ := h.e.PollOnce(context.Background(), "mem"); st.Delivered != 2 {
+		t.Fatalf("first poll: %v", st)
+	}
+	var logged bytes.Buffer
+	h.e.Log = slog.New(slog.NewTextHandler(&logged, nil))
+	h.in.scheme = "uidl" // what an emptied mailbox without UIDL reports
+	if st, _ := h.e.PollOnce(context.Background(), "mem"); st.Fetched != 0 {
+		t.Fatalf("poll of the empty mailbox: %v", st)
+	}
+	if strings.Contains(logged.String(), "identifies its messages differently") {
+		t.Fatalf("an empty mailbox was warned about:\n%s", logged.String())
+	}
+	if m := h.e.Ledger.Meta("mem"); m.Scheme != "pop3-header" {
+		t.Fatalf("the scheme of an empty listing was recorded: %q", m.Scheme)
 	}
 }

@@ -167,8 +167,15 @@ func (p *poll) run(ctx context.Context) error {
 	// ledger), so an unchanged input writes it every ten minutes, not at
 	// every poll: a commit with its syncs per poll of a thousand mailboxes.
 	meta := p.e.Ledger.Meta(name)
-	if meta.Scheme != listing.Scheme || time.Since(meta.LastListed) > 10*time.Minute {
-		meta.Scheme, meta.LastListed = listing.Scheme, time.Now().UTC()
+	// An empty listing says nothing of how the source makes its ids (a
+	// POP3 server without UIDL reports its default scheme for an empty
+	// mailbox): the scheme of the last listing with messages stays.
+	scheme := listing.Scheme
+	if len(listing.Items) == 0 && meta.Scheme != "" {
+		scheme = meta.Scheme
+	}
+	if meta.Scheme != scheme || time.Since(meta.LastListed) > 10*time.Minute {
+		meta.Scheme, meta.LastListed = scheme, time.Now().UTC()
 		if err := p.e.Ledger.SetMeta(name, meta); err != nil {
 			p.log.Warn("ledger: could not record the id scheme", "err", err)
 		}
@@ -276,7 +283,7 @@ func (p *poll) plan(listing plugin.Listing) []plugin.Item {
 	name := p.ic.Name
 	meta := p.e.Ledger.Meta(name)
 	p.byContent = !listing.Stable
-	if meta.Scheme != "" && meta.Scheme != listing.Scheme {
+	if meta.Scheme != "" && meta.Scheme != listing.Scheme && len(listing.Items) > 0 {
 		p.log.Warn("the source identifies its messages differently than on the last poll; matching them to the ledger by their content this time (every message is fetched, none is delivered twice)",
 			"was", meta.Scheme, "now", listing.Scheme)
 		p.byContent = true
@@ -313,8 +320,12 @@ func (p *poll) plan(listing plugin.Listing) []plugin.Item {
 	for _, it := range listing.Items {
 		rec, known := p.records[it.ID]
 		sameSize := known && rec.Listed > 0 && rec.Listed == it.Size
+		// A held record always has the size it was held at, 0 included (an
+		// empty file); another record's 0 may be one made before sizes were
+		// kept.
+		heldSize := known && rec.Settled == ledger.Held && rec.Listed == it.Size
 		switch {
-		case known && rec.Settled == ledger.Held && (sameSize || !listing.Stable):
+		case heldSize || known && rec.Settled == ledger.Held && !listing.Stable:
 			// A person has to look at it (see the quarantine); fetching
 			// it again would give the same wrong bytes.
 		case max > 0 && it.Size > max:
