@@ -28,18 +28,18 @@ import (
 // commit. Its ids are the messages' indexes; a committed message is gone
 // from later listings unless keep is set.
 type memInput struct {
-	mu      sync.Mutex
-	msgs    [][]byte
-	keep    bool
-	scheme  string // "" is "mem"
-	unsafe  bool   // the listing says its ids are not stable
-	prefix  string // put before every id
+	mu     sync.Mutex
+	msgs   [][]byte
+	keep   bool
+	scheme string // "" is "mem"
+	unsafe bool   // the listing says its ids are not stable
+	prefix string // put before every id
 	// announce, when set for an index, is the size the listing gives for
 	// that message instead of its length (a server whose LIST is wrong).
 	announce map[int]int64
 	fetches  map[string]int
-	commits map[string]int
-	gone    map[string]bool
+	commits  map[string]int
+	gone     map[string]bool
 }
 
 func newMemInput(msgs [][]byte) *memInput {
