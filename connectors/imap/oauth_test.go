@@ -11,7 +11,6 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-sasl"
 
-	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/connectors/oauth/oauthtest"
 )
 
@@ -63,13 +62,7 @@ refresh_before = "1s"
 folders`, as.URL), 1)
 	e := newEngine(t, conf)
 	in := e.Config().Input("old").Plugin.(*Input)
-	tok, err := as.DeviceLogin(context.Background(), in.OAuth())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := oauth.NewStore(e.Config().StateDir).Save("old", tok); err != nil {
-		t.Fatal(err)
-	}
+	as.LogIn(t, in.OAuth(), e.Config().StateDir, "old")
 	src := login(t, addr, "src")
 	msgs := sample(12)
 	for round := range 6 {

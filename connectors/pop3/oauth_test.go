@@ -1,13 +1,11 @@
 package pop3_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mailflow/mailflow/connectors/oauth"
 	"github.com/mailflow/mailflow/connectors/oauth/oauthtest"
 	"github.com/mailflow/mailflow/connectors/pop3"
 	"github.com/mailflow/mailflow/connectors/pop3/pop3test"
@@ -44,13 +42,7 @@ refresh_before = "1s"
 
 	// A person logs in once (the device flow; the test approves it).
 	in := j.engine.Config().Input("pop").Plugin.(*pop3.Input)
-	tok, err := as.DeviceLogin(context.Background(), in.OAuth())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := oauth.NewStore(j.engine.Config().StateDir).Save("pop", tok); err != nil {
-		t.Fatal(err)
-	}
+	as.LogIn(t, in.OAuth(), j.engine.Config().StateDir, "pop")
 
 	all := enginetest.CRLF(enginetest.Mix(14))
 	var sent [][]byte

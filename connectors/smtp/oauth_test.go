@@ -1,7 +1,6 @@
 package smtp_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -48,13 +47,7 @@ func TestSMTPOAuth2(t *testing.T) {
 	if _, err := deliver(o, []byte("Subject: x\r\n\r\nbody\r\n")); err == nil || plugin.IsPermanent(err) || !strings.Contains(err.Error(), "mailflow auth login") {
 		t.Fatalf("before a login: %v", err)
 	}
-	tok, err := as.DeviceLogin(context.Background(), o.OAuth())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := oauth.NewStore(state).Save("out", tok); err != nil {
-		t.Fatal(err)
-	}
+	as.LogIn(t, o.OAuth(), state, "out")
 	for i := range 6 {
 		if _, err := deliver(o, []byte("Subject: x\r\n\r\nbody\r\n")); err != nil {
 			t.Fatalf("message %d: %v", i, err)

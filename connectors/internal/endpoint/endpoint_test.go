@@ -169,13 +169,7 @@ func loggedIn(t *testing.T) (*Settings, *oauthtest.Server) {
 	if s.OAuth() == nil || s.Tokens() == nil || s.Secret() != "" || s.Config.Account != "me@example.com" {
 		t.Fatalf("oauth2 not set up: %+v", s)
 	}
-	tok, err := as.DeviceLogin(context.Background(), s.OAuth())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := oauth.NewStore(state).Save("in", tok); err != nil {
-		t.Fatal(err)
-	}
+	as.LogIn(t, s.OAuth(), state, "in")
 	return s, as
 }
 

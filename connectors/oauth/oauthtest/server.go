@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/mailflow/mailflow/connectors/oauth"
@@ -287,6 +288,19 @@ func (s *Server) DeviceLogin(ctx context.Context, cfg *oauth.Config) (*oauth.Tok
 	}
 	r := <-done
 	return r.tok, r.err
+}
+
+// LogIn does what "mailflow auth login --device" does for the connector
+// name: a device login with cfg, approved, its tokens saved in stateDir.
+func (s *Server) LogIn(t testing.TB, cfg *oauth.Config, stateDir, name string) {
+	t.Helper()
+	tok, err := s.DeviceLogin(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := oauth.NewStore(stateDir).Save(name, tok); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Issue makes an access token as a grant would, for a test that talks to
