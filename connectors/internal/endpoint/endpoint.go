@@ -128,7 +128,7 @@ func (s *Settings) Init(p Protocol) error {
 	} else if s.secret, err = ResolveSecret("password", s.Password, s.PasswordEnv, s.PasswordFile); err != nil {
 		return err
 	}
-	if s.Username != "" && s.TLS == "none" && !s.AllowPlaintextAuth && !s.SafeInClear() {
+	if s.Username != "" && s.TLS == "none" && !s.AllowPlaintextAuth && !s.safeInClear() {
 		hint := ""
 		for _, m := range p.SafeInClear {
 			hint += fmt.Sprintf(", or use auth = %q", m)
@@ -156,9 +156,9 @@ func onlyPassword(auth string) error {
 	return nil
 }
 
-// SafeInClear reports whether the auth method keeps the secret safe on a
+// safeInClear reports whether the auth method keeps the secret safe on a
 // connection without TLS (Protocol.SafeInClear).
-func (s *Settings) SafeInClear() bool {
+func (s *Settings) safeInClear() bool {
 	return slices.Contains(s.proto.SafeInClear, strings.ToLower(s.Auth))
 }
 

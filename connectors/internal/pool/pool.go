@@ -18,14 +18,15 @@ type Pool[C any] struct {
 	drop    func(C) // closes a session without a word (it is broken)
 	idleFor time.Duration
 
-	idle  chan idle[C]
+	idle  chan waiting[C]
 	slots chan struct{}
 
 	mu     sync.Mutex
 	closed bool
 }
 
-type idle[C any] struct {
+// waiting is an idle session and since when it waits.
+type waiting[C any] struct {
 	c     C
 	since time.Time
 }
@@ -35,7 +36,7 @@ type idle[C any] struct {
 // limit); a broken one is closed with drop.
 func New[C any](max int, idleFor time.Duration, dial func(context.Context) (C, error), quit, drop func(C)) *Pool[C] {
 	return &Pool[C]{dial: dial, quit: quit, drop: drop, idleFor: idleFor,
-		idle: make(chan idle[C], max), slots: make(chan struct{}, max)}
+		idle: make(chan waiting[C], max), slots: make(chan struct{}, max)}
 }
 
 // Get returns a session: an idle one if there is one, else a new one if
@@ -43,7 +44,7 @@ func New[C any](max int, idleFor time.Duration, dial func(context.Context) (C, e
 // when dialing fails or ctx ends.
 func (p *Pool[C]) Get(ctx context.Context) (C, error) {
 	for {
-		var s idle[C]
+		var s waiting[C]
 		select {
 		case s = <-p.idle:
 		default:
@@ -75,7 +76,7 @@ func (p *Pool[C]) Put(c C, broken bool) {
 	if !broken && !p.closed {
 		// Under the lock, so that Close cannot miss it; it never blocks:
 		// one place per slot.
-		p.idle <- idle[C]{c: c, since: time.Now()}
+		p.idle <- waiting[C]{c: c, since: time.Now()}
 		p.mu.Unlock()
 		return
 	}
