@@ -245,6 +245,18 @@ func (d *delivery) generatedAnswered(name string, results []plugin.RecipientResu
 	}
 }
 
+// placed records where output put the message (plugin.Delivery.Placed),
+// while it is being sent there.
+func (d *delivery) placed(output, where string) {
+	if d.state != stateSending || d.sending != output {
+		return
+	}
+	if d.rec.Where == nil {
+		d.rec.Where = map[string]string{}
+	}
+	d.rec.Where[output] = where
+}
+
 // skipped records an output that was not tried (it is backing off, or
 // it does not exist).
 func (d *delivery) skipped(output, why string, permanent bool) error {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -102,6 +103,16 @@ type poll struct {
 	all       map[string]ledger.Record // every record of the input (byContent only)
 	byDigest  map[string]string        // settled records' digest → id (byContent only)
 
+	// changes are settled messages whose flags changed at the source since
+	// they were delivered (see mirror.go); baseline are settled records
+	// that do not know their flags yet, to be told them.
+	changes  []change
+	baseline map[string]ledger.Record
+	// unfinished counts messages listed and not dealt with for good in
+	// ways Stats does not count (over max_message_size, a change not
+	// carried): a delta checkpoint is kept only when there are none.
+	unfinished int
+
 	mu     sync.Mutex
 	stats  Stats
 	commit []plugin.Item
@@ -113,10 +124,11 @@ func (p *poll) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	listing, err := sess.List(ctx)
+	delta, err := p.list(ctx, sess)
 	if err != nil {
 		return errors.Join(err, sess.Close(ctx))
 	}
+	listing := delta.Listing
 	p.records = p.e.Ledger.GetMany(name, listingIDs(listing))
 	if err := p.identifySettled(ctx, sess, listing.Items); err != nil {
 		return errors.Join(err, sess.Close(ctx))
@@ -131,6 +143,7 @@ func (p *poll) run(ctx context.Context) error {
 	in := &intake{p: p, ctx: ctx}
 	fetchErr := sess.Fetch(ctx, fetch, in.take)
 	in.wait()
+	p.mirrorFlags(ctx, sess)
 
 	// The settled records go to disk, in one commit, before the source is
 	// told to delete anything.
@@ -147,40 +160,109 @@ func (p *poll) run(ctx context.Context) error {
 			p.log.Warn("source did not commit a settled message; it is committed on the next poll", "id", it.ID)
 		}
 		commitErr = err
+		if !listing.Keeps && err == nil && p.mirrorsDeletes() {
+			// Gone from the next listing because mailflow took them: not
+			// a deletion for an output to mirror.
+			p.markRemoved(failed)
+		}
 	}
 	closeCtx, cancel := context.WithTimeout(work, 2*time.Minute)
 	defer cancel()
 	closeErr := sess.Close(closeCtx)
 
-	// The listing was complete: records of ids the source no longer holds
-	// are about messages that are gone, so they go too.
-	present := make(map[string]bool, len(listing.Items))
-	for _, it := range listing.Items {
+	p.forgetGone(work, delta)
+	p.keepMeta(delta, fetchErr == nil && commitErr == nil && closeErr == nil)
+	return errors.Join(fetchErr, commitErr, closeErr)
+}
+
+// list lists the source: what changed since the last checkpoint, where
+// the session can tell (plugin.DeltaSession), else everything.
+func (p *poll) list(ctx context.Context, sess plugin.Session) (plugin.Delta, error) {
+	if ds, ok := sess.(plugin.DeltaSession); ok {
+		return ds.ListSince(ctx, p.e.Ledger.Meta(p.ic.Name).Checkpoint)
+	}
+	l, err := sess.List(ctx)
+	return plugin.Delta{Listing: l}, err
+}
+
+// forgetGone forgets the records of messages that left the source, once a
+// listing says so: every record not listed after a full listing, and
+// after a partial one those in the places it listed whole. A message
+// someone deleted at a source that keeps what mailflow settles is first
+// deleted at the outputs that mirror deletions.
+func (p *poll) forgetGone(ctx context.Context, d plugin.Delta) {
+	name := p.ic.Name
+	var places []string
+	if d.Partial {
+		if places = d.Complete; len(places) == 0 {
+			return
+		}
+	}
+	present := make(map[string]bool, len(d.Items))
+	for _, it := range d.Items {
 		present[it.ID] = true
 	}
-	if n, err := p.e.Ledger.Sweep(name, present); err != nil {
-		p.log.Warn("ledger: could not forget messages that left the source", "err", err)
-	} else if n > 0 {
-		p.log.Debug("forgot the records of messages that left the source", "count", n)
+	gone, recs, err := p.e.Ledger.Stale(name, places, present)
+	if err == nil && d.Keeps {
+		gone = p.mirrorDeletes(ctx, gone, recs)
 	}
-	// The scheme matters to the next poll; LastListed is only shown (mailflow
-	// ledger), so an unchanged input writes it every ten minutes, not at
-	// every poll: a commit with its syncs per poll of a thousand mailboxes.
+	if err == nil {
+		err = p.e.Ledger.Forget(name, gone)
+	}
+	if err != nil {
+		p.log.Warn("ledger: could not forget messages that left the source", "err", err)
+	} else if len(gone) > 0 {
+		p.log.Debug("forgot the records of messages that left the source", "count", len(gone))
+	}
+}
+
+// keepMeta records how the source made its ids, and where a delta listing
+// stands once every message it listed was dealt with (ok: the poll had no
+// error), so that a message left for later is listed again.
+func (p *poll) keepMeta(d plugin.Delta, ok bool) {
+	name := p.ic.Name
 	meta := p.e.Ledger.Meta(name)
+	changed := false
 	// An empty listing says nothing of how the source makes its ids (a
 	// POP3 server without UIDL reports its default scheme for an empty
 	// mailbox): the scheme of the last listing with messages stays.
-	scheme := listing.Scheme
-	if len(listing.Items) == 0 && meta.Scheme != "" {
-		scheme = meta.Scheme
+	if scheme := d.Scheme; len(d.Items) > 0 || meta.Scheme == "" {
+		changed = meta.Scheme != scheme
+		meta.Scheme = scheme
 	}
-	if meta.Scheme != scheme || time.Since(meta.LastListed) > 10*time.Minute {
-		meta.Scheme, meta.LastListed = scheme, time.Now().UTC()
+	p.mu.Lock()
+	done := ok && p.stats.Deferred == 0 && p.stats.Left == 0 && p.unfinished == 0
+	p.mu.Unlock()
+	if done && d.Checkpoint != nil && !bytes.Equal(d.Checkpoint, meta.Checkpoint) {
+		meta.Checkpoint, changed = d.Checkpoint, true
+	}
+	// LastListed is only shown (mailflow ledger), so an unchanged input
+	// writes it every ten minutes, not at every poll: a commit with its
+	// syncs per poll of a thousand mailboxes.
+	if changed || time.Since(meta.LastListed) > 10*time.Minute {
+		meta.LastListed = time.Now().UTC()
 		if err := p.e.Ledger.SetMeta(name, meta); err != nil {
 			p.log.Warn("ledger: could not record the id scheme", "err", err)
 		}
 	}
-	return errors.Join(fetchErr, commitErr, closeErr)
+}
+
+// markRemoved records that the committed messages, but failed, were told
+// to leave the source.
+func (p *poll) markRemoved(failed []plugin.Item) {
+	skip := make(map[string]bool, len(failed))
+	for _, it := range failed {
+		skip[it.ID] = true
+	}
+	var ids []string
+	for _, it := range p.commit {
+		if !skip[it.ID] {
+			ids = append(ids, it.ID)
+		}
+	}
+	if err := p.e.Ledger.MarkRemoved(p.ic.Name, ids); err != nil {
+		p.log.Warn("ledger: could not record that messages were removed at the source", "err", err)
+	}
 }
 
 // spoolFirst is what is read into memory of a message spooled to disk
@@ -330,8 +412,24 @@ func (p *poll) plan(listing plugin.Listing) []plugin.Item {
 			// it again would give the same wrong bytes.
 		case max > 0 && it.Size > max:
 			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "size", it.Size, "max", max)
+			p.unfinished++
 		case known && rec.Settled != "" && sameSize && !p.byContent && (listing.Keeps || listing.Unique):
-			p.done(MessageEvent{Folder: it.Folder, Outcome: Skipped})
+			switch {
+			case rec.Settled == ledger.Delivered && flagsChanged(rec, it):
+				// Its flags are carried to the outputs after the fetch
+				// (mirror.go), and it counts as updated, not skipped.
+				p.changes = append(p.changes, change{it: it, rec: rec})
+			default:
+				if rec.Settled == ledger.Delivered && rec.Flags == nil && it.Flags != nil {
+					// Settled before flags were kept: from now on they are.
+					rec.Flags = it.Flags
+					if p.baseline == nil {
+						p.baseline = map[string]ledger.Record{}
+					}
+					p.baseline[it.ID] = rec
+				}
+				p.done(MessageEvent{Folder: it.Folder, Outcome: Skipped})
+			}
 			p.toCommit(it)
 		default:
 			fetch = append(fetch, it)
@@ -378,7 +476,9 @@ func (p *poll) handle(ctx context.Context, it plugin.Item, msg *message.Message)
 		p.toCommit(it)
 		return
 	}
-	rec.Digest, rec.Size, rec.Listed, rec.Attempts = digest, msg.OriginalSize(), it.Size, 0
+	// The flags are the source's, as the outputs are given them: a later
+	// change there is found against them (mirror.go).
+	rec.Digest, rec.Size, rec.Listed, rec.Attempts, rec.Flags = digest, msg.OriginalSize(), it.Size, 0, it.Flags
 	identity := it.Identity
 	if identity == "" {
 		// Named from what was fetched, before any filter edits it, as the

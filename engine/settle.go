@@ -180,6 +180,9 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 		del := plugin.Delivery{Key: msg.Key() + "." + name, Recipients: m.Envelope.Recipients,
 			Done: append(slices.Clone(d.rec.Accepted[name]), d.rec.Refused[name]...), InDoubt: slices.Contains(d.rec.InDoubt, name)}
 		if !generated {
+			del.Placed = func(where string) { d.placed(name, where) }
+		}
+		if !generated {
 			del.Siblings = r.siblings(name)
 		}
 		if !step(d.started(name)) {

@@ -11,6 +11,8 @@ const (
 	Dropped     Outcome = "dropped"     // dropped by a filter
 	Quarantined Outcome = "quarantined" // written to the quarantine
 	Skipped     Outcome = "skipped"     // settled on an earlier poll; only committed now
+	Updated     Outcome = "updated"     // settled earlier; its flags changed at the source, and the outputs were told
+	Deleted     Outcome = "deleted"     // settled earlier, then deleted at the source; the outputs that mirror that deleted it
 	// Not settled: the source keeps the message.
 	Deferred Outcome = "deferred" // to be tried again (an output failed for now, a fetch broke)
 	Left     Outcome = "left"     // left on purpose by a filter
@@ -28,6 +30,8 @@ type Stats struct {
 	Left        int64 // left at the source on purpose by a filter
 	Held        int64 // fetched bytes never matched the source's size; kept there, copy quarantined
 	InDoubt     int64 // were being delivered when mailflow was killed; delivered again
+	Updated     int64 // settled earlier; flags changed at the source carried to the outputs
+	Deleted     int64 // settled earlier; deleted at the source, and at the outputs that mirror deletions
 }
 
 // count adds one message with outcome o.
@@ -47,6 +51,10 @@ func (s *Stats) count(o Outcome) {
 		s.Left++
 	case Held:
 		s.Held++
+	case Updated:
+		s.Updated++
+	case Deleted:
+		s.Deleted++
 	}
 }
 
@@ -61,6 +69,8 @@ func (s *Stats) Add(o Stats) {
 	s.Left += o.Left
 	s.Held += o.Held
 	s.InDoubt += o.InDoubt
+	s.Updated += o.Updated
+	s.Deleted += o.Deleted
 }
 
 func (s Stats) String() string {
@@ -74,6 +84,12 @@ func (s Stats) String() string {
 	}
 	if s.InDoubt > 0 {
 		str += fmt.Sprintf(" in_doubt=%d", s.InDoubt)
+	}
+	if s.Updated > 0 {
+		str += fmt.Sprintf(" updated=%d", s.Updated)
+	}
+	if s.Deleted > 0 {
+		str += fmt.Sprintf(" deleted=%d", s.Deleted)
 	}
 	return str
 }

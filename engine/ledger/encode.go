@@ -67,6 +67,16 @@ func appendRecord(b []byte, rec Record) []byte {
 		key("attempts")
 		b = strconv.AppendInt(b, int64(rec.Attempts), 10)
 	}
+	key("flags")
+	b = appendList(b, rec.Flags)
+	if len(rec.Where) > 0 {
+		key("where")
+		b = appendStringMap(b, rec.Where)
+	}
+	if rec.Removed {
+		key("removed")
+		b = append(b, "true"...)
+	}
 	key("at")
 	b = append(b, '"')
 	b = rec.At.AppendFormat(b, time.RFC3339Nano)
@@ -99,6 +109,24 @@ func appendListMap(b []byte, m map[string][]string) []byte {
 		b = appendString(b, k)
 		b = append(b, ':')
 		b = appendList(b, m[k])
+	}
+	return append(b, '}')
+}
+
+func appendStringMap(b []byte, m map[string]string) []byte {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		b = appendString(b, m[k])
 	}
 	return append(b, '}')
 }

@@ -15,6 +15,8 @@ func TestRecordEncodingMatchesEncodingJSON(t *testing.T) {
 		{Refused: map[string][]string{"o": {"c@z"}}, Reasons: []string{"o: <c@z>: 550 \"no\" <&> \u2028 \x01 tab\t nl\n é"}, Sending: []string{"o"}, InDoubt: []string{"o", "p"}, Attempts: 2, At: at.Add(time.Hour)},
 		{Accepted: map[string][]string{"generated:v.lua:vacation": nil}, At: at},
 		{Reasons: []string{"bad \xff utf-8"}, At: at},
+		{Settled: Delivered, Flags: []string{"\\Seen", "$label1"}, Where: map[string]string{"new": "INBOX/17/4", "a<b": "x"}, Removed: true, At: at},
+		{Flags: []string{}, At: at},
 	}
 	for i, rec := range recs {
 		want, _ := json.Marshal(rec)

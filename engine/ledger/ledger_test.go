@@ -314,3 +314,40 @@ func BenchmarkLedgerPut(b *testing.B) {
 		}
 	})
 }
+
+// Stale finds the records a listing no longer holds, within the places a
+// partial listing listed whole; Forget removes them; MarkRemoved marks
+// records whose messages mailflow took from the source.
+func TestStaleForgetAndMarkRemoved(t *testing.T) {
+	l, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, id := range []string{"INBOX/1/1", "INBOX/1/2", "Sent/9/1", "Sent/9/2"} {
+		if err := l.Put("in", id, Record{Settled: Delivered, Flags: []string{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	present := map[string]bool{"INBOX/1/1": true}
+	all, _, _ := l.Stale("in", nil, present)
+	inbox, recs, _ := l.Stale("in", []string{"INBOX/1/"}, present)
+	if len(all) != 3 || len(inbox) != 1 || inbox[0] != "INBOX/1/2" || recs["INBOX/1/2"].Settled != Delivered {
+		t.Fatalf("stale: all %v, in INBOX %v", all, inbox)
+	}
+	if err := l.MarkRemoved("in", []string{"Sent/9/1"}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := l.Get("in", "Sent/9/1"); !rec.Removed || rec.Flags == nil {
+		t.Fatalf("marked: %+v", rec)
+	}
+	if err := l.Forget("in", inbox); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.Get("in", "INBOX/1/2"); ok {
+		t.Fatal("a forgotten record is still there")
+	}
+	if _, ok := l.Get("in", "Sent/9/2"); !ok {
+		t.Fatal("a record outside the places swept was forgotten")
+	}
+}

@@ -70,51 +70,105 @@ func (l *Ledger) All(input string) map[string]Record {
 // source no longer holds those messages. Call it only with a complete
 // listing, never with one cut short. It returns how many it removed.
 func (l *Ledger) Sweep(input string, present map[string]bool) (int, error) {
-	if err := l.Flush(); err != nil {
+	stale, _, err := l.Stale(input, nil, present)
+	if err != nil || len(stale) == 0 {
 		return 0, err
 	}
-	// Most polls have nothing to forget: look first, without a write
-	// transaction (each is a commit with its syncs).
-	stale := false
-	_ = l.db.View(func(tx *bolt.Tx) error {
+	return len(stale), l.Forget(input, stale)
+}
+
+// Stale returns the records of input that a listing no longer holds, and
+// their ids: with prefixes nil, every record whose id is not in present (a
+// complete listing); otherwise only those whose id starts with one of
+// prefixes (the places a partial listing listed whole).
+func (l *Ledger) Stale(input string, prefixes []string, present map[string]bool) ([]string, map[string]Record, error) {
+	if err := l.Flush(); err != nil {
+		return nil, nil, err
+	}
+	in := func(id string) bool {
+		if prefixes == nil {
+			return true
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(id, p) {
+				return true
+			}
+		}
+		return false
+	}
+	var ids []string
+	recs := map[string]Record{}
+	// Most polls have nothing to forget: a read transaction that looks at
+	// the keys, and decodes only the records of the stale ones.
+	err := l.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName(input))
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
-		for k, _ := c.First(); k != nil && !stale; k, _ = c.Next() {
-			stale = !present[string(k)]
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			id := string(k)
+			if present[id] || !in(id) {
+				continue
+			}
+			var rec Record
+			if json.Unmarshal(v, &rec) == nil {
+				recs[id] = rec
+			}
+			ids = append(ids, id)
 		}
 		return nil
 	})
-	if !stale {
-		return 0, nil
+	return ids, recs, err
+}
+
+// Forget removes the records of these ids.
+func (l *Ledger) Forget(input string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
 	}
-	removed := 0
-	err := l.db.Update(func(tx *bolt.Tx) error {
+	return l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName(input))
 		if b == nil {
 			return nil
 		}
-		var gone [][]byte
-		err := b.ForEach(func(k, _ []byte) error {
-			if !present[string(k)] {
-				gone = append(gone, append([]byte(nil), k...))
+		for _, id := range ids {
+			if err := b.Delete([]byte(id)); err != nil {
+				return err
 			}
-			return nil
-		})
-		if err != nil {
-			return err
+			l.forget(input, id)
 		}
-		for _, k := range gone {
-			if err := b.Delete(k); err != nil {
+		return nil
+	})
+}
+
+// MarkRemoved records that the source was told to remove these messages
+// (Record.Removed), in one transaction.
+func (l *Ledger) MarkRemoved(input string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := l.Flush(); err != nil {
+		return err
+	}
+	return l.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName(input))
+		if b == nil {
+			return nil
+		}
+		for _, id := range ids {
+			v := b.Get([]byte(id))
+			var rec Record
+			if v == nil || json.Unmarshal(v, &rec) != nil || rec.Removed {
+				continue
+			}
+			rec.Removed = true
+			if err := b.Put([]byte(id), appendRecord(nil, rec)); err != nil {
 				return err
 			}
 		}
-		removed = len(gone)
 		return nil
 	})
-	return removed, err
 }
 
 // Meta returns what the ledger keeps about an input as a whole.

@@ -53,8 +53,22 @@ type Record struct {
 	Listed int64 `json:"listed,omitempty"`
 	// Attempts counts fetches whose bytes did not match what the source
 	// announced (a size that differs by more than line-end conversion).
-	Attempts int       `json:"attempts,omitempty"`
-	At       time.Time `json:"at"`
+	Attempts int `json:"attempts,omitempty"`
+	// Flags are the source's flags (IMAP \Seen, keywords) as the outputs
+	// were last given them: at delivery, or at a later change of them
+	// (FlagMirror). nil means not known (a source without flags, or a
+	// record from before flags were kept); an empty list means none.
+	Flags []string `json:"flags"`
+	// Where holds, per output that said so, where it put the message
+	// (Delivery.Placed): a later change of flags, or a deletion, goes to
+	// that copy.
+	Where map[string]string `json:"where,omitempty"`
+	// Removed is set once the source was told to remove the message (a
+	// settle action that deletes it): when it is then gone from the
+	// listing, it went because mailflow took it, not because someone
+	// deleted it there, and no output mirrors that as a deletion.
+	Removed bool      `json:"removed,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // Meta is what the ledger keeps about one input as a whole.
@@ -68,4 +82,7 @@ type Meta struct {
 	// Orphaned is when the input was first seen missing from the config;
 	// zero while it is configured.
 	Orphaned time.Time `json:"orphaned,omitzero"`
+	// Checkpoint is where the last delta listing stood whose every message
+	// was dealt with (plugin.Delta): the next listing starts from it.
+	Checkpoint []byte `json:"checkpoint,omitempty"`
 }

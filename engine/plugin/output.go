@@ -38,6 +38,11 @@ type Delivery struct {
 	// InDoubt): an output that can look (IMAP SEARCH) does, before
 	// delivering again.
 	InDoubt bool
+	// Placed, when not nil, is called by an output that can say where it
+	// put the message (IMAP: the folder, UIDVALIDITY and UID APPENDUID
+	// names), before Deliver returns: the engine records it, and a later
+	// change at the source goes to that copy (FlagMirror, DeleteMirror).
+	Placed func(where string)
 }
 
 // RecipientResult is the outcome for one recipient. A nil Err means accepted.

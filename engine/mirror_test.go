@@ -1,0 +1,339 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/config"
+	"github.com/mailflow/mailflow/engine/enginetest"
+	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/plugins"
+)
+
+// keptBox is a source that keeps what mailflow settles, with flags and a
+// change counter per message, as an IMAP folder with CONDSTORE has: with
+// delta set its sessions list only what changed since a checkpoint.
+type keptBox struct {
+	mu      sync.Mutex
+	delta   bool
+	takes   bool // commit removes the messages (a delete settle action)
+	modseq  uint64
+	msgs    map[string]*keptMsg
+	deleted []uint64 // the modseq of each deletion
+	lists   int      // listings given
+	listed  int      // items they held, in all
+	fetched int
+}
+
+type keptMsg struct {
+	data   []byte
+	flags  []string
+	modseq uint64
+}
+
+func newKeptBox(delta bool, n int) *keptBox {
+	b := &keptBox{delta: delta, msgs: map[string]*keptMsg{}}
+	for i, m := range enginetest.Mix(n) {
+		b.add(fmt.Sprintf("m%03d", i), m, []string{})
+	}
+	return b
+}
+
+func (b *keptBox) add(id string, data []byte, flags []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.modseq++
+	b.msgs[id] = &keptMsg{data: data, flags: flags, modseq: b.modseq}
+}
+
+func (b *keptBox) setFlags(id string, flags ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.modseq++
+	b.msgs[id].flags, b.msgs[id].modseq = flags, b.modseq
+}
+
+func (b *keptBox) remove(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.modseq++
+	delete(b.msgs, id)
+	b.deleted = append(b.deleted, b.modseq)
+}
+
+func (b *keptBox) Open(context.Context) (plugin.Session, error) {
+	if b.delta {
+		return &keptDeltaSession{keptSession{b}}, nil
+	}
+	return &keptSession{b}, nil
+}
+
+type keptSession struct{ b *keptBox }
+
+// since lists the messages changed after modseq cp: partially, unless a
+// message was deleted since cp (then everything, to say what is gone).
+func (s *keptSession) since(cp uint64) plugin.Delta {
+	b := s.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := plugin.Delta{Listing: plugin.Listing{Scheme: "kept", Stable: true, Unique: true, Keeps: !b.takes}, Partial: cp > 0}
+	if cp > 0 && (cp&1 == 1) != b.takes {
+		d.Partial = false // the settle action changed: everything, to commit it
+	}
+	for _, at := range b.deleted {
+		if at > cp>>1 {
+			d.Partial = false
+		}
+	}
+	for id, m := range b.msgs {
+		if m.modseq > cp>>1 || !d.Partial {
+			d.Items = append(d.Items, plugin.Item{ID: id, Size: int64(len(m.data)), Flags: slices.Clone(m.flags), Folder: "INBOX", Identity: id})
+		}
+	}
+	mark := b.modseq << 1
+	if b.takes {
+		mark |= 1
+	}
+	d.Checkpoint = binary.BigEndian.AppendUint64(nil, mark)
+	b.lists++
+	b.listed += len(d.Items)
+	return d
+}
+
+func (s *keptSession) List(ctx context.Context) (plugin.Listing, error) {
+	return s.since(0).Listing, nil
+}
+
+func (s *keptSession) Fetch(ctx context.Context, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
+	for _, it := range items {
+		s.b.mu.Lock()
+		data := s.b.msgs[it.ID].data
+		s.b.fetched++
+		s.b.mu.Unlock()
+		if err := each(it, bytesReader(data), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *keptSession) Commit(_ context.Context, items []plugin.Item) ([]plugin.Item, error) {
+	if s.b.takes {
+		for _, it := range items {
+			s.b.remove(it.ID)
+		}
+	}
+	return nil, nil
+}
+func (s *keptSession) Close(context.Context) error { return nil }
+
+type keptDeltaSession struct{ keptSession }
+
+func (s *keptDeltaSession) ListSince(ctx context.Context, cp []byte) (plugin.Delta, error) {
+	var at uint64
+	if len(cp) == 8 {
+		at = binary.BigEndian.Uint64(cp)
+	}
+	return s.since(at), nil // modseq << 1 | takes: since compares both
+}
+
+// mirrorOutput holds what it was given, by source id, with its flags, and
+// says where it put each.
+type mirrorOutput struct {
+	mu       sync.Mutex
+	held     map[string][]string // "where" → flags
+	deletes  bool
+	failNext error
+	sets     int
+}
+
+func (o *mirrorOutput) Deliver(ctx context.Context, msg *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := o.failNext; err != nil {
+		// A recipient refused for now: the message is deferred without the
+		// output backing off (a whole-message failure would stop polling).
+		o.failNext = nil
+		return []plugin.RecipientResult{{Recipient: "box@example.net", Err: err}}, nil
+	}
+	where := "at-" + msg.Source.ID
+	o.held[where] = slices.Clone(msg.Flags)
+	d.Placed(where)
+	return nil, nil
+}
+
+func (o *mirrorOutput) SetFlags(ctx context.Context, p plugin.Placement, added, removed []string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	flags, ok := o.held[p.Where]
+	if !ok {
+		return plugin.ErrNotHeld
+	}
+	o.sets++
+	flags = slices.DeleteFunc(flags, func(f string) bool { return slices.Contains(removed, f) })
+	o.held[p.Where] = append(flags, added...)
+	return nil
+}
+
+func (o *mirrorOutput) MirrorsDeletes() bool { return o.deletes }
+
+func (o *mirrorOutput) Delete(ctx context.Context, p plugin.Placement) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.held[p.Where]; !ok {
+		return plugin.ErrNotHeld
+	}
+	delete(o.held, p.Where)
+	return nil
+}
+
+func (o *mirrorOutput) flags(id string) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	f := slices.Clone(o.held["at-"+id])
+	slices.Sort(f)
+	return f
+}
+
+func openKept(t *testing.T, box *keptBox, out *mirrorOutput) *engine.Engine {
+	t.Helper()
+	reg := &plugins.Registry{}
+	reg.AddInput("kept", func() plugin.Input { return box })
+	reg.AddOutput("mirror", func() plugin.Output { return out })
+	conf := filepath.Join(t.TempDir(), "mailflow.toml")
+	os.WriteFile(conf, []byte("state_dir = \"state\"\n[[input]]\nname = \"box\"\ntype = \"kept\"\npipeline = \"p\"\n[[pipeline]]\nname = \"p\"\noutputs = [\"out\"]\n[[output]]\nname = \"out\"\ntype = \"mirror\"\n"), 0o600)
+	cfg, err := config.Load(conf, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.Open(cfg, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// Flags changed at a source that keeps its mail, after the messages were
+// delivered, reach the output: the ones added are set, the ones removed
+// cleared, and nothing is delivered twice.
+func TestFlagChangesAtTheSourceReachTheOutput(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delta %v", delta), func(t *testing.T) {
+			box, out := newKeptBox(delta, 6), &mirrorOutput{held: map[string][]string{}}
+			box.setFlags("m002", `\Seen`, "$label1")
+			e := openKept(t, box, out)
+			if st, err := e.PollOnce(context.Background(), "box"); err != nil || st.Delivered != 6 {
+				t.Fatalf("first poll: %v %v", st, err)
+			}
+			box.setFlags("m001", `\Flagged`)
+			box.setFlags("m002", `\Seen`) // a keyword removed
+			st, err := e.PollOnce(context.Background(), "box")
+			if err != nil || st.Updated != 2 || st.Delivered != 0 || st.Fetched != 0 {
+				t.Fatalf("second poll: %v %v; want 2 updated, nothing fetched", st, err)
+			}
+			if got := out.flags("m001"); !slices.Equal(got, []string{`\Flagged`}) {
+				t.Fatalf("m001 at the output: %v", got)
+			}
+			if got := out.flags("m002"); !slices.Equal(got, []string{`\Seen`}) {
+				t.Fatalf("m002 at the output: %v", got)
+			}
+			// Nothing changed: nothing is done, and with a delta nothing is listed.
+			lists, listed := box.lists, box.listed
+			st, _ = e.PollOnce(context.Background(), "box")
+			if st.Updated != 0 || out.sets != 2 {
+				t.Fatalf("third poll: %v, %d flag changes made in all", st, out.sets)
+			}
+			if delta && (box.lists != lists+1 || box.listed != listed) {
+				t.Fatalf("an unchanged mailbox listed %d messages", box.listed-listed)
+			}
+		})
+	}
+}
+
+// A delta listing's checkpoint is kept only once every message it listed
+// was dealt with: a message an output refused for now is listed again.
+func TestDeltaCheckpointWaitsForDeferredMessages(t *testing.T) {
+	box, out := newKeptBox(true, 3), &mirrorOutput{held: map[string][]string{}}
+	e := openKept(t, box, out)
+	e.PollOnce(context.Background(), "box")
+	box.add("m100", enginetest.Message(enginetest.Plain, 100, 0), []string{})
+	out.failNext = errors.New("451 try later")
+	if st, _ := e.PollOnce(context.Background(), "box"); st.Deferred != 1 {
+		t.Fatalf("poll with a refusal: %v", st)
+	}
+	if st, _ := e.PollOnce(context.Background(), "box"); st.Delivered != 1 {
+		t.Fatalf("the deferred message was not listed again: %v", st)
+	}
+	if st, _ := e.PollOnce(context.Background(), "box"); st.Fetched != 0 || st.Delivered != 0 {
+		t.Fatalf("after it went through: %v", st)
+	}
+}
+
+// A message someone deleted at the source is deleted at an output that
+// mirrors deletions, and its record forgotten; an output that does not
+// keeps it.
+func TestDeletionsAtTheSourceAreMirroredOnlyWhenAsked(t *testing.T) {
+	for _, mirror := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mirror %v", mirror), func(t *testing.T) {
+			box, out := newKeptBox(true, 4), &mirrorOutput{held: map[string][]string{}, deletes: mirror}
+			e := openKept(t, box, out)
+			e.PollOnce(context.Background(), "box")
+			box.remove("m003")
+			st, err := e.PollOnce(context.Background(), "box")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, there := out.held["at-m003"]
+			if there == mirror || (st.Deleted == 1) != mirror {
+				t.Fatalf("deleted %d; still at the output: %v", st.Deleted, there)
+			}
+			if _, ok := e.Ledger.Get("box", "m003"); ok {
+				t.Fatal("the record of a message gone from the source was kept")
+			}
+		})
+	}
+}
+
+func bytesReader(b []byte) io.Reader { return &sliceReader{b: b} }
+
+type sliceReader struct{ b []byte }
+
+func (r *sliceReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// Messages mailflow itself removed from the source (migrate
+// --delete-source: the same mailbox polled once with a deleting settle
+// action) are not taken for deletions to mirror when the source is later
+// polled keeping its mail again.
+func TestMessagesMailflowRemovedAreNotMirroredAsDeletions(t *testing.T) {
+	box, out := newKeptBox(true, 3), &mirrorOutput{held: map[string][]string{}, deletes: true}
+	e := openKept(t, box, out)
+	e.PollOnce(context.Background(), "box")
+	box.takes = true
+	if st, _ := e.PollOnce(context.Background(), "box"); st.Skipped != 3 || len(box.msgs) != 0 {
+		t.Fatalf("the deleting poll: %v, %d left", st, len(box.msgs))
+	}
+	box.takes = false
+	st, _ := e.PollOnce(context.Background(), "box")
+	if st.Deleted != 0 || len(out.held) != 3 {
+		t.Fatalf("after: %v; %d left at the output, want all 3", st, len(out.held))
+	}
+}
