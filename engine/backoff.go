@@ -34,8 +34,11 @@ func (b *backoffs) wait(name string) time.Duration {
 }
 
 // fail records a temporary failure and returns the new wait, or 0 when the
-// output was already backing off (so that only the first failure is logged).
-func (b *backoffs) fail(name string) time.Duration {
+// output was already backing off (so that only the first failure is
+// logged). least is how long the server asked to be left alone (a
+// throttling reply; 0 when it did not say): the wait is never shorter, and
+// a later ask for longer lengthens it.
+func (b *backoffs) fail(name string, least time.Duration) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.state == nil {
@@ -47,12 +50,17 @@ func (b *backoffs) fail(name string) time.Duration {
 		b.state[name] = st
 	}
 	if time.Now().Before(st.until) {
+		if until := time.Now().Add(least); until.After(st.until) {
+			st.until = until
+			return least
+		}
 		return 0
 	}
 	d := backoffBase << min(st.failures, 10)
 	if d > backoffMax {
 		d = backoffMax
 	}
+	d = max(d, least)
 	st.failures++
 	st.until = time.Now().Add(d)
 	return d

@@ -213,7 +213,10 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 		case ctx.Err() != nil:
 			// Given up for the shutdown: says nothing about the output.
 		case !plugin.IsPermanent(err):
-			if next := e.backoff.fail(outName); next > 0 {
+			asked, throttled := plugin.ThrottledFor(err)
+			if next := e.backoff.fail(outName, asked); next > 0 && throttled {
+				e.Log.Warn("output asked to be left alone for a while: messages for it wait at their source", "output", outName, "retry_in", next.Round(time.Second), "err", err)
+			} else if next > 0 {
 				e.Log.Error("output unhealthy: failing for now; messages for it wait at their source; backing off", "output", outName, "retry_in", next.Round(time.Second), "err", err)
 			}
 		}

@@ -45,8 +45,10 @@ func (p *Plan) buildConfig(from, to endpoint, stateDir string, deleteNow bool) (
 		in := &pop3.Input{}
 		in.Address, in.TLS, in.Username = from.addr, from.tls, from.user
 		p.From.secret(&in.PasswordEnv, &in.PasswordFile, "MAILFLOW_PASSWORD")
-		del := !p.Keep
-		in.Delete = &del
+		in.OnSettled = "delete"
+		if p.Keep {
+			in.OnSettled = "keep"
+		}
 		in.AllowPlaintextAuth, in.CAFile = p.AllowPlaintextAuth, p.CAFile
 		source = in
 	case "imap":

@@ -1,6 +1,9 @@
 package plugin
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // An error is permanent when retrying the same thing cannot succeed (a 5xx
 // SMTP reply, a message over a size limit). Everything else is treated as
@@ -51,4 +54,35 @@ func InDoubt(err error) error {
 func IsInDoubt(err error) bool {
 	var d *inDoubtError
 	return errors.As(err, &d)
+}
+
+// A server may say how long to wait before it takes more (IMAP
+// [THROTTLED] and [OVERQUOTA], Microsoft 365's "Suggested Backoff Time",
+// an HTTP 429's Retry-After): the error is temporary, and the engine does
+// not try that output (or poll that input) again before the time is up.
+type throttledError struct {
+	err  error
+	wait time.Duration
+}
+
+func (e *throttledError) Error() string { return e.err.Error() }
+func (e *throttledError) Unwrap() error { return e.err }
+
+// Throttled marks err as the server asking to wait d before trying again.
+// It is temporary.
+func Throttled(err error, d time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &throttledError{err, d}
+}
+
+// ThrottledFor reports the wait the server asked for, if err or an error
+// it wraps was marked Throttled.
+func ThrottledFor(err error) (time.Duration, bool) {
+	var t *throttledError
+	if errors.As(err, &t) {
+		return t.wait, true
+	}
+	return 0, false
 }
