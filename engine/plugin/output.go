@@ -59,3 +59,24 @@ type Finder interface {
 	// SPECIAL-USE was role.
 	Holds(ctx context.Context, folder, role string) (map[string]int, error)
 }
+
+// FlagFinder is implemented by Finders that can also say the flags of
+// each copy they hold, so that a verification compares flags and
+// keywords, not only presence.
+type FlagFinder interface {
+	// HoldsFlags returns, per identity, the flags of each copy held where
+	// the output puts mail that came from folder, whose SPECIAL-USE was
+	// role.
+	HoldsFlags(ctx context.Context, folder, role string) (map[string][][]string, error)
+}
+
+// FolderStater is implemented by sessions and Finders that can say
+// cheaply whether a folder changed (IMAP STATUS: UIDVALIDITY,
+// HIGHESTMODSEQ, MESSAGES), so that a verification passes over a folder
+// that changed on neither side since it last found the two equal.
+type FolderStater interface {
+	// FolderState returns a token that changes whenever what the folder
+	// holds, or a flag in it, changes; "" when it cannot tell. For a
+	// Finder, folder and role are the source folder's, as in Holds.
+	FolderState(ctx context.Context, folder, role string) (string, error)
+}
