@@ -106,7 +106,7 @@ func (e *Engine) drive(ctx context.Context, s *Setup, pipeName string, msg *mess
 		}
 		e.deliver(ctx, s, msg, d, r, log, step)
 		if d.doubted {
-			log.Warn("in doubt: the server may have taken the message although its reply never came (SMTP cannot tell); it stays at its source and is delivered again, so the destination may get it twice",
+			log.Warn("in doubt: the server may have taken the message although its reply never came; it stays at its source and is delivered again (an output that can look for it first does), so the destination may get it twice",
 				"outputs", strings.Join(d.rec.InDoubt, ","))
 			res.inDoubt = true
 		}
