@@ -10,13 +10,25 @@ import (
 )
 
 // Look opens a session of the named input to look at its source without
-// polling it: fn is given the session, its listing and the ledger's
+// polling it: fn is given the session, its full listing and the ledger's
 // records of the listed ids. fn may read headers (plugin.HeaderPeeker)
 // and identities (plugin.Identifier), but neither fetches to deliver nor
 // commits. For surveys, dry runs and verifications (migrate). The session
 // is closed after fn; it holds the generation of the config it was opened
 // with, as a poll does.
 func (e *Engine) Look(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
+	return e.look(ctx, input, false, fn)
+}
+
+// LookChanges is Look on what changed since the input's last delta
+// listing (plugin.DeltaSession), where the session can tell: what a poll
+// now would be given. Settled messages that did not change are not
+// listed; the ledger counts them (Ledger.Stats).
+func (e *Engine) LookChanges(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
+	return e.look(ctx, input, true, fn)
+}
+
+func (e *Engine) look(ctx context.Context, input string, changes bool, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
 	if e.Ledger == nil {
 		return errors.New("engine opened without its ledger cannot look at a source")
 	}
@@ -30,7 +42,14 @@ func (e *Engine) Look(ctx context.Context, input string, fn func(plugin.Session,
 	if err != nil {
 		return err
 	}
-	listing, err := sess.List(ctx)
+	var listing plugin.Listing
+	if ds, ok := sess.(plugin.DeltaSession); ok && changes {
+		var d plugin.Delta
+		d, err = ds.ListSince(ctx, e.Ledger.Meta(input).Checkpoint)
+		listing = d.Listing
+	} else {
+		listing, err = sess.List(ctx)
+	}
 	if err != nil {
 		return errors.Join(err, sess.Close(ctx))
 	}

@@ -95,7 +95,6 @@ func TestIMAPToIMAPVerifiesThenDeletesTheSource(t *testing.T) {
 		From:               migrate.Endpoint{URL: "imap://src@" + addr + "?tls=none", PasswordEnv: "MF_MIGRATE_TEST_PW"},
 		To:                 migrate.Endpoint{URL: "imap://dst@" + addr + "?tls=none", PasswordEnv: "MF_MIGRATE_TEST_PW"},
 		AllowPlaintextAuth: true,
-		DeleteSource:       true,
 		StateDir:           filepath.Join(t.TempDir(), "state"),
 	}
 	r := migrate.Run(context.Background(), plan, migrate.Options{})
@@ -110,8 +109,19 @@ func TestIMAPToIMAPVerifiesThenDeletesTheSource(t *testing.T) {
 			t.Fatalf("folder %+v", f)
 		}
 	}
-	if r.Deleted != 9 {
-		t.Fatalf("deleted %d at the source, want 9", r.Deleted)
+	// The same plan with a fresh state (another machine, or the record
+	// lost) copies nothing, and says so: moved 0, all 9 already there.
+	fresh := plan
+	fresh.StateDir = filepath.Join(t.TempDir(), "fresh")
+	again := migrate.Run(context.Background(), fresh, migrate.Options{})
+	if again.Moved != 0 || again.AlreadyThere != 9 || again.Result() != migrate.Done {
+		t.Fatalf("a run with a fresh state: moved %d, already there %d (%+v); want 0 and 9", again.Moved, again.AlreadyThere, again.Errors)
+	}
+	// --delete-source, with the first run's record, empties the source.
+	plan.DeleteSource = true
+	r = migrate.Run(context.Background(), plan, migrate.Options{})
+	if r.Result() != migrate.Done || r.SourceDeleted != 9 || r.AlreadyMoved != 9 {
+		t.Fatalf("deleted %d at the source (want 9), already moved %d: %+v", r.SourceDeleted, r.AlreadyMoved, r.Errors)
 	}
 	for _, f := range []string{"INBOX", "Archive", "Lists/go"} {
 		if n, m := count(t, addr, "src", f), count(t, addr, "dst", f); n != 0 || m != 3 {
@@ -122,5 +132,47 @@ func TestIMAPToIMAPVerifiesThenDeletesTheSource(t *testing.T) {
 	list, totals, err := migrate.DryRun(context.Background(), plan, nil)
 	if err != nil || len(list) != 0 || totals.ToMove.Messages != 0 {
 		t.Fatalf("dry run: %v %+v %v", list, totals, err)
+	}
+}
+
+// A run again with only its --state repeats the saved plan: the folder
+// map given the first time holds, and the verification looks where the
+// messages went, not under the unmapped names.
+func TestRunAgainWithOnlyTheStateFollowsTheSavedPlan(t *testing.T) {
+	addr := imapServer(t)
+	src := imapLogin(t, addr, "src")
+	src.Create("Archive", nil).Wait()
+	for i := range 4 {
+		m := enginetest.CRLF([][]byte{enginetest.Message(enginetest.Plain, i, 2<<10)})[0]
+		cmd := src.Append("Archive", int64(len(m)), nil)
+		cmd.Write(m)
+		cmd.Close()
+		cmd.Wait()
+	}
+	t.Setenv("MF_MIGRATE_TEST_PW", "p")
+	state := filepath.Join(t.TempDir(), "state")
+	plan := migrate.Plan{
+		From:               migrate.Endpoint{URL: "imap://src@" + addr + "?tls=none", PasswordEnv: "MF_MIGRATE_TEST_PW"},
+		To:                 migrate.Endpoint{URL: "imap://dst@" + addr + "?tls=none", PasswordEnv: "MF_MIGRATE_TEST_PW"},
+		AllowPlaintextAuth: true,
+		FolderMap:          map[string]string{"Archive": "Old"},
+		StateDir:           state,
+	}
+	if r := migrate.Run(context.Background(), plan, migrate.Options{}); r.Moved != 4 || r.Verified() != "yes" {
+		t.Fatalf("first run: moved %d, verified %s, %+v", r.Moved, r.Verified(), r.Errors)
+	}
+	again := migrate.Plan{StateDir: state}
+	if ok, err := again.Resume(); !ok || err != nil {
+		t.Fatalf("resume: %v %v", ok, err)
+	}
+	r := migrate.Run(context.Background(), again, migrate.Options{})
+	if r.Result() != migrate.Done || r.Moved != 0 || r.Verified() != "yes" || count(t, addr, "dst", "Old") != 4 {
+		t.Fatalf("again: moved %d, verified %s, %+v", r.Moved, r.Verified(), r.Errors)
+	}
+	// Another migration into the same state is refused.
+	other := plan
+	other.From.URL = "imap://someone@" + addr + "?tls=none"
+	if _, err := other.Resume(); err == nil {
+		t.Fatal("a state holding another migration's record was taken")
 	}
 }

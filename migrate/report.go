@@ -21,13 +21,19 @@ type Report struct {
 	// Surveyed is what the source held before the run.
 	Surveyed Totals `json:"surveyed"`
 
-	Moved      int64 `json:"moved"`       // delivered by this run
-	MovedBytes int64 `json:"moved_bytes"` // their size
+	Moved      int64 `json:"moved"`       // copied by this run
+	MovedBytes int64 `json:"moved_bytes"` // the size of what was settled this run
 	// AlreadyMoved were moved by an earlier run (the record says so);
-	// AlreadyThere, of the moved, were found at the destination already
-	// and not copied again.
+	// AlreadyThere were found at the destination already by this run and
+	// not copied again (a run with a fresh state, another machine's).
 	AlreadyMoved int64 `json:"already_moved"`
 	AlreadyThere int64 `json:"already_there"`
+	// FlagsUpdated are messages moved earlier whose flags changed at the
+	// source since: the change was carried to the destination.
+	FlagsUpdated int64 `json:"flags_updated"`
+	// DeletedThere are messages moved earlier and deleted at the source
+	// since, deleted at the destination too (--sync-deletes).
+	DeletedThere int64 `json:"deleted_there,omitempty"`
 	Left         int64 `json:"left"`      // dated before --since: they stay
 	TooLarge     int64 `json:"too_large"` // over max_message_size: they stay
 	Deferred     int64 `json:"deferred"`  // still at the source, to be retried
@@ -40,11 +46,12 @@ type Report struct {
 	// Verifications compare the source with the destination, folder by
 	// folder; none where the destination cannot be searched (SMTP).
 	Verifications []Verification `json:"verifications,omitempty"`
-	// Deleted is how many messages --delete-source removed at the source,
-	// DeletedMovedFirst of them arrived during the run and were moved first.
-	Deleted           int64     `json:"deleted,omitempty"`
-	DeletedMovedFirst int64     `json:"deleted_moved_first,omitempty"`
-	Errors            []Failure `json:"errors,omitempty"`
+	// SourceDeleted is how many messages --delete-source removed at the
+	// source; SourceMovedFirst of them arrived during the run and were
+	// moved first.
+	SourceDeleted    int64     `json:"source_deleted,omitempty"`
+	SourceMovedFirst int64     `json:"source_moved_first,omitempty"`
+	Errors           []Failure `json:"errors,omitempty"`
 }
 
 // Refusal is a message that went to the quarantine.
@@ -61,7 +68,10 @@ type Verification struct {
 	Output  string               `json:"output"`
 	Folders []survey.FolderCheck `json:"folders"`
 	Missing int                  `json:"missing"`
-	Error   string               `json:"error,omitempty"` // the check itself failed
+	// FlagsDiffer counts messages found with other flags than at the
+	// source (a change made at the destination).
+	FlagsDiffer int    `json:"flags_differ,omitempty"`
+	Error       string `json:"error,omitempty"` // the check itself failed
 }
 
 // Failure is an error of the run, with its class.
@@ -142,7 +152,7 @@ func (r *Report) Verified() string {
 		return "n/a"
 	}
 	for _, v := range r.Verifications {
-		if v.Missing > 0 || v.Error != "" {
+		if v.Missing > 0 || v.FlagsDiffer > 0 || v.Error != "" {
 			return "no"
 		}
 	}

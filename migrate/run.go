@@ -64,14 +64,19 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 	}
 	defer e.Close()
 
+	// What the next poll will deal with: what changed since the last one,
+	// where the source can tell. What an earlier run moved, and is still
+	// at the source, is what the ledger has as settled.
+	settledBefore := settled(e)
 	for _, ic := range cfg.Inputs {
-		items, err := survey.Survey(ctx, e, ic.Name, survey.PeekNone)
+		items, err := survey.Changes(ctx, e, ic.Name, survey.PeekNone)
 		if err != nil {
 			r.fail(ClassConnection, fmt.Errorf("%s: %w", ic.Name, err))
 			return r
 		}
 		r.Surveyed.add(items)
 	}
+	r.Surveyed.MovedEarlier.Messages = max(r.Surveyed.MovedEarlier.Messages, settledBefore)
 	r.TooLarge = r.Surveyed.TooLarge.Messages
 	meter.begin(r.Surveyed)
 
@@ -81,9 +86,12 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 		total.Add(s)
 	}
 	moved := meter.movedCount()
-	r.Moved, r.MovedBytes = total.Delivered, moved.Bytes
-	r.AlreadyMoved, r.Left, r.Deferred, r.Held, r.InDoubt = total.Skipped, total.Left, total.Deferred, total.Held, total.InDoubt
+	// An output that found a message there already (IMAP skip_existing)
+	// accepted it without a copy: it counts as already there, not moved.
 	r.AlreadyThere = alreadyThere(cfg)
+	r.Moved, r.MovedBytes = total.Delivered-r.AlreadyThere, moved.Bytes
+	r.AlreadyMoved, r.FlagsUpdated, r.DeletedThere = settledBefore, total.Updated, total.Deleted
+	r.Left, r.Deferred, r.Held, r.InDoubt = total.Left, total.Deferred, total.Held, total.InDoubt
 	if entries, err := e.Quarantine.List(); err == nil {
 		for _, q := range entries {
 			if !q.At.Before(r.Started) {
@@ -102,7 +110,7 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 	if r.TooLarge > 0 {
 		r.fail(ClassIncomplete, fmt.Errorf("%d messages are larger than max_message_size and stay on the old server", r.TooLarge))
 	}
-	r.verify(ctx, e, cfg)
+	r.verify(ctx, e, cfg, state)
 	if p.DeleteSource {
 		r.deleteSource(ctx, e, &p, from, to, state)
 	}
@@ -110,8 +118,12 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 }
 
 // verify compares, folder by folder, what each input's source holds with
-// what each of its outputs that can say what it holds (IMAP) has.
-func (r *Report) verify(ctx context.Context, e *engine.Engine, cfg *config.Config) {
+// what each of its outputs that can say what it holds (IMAP) has, flags
+// included. A folder that changed on neither side since the last
+// verification found it clean is passed over (its tokens are kept in the
+// state directory).
+func (r *Report) verify(ctx context.Context, e *engine.Engine, cfg *config.Config, state string) {
+	known := loadTokens(state)
 	for _, ic := range cfg.Inputs {
 		pc := cfg.Pipeline(ic.Pipeline)
 		if pc == nil {
@@ -121,22 +133,41 @@ func (r *Report) verify(ctx context.Context, e *engine.Engine, cfg *config.Confi
 			if _, ok := cfg.Output(out).Plugin.(plugin.Finder); !ok {
 				continue
 			}
+			pair := ic.Name + " → " + out
 			v := Verification{Input: ic.Name, Output: out}
-			checks, err := survey.Verify(ctx, e, ic.Name, out)
+			checks, clean, err := survey.VerifySince(ctx, e, ic.Name, out, known[pair])
 			if err != nil {
 				v.Error = err.Error()
-				r.fail(ClassConnection, fmt.Errorf("verification of %s → %s: %w", ic.Name, out, err))
+				r.fail(ClassConnection, fmt.Errorf("verification of %s: %w", pair, err))
 			}
 			for _, c := range checks {
 				v.Missing += len(c.Missing)
+				v.FlagsDiffer += len(c.FlagsDiffer)
 			}
 			v.Folders = checks
 			if v.Missing > 0 {
-				r.fail(ClassIncomplete, fmt.Errorf("verification of %s → %s: %d messages missing at the destination", ic.Name, out, v.Missing))
+				r.fail(ClassIncomplete, fmt.Errorf("verification of %s: %d messages missing at the destination", pair, v.Missing))
+			}
+			if v.FlagsDiffer > 0 {
+				r.fail(ClassIncomplete, fmt.Errorf("verification of %s: %d messages have other flags at the destination than at the source (changed there?)", pair, v.FlagsDiffer))
 			}
 			r.Verifications = append(r.Verifications, v)
+			known[pair] = clean
 		}
 	}
+	if state != "" {
+		saveTokens(state, known)
+	}
+}
+
+// settled is how many messages the ledger has as settled, over every
+// input: moved by earlier runs and still at their source.
+func settled(e *engine.Engine) int64 {
+	var n int64
+	for _, st := range e.Ledger.Stats() {
+		n += int64(st.Settled)
+	}
+	return n
 }
 
 // deleteSource empties the IMAP source of what was moved and verified:
@@ -161,7 +192,7 @@ func (r *Report) deleteSource(ctx context.Context, e *engine.Engine, p *Plan, fr
 	for _, s := range stats {
 		total.Add(s)
 	}
-	r.Deleted, r.DeletedMovedFirst = total.Skipped+total.Delivered, total.Delivered
+	r.SourceDeleted, r.SourceMovedFirst = total.Skipped+total.Delivered, total.Delivered
 	switch {
 	case err != nil:
 		r.fail(ClassConnection, fmt.Errorf("--delete-source: %w (run the same command again to finish)", err))

@@ -2,11 +2,13 @@ package migrate
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/mailflow/mailflow/engine/config"
+	"github.com/mailflow/mailflow/migrate/survey"
 )
 
 // planFile is where a run keeps its plan, in its state directory: the
@@ -58,4 +60,95 @@ func LoadConfig(dir string) (*config.Config, error) {
 		return nil, err
 	}
 	return p.buildConfig(from, to, abs, false)
+}
+
+// tokensFile keeps, per input → output pair, the folder-state tokens of
+// the last verification that found each folder clean.
+const tokensFile = "verified.json"
+
+func loadTokens(dir string) map[string]survey.Tokens {
+	known := map[string]survey.Tokens{}
+	if b, err := os.ReadFile(filepath.Join(dir, tokensFile)); err == nil {
+		json.Unmarshal(b, &known)
+	}
+	return known
+}
+
+// saveTokens keeps known; a failure only costs the next verification a
+// full read.
+func saveTokens(dir string, known map[string]survey.Tokens) {
+	b, err := json.MarshalIndent(known, "", "  ")
+	if err != nil {
+		return
+	}
+	tmp := filepath.Join(dir, tokensFile+".tmp")
+	if os.WriteFile(tmp, append(b, '\n'), 0o600) == nil {
+		os.Rename(tmp, filepath.Join(dir, tokensFile))
+	}
+}
+
+// Resume fills in what p leaves out from the plan an earlier run kept in
+// p's state directory, so that a run again needs no option repeated (a
+// --folder-map forgotten would verify against the unmapped names): with
+// only --state given, the whole plan is the saved one; otherwise each
+// option p does not set (empty, zero, false) is the saved one's. It
+// reports whether a saved plan was found.
+func (p *Plan) Resume() (bool, error) {
+	if p.Config != "" || p.StateDir == "" && (p.From.URL == "" || p.To.URL == "") {
+		return false, nil
+	}
+	dir := p.StateDir
+	if dir == "" {
+		var err error
+		if dir, err = p.DefaultStateDir(); err != nil {
+			return false, nil
+		}
+	}
+	saved, err := LoadPlan(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if p.From.URL != "" && (p.From.URL != saved.From.URL || p.To.URL != saved.To.URL) {
+		return false, planErrorf("--state %s holds the record of a migration from %s to %s; give another --state for another one", dir, saved.From.Redacted(), saved.To.Redacted())
+	}
+	fill := func(dst *string, src string) {
+		if *dst == "" {
+			*dst = src
+		}
+	}
+	fill(&p.From.URL, saved.From.URL)
+	fill(&p.To.URL, saved.To.URL)
+	fill(&p.From.PasswordEnv, saved.From.PasswordEnv)
+	fill(&p.From.PasswordFile, saved.From.PasswordFile)
+	fill(&p.To.PasswordEnv, saved.To.PasswordEnv)
+	fill(&p.To.PasswordFile, saved.To.PasswordFile)
+	fill(&p.Rcpt, saved.Rcpt)
+	fill(&p.Rate, saved.Rate)
+	fill(&p.CAFile, saved.CAFile)
+	if p.From.PasswordEnv != "" && p.From.PasswordFile != "" {
+		p.From.PasswordFile = "" // both: the one given now
+	}
+	if p.Since.IsZero() {
+		p.Since = saved.Since
+	}
+	if p.Folders == nil {
+		p.Folders = saved.Folders
+	}
+	if p.FolderMap == nil {
+		p.FolderMap = saved.FolderMap
+	}
+	if p.MaxBytesPerSecond == 0 {
+		p.MaxBytesPerSecond = saved.MaxBytesPerSecond
+	}
+	if p.MaxMessageSize == 0 {
+		p.MaxMessageSize = saved.MaxMessageSize
+	}
+	p.Keep = p.Keep || saved.Keep
+	p.AddMessageID = p.AddMessageID || saved.AddMessageID
+	p.AllowPlaintextAuth = p.AllowPlaintextAuth || saved.AllowPlaintextAuth
+	p.StateDir = dir
+	return true, nil
 }

@@ -15,7 +15,13 @@ func (r *Report) WriteText(w io.Writer, conf string) {
 	fmt.Fprintf(w, "moved:                  %d (%s in %v)\n", r.Moved, human.Bytes(r.MovedBytes), time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond))
 	fmt.Fprintf(w, "skipped, already moved: %d\n", r.AlreadyMoved)
 	if r.AlreadyThere > 0 {
-		fmt.Fprintf(w, "  of the moved, found at the destination already and not copied again: %d\n", r.AlreadyThere)
+		fmt.Fprintf(w, "found at the destination already and not copied again: %d\n", r.AlreadyThere)
+	}
+	if r.FlagsUpdated > 0 {
+		fmt.Fprintf(w, "flags updated:          %d (changed at the source since they were moved)\n", r.FlagsUpdated)
+	}
+	if r.DeletedThere > 0 {
+		fmt.Fprintf(w, "deleted there too:      %d (deleted at the source since they were moved)\n", r.DeletedThere)
 	}
 	if r.Left > 0 {
 		fmt.Fprintf(w, "left, older than --since: %d\n", r.Left)
@@ -38,21 +44,28 @@ func (r *Report) WriteText(w io.Writer, conf string) {
 		}
 		fmt.Fprintf(w, "verification, %s → %s, by Message-ID (without one: by Date, From, Subject and size):\n", v.Input, v.Output)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  FOLDER\tAT SOURCE\tFOUND\tMISSING\tWITHOUT MESSAGE-ID\tNOT CHECKED")
+		fmt.Fprintln(tw, "  FOLDER\tAT SOURCE\tFOUND\tMISSING\tOTHER FLAGS\tWITHOUT MESSAGE-ID\tNOT CHECKED\t")
 		for _, c := range v.Folders {
-			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\n", c.Folder, c.Source, c.Found, len(c.Missing), c.Made, c.Unnamed)
+			note := ""
+			if c.Unchanged {
+				note = "unchanged since the last check"
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c.Folder, c.Source, c.Found, len(c.Missing), len(c.FlagsDiffer), c.Made, c.Unnamed, note)
 		}
 		tw.Flush()
 		for _, c := range v.Folders {
 			for _, id := range c.Missing {
 				fmt.Fprintf(w, "  missing in %s: <%s>\n", c.Folder, id)
 			}
+			for _, id := range c.FlagsDiffer {
+				fmt.Fprintf(w, "  other flags in %s: <%s>\n", c.Folder, id)
+			}
 		}
 	}
-	if r.Deleted > 0 || r.DeletedMovedFirst > 0 {
-		fmt.Fprintf(w, "deleted at the source:  %d", r.Deleted)
-		if r.DeletedMovedFirst > 0 {
-			fmt.Fprintf(w, " (%d of them arrived during the run and were moved first)", r.DeletedMovedFirst)
+	if r.SourceDeleted > 0 || r.SourceMovedFirst > 0 {
+		fmt.Fprintf(w, "deleted at the source:  %d", r.SourceDeleted)
+		if r.SourceMovedFirst > 0 {
+			fmt.Fprintf(w, " (%d of them arrived during the run and were moved first)", r.SourceMovedFirst)
 		}
 		fmt.Fprintln(w)
 	}

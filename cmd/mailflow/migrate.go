@@ -65,6 +65,11 @@ progress and report.`,
 			if err := planFromFlags(&p, g.config, since, folders, folderMap); err != nil {
 				return failed(cmd, exitConfig, err)
 			}
+			if resumed, err := p.Resume(); err != nil {
+				return failed(cmd, exitConfig, err)
+			} else if resumed {
+				log.Info("options not given again are the saved plan's", "state", p.StateDir)
+			}
 			ctx, stop := stopOnSignal(log, 30*time.Second)
 			defer stop()
 			if dryRun {

@@ -37,13 +37,27 @@ const (
 // source can peek at them (plugin.HeaderPeeker), and a message the listing
 // did not name gets its Identity from its header.
 func Survey(ctx context.Context, e *engine.Engine, input string, headers Peek) ([]Item, error) {
+	return survey(ctx, e, input, headers, e.Look)
+}
+
+// Changes is Survey of what changed since the input's last delta listing,
+// where its source can tell (engine.LookChanges): what the next poll
+// would deal with. Messages settled earlier that did not change are not
+// listed.
+func Changes(ctx context.Context, e *engine.Engine, input string, headers Peek) ([]Item, error) {
+	return survey(ctx, e, input, headers, e.LookChanges)
+}
+
+type looker func(context.Context, string, func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error
+
+func survey(ctx context.Context, e *engine.Engine, input string, headers Peek, look looker) ([]Item, error) {
 	cfg := e.Config()
 	max := cfg.Spool.MaxSize
 	if ic := cfg.Input(input); ic != nil && ic.MaxMessageSize > 0 {
 		max = ic.MaxMessageSize
 	}
 	var out []Item
-	err := e.Look(ctx, input, func(sess plugin.Session, listing plugin.Listing, recs map[string]ledger.Record) error {
+	err := look(ctx, input, func(sess plugin.Session, listing plugin.Listing, recs map[string]ledger.Record) error {
 		if id, ok := sess.(plugin.Identifier); ok && headers == PeekAll {
 			if err := id.Identify(ctx, listing.Items); err != nil {
 				return err

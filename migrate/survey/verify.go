@@ -3,10 +3,12 @@ package survey
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
 )
@@ -23,64 +25,190 @@ type FolderCheck struct {
 	// its listing, no header to peek at): counted, not checked.
 	Unnamed int      `json:"not_checked"`
 	Missing []string `json:"missing,omitempty"` // identities at the source and not at the destination
+	// FlagsDiffer are identities found at the destination with other
+	// flags or keywords than at the source (where the destination can say
+	// its flags: plugin.FlagFinder).
+	FlagsDiffer []string `json:"flags_differ,omitempty"`
+	// Unchanged is set when neither side changed since a verification
+	// found them equal (plugin.FolderStater): counted, not read again.
+	Unchanged bool `json:"unchanged,omitempty"`
+}
+
+// Clean reports whether the folder checked out: nothing missing, no flags
+// different.
+func (c FolderCheck) Clean() bool { return len(c.Missing) == 0 && len(c.FlagsDiffer) == 0 }
+
+// Tokens are, per source folder, the state tokens of both sides
+// (plugin.FolderStater) when a verification last found the folder clean.
+type Tokens map[string]FolderTokens
+
+// FolderTokens are one folder's state tokens, at the source and at the
+// destination.
+type FolderTokens struct {
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
 }
 
 // Verify checks that every message the input's source holds is at the
-// output, folder by folder, by identity (message.Identity): for migrations,
-// after the run. The output must be a Finder.
+// output, folder by folder, by identity (message.Identity), and with the
+// same flags where the output can say its flags: for migrations, after the
+// run. The output must be a plugin.Finder.
 func Verify(ctx context.Context, e *engine.Engine, input, output string) ([]FolderCheck, error) {
-	items, err := Survey(ctx, e, input, PeekAll)
-	if err != nil {
-		return nil, err
-	}
+	checks, _, err := VerifySince(ctx, e, input, output, nil)
+	return checks, err
+}
+
+// VerifySince is Verify that passes over a folder whose state tokens on
+// both sides are those known from a verification that found it clean:
+// nothing changed there since. It returns the tokens of every folder it
+// finds clean now, to pass to the next one.
+func VerifySince(ctx context.Context, e *engine.Engine, input, output string, known Tokens) ([]FolderCheck, Tokens, error) {
 	oc := e.Config().Output(output)
 	if oc == nil {
-		return nil, fmt.Errorf("no output %q", output)
+		return nil, nil, fmt.Errorf("no output %q", output)
 	}
 	finder, ok := oc.Plugin.(plugin.Finder)
 	if !ok {
-		return nil, fmt.Errorf("output %q cannot say what it holds", output)
+		return nil, nil, fmt.Errorf("output %q cannot say what it holds", output)
 	}
-	by := map[string]*FolderCheck{}
-	role := map[string]string{}
-	var folders []string
-	for _, it := range items {
-		role[it.Folder] = it.FolderRole
-		fc := by[it.Folder]
-		if fc == nil {
-			fc = &FolderCheck{Folder: it.Folder}
-			by[it.Folder] = fc
-			folders = append(folders, it.Folder)
+	var checks []FolderCheck
+	clean := Tokens{}
+	err := e.Look(ctx, input, func(sess plugin.Session, listing plugin.Listing, _ map[string]ledger.Record) error {
+		by := map[string][]plugin.Item{}
+		role := map[string]string{}
+		for _, it := range listing.Items {
+			by[it.Folder] = append(by[it.Folder], it)
+			role[it.Folder] = it.FolderRole
 		}
-		fc.Source++
+		folders := make([]string, 0, len(by))
+		for f := range by {
+			folders = append(folders, f)
+		}
+		sort.Strings(folders)
+		for _, f := range folders {
+			// The tokens are taken before anything is read: a change
+			// made while the folder is checked shows in the next ones.
+			tok := FolderTokens{Source: folderState(ctx, sess, f, role[f]), Destination: folderState(ctx, finder, f, role[f])}
+			if tok.Source != "" && tok.Destination != "" && known[f] == tok {
+				checks = append(checks, FolderCheck{Folder: f, Source: len(by[f]), Found: len(by[f]), Unchanged: true})
+				clean[f] = tok
+				continue
+			}
+			c, err := checkFolder(ctx, sess, finder, f, role[f], by[f])
+			if err != nil {
+				return fmt.Errorf("output %q, folder %q: %w", output, f, err)
+			}
+			if c.Clean() && tok.Source != "" && tok.Destination != "" {
+				clean[f] = tok
+			}
+			checks = append(checks, c)
+		}
+		return nil
+	})
+	return checks, clean, err
+}
+
+func folderState(ctx context.Context, side any, folder, role string) string {
+	fs, ok := side.(plugin.FolderStater)
+	if !ok {
+		return ""
 	}
-	sort.Strings(folders)
-	out := make([]FolderCheck, 0, len(folders))
-	for _, f := range folders {
-		holds, err := finder.Holds(ctx, f, role[f])
+	tok, err := fs.FolderState(ctx, folder, role)
+	if err != nil {
+		return ""
+	}
+	return tok
+}
+
+// checkFolder names the folder's messages and looks for each at the
+// destination.
+func checkFolder(ctx context.Context, sess plugin.Session, finder plugin.Finder, folder, role string, items []plugin.Item) (FolderCheck, error) {
+	c := FolderCheck{Folder: folder, Source: len(items)}
+	if err := name(ctx, sess, items); err != nil {
+		return c, err
+	}
+	copies := map[string][][]string{} // identity → flags of each copy (nil flags: not known)
+	if ff, ok := finder.(plugin.FlagFinder); ok {
+		held, err := ff.HoldsFlags(ctx, folder, role)
 		if err != nil {
-			return nil, fmt.Errorf("output %q, folder %q: %w", output, f, err)
+			return c, err
 		}
-		fc := by[f]
-		for _, it := range items {
-			if it.Folder != f {
-				continue
-			}
-			if it.Identity == "" {
-				fc.Unnamed++
-				continue
-			}
-			if strings.HasSuffix(it.Identity, "@"+message.IdentityDomain) {
-				fc.Made++
-			}
-			if holds[it.Identity] > 0 {
-				holds[it.Identity]--
-				fc.Found++
-			} else {
-				fc.Missing = append(fc.Missing, it.Identity)
-			}
+		copies = held
+	} else {
+		held, err := finder.Holds(ctx, folder, role)
+		if err != nil {
+			return c, err
 		}
-		out = append(out, *fc)
+		for id, n := range held {
+			copies[id] = make([][]string, n)
+		}
 	}
-	return out, nil
+	for _, it := range items {
+		if it.Identity == "" {
+			c.Unnamed++
+			continue
+		}
+		if strings.HasSuffix(it.Identity, "@"+message.IdentityDomain) {
+			c.Made++
+		}
+		there := copies[it.Identity]
+		if len(there) == 0 {
+			c.Missing = append(c.Missing, it.Identity)
+			continue
+		}
+		c.Found++
+		// The copy whose flags match, else the first: each copy is
+		// matched to one message.
+		at := slices.IndexFunc(there, func(f []string) bool { return f == nil || sameFlags(f, it.Flags) })
+		if at < 0 {
+			c.FlagsDiffer = append(c.FlagsDiffer, it.Identity)
+			at = 0
+		}
+		copies[it.Identity] = slices.Delete(there, at, at+1)
+	}
+	return c, nil
+}
+
+// name fills in the identity of items that have none, from the session
+// (plugin.Identifier), else from their headers (plugin.HeaderPeeker).
+func name(ctx context.Context, sess plugin.Session, items []plugin.Item) error {
+	if id, ok := sess.(plugin.Identifier); ok {
+		if err := id.Identify(ctx, items); err != nil {
+			return err
+		}
+	}
+	peek, ok := sess.(plugin.HeaderPeeker)
+	if !ok {
+		return nil
+	}
+	for i, it := range items {
+		if it.Identity != "" {
+			continue
+		}
+		h, err := peek.PeekHeader(ctx, it)
+		if err != nil {
+			return err
+		}
+		items[i].Identity = message.HeaderIdentity(h, it.Size)
+	}
+	return nil
+}
+
+// sameFlags compares two sets of flags, case-insensitively for system
+// flags, leaving out \Recent (a session's, never stored).
+func sameFlags(a, b []string) bool {
+	norm := func(fs []string) []string {
+		var out []string
+		for _, f := range fs {
+			if strings.HasPrefix(f, `\`) {
+				f = strings.ToLower(f)
+			}
+			if f != `\recent` {
+				out = append(out, f)
+			}
+		}
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	return slices.Equal(norm(a), norm(b))
 }
