@@ -71,3 +71,9 @@ func (b *backoffs) ok(name string) {
 	defer b.mu.Unlock()
 	delete(b.state, name)
 }
+
+// OutputWait is how long until the named output may be tried again after
+// failures or a server's ask to wait; 0 when it may be now.
+func (e *Engine) OutputWait(name string) time.Duration {
+	return max(e.backoff.wait(name), 0)
+}

@@ -54,10 +54,11 @@ func ServeChild(ctx context.Context, in io.Reader, out io.Writer, log *slog.Logg
 
 // childWriter writes a child's lines: progress each second once started.
 type childWriter struct {
-	mu   sync.Mutex // one line at a time
-	enc  *json.Encoder
-	stop chan struct{}
-	done chan struct{} // closed when the progress writer ended; nil if never started
+	mu    sync.Mutex // one line at a time
+	enc   *json.Encoder
+	stop  chan struct{}
+	done  chan struct{} // closed when the progress writer ended; nil if never started
+	meter *Meter
 }
 
 func (w *childWriter) write(l childLine) error {
@@ -68,7 +69,7 @@ func (w *childWriter) write(l childLine) error {
 
 // Started implements Observer.
 func (w *childWriter) Started(m *Meter) {
-	w.done = make(chan struct{})
+	w.meter, w.done = m, make(chan struct{})
 	go func() {
 		defer close(w.done)
 		t := time.NewTicker(progressEvery)
@@ -89,6 +90,15 @@ func (w *childWriter) Started(m *Meter) {
 
 // Message implements Observer.
 func (w *childWriter) Message(engine.MessageEvent) {}
+
+// Waiting implements Observer: the parent hears at once that the run
+// waits, not at the next tick.
+func (w *childWriter) Waiting(string, time.Duration) {
+	if w.meter != nil {
+		p := w.meter.Progress()
+		w.write(childLine{Progress: &p})
+	}
+}
 
 func (w *childWriter) close() {
 	close(w.stop)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailflow/mailflow/connectors/pop3/pop3test"
 	"github.com/mailflow/mailflow/connectors/smtp/smtptest"
@@ -49,9 +50,11 @@ type counter struct {
 	messages map[engine.Outcome]int
 	last     migrate.Progress
 	meter    *migrate.Meter
+	waits    int
 }
 
-func (c *counter) Started(m *migrate.Meter) { c.started++; c.totals = m.Totals(); c.meter = m }
+func (c *counter) Started(m *migrate.Meter)      { c.started++; c.totals = m.Totals(); c.meter = m }
+func (c *counter) Waiting(string, time.Duration) { c.waits++ }
 func (c *counter) Message(ev engine.MessageEvent) {
 	c.messages[ev.Outcome]++
 	c.last = c.meter.Progress()

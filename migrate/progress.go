@@ -1,11 +1,14 @@
 package migrate
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/plugin"
 	"github.com/mailflow/mailflow/migrate/survey"
 )
 
@@ -63,6 +66,9 @@ type Progress struct {
 	Rate    float64          `json:"rate"`          // messages a second, so far
 	ETA     time.Duration    `json:"eta,omitempty"` // 0: unknown
 	Folders []FolderProgress `json:"folders,omitempty"`
+	// Waiting says why the run is waiting, while it waits for a server
+	// that asked it to ("waiting: the server asked for 30s").
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // FolderProgress is Progress for one source folder.
@@ -79,6 +85,9 @@ type Observer interface {
 	Started(m *Meter)
 	// Message is called as each message's turn ends, after m counted it.
 	Message(ev engine.MessageEvent)
+	// Waiting is called when the run waits for a server that asked it
+	// to (a throttling reply), before it goes on by itself.
+	Waiting(why string, d time.Duration)
 }
 
 // Meter counts a run's progress from the engine's events: the one source
@@ -94,6 +103,11 @@ type Meter struct {
 	done    Count
 	folders map[string]Count
 	moved   Count // delivered
+	// throttled is the longest wait a server asked for since the last
+	// pass (0: none asked), and why.
+	throttled time.Duration
+	why       string
+	waiting   string // what Progress says while the run waits
 }
 
 func newMeter(next Observer) *Meter {
@@ -127,6 +141,55 @@ func (m *Meter) MessageDone(ev engine.MessageEvent) {
 	}
 }
 
+// OutputDone implements engine.Observer: a server's ask to wait is noted.
+func (m *Meter) OutputDone(ev engine.OutputEvent) {
+	if d, ok := plugin.ThrottledFor(ev.Err); ok {
+		m.noteThrottle(d, ev.Err)
+	}
+}
+
+// PollDone implements engine.Observer: likewise for the source.
+func (m *Meter) PollDone(ev engine.PollEvent) {
+	if d, ok := plugin.ThrottledFor(ev.Err); ok {
+		m.noteThrottle(d, ev.Err)
+	}
+}
+
+func (m *Meter) noteThrottle(d time.Duration, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d >= m.throttled {
+		m.throttled, m.why = max(d, time.Second), err.Error()
+	}
+}
+
+// takeThrottle returns, and forgets, the longest wait asked for since the
+// last call.
+func (m *Meter) takeThrottle() (time.Duration, string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, why := m.throttled, m.why
+	m.throttled, m.why = 0, ""
+	return d, why
+}
+
+// wait tells the observer and waits d, or until ctx ends.
+func (m *Meter) wait(ctx context.Context, why string, d time.Duration) {
+	m.mu.Lock()
+	m.waiting = fmt.Sprintf("waiting: the server asked for %s", d.Round(time.Second))
+	m.mu.Unlock()
+	if m.next != nil {
+		m.next.Waiting(why, d)
+	}
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+	m.mu.Lock()
+	m.waiting = ""
+	m.mu.Unlock()
+}
+
 // Totals is what the survey found.
 func (m *Meter) Totals() Totals {
 	m.mu.Lock()
@@ -138,7 +201,7 @@ func (m *Meter) Totals() Totals {
 func (m *Meter) Progress() Progress {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := Progress{Done: m.done, Total: m.totals.ToMove, Elapsed: time.Since(m.start)}
+	p := Progress{Done: m.done, Total: m.totals.ToMove, Elapsed: time.Since(m.start), Waiting: m.waiting}
 	if s := p.Elapsed.Seconds(); s > 0 {
 		p.Rate = float64(p.Done.Messages) / s
 	}

@@ -80,11 +80,7 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 	r.TooLarge = r.Surveyed.TooLarge.Messages
 	meter.begin(r.Surveyed)
 
-	stats, runErr := e.RunOnce(ctx)
-	var total engine.Stats
-	for _, s := range stats {
-		total.Add(s)
-	}
+	total, runErr := passes(ctx, e, cfg, meter)
 	moved := meter.movedCount()
 	// An output that found a message there already (IMAP skip_existing)
 	// accepted it without a copy: it counts as already there, not moved.
@@ -115,6 +111,40 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 		r.deleteSource(ctx, e, &p, from, to, state)
 	}
 	return r
+}
+
+// maxPasses bounds how often a run polls again after a server asked it
+// to wait: a server that throttles for ever ends the run (resumable) in
+// about that many of its waits.
+const maxPasses = 100
+
+// passes polls every input, and again after each wait a server asked for
+// while messages stay to be moved, until a pass needs no wait, the
+// messages left are none, or ctx ends. The counts are those of every
+// pass, but Deferred, which is what the last pass left.
+func passes(ctx context.Context, e *engine.Engine, cfg *config.Config, meter *Meter) (engine.Stats, error) {
+	var total engine.Stats
+	for pass := 1; ; pass++ {
+		stats, err := e.RunOnce(ctx)
+		var this engine.Stats
+		for _, s := range stats {
+			this.Add(s)
+		}
+		deferred := this.Deferred
+		this.Deferred = 0
+		total.Add(this)
+		total.Deferred = deferred
+		asked, why := meter.takeThrottle()
+		if asked == 0 || deferred == 0 && err == nil || ctx.Err() != nil || pass >= maxPasses {
+			return total, err
+		}
+		// The back-off of an output may outlast what its server asked
+		// for (failures before): wait for the longer.
+		for _, oc := range cfg.Outputs {
+			asked = max(asked, e.OutputWait(oc.Name))
+		}
+		meter.wait(ctx, why, asked)
+	}
 }
 
 // verify compares, folder by folder, what each input's source holds with

@@ -111,6 +111,9 @@ func (p Progress) String() string {
 	if p.ETA > 0 {
 		eta = p.ETA.Round(time.Second).String()
 	}
+	if p.Waiting != "" {
+		eta = p.Waiting
+	}
 	return fmt.Sprintf("progress: %d/%d messages, %s/%s, %.1f msg/s, ETA %s",
 		p.Done.Messages, p.Total.Messages, human.Bytes(p.Done.Bytes), human.Bytes(p.Total.Bytes), p.Rate, eta)
 }

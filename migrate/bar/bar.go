@@ -102,6 +102,11 @@ func (pr *Bar) Started(m *migrate.Meter) {
 	}
 }
 
+// Waiting implements migrate.Observer: a server asked the run to wait.
+func (pr *Bar) Waiting(why string, d time.Duration) {
+	fmt.Fprintf(pr.Logs(), "waiting: the server asked for %s (%s)\n", d.Round(time.Second), human.Line(why))
+}
+
 // Message implements migrate.Observer.
 func (pr *Bar) Message(ev engine.MessageEvent) {
 	if pr.bar != nil {
