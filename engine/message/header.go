@@ -21,6 +21,7 @@ type Header struct {
 	fields []field
 	nl     string // the line end of new fields, as the block's own lines end
 	sep    []byte // what ended the block: the blank line as it was, or nothing (header-only message)
+	max    int64  // the max_header_size it was read under; 0: DefaultSpool's
 }
 
 type field struct {
@@ -38,7 +39,7 @@ var ErrHeaderTooLarge = errors.New("the header is larger than max_header_size")
 // whose first line is no field (no colon, or a continuation) has no header:
 // the error says so, and the whole message counts as body.
 func readHeader(r io.Reader, max int64) (Header, int64, error) {
-	h := Header{nl: "\r\n"}
+	h := Header{nl: "\r\n", max: max}
 	// Every message's header is read once: its read buffer goes round
 	// rather than being made (and cleared) for each. Lines point into it
 	// and are copied where the header keeps them.
@@ -328,23 +329,21 @@ func (h *Header) Del(name string) {
 // value longer than that is folded at a space before it.
 const maxLine = 998
 
-// writeField writes one field: its bytes as read, or a new "Name: value"
-// with the block's own line ends, folded where a line would pass maxLine.
-func (h *Header) writeField(w *bytes.Buffer, f *field) {
-	if f.raw != nil {
-		w.Write(f.raw)
-		return
-	}
-	nl := h.nl
-	if nl == "" {
-		nl = "\r\n"
-	}
-	w.WriteString(f.key)
-	w.WriteString(": ")
-	v := f.val
-	col := len(f.key) + 2
+// ErrLineTooLong is why CheckSet or CheckAdd refuse a value that cannot be
+// folded into lines of RFC 5322's 998 octets: a run of that many octets
+// without a space or tab (or a name that long) cannot be broken anywhere.
+var ErrLineTooLong = errors.New("a header line would be longer than RFC 5322's 998 octets")
+
+// foldValue calls line with each line of a new field "key: value" as
+// writeField writes it, line ends excluded and without the "key: " that
+// opens the first: folded at the last space or tab within maxLine, else at
+// the next one, which leaves a line too long only where there is no space
+// to fold at.
+func foldValue(key, v string, line func(s string, first bool)) {
+	col := len(key) + len(": ")
+	first := true
 	for len(v) > maxLine-col {
-		cut := strings.LastIndexAny(v[:maxLine-col], " \t")
+		cut := strings.LastIndexAny(v[:max(maxLine-col, 0)], " \t")
 		if cut <= 0 {
 			// No space in reach: fold at the next one, if there is one.
 			k := strings.IndexAny(v[1:], " \t")
@@ -353,13 +352,89 @@ func (h *Header) writeField(w *bytes.Buffer, f *field) {
 			}
 			cut = k + 1
 		}
-		w.WriteString(v[:cut])
-		w.WriteString(nl)
+		line(v[:cut], first)
 		v = v[cut:] // the space stays, opening the continuation line
-		col = 0
+		col, first = 0, false
 	}
-	w.WriteString(v)
-	w.WriteString(nl)
+	line(v, first)
+}
+
+// writeField writes one field: its bytes as read, or a new "Name: value"
+// with the block's own line ends, folded where a line would pass maxLine.
+func (h *Header) writeField(w *bytes.Buffer, f *field) {
+	if f.raw != nil {
+		w.Write(f.raw)
+		return
+	}
+	nl := h.lineEnd()
+	foldValue(f.key, f.val, func(s string, first bool) {
+		if first {
+			w.WriteString(f.key)
+			w.WriteString(": ")
+		}
+		w.WriteString(s)
+		w.WriteString(nl)
+	})
+}
+
+func (h *Header) lineEnd() string {
+	if h.nl == "" {
+		return "\r\n"
+	}
+	return h.nl
+}
+
+// fieldSize is how many bytes writeField writes for f.
+func (h *Header) fieldSize(f *field) int64 {
+	if f.raw != nil {
+		return int64(len(f.raw))
+	}
+	n := int64(len(f.key) + len(": "))
+	nl := int64(len(h.lineEnd()))
+	foldValue(f.key, f.val, func(s string, _ bool) { n += int64(len(s)) + nl })
+	return n
+}
+
+// CheckSet reports whether Set(name, value) would give a header that can
+// be sent: every line of the new field within 998 octets once folded
+// (else ErrLineTooLong), and the whole block within the max_header_size the
+// header was read under (else ErrHeaderTooLarge). A filter checks before
+// it sets, so that what it cannot send is refused where it was asked for.
+func (h *Header) CheckSet(name, value string) error {
+	return h.check(textproto.CanonicalMIMEHeaderKey(name), value, true)
+}
+
+// CheckAdd is CheckSet for Add(name, value): the fields of that name stay.
+func (h *Header) CheckAdd(name, value string) error {
+	return h.check(textproto.CanonicalMIMEHeaderKey(name), value, false)
+}
+
+func (h *Header) check(key, value string, replace bool) error {
+	longest := 0
+	foldValue(key, value, func(s string, first bool) {
+		n := len(s)
+		if first {
+			n += len(key) + len(": ")
+		}
+		longest = max(longest, n)
+	})
+	if longest > maxLine {
+		return fmt.Errorf("%w: a line of %s would have %d, with no space or tab to fold it at", ErrLineTooLong, key, longest)
+	}
+	limit := h.max
+	if limit <= 0 {
+		limit = DefaultSpool.MaxHeader
+	}
+	size := h.fieldSize(&field{key: key, val: value}) + int64(len(h.sep))
+	for i := range h.fields {
+		if f := &h.fields[i]; !replace || f.key != key {
+			size += h.fieldSize(f)
+		}
+	}
+	if size > limit {
+		return fmt.Errorf("%w: it would be %d bytes, over %d", ErrHeaderTooLarge, size, limit)
+	}
+	return nil
 }
 
 // WriteTo writes the header block: every field, then the blank line that

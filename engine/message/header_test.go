@@ -2,6 +2,7 @@ package message
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -160,3 +161,71 @@ func FuzzHeaderEditKeepsOtherBytes(f *testing.F) {
 }
 
 func hadXFuzz(raw []byte) bool { return bytes.Contains(bytes.ToLower(raw), []byte("x-fuzz")) }
+
+// CheckSet and CheckAdd refuse what could not be sent: a line that cannot
+// be folded under RFC 5322's 998 octets, and a header past the
+// max_header_size it was read under. What they accept, Set writes folded.
+func TestCheckRefusesWhatCannotBeSent(t *testing.T) {
+	read := func(t *testing.T, raw string, maxHeader int64) *Message {
+		t.Helper()
+		m, err := Read(strings.NewReader(raw), Source{}, SpoolOptions{MaxHeader: maxHeader})
+		if err != nil || m.HeaderErr != nil {
+			t.Fatal(err, m.HeaderErr)
+		}
+		return m
+	}
+	big := "X-Big: " + strings.Repeat("b ", 1500) + "\r\n" // 3,009 bytes, folded
+	cases := []struct {
+		name, raw   string
+		maxHeader   int64
+		field, val  string
+		add         bool
+		want        error
+		wantWritten bool
+	}{
+		{"folds at spaces", "A: 1\r\n\r\n", 0, "X-Long", strings.Repeat("word ", 10000), false, nil, true},
+		{"a word of 998 octets cannot fold", "A: 1\r\n\r\n", 0, "X-Long", "a " + strings.Repeat("x", 998), false, ErrLineTooLong, false},
+		{"50 MB without a space", "A: 1\r\n\r\n", 0, "X", strings.Repeat("a", 1<<20), false, ErrLineTooLong, false},
+		{"a name too long to fit a line", "A: 1\r\n\r\n", 0, strings.Repeat("N", 997), "v", false, ErrLineTooLong, false},
+		{"the first line holds the name", "A: 1\r\n\r\n", 0, "Subject", strings.Repeat("x", 990), false, ErrLineTooLong, false},
+		{"just fits", "A: 1\r\n\r\n", 0, "Subject", strings.Repeat("x", 998-len("Subject: ")), false, nil, true},
+		{"over max_header_size", "A: 1\r\n\r\n", 4096, "X-Long", strings.Repeat("word ", 1000), false, ErrHeaderTooLarge, false},
+		{"set replaces what it counts", big + "A: 1\r\n\r\n", 4096, "X-Big", strings.Repeat("s ", 1000), false, nil, true},
+		{"add keeps what it counts", big + "A: 1\r\n\r\n", 4096, "X-Big", strings.Repeat("s ", 1000), true, ErrHeaderTooLarge, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := read(t, c.raw, c.maxHeader)
+			check := m.Header.CheckSet
+			if c.add {
+				check = m.Header.CheckAdd
+			}
+			err := check(c.field, c.val)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("got %v, want %v", err, c.want)
+			}
+			if !c.wantWritten {
+				return
+			}
+			if c.add {
+				m.Header.Add(c.field, c.val)
+			} else {
+				m.Header.Set(c.field, c.val)
+			}
+			m.MarkHeaderChanged()
+			var out bytes.Buffer
+			m.WriteTo(&out)
+			for _, line := range strings.Split(out.String(), "\r\n") {
+				if len(line) > 998 {
+					t.Fatalf("a line of %d octets was written", len(line))
+				}
+			}
+			if limit := c.maxHeader; limit > 0 && int64(out.Len()) > limit+int64(len("\r\n")) {
+				t.Fatalf("wrote a header of %d bytes over max_header_size %d", out.Len(), limit)
+			}
+			if got := New(out.Bytes(), Source{}).Header.Get(c.field); got != strings.TrimSpace(c.val) {
+				t.Fatalf("read back %d bytes, not the %d set", len(got), len(c.val))
+			}
+		})
+	}
+}
