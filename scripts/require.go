@@ -15,9 +15,11 @@ import (
 // require("name") loads name.lua from the configured script_lib directory
 // and nowhere else: no search path, no C modules, no "..". A module is
 // compiled once per loaded script (its states share the compiled code) and
-// run once per state, in the same sandbox and under the same bounds as the
-// script; what it returns is what require returns, as in Lua. Modules are
-// reloaded with the scripts: a new config generation loads them afresh.
+// run in the global environment of the script's top level, in the same
+// sandbox and under the same bounds; what it returns is what require
+// returns, as in Lua, and it is the top level's like the rest of what the
+// top level made (pristine.go). Modules are reloaded with the scripts: a
+// new config generation loads them afresh.
 
 var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
 
@@ -44,7 +46,12 @@ func (v *vm) require(L *lua.LState) int {
 		v.loaded = map[string]lua.LValue{}
 	}
 	v.loaded[name] = loading
-	L.Push(L.NewFunctionFromProto(proto))
+	// A module runs in the environment of the call that requires it, as a
+	// Lua 5.1 module shares the globals of its script: what it defines
+	// goes with the call, like everything else the call made.
+	mod := L.NewFunctionFromProto(proto)
+	mod.Env = v.env
+	L.Push(mod)
 	L.Push(lua.LString(name))
 	L.Call(1, 1)
 	ret := L.Get(-1)
@@ -101,5 +108,9 @@ func compile(src []byte, path, chunkName string) (*lua.FunctionProto, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
+	// The chunk runs for every message (env.go). As a vararg function that
+	// does not use `...`, gopher-lua would give each run Lua 5.0's `arg`
+	// table, 2.7 KB nobody reads: a chunk's arguments are none.
+	proto.IsVarArg &^= lua.VarArgNeedsArg
 	return proto, nil
 }

@@ -9,9 +9,11 @@
 //
 // It is compiled once; every message then runs on a Lua state taken from a
 // pool, so that filters run concurrently without sharing a state. Each state
-// is a sandbox (no os, io, debug or loading of code) and each call is bounded
-// in time and memory by a watchdog that cancels the state's context. A state
-// whose call was cancelled is thrown away, never reused. The API a script
+// is a sandbox (no os, io, debug or loading of code; the libraries
+// read-only), each message finds the script's top level as it ran, never as
+// another message left it (env.go, pristine.go), and each call is bounded
+// in time and memory by a watchdog (watchdog.go, footprint.go). A state
+// whose call was stopped is thrown away, never reused. The API a script
 // sees is documented in scripts/README.md.
 package scripts
 
@@ -72,10 +74,12 @@ func Load(path string, limits plugin.ScriptLimits) (*Script, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Make the first state now: it runs the top level, so an error there, or
-	// a missing filter function, is found when the config is checked.
-	v, err := s.newVM()
-	if err != nil {
+	// Make the first state now and run the top level on it, so that an
+	// error there, or a missing filter function, is found when the config
+	// is checked.
+	v := s.newVM()
+	if err := v.check(); err != nil {
+		v.close()
 		return nil, err
 	}
 	s.put(v)
@@ -109,10 +113,7 @@ func (s *Script) Filter(ctx context.Context, msg *message.Message) (plugin.Verdi
 	if s.closed.Load() {
 		return plugin.Verdict{}, errors.New("script was unloaded")
 	}
-	v, err := s.get()
-	if err != nil {
-		return plugin.Verdict{}, err
-	}
+	v := s.get()
 	verdict, err := v.call(msg)
 	stopped := v.broken
 	s.put(v)
@@ -143,10 +144,10 @@ func (s *Script) Close() error {
 	}
 }
 
-func (s *Script) get() (*vm, error) {
+func (s *Script) get() *vm {
 	select {
 	case v := <-s.pool:
-		return v, nil
+		return v
 	default:
 		return s.newVM()
 	}

@@ -2,6 +2,7 @@ package scripts
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -12,18 +13,22 @@ import (
 	"github.com/mailflow/mailflow/engine/message"
 )
 
-// vm is one sandboxed Lua state with the script's top level already run.
-// It serves one message at a time.
+// vm is one sandboxed Lua state. It serves one message at a time, each of
+// which finds the script's top level as it ran (env.go, pristine.go).
 type vm struct {
 	s       *Script
 	L       *lua.LState
-	filter  *lua.LFunction
+	sb      *sandbox
 	watch   *watched // the watchdog's view of this state
 	cancel  context.CancelFunc
 	msgUD   *lua.LUserData        // reused for every call; Value is nil between calls
 	keepErr *lua.LFunction        // error handler that returns the error as it is
 	budget  budget                // what the running call has built (budget.go)
-	loaded  map[string]lua.LValue // modules this state has required (require.go)
+	env     *lua.LTable           // the globals the top level made (env.go)
+	filter  *lua.LFunction        // the filter function it defined
+	shot    *pristine             // what it made, as it made it (pristine.go)
+	dirty   bool                  // a call changed it: the top level runs again first
+	loaded  map[string]lua.LValue // modules required since the top level ran (require.go)
 	cur     msgRef
 	broken  bool // cancelled or otherwise unfit for another call
 }
@@ -45,7 +50,7 @@ const (
 	registryMaxSize = 1 << 18 // values on the stack at most
 )
 
-func (s *Script) newVM() (*vm, error) {
+func (s *Script) newVM() *vm {
 	L := lua.NewState(lua.Options{
 		SkipOpenLibs:        true,
 		CallStackSize:       callStackSize,
@@ -53,62 +58,112 @@ func (s *Script) newVM() (*vm, error) {
 		RegistryMaxSize:     registryMaxSize,
 		MinimizeStackMemory: true,
 	})
+	v := &vm{s: s, L: L, keepErr: L.NewFunction(keepError), budget: budget{limit: s.limits.MaxMemory}}
 	ctx, cancel := context.WithCancel(context.Background())
 	L.SetContext(ctx)
-	v := &vm{s: s, L: L, cancel: cancel, keepErr: L.NewFunction(keepError), budget: budget{limit: s.limits.MaxMemory}}
+	v.cancel = cancel
 	v.watch = watchdog.add(cancel, s.limits)
 	openSandbox(L, &v.budget)
 	L.SetGlobal("pcall", L.NewFunction(v.pcall))
 	L.SetGlobal("require", L.NewFunction(v.require))
 	v.openAPI()
-
-	// The top level runs under the same bounds as a filter call.
-	v.watch.begin()
-	L.Push(L.NewFunctionFromProto(s.proto))
-	err := L.PCall(0, 0, v.keepErr)
-	reason := v.watch.end()
-	if err != nil {
-		v.close()
-		if reason != "" {
-			return nil, fmt.Errorf("%s: top level: %s", s.path, reason)
-		}
-		return nil, fmt.Errorf("%s", s.scriptError(err))
-	}
-	fn, ok := L.GetGlobal("filter").(*lua.LFunction)
-	if !ok {
-		v.close()
-		return nil, fmt.Errorf("%s: does not define function filter(msg)", s.path)
-	}
-	v.filter = fn
-	return v, nil
+	v.sb = freeze(L)
+	v.dirty = true // the top level has not run
+	return v
 }
 
-// call runs filter(msg) and turns what it returned into a verdict.
+// check runs the script's top level, as the first call would, to find an
+// error there, or a missing filter function, when the script is loaded.
+func (v *vm) check() error {
+	v.watch.begin()
+	v.budget.reset()
+	err := v.prepare()
+	reason := v.watch.end()
+	v.L.SetTop(0)
+	switch {
+	case reason != "":
+		v.broken = true
+		return fmt.Errorf("%s: top level: %s", v.s.path, reason)
+	case errors.Is(err, errNoFilter):
+		return fmt.Errorf("%s: %w", v.s.path, err)
+	case err != nil:
+		return fmt.Errorf("%s", v.s.scriptError(err))
+	}
+	return nil
+}
+
+var errNoFilter = errors.New("does not define function filter(msg)")
+
+// prepare runs the script's top level in a new global environment, keeps
+// the filter function it defined there, and records what it made
+// (pristine.go).
+func (v *vm) prepare() error {
+	v.dirty = true // until it has run whole
+	v.env, v.filter, v.shot, v.loaded = v.sb.newEnv(v.L), nil, nil, nil
+	top := v.L.NewFunctionFromProto(v.s.proto)
+	top.Env = v.env
+	v.L.Push(top)
+	if err := v.L.PCall(0, 0, v.keepErr); err != nil {
+		return err
+	}
+	fn, ok := v.env.RawGetString("filter").(*lua.LFunction)
+	if !ok {
+		return errNoFilter
+	}
+	v.filter = fn
+	v.shot = v.sb.snapshot(v.env, v.loaded)
+	v.dirty = false
+	return nil
+}
+
+// finish ends a call. When the call changed anything the top level made,
+// that is let go, to be made anew before the next call.
+func (v *vm) finish() {
+	v.L.SetTop(0)
+	if v.broken {
+		return // closed, not reused
+	}
+	if !v.dirty && !v.shot.same(v.loaded) {
+		v.dirty = true
+	}
+	if v.dirty {
+		v.env, v.filter, v.shot, v.loaded = nil, nil, nil, nil
+	}
+}
+
+// call runs filter(msg), after the top level if it must run again, and
+// turns what filter returned into a verdict.
 func (v *vm) call(m *message.Message) (plugin.Verdict, error) {
 	v.cur = msgRef{m: m}
 	v.msgUD.Value = &v.cur
 	defer func() {
-		v.msgUD.Value = nil // a script that kept msg in a global cannot reach the next one's
+		v.msgUD.Value = nil // a script that kept msg somewhere cannot reach the next one's
 		v.cur = msgRef{}
+		v.finish()
 	}()
 
 	v.watch.begin()
 	v.budget.reset()
-	v.L.Push(v.filter)
-	v.L.Push(v.msgUD)
-	err := v.L.PCall(1, 1, v.keepErr)
+	var err error
+	if v.dirty {
+		err = v.prepare()
+	}
+	if err == nil {
+		v.L.Push(v.filter)
+		v.L.Push(v.msgUD)
+		err = v.L.PCall(1, 1, v.keepErr)
+	}
 	if reason := v.watch.end(); reason != "" {
 		v.broken = true
-		v.L.SetTop(0)
 		return plugin.Verdict{}, fmt.Errorf("%s", reason)
 	}
+	if errors.Is(err, errNoFilter) {
+		return plugin.Verdict{}, err
+	}
 	if err != nil {
-		v.L.SetTop(0)
 		return plugin.Verdict{}, v.s.scriptError(err)
 	}
-	ret := v.L.Get(-1)
-	v.L.Pop(1)
-	verdict, err := toVerdict(ret)
+	verdict, err := toVerdict(v.L.Get(-1))
 	if err == nil {
 		verdict.Generated = v.cur.generated
 	}
