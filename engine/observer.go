@@ -21,6 +21,18 @@ type Observer interface {
 	PollDone(ev PollEvent)
 	// Reloaded: a reload was tried; err nil means the new config is in force.
 	Reloaded(err error)
+	// Waiting: an input's poll loop waits for its next poll (Next), and
+	// watches the source for new mail meanwhile (Watching, IMAP IDLE)
+	// unless watching failed (Err).
+	Waiting(ev WaitEvent)
+}
+
+// WaitEvent is an input between two polls.
+type WaitEvent struct {
+	Input    string
+	Next     time.Time // when it polls next (sooner if Watching sees mail)
+	Watching bool      // it watches the source for new mail (IMAP IDLE)
+	Err      error     // why watching failed, if it did (it is tried again)
 }
 
 // MessageEvent is one message's outcome.
@@ -58,5 +70,50 @@ func (NopObserver) MessageDone(MessageEvent)             {}
 func (NopObserver) OutputDone(OutputEvent)               {}
 func (NopObserver) PollDone(PollEvent)                   {}
 func (NopObserver) Reloaded(error)                       {}
+func (NopObserver) Waiting(WaitEvent)                    {}
 
-var _ Observer = NopObserver{}
+// Observers tells each of obs every event, in order.
+func Observers(obs ...Observer) Observer { return observers(obs) }
+
+type observers []Observer
+
+func (o observers) MessageFetched(input, folder string, bytes int64) {
+	for _, x := range o {
+		x.MessageFetched(input, folder, bytes)
+	}
+}
+
+func (o observers) MessageDone(ev MessageEvent) {
+	for _, x := range o {
+		x.MessageDone(ev)
+	}
+}
+
+func (o observers) OutputDone(ev OutputEvent) {
+	for _, x := range o {
+		x.OutputDone(ev)
+	}
+}
+
+func (o observers) PollDone(ev PollEvent) {
+	for _, x := range o {
+		x.PollDone(ev)
+	}
+}
+
+func (o observers) Reloaded(err error) {
+	for _, x := range o {
+		x.Reloaded(err)
+	}
+}
+
+func (o observers) Waiting(ev WaitEvent) {
+	for _, x := range o {
+		x.Waiting(ev)
+	}
+}
+
+var (
+	_ Observer = NopObserver{}
+	_ Observer = observers(nil)
+)

@@ -114,17 +114,19 @@ func (e *Engine) pollLoop(ctx context.Context, name string, sched config.Schedul
 // waited (the caller then polls at once). A watch that fails is retried,
 // with back-off, until the schedule's time.
 func (e *Engine) watch(ctx context.Context, name string, wait time.Duration, log *slog.Logger) bool {
-	ic := e.Config().Input(name)
-	if ic == nil {
-		return false
-	}
-	w, ok := ic.Plugin.(plugin.MailWaiter)
-	if !ok {
-		return false
-	}
 	deadline := time.Now().Add(wait)
+	ic := e.Config().Input(name)
+	w, ok := plugin.MailWaiter(nil), false
+	if ic != nil {
+		w, ok = ic.Plugin.(plugin.MailWaiter)
+	}
+	if !ok {
+		e.observer.Waiting(WaitEvent{Input: name, Next: deadline})
+		return false
+	}
 	retry := time.Second
 	for {
+		e.observer.Waiting(WaitEvent{Input: name, Next: deadline, Watching: true})
 		wctx, cancel := context.WithDeadline(ctx, deadline)
 		err := w.WaitForMail(wctx)
 		cancel()
@@ -132,8 +134,10 @@ func (e *Engine) watch(ctx context.Context, name string, wait time.Duration, log
 		case err == nil, ctx.Err() != nil, !time.Now().Before(deadline):
 			return true // news, a stop, or the schedule's time: the loop decides
 		case errors.Is(err, plugin.ErrNotWatching):
+			e.observer.Waiting(WaitEvent{Input: name, Next: deadline})
 			return false
 		}
+		e.observer.Waiting(WaitEvent{Input: name, Next: deadline, Err: err})
 		log.Warn("watching the source for new mail failed; trying again", "err", err, "retry_in", retry)
 		select {
 		case <-ctx.Done():

@@ -1,12 +1,10 @@
 // Package metrics exposes what the engine does as Prometheus metrics
-// (prometheus/client_golang), and a /healthz endpoint. It implements
-// engine.Observer; the engine itself knows nothing of Prometheus.
+// (prometheus/client_golang). It implements engine.Observer; the engine
+// itself knows nothing of Prometheus. The status package serves them, with
+// the health and the status page.
 package metrics
 
 import (
-	"encoding/json"
-	"errors"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -34,22 +32,14 @@ type Metrics struct {
 	reloads     *prometheus.CounterVec   // result
 	healthy     *prometheus.GaugeVec     // output
 
-	mu      sync.Mutex
-	started time.Time
-	inputs  map[string]pollState
-	auth    func() []AuthStatus
-}
-
-type pollState struct {
-	LastPoll    time.Time `json:"last_poll"`
-	LastSuccess time.Time `json:"last_success,omitzero"`
-	LastError   string    `json:"last_error,omitempty"`
+	mu   sync.Mutex
+	auth func() []AuthStatus
 }
 
 // New makes the metrics and registers them, with the Go runtime and process
 // collectors, in a registry of their own.
 func New() *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), started: time.Now(), inputs: map[string]pollState{}}
+	m := &Metrics{reg: prometheus.NewRegistry()}
 	buckets := []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 	m.fetched = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailflow_messages_fetched_total", Help: "Messages read from an input.",
@@ -130,16 +120,6 @@ func (m *Metrics) OutputDone(ev engine.OutputEvent) {
 func (m *Metrics) PollDone(ev engine.PollEvent) {
 	input, err := ev.Input, ev.Err
 	now := time.Now()
-	m.mu.Lock()
-	st := m.inputs[input]
-	st.LastPoll = now
-	if err == nil {
-		st.LastSuccess, st.LastError = now, ""
-	} else {
-		st.LastError = err.Error()
-	}
-	m.inputs[input] = st
-	m.mu.Unlock()
 	if err != nil {
 		m.polls.WithLabelValues(input, "error").Inc()
 		return
@@ -147,6 +127,9 @@ func (m *Metrics) PollDone(ev engine.PollEvent) {
 	m.polls.WithLabelValues(input, "ok").Inc()
 	m.lastPoll.WithLabelValues(input).Set(float64(now.Unix()))
 }
+
+// Waiting implements engine.Observer; metrics keep nothing of it.
+func (m *Metrics) Waiting(engine.WaitEvent) {}
 
 // Reloaded implements engine.Observer.
 func (m *Metrics) Reloaded(err error) {
@@ -157,45 +140,9 @@ func (m *Metrics) Reloaded(err error) {
 	m.reloads.WithLabelValues("ok").Inc()
 }
 
-// Handler serves /metrics and /healthz. /healthz answers 200 with each
-// input's last poll while the process runs: it is a liveness check, and the
-// body says which inputs are failing.
+// Handler serves the metrics (Prometheus's text format).
 func (m *Metrics) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		auth := map[string]any{}
-		for _, a := range m.authStatus() {
-			auth[a.Connector] = map[string]any{"healthy": a.Healthy(), "expiry": a.Expiry, "error": a.Error}
-		}
-		m.mu.Lock()
-		body := map[string]any{"status": "ok", "uptime_seconds": int(time.Since(m.started).Seconds()), "inputs": m.inputs, "oauth": auth}
-		b, err := json.MarshalIndent(body, "", "  ")
-		m.mu.Unlock()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(append(b, '\n'))
-	})
-	return mux
-}
-
-// Serve listens on addr and serves Handler until Close. It returns once
-// listening, so that a port already in use is an error at start-up.
-func (m *Metrics) Serve(addr string) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err // the listener closed under us; nothing to do but stop
-		}
-	}()
-	return srv, nil
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
 var _ engine.Observer = (*Metrics)(nil)

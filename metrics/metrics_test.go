@@ -70,15 +70,12 @@ func TestObserverFeedsMetricsAndHealth(t *testing.T) {
 	if strings.Contains(out, `mailflow_last_successful_poll_timestamp_seconds{input="pop"}`) {
 		t.Error("a failed poll set the last successful poll time")
 	}
-	health := scrape(t, m, "/healthz")
-	if !strings.Contains(health, `"status": "ok"`) || !strings.Contains(health, `"last_error": "connection refused"`) {
-		t.Errorf("healthz:\n%s", health)
-	}
 }
 
 // OAuth connectors' tokens show as mailflow_oauth_token_expiry_seconds and
-// mailflow_auth_failures_total, and in /healthz, read at each scrape.
-func TestOAuthTokensInMetricsAndHealth(t *testing.T) {
+// mailflow_auth_failures_total, read at each scrape (the status page's
+// health shows them too: status.Health).
+func TestOAuthTokensInMetrics(t *testing.T) {
 	m := New()
 	state := []AuthStatus{
 		{Connector: "gmail", Expiry: time.Now().Add(30 * time.Minute), Failures: 1},
@@ -91,9 +88,5 @@ func TestOAuthTokensInMetricsAndHealth(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %s", want)
 		}
-	}
-	health := scrape(t, m, "/healthz")
-	if !strings.Contains(health, `"m365": {`) || !strings.Contains(health, "invalid_grant") || !strings.Contains(health, `"healthy": false`) || !strings.Contains(health, `"healthy": true`) {
-		t.Errorf("healthz:\n%s", health)
 	}
 }

@@ -153,7 +153,7 @@ cleanly and hands their jobs back at once.`,
 	return cmd
 }
 
-func statusCmd() *cobra.Command {
+func fleetStatusCmd() *cobra.Command {
 	var q queueFlags
 	var name, report string
 	var wait bool

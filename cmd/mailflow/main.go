@@ -127,7 +127,7 @@ output it was routed to accepted it.
 	pf.StringVarP(&g.config, "config", "c", "", "the config `FILE` (mailflow.toml)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(runCmd(g), checkCmd(g), testCmd(g), migrateCmd(g), workerCmd(g),
+	root.AddCommand(runCmd(g), checkCmd(g), statusCmd(g), testCmd(g), migrateCmd(g), workerCmd(g),
 		quarantineCmd(g), ledgerCmd(g), authCmd(g), &cobra.Command{
 			Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 			Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintf(cmd.OutOrStdout(), "mailflow %s\n", version) },

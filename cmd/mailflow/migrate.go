@@ -120,7 +120,7 @@ progress and report.`,
 	f.BoolVar(&dryRun, "dry-run", false, "list what would move, and the total size; send nothing")
 	f.StringVar(&progress, "progress", "auto", "bar, log (a line every 5 s), none, or auto (bar on a terminal)")
 	f.StringVar(&reportJSON, "report-json", "", "also write the report as JSON to `FILE` (- for stdout)")
-	cmd.AddCommand(batchCmd(g), statusCmd(), childCmd(g))
+	cmd.AddCommand(batchCmd(g), fleetStatusCmd(), childCmd(g))
 	return cmd
 }
 

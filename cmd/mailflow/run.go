@@ -1,15 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/config"
 	"github.com/mailflow/mailflow/metrics"
 	"github.com/mailflow/mailflow/plugins"
+	"github.com/mailflow/mailflow/status"
 )
 
 func runCmd(g *globals) *cobra.Command {
@@ -38,25 +42,25 @@ messages went to the quarantine (so that cron notices).`,
 			if err != nil {
 				return err
 			}
+			ctx, stop := stopOnSignal(log, cfg.ShutdownTimeout)
+			defer stop()
 			var opts []engine.Option
+			var srv *status.Server
 			var e *engine.Engine
-			if listen := cfg.Metrics.Listen; listen != "" {
-				m := metrics.New()
-				srv, err := m.Serve(listen)
-				if err != nil {
-					return failed(cmd, exitConfig, fmt.Errorf("metrics: cannot listen on %s: %w", listen, err))
+			if h := cfg.HTTP; h.Listen != "" {
+				m, t := metrics.New(), status.NewTracker()
+				opts = append(opts, engine.WithObserver(engine.Observers(m, t)))
+				if srv, err = serveStatus(ctx, h, t, m, log, func() []metrics.AuthStatus { return metrics.OAuthStatuses(e.Config()) }); err != nil {
+					return failed(cmd, exitConfig, fmt.Errorf("http: %w", err))
 				}
-				defer srv.Close()
-				opts = append(opts, engine.WithObserver(m))
-				m.SetAuth(func() []metrics.AuthStatus { return metrics.OAuthStatuses(e.Config()) })
-				log.Info("serving metrics", "url", "http://"+listen+"/metrics", "health", "http://"+listen+"/healthz")
 			}
 			if e, err = engine.Open(cfg, plugins.Default, log, opts...); err != nil {
 				return failed(cmd, exitConfig, err)
 			}
 			defer e.Close()
-			ctx, stop := stopOnSignal(log, cfg.ShutdownTimeout)
-			defer stop()
+			if srv != nil {
+				srv.SetEngine(e)
+			}
 			if once {
 				stats, err := e.RunOnce(ctx)
 				printSummary(cmd.OutOrStdout(), stats)
@@ -128,4 +132,24 @@ running anything: 0 when all is well, 2 with "file:line: problem" when not.`,
 			return nil
 		},
 	}
+}
+
+// serveStatus starts the status page, the health endpoints and the
+// metrics on h.Listen.
+func serveStatus(ctx context.Context, h config.HTTP, t *status.Tracker, m *metrics.Metrics, log *slog.Logger, auth func() []metrics.AuthStatus) (*status.Server, error) {
+	srv, err := status.NewServer(t, status.Options{DegradedAfter: h.DegradedAfter, AdminTokenFile: h.AdminTokenFile,
+		Metrics: m.Handler(), Auth: auth, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	addr, err := srv.Serve(ctx, h.Listen, h.TLSCertFile, h.TLSKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	scheme := "http"
+	if h.TLSCertFile != "" {
+		scheme = "https"
+	}
+	log.Info("serving the status page", "url", scheme+"://"+addr.String()+"/", "health", "/healthz", "metrics", "/metrics")
+	return srv, nil
 }

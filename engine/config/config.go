@@ -41,10 +41,12 @@ type Config struct {
 	MemoryBudget int64
 	Spool        message.SpoolOptions
 	Script       plugin.ScriptLimits
-	Metrics      Metrics
-	Inputs       []*Input
-	Pipelines    []*Pipeline
-	Outputs      []*Output
+	// HTTP is the [http] table: the status page, /healthz, /readyz and
+	// /metrics (an older config's [metrics] listen is its Listen).
+	HTTP      HTTP
+	Inputs    []*Input
+	Pipelines []*Pipeline
+	Outputs   []*Output
 	// FetchAttempts is how many fetches of a message may disagree with the
 	// size its source announced before it is held (quarantined with the
 	// source keeping it).
@@ -57,9 +59,26 @@ type Config struct {
 	LedgerGrace time.Duration
 }
 
-// Metrics is the [metrics] table.
+// Metrics is the [metrics] table, of configs from before [http].
 type Metrics struct {
 	Listen string `toml:"listen"`
+}
+
+// HTTP is the [http] table.
+type HTTP struct {
+	// Listen is host:port for the status page, the health endpoints and
+	// the metrics; empty: none. Beyond loopback it needs TLS and an admin
+	// token (the page shows quarantined mail).
+	Listen string `toml:"listen"`
+	// AdminTokenFile holds the secret a person gives to resend and delete
+	// quarantined messages from the page; without it the page is
+	// read-only.
+	AdminTokenFile string `toml:"admin_token_file"`
+	// DegradedAfter is how many failed polls in a row of an input make
+	// the health "degraded" (default 3).
+	DegradedAfter int    `toml:"degraded_after"`
+	TLSCertFile   string `toml:"tls_cert_file"`
+	TLSKeyFile    string `toml:"tls_key_file"`
 }
 
 // Input is one [[input]] table.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,7 @@ type file struct {
 	LedgerGrace     string           `toml:"ledger_grace"`
 	ShutdownTimeout string           `toml:"shutdown_timeout"`
 	Metrics         Metrics          `toml:"metrics"`
+	HTTP            HTTP             `toml:"http"`
 	Input           []toml.Primitive `toml:"input"`
 	Pipeline        []toml.Primitive `toml:"pipeline"`
 	Output          []toml.Primitive `toml:"output"`
@@ -135,7 +137,7 @@ func (p *parser) globals(fc *file, baseDir string) (*Config, error) {
 		MemoryBudget:  fc.MemoryBudget,
 		Spool:         message.SpoolOptions{InMemory: fc.SpillOver, MaxSize: fc.MaxMessageSize, MaxHeader: fc.MaxHeaderSize},
 		Script:        plugin.ScriptLimits{MaxMemory: fc.ScriptMemory, Separator: fc.Subaddress, StoreMaxKeys: fc.StoreMaxKeys, StoreMaxBytes: fc.StoreMaxBytes, TrustedAuthServIDs: fc.TrustedAuthIDs},
-		Metrics:       fc.Metrics,
+		HTTP:          fc.HTTP,
 		FetchAttempts: fc.FetchAttempts,
 	}
 	var err error
@@ -191,6 +193,9 @@ func (p *parser) globals(fc *file, baseDir string) (*Config, error) {
 		}
 		cfg.Script.SRSSecrets = secrets
 	}
+	if err := p.http(cfg, fc); err != nil {
+		return nil, err
+	}
 	if fc.ScriptLib != "" {
 		cfg.Script.LibDir = cfg.Resolve(fc.ScriptLib)
 		if fi, err := os.Stat(cfg.Script.LibDir); err != nil || !fi.IsDir() {
@@ -198,6 +203,39 @@ func (p *parser) globals(fc *file, baseDir string) (*Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// http checks the [http] table (or an older config's [metrics] listen):
+// an address to listen on, and, beyond loopback, TLS and an admin token,
+// since the page shows quarantined mail and anyone who can reach it could
+// read it.
+func (p *parser) http(cfg *Config, fc *file) error {
+	h := &cfg.HTTP
+	key := "listen"
+	if h.Listen == "" && fc.Metrics.Listen != "" {
+		h.Listen, key = fc.Metrics.Listen, "metrics.listen"
+	}
+	if h.Listen == "" {
+		return nil
+	}
+	line := p.pos.line("http", 0, "listen")
+	if key != "listen" {
+		line = p.pos.line("metrics", 0, "listen")
+	}
+	host, port, err := net.SplitHostPort(h.Listen)
+	if err != nil || port == "" {
+		return p.errorf(line, "%s: %q is not host:port (like \"127.0.0.1:9090\")", key, h.Listen)
+	}
+	h.AdminTokenFile, h.TLSCertFile, h.TLSKeyFile = cfg.Resolve(h.AdminTokenFile), cfg.Resolve(h.TLSCertFile), cfg.Resolve(h.TLSKeyFile)
+	if (h.TLSCertFile == "") != (h.TLSKeyFile == "") {
+		return p.errorf(line, "http: give both tls_cert_file and tls_key_file, or neither")
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if h.TLSCertFile == "" || h.AdminTokenFile == "" {
+			return p.errorf(line, "%s: %q is reachable from other machines; the status page shows quarantined mail, so it needs tls_cert_file, tls_key_file and admin_token_file there (or listen on 127.0.0.1 and reach it through an SSH tunnel or a proxy)", key, h.Listen)
+		}
+	}
+	return nil
 }
 
 // instance is the name this mailflow gives itself in trace fields: the
