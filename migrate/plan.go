@@ -290,3 +290,19 @@ func ParseList(s string) []string {
 	}
 	return out
 }
+
+// SetText fills in what a command line gives as text: -c FILE, --since,
+// --folders ("*" is every folder) and --folder-map.
+func (p *Plan) SetText(config, since, folders, folderMap string) (err error) {
+	p.Config = config
+	if since != "" {
+		if p.Since, err = ParseSince(since); err != nil {
+			return err
+		}
+	}
+	if folders != "*" {
+		p.Folders = ParseList(folders)
+	}
+	p.FolderMap, err = ParseFolderMap(folderMap)
+	return err
+}

@@ -220,3 +220,26 @@ func (m *Meter) movedCount() Count {
 	defer m.mu.Unlock()
 	return m.moved
 }
+
+// Observers tells each of obs every event, in order.
+func Observers(obs ...Observer) Observer { return observers(obs) }
+
+type observers []Observer
+
+func (o observers) Started(m *Meter) {
+	for _, x := range o {
+		x.Started(m)
+	}
+}
+
+func (o observers) Message(ev engine.MessageEvent) {
+	for _, x := range o {
+		x.Message(ev)
+	}
+}
+
+func (o observers) Waiting(why string, d time.Duration) {
+	for _, x := range o {
+		x.Waiting(why, d)
+	}
+}

@@ -101,7 +101,7 @@ func (t *Tracker) Health(e *engine.Engine, degradedAfter int, auth []metrics.Aut
 			in.State = "waiting"
 		case in.Failures >= degradedAfter:
 			in.State = "failing"
-			h.problem("input %s: its last %d polls failed: %s", ic.Name, in.Failures, in.LastError)
+			h.problem("input %s: %s failed: %s", ic.Name, plural(in.Failures, "its last poll", "its last %d polls"), in.LastError)
 		}
 		h.Inputs = append(h.Inputs, in)
 	}
@@ -124,7 +124,7 @@ func (t *Tracker) Health(e *engine.Engine, degradedAfter int, auth []metrics.Aut
 		h.Quarantine.Entries = len(entries)
 	}
 	if h.Quarantine.LastHour = t.quarantinedLastHour(); h.Quarantine.LastHour > 0 {
-		h.problem("%d messages went to the quarantine in the last hour", h.Quarantine.LastHour)
+		h.problem("%s to the quarantine in the last hour", plural(h.Quarantine.LastHour, "a message went", "%d messages went"))
 	}
 	if e.Ledger != nil {
 		for _, st := range e.Ledger.Stats() {
@@ -146,4 +146,12 @@ func (t *Tracker) Health(e *engine.Engine, degradedAfter int, auth []metrics.Aut
 func (h *Health) problem(format string, args ...any) {
 	h.Status = "degraded"
 	h.Problems = append(h.Problems, fmt.Sprintf(format, args...))
+}
+
+// plural is one when n is 1, else many (with n for its %d).
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return fmt.Sprintf(many, n)
 }

@@ -38,12 +38,21 @@ var funcs = template.FuncMap{
 			return "never"
 		}
 		d := time.Since(t)
-		if d < 0 {
+		switch {
+		case d < -time.Second:
 			return "in " + (-d).Round(time.Second).String()
+		case d < time.Second:
+			return "now"
 		}
 		return d.Round(time.Second).String() + " ago"
 	},
 	"clip": human.Clip,
+	"messages": func(n int) string {
+		if n == 1 {
+			return "1 message"
+		}
+		return fmt.Sprintf("%d messages", n)
+	},
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, p page) {

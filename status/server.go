@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -100,7 +101,13 @@ func (s *Server) Handler() http.Handler {
 	}
 	static, _ := fs.Sub(staticFiles, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
-	mux.HandleFunc("GET /{$}", s.ready(s.overview))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		if s.engine.Load() == nil && s.opts.Migration != nil {
+			http.Redirect(w, r, "/migration", http.StatusSeeOther)
+			return
+		}
+		s.ready(s.overview)(w, r)
+	})
 	mux.HandleFunc("GET /quarantine", s.ready(s.quarantineList))
 	mux.HandleFunc("GET /quarantine/{id}", s.ready(s.quarantineEntry))
 	mux.HandleFunc("GET /quarantine/{id}/raw", s.ready(s.quarantineRaw))
@@ -290,4 +297,23 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	s.opts.Log.Info("status page: admin logged in", "from", r.RemoteAddr)
 	http.Redirect(w, r, "/quarantine", http.StatusSeeOther)
+}
+
+// ServeMigration serves a migration's page (and nothing of a running
+// engine) on addr, which must be a loopback address: the command line has
+// no TLS or admin token to guard more.
+func ServeMigration(ctx context.Context, addr string, m Migration, log *slog.Logger) error {
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--http %q: give a loopback address such as 127.0.0.1:8025 (reach it from elsewhere through an SSH tunnel)", addr)
+	}
+	s, err := NewServer(NewTracker(), Options{Migration: m, Log: log})
+	if err != nil {
+		return err
+	}
+	at, err := s.Serve(ctx, addr, "", "")
+	if err == nil {
+		log.Info("serving the migration's progress", "url", "http://"+at.String()+"/migration")
+	}
+	return err
 }

@@ -15,11 +15,12 @@ import (
 	"github.com/mailflow/mailflow/migrate"
 	"github.com/mailflow/mailflow/migrate/bar"
 	"github.com/mailflow/mailflow/migrate/batch"
+	"github.com/mailflow/mailflow/status"
 )
 
 func batchCmd(g *globals) *cobra.Command {
 	r := batch.Runner{}
-	var report, progress string
+	var report, progress, httpAddr string
 	var q queueFlags
 	var o queueOptions
 	cmd := &cobra.Command{
@@ -39,13 +40,9 @@ batch ends with a report (human, and CSV in --report) and exits 1 if any
 mailbox failed, 3 if some messages were quarantined. "mailflow migrate
 --batch FILE" is the same command.
 
-With --queue, the batch goes to NATS JetStream as one job per mailbox
-(publishing the same batch again adds nothing; a failed mailbox is queued
-again), for "mailflow worker" on any number of machines; "mailflow migrate
-status" shows where every mailbox stands. NATS credentials: --queue-creds
-FILE, --queue-user NAME with --queue-password-file FILE, or
---queue-token-file FILE; TLS (tls://) is verified, against --queue-ca FILE
-if given.`,
+With --queue, the batch goes to NATS JetStream, one job per mailbox, for
+"mailflow worker" on any number of machines (see its help, and "mailflow
+migrate status"); NATS credentials and TLS come from the --queue-* flags.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			file, stdout, stderr := args[0], cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -96,6 +93,11 @@ if given.`,
 					}
 				}
 			}()
+			if httpAddr != "" {
+				if err := status.ServeMigration(ctx, httpAddr, status.BatchProgress{Runner: &r, Jobs: jobs}, slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
+					return failed(cmd, exitConfig, err)
+				}
+			}
 			r.Run(ctx, jobs)
 			close(done)
 			<-drawn
@@ -122,6 +124,7 @@ if given.`,
 	f.StringVar(&r.StateDir, "state", "", "`DIR` for each mailbox's record (default under $XDG_STATE_HOME/mailflow)")
 	f.StringVar(&report, "report", "", "write the final report as CSV to `FILE` (default STATE/report.csv)")
 	f.StringVar(&progress, "progress", "auto", "table (redrawn on a terminal), lines, or auto")
+	f.StringVar(&httpAddr, "http", "", "also show every mailbox's progress in a browser, at `ADDR` (127.0.0.1:8025)")
 	q.register(f)
 	f.StringVar(&o.name, "name", "", "with --queue: the batch's `NAME` in the fleet (default: the file's name)")
 	f.DurationVar(&o.ackWait, "ack-wait", time.Minute, "with --queue: how long a job may go without a worker's heartbeat before another worker gets it")

@@ -19,6 +19,7 @@ import (
 	"github.com/mailflow/mailflow/migrate/bar"
 	"github.com/mailflow/mailflow/migrate/batch"
 	"github.com/mailflow/mailflow/migrate/fleet"
+	"github.com/mailflow/mailflow/status"
 )
 
 // queueFlags are how a command reaches NATS.
@@ -67,12 +68,7 @@ func queueBatch(cmd *cobra.Command, file string, jobs []*batch.Job, q *queueFlag
 		return failed(cmd, exitFailed, err)
 	}
 	name := fleet.BatchName(file, o.name)
-	var qjobs []fleet.Job
-	for _, j := range jobs {
-		qjobs = append(qjobs, fleet.Job{Batch: name, Key: fleet.JobKey(name, j.Plan), Row: j.Row, Mailbox: j.Name,
-			Plan: j.Plan, Retries: o.retries, RetryWait: o.retryWait})
-	}
-	added, already, err := fleet.Publish(ctx, js, kv, qjobs)
+	added, already, err := fleet.Publish(ctx, js, kv, fleet.JobsOf(name, jobs, o.retries, o.retryWait))
 	fmt.Fprintf(stdout, "batch %s (%s): %d mailboxes queued, %d already in the queue\n", name, file, added, already)
 	if err != nil {
 		return failed(cmd, exitFailed, err)
@@ -155,7 +151,7 @@ cleanly and hands their jobs back at once.`,
 
 func fleetStatusCmd() *cobra.Command {
 	var q queueFlags
-	var name, report string
+	var name, report, httpAddr string
 	var wait bool
 	cmd := &cobra.Command{
 		Use:   "status --queue nats://HOST:4222 [--name BATCH] [--wait] [--report FILE.csv]",
@@ -183,7 +179,13 @@ mailbox failed, 4 if some are still queued or running, 0 when all are done.`,
 			}
 			code := exitOK
 			if wait {
-				code = followStatus(ctx, kv, name, stdout, stderr)
+				page := &status.FleetProgress{}
+				if httpAddr != "" {
+					if err := status.ServeMigration(ctx, httpAddr, page, slog.New(slog.NewTextHandler(stderr, nil))); err != nil {
+						return failed(cmd, exitConfig, err)
+					}
+				}
+				code = followStatus(ctx, kv, name, stdout, stderr, page.Set)
 			}
 			all, err := fleet.ReadStatuses(ctx, kv, name)
 			if err != nil {
@@ -205,16 +207,20 @@ mailbox failed, 4 if some are still queued or running, 0 when all are done.`,
 	f.StringVar(&name, "name", "", "only this batch")
 	f.BoolVar(&wait, "wait", false, "redraw until every mailbox is done or failed")
 	f.StringVar(&report, "report", "", "also write the table as CSV to `FILE`")
+	f.StringVar(&httpAddr, "http", "", "with --wait: also show the fleet in a browser, at `ADDR` (127.0.0.1:8025)")
 	return cmd
 }
 
 // followStatus shows the batch as it goes (a table redrawn on a
 // terminal, else a line per change) until nothing is left to run, then
 // prints it a last time.
-func followStatus(ctx context.Context, kv jetstream.KeyValue, name string, stdout, stderr io.Writer) int {
+func followStatus(ctx context.Context, kv jetstream.KeyValue, name string, stdout, stderr io.Writer, seen ...func(map[string]fleet.Status)) int {
 	table := bar.IsTerminal(stderr)
 	last := map[string]string{}
 	all := fleet.Follow(ctx, kv, name, 2*time.Second, func(all map[string]fleet.Status, err error) {
+		for _, fn := range seen {
+			fn(all)
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			fmt.Fprintln(stderr, "mailflow migrate status:", err)

@@ -12,11 +12,12 @@ import (
 
 	"github.com/mailflow/mailflow/migrate"
 	"github.com/mailflow/mailflow/migrate/bar"
+	"github.com/mailflow/mailflow/status"
 )
 
 func migrateCmd(g *globals) *cobra.Command {
 	var p migrate.Plan
-	var since, folders, folderMap, progress, reportJSON string
+	var since, folders, folderMap, progress, reportJSON, httpAddr string
 	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "migrate --from URL --to URL [--rcpt ADDRESS] | -c FILE",
@@ -62,7 +63,7 @@ progress and report.`,
 			if err != nil {
 				return failed(cmd, exitConfig, err)
 			}
-			if err := planFromFlags(&p, g.config, since, folders, folderMap); err != nil {
+			if err := p.SetText(g.config, since, folders, folderMap); err != nil {
 				return failed(cmd, exitConfig, err)
 			}
 			if resumed, err := p.Resume(); err != nil {
@@ -82,7 +83,15 @@ progress and report.`,
 			}
 			prog := bar.New(progress, cmd.ErrOrStderr())
 			log, _ = g.logger(prog.Logs())
-			r := migrate.Run(ctx, p, migrate.Options{Log: log, Observer: prog})
+			var obs migrate.Observer = prog
+			if httpAddr != "" {
+				page := &status.MailboxProgress{Title: "Migration of " + p.From.Redacted()}
+				if err := status.ServeMigration(ctx, httpAddr, page, log); err != nil {
+					return failed(cmd, exitConfig, err)
+				}
+				obs = migrate.Observers(prog, page)
+			}
+			r := migrate.Run(ctx, p, migrate.Options{Log: log, Observer: obs})
 			prog.Finish()
 			if r.Class() == migrate.ClassPlan {
 				return failed(cmd, exitConfig, errors.New(r.Errors[0].Message))
@@ -120,23 +129,9 @@ progress and report.`,
 	f.BoolVar(&dryRun, "dry-run", false, "list what would move, and the total size; send nothing")
 	f.StringVar(&progress, "progress", "auto", "bar, log (a line every 5 s), none, or auto (bar on a terminal)")
 	f.StringVar(&reportJSON, "report-json", "", "also write the report as JSON to `FILE` (- for stdout)")
+	f.StringVar(&httpAddr, "http", "", "also show the progress per folder in a browser, at `ADDR` (127.0.0.1:8025)")
 	cmd.AddCommand(batchCmd(g), fleetStatusCmd(), childCmd(g))
 	return cmd
-}
-
-// planFromFlags fills in what the flags give as text.
-func planFromFlags(p *migrate.Plan, config, since, folders, folderMap string) (err error) {
-	p.Config = config
-	if since != "" {
-		if p.Since, err = migrate.ParseSince(since); err != nil {
-			return err
-		}
-	}
-	if folders != "*" {
-		p.Folders = migrate.ParseList(folders)
-	}
-	p.FolderMap, err = migrate.ParseFolderMap(folderMap)
-	return err
 }
 
 // childCmd is one mailbox of a batch or a fleet: the plan comes as JSON on

@@ -313,3 +313,13 @@ func WriteReport(path string, jobs []*Job) error {
 	cw.Flush()
 	return errors.Join(cw.Error(), f.Close())
 }
+
+// Each calls fn with each of jobs while the runner holds still, so that
+// what fn reads is one moment's.
+func (r *Runner) Each(jobs []*Job, fn func(*Job)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, j := range jobs {
+		fn(j)
+	}
+}

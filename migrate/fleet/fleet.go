@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mailflow/mailflow/migrate"
+	"github.com/mailflow/mailflow/migrate/batch"
 )
 
 const (
@@ -435,4 +436,14 @@ func WriteReport(path string, all map[string]Status) error {
 	}
 	cw.Flush()
 	return errors.Join(cw.Error(), f.Close())
+}
+
+// JobsOf are a batch's rows as the fleet's jobs, under the batch's name.
+func JobsOf(name string, rows []*batch.Job, retries int, retryWait time.Duration) []Job {
+	jobs := make([]Job, 0, len(rows))
+	for _, j := range rows {
+		jobs = append(jobs, Job{Batch: name, Key: JobKey(name, j.Plan), Row: j.Row, Mailbox: j.Name,
+			Plan: j.Plan, Retries: retries, RetryWait: retryWait})
+	}
+	return jobs
 }
