@@ -303,3 +303,24 @@ func TestHealthNamesAnOAuthLoginThatNeedsALogin(t *testing.T) {
 		t.Fatalf("%+v", h)
 	}
 }
+
+// A migration's page is served on loopback only, and / leads to it when
+// there is no engine to show.
+func TestMigrationPage(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	page := &status.MailboxProgress{Title: "Migration of imap://me@old.example"}
+	if err := status.ServeMigration(ctx, "0.0.0.0:0", page, slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("a migration's page was served beyond loopback")
+	}
+	s, err := status.NewServer(status.NewTracker(), status.Options{Migration: page})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	code, body := get(t, srv.URL+"/")
+	if code != 200 || !strings.Contains(body, "Migration of imap://me@old.example") || !strings.Contains(body, "surveying the source") {
+		t.Fatalf("%d\n%s", code, body)
+	}
+}
