@@ -9,11 +9,11 @@ import (
 // re.*, utf8.* and the message readers. Those are the only ways a script
 // can ask for megabytes in one step, and they run where the watchdog
 // cannot interrupt them, so each checks its result before building it and
-// charges it to the call that asked. This is how memory is charged to the
-// call that allocates it: Go cannot measure a goroutine's allocations, and
-// the process heap is shared with every other call running at the same
-// time. What the VM allocates an instruction at a time (tables, closures)
-// is left to the watchdog's heap check, which reaches it within a tick.
+// charges it to the call that asked: Go cannot measure a goroutine's
+// allocations, and the process heap is shared with every other call
+// running at the same time. What the VM allocates an instruction at a time
+// (tables, closures) the call measures itself when the heap grows
+// (footprint.go, watchdog.go).
 //
 // Strings under chargeFrom bytes are not counted: a loop of small edits is
 // bounded by time, and counting every small string would stop an
@@ -38,6 +38,16 @@ func (b *budget) charge(L *lua.LState, n int64, what string) {
 	b.used += n
 	if b.used > b.limit {
 		L.RaiseError("%s: the strings this call built add up to %d MB, over the script memory limit of %d MB", what, b.used>>20, b.limit>>20)
+	}
+}
+
+// fits refuses, before it is built, a result of about n bytes over the
+// bound that a built-in would make in one step (a table of a header's
+// fields); one within it is not added up here: while the script holds it,
+// it counts in the call's footprint.
+func (b *budget) fits(L *lua.LState, n int64, what string) {
+	if n > b.limit {
+		L.RaiseError("%s would take about %d MB, over the script memory limit of %d MB", what, n>>20, b.limit>>20)
 	}
 }
 

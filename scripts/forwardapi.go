@@ -69,7 +69,7 @@ func (v *vm) looped(L *lua.LState) int {
 // write one.
 func (v *vm) authResults(L *lua.LState) int {
 	m := v.message(L)
-	out := L.NewTable()
+	out := L.CreateTable(0, 0)
 	trusted := v.s.limits.TrustedAuthServIDs
 	for _, raw := range m.Header.Values("Authentication-Results") {
 		id, results, err := authres.Parse(strings.Join(strings.Fields(raw), " "))
@@ -77,7 +77,7 @@ func (v *vm) authResults(L *lua.LState) int {
 			continue
 		}
 		for _, r := range results {
-			e := L.NewTable()
+			e := L.CreateTable(0, 6)
 			e.RawSetString("authserv_id", lua.LString(id))
 			set := func(k, val string) {
 				if val != "" {

@@ -7,12 +7,14 @@ import (
 	lua "github.com/yuin/gopher-lua"
 )
 
-// What a table holds, read where gopher-lua's API does not say: whether a
-// call changed it (pristine.go), which needs the list of every key it was
-// ever given and the capacity of its array part. These are read on the
-// state's own goroutine, never written, and checked when the package
-// starts: if gopher-lua's LTable changes shape, the package fails to start
-// rather than read wrong.
+// What a table holds, read where gopher-lua's API does not say: how much
+// room its parts take (footprint.go) and whether a call changed them
+// (pristine.go), which are the list of every key it was ever given, the
+// capacity of its array part, the room of its Go maps. These are read on
+// the state's own goroutine, never written, and checked when the package
+// starts: if gopher-lua's LTable or Go's maps change shape, the package
+// fails to start (LTable) or counts maps as it must guess (maps), rather
+// than read wrong.
 
 // tableParts points into one table's parts.
 type tableParts struct {
@@ -70,3 +72,62 @@ func (p tableParts) arrayEntries() int {
 	}
 	return n
 }
+
+// mapSlots is how many entries a map has room for, 0 for a nil map. Go
+// does not say; its maps (internal/runtime/maps, Go 1.24 on) start with
+// their entry count, a seed, and a directory of tables (none for a map of
+// one group of eight), each table with its capacity. mapsReadable checks
+// that layout against maps of known room when the package starts; where
+// it does not hold, a map counts as the 32 entries gopher-lua asks for, or
+// its length if more (an estimate that errs large).
+func mapSlots[M ~map[K]V, K comparable, V any](m *M) int {
+	if *m == nil {
+		return 0
+	}
+	if !mapsReadable {
+		return max(len(*m), 32)
+	}
+	return goMapSlots(*(*unsafe.Pointer)(unsafe.Pointer(m)))
+}
+
+type goMap struct {
+	used   uint64
+	seed   uintptr
+	dirPtr unsafe.Pointer
+	dirLen int
+}
+
+type goMapTable struct {
+	used, capacity uint16
+}
+
+func goMapSlots(p unsafe.Pointer) int {
+	m := (*goMap)(p)
+	if m.dirLen == 0 {
+		return 8 // one group
+	}
+	// A table that serves several directory entries sits in consecutive
+	// ones.
+	slots := 0
+	var last unsafe.Pointer
+	for _, t := range unsafe.Slice((*unsafe.Pointer)(m.dirPtr), m.dirLen) {
+		if t != last {
+			slots += int((*goMapTable)(t).capacity)
+			last = t
+		}
+	}
+	return slots
+}
+
+var mapsReadable = func() bool {
+	slots := func(m map[string]lua.LValue) int { return goMapSlots(*(*unsafe.Pointer)(unsafe.Pointer(&m))) }
+	big := make(map[string]lua.LValue)
+	for i := range 5000 {
+		big[string(rune(i+0x100))] = lua.LTrue
+	}
+	if slots(make(map[string]lua.LValue, 2)) != 8 {
+		return false
+	}
+	n32, nBig := slots(make(map[string]lua.LValue, 32)), slots(big)
+	return n32 >= 32 && n32 <= 128 && nBig >= 5000 && nBig <= 16384
+}()

@@ -67,7 +67,7 @@ func (v *vm) openAPI() {
 			// The source's folder (IMAP), "" for sources without folders.
 			L.Push(lua.LString(m.Folder))
 		case "flags":
-			t := L.NewTable()
+			t := L.CreateTable(len(m.Flags), 0)
 			for _, f := range m.Flags {
 				t.Append(lua.LString(f))
 			}
@@ -183,12 +183,24 @@ func (v *vm) header(L *lua.LState) int {
 
 // headers returns every value of a field, or with no name every field as
 // {name=..., value=...} in order.
+//
+// The tables are built in one step the watchdog cannot interrupt: a 16 MB
+// header of short fields would make a million of them. So their size is
+// reckoned first, and a list over the memory bound is an error before it
+// is built; one within it counts, while the script holds it, against the
+// call's bound like any table it makes (footprint.go).
 func (v *vm) headers(L *lua.LState) int {
 	m := v.message(L)
-	t := L.NewTable()
 	if L.GetTop() < 2 {
+		n, size := 0, int64(0)
 		m.Header.Each(func(name, value string) {
-			f := L.NewTable()
+			n++
+			size += fieldTableBytes + int64(len(name)+len(value))
+		})
+		v.budget.fits(L, size, "msg:headers()")
+		t := L.CreateTable(n, 0)
+		m.Header.Each(func(name, value string) {
+			f := L.CreateTable(0, 2)
 			f.RawSetString("name", lua.LString(name))
 			f.RawSetString("value", lua.LString(decodeHeader(value)))
 			t.Append(f)
@@ -196,12 +208,19 @@ func (v *vm) headers(L *lua.LState) int {
 		L.Push(t)
 		return 1
 	}
-	for _, val := range m.Header.Values(L.CheckString(2)) {
+	values := m.Header.Values(L.CheckString(2))
+	t := L.CreateTable(len(values), 0)
+	for _, val := range values {
 		t.Append(lua.LString(decodeHeader(val)))
 	}
 	L.Push(t)
 	return 1
 }
+
+// fieldTableBytes is about what one {name=, value=} of msg:headers() takes
+// besides its strings' bytes: the table, its map of two, two boxed strings
+// and the list's slot.
+const fieldTableBytes = 800
 
 // rawHeader returns the first value as it stands in the message, without
 // decoding, or nil.

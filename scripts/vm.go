@@ -1,7 +1,6 @@
 package scripts
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,8 +18,7 @@ type vm struct {
 	s       *Script
 	L       *lua.LState
 	sb      *sandbox
-	watch   *watched // the watchdog's view of this state
-	cancel  context.CancelFunc
+	watch   *watched              // the watchdog's view of this state, and its context
 	msgUD   *lua.LUserData        // reused for every call; Value is nil between calls
 	keepErr *lua.LFunction        // error handler that returns the error as it is
 	budget  budget                // what the running call has built (budget.go)
@@ -59,10 +57,8 @@ func (s *Script) newVM() *vm {
 		MinimizeStackMemory: true,
 	})
 	v := &vm{s: s, L: L, keepErr: L.NewFunction(keepError), budget: budget{limit: s.limits.MaxMemory}}
-	ctx, cancel := context.WithCancel(context.Background())
-	L.SetContext(ctx)
-	v.cancel = cancel
-	v.watch = watchdog.add(cancel, s.limits)
+	v.watch = watchdog.add(v, s.limits)
+	L.SetContext(v.watch)
 	openSandbox(L, &v.budget)
 	L.SetGlobal("pcall", L.NewFunction(v.pcall))
 	L.SetGlobal("require", L.NewFunction(v.require))
@@ -215,7 +211,7 @@ func (v *vm) logger() *slog.Logger {
 
 func (v *vm) close() {
 	watchdog.remove(v.watch)
-	v.cancel()
+	v.watch.stop("the script was unloaded")
 	v.L.Close()
 }
 
