@@ -2,6 +2,7 @@ package scripts
 
 import (
 	"net/mail"
+	"net/textproto"
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
@@ -238,18 +239,37 @@ func (v *vm) rawHeader(L *lua.LState) int {
 // setHeader replaces a field in place, or adds it on top.
 func (v *vm) setHeader(L *lua.LState) int {
 	m, name, value := v.fieldArgs(L, "set_header")
+	if err := m.Header.CheckSet(name, value); err != nil {
+		L.RaiseError("set_header: %v", err)
+	}
 	m.Header.Set(name, value)
 	m.MarkHeaderChanged()
 	return 0
 }
 
 // addHeader adds a field above the others of the same name (where trace
-// fields belong), keeping any that are there.
+// fields belong), keeping any that are there. A second field of a name
+// RFC 5322 allows once (Subject, From, ...) is refused: which of two
+// Subjects a client shows is anyone's guess, and a script that meant to
+// replace one says so with set_header.
 func (v *vm) addHeader(L *lua.LState) int {
 	m, name, value := v.fieldArgs(L, "add_header")
+	if key := textproto.CanonicalMIMEHeaderKey(name); singleFields[key] && m.Header.Has(key) {
+		L.RaiseError("add_header: the message has a %s field already, and RFC 5322 allows one; use set_header to replace it", key)
+	}
+	if err := m.Header.CheckAdd(name, value); err != nil {
+		L.RaiseError("add_header: %v", err)
+	}
 	m.Header.Add(name, value)
 	m.MarkHeaderChanged()
 	return 0
+}
+
+// singleFields are the fields a message has at most once (RFC 5322 3.6,
+// the table of 3.6's last page), by their canonical names.
+var singleFields = map[string]bool{
+	"Date": true, "From": true, "Sender": true, "Reply-To": true, "To": true, "Cc": true, "Bcc": true,
+	"Message-Id": true, "In-Reply-To": true, "References": true, "Subject": true,
 }
 
 func (v *vm) removeHeader(L *lua.LState) int {
