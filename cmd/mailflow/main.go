@@ -18,14 +18,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mailflow/mailflow/engine/config"
+	"github.com/mailflow/mailflow/internal/buildinfo"
+	"github.com/mailflow/mailflow/internal/manpage"
 	"github.com/mailflow/mailflow/internal/profile"
 	"github.com/mailflow/mailflow/migrate"
 	"github.com/mailflow/mailflow/plugins"
 	_ "github.com/mailflow/mailflow/plugins/all"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "0.1.0-dev"
+// version is set at build time with -ldflags "-X main.version=..."; if not,
+// init makes it the module version Go stamped in the binary (buildinfo).
+var version string
+
+func init() { version = buildinfo.Read(version).Version }
 
 // Exit codes, the same for every command.
 const (
@@ -113,7 +118,7 @@ output it was routed to accepted it.
 		Version:           version,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
-		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: true},
+		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: false}, // "mailflow completion bash" etc.
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cmd.SetOut(cmd.ErrOrStderr())
 			cmd.Help()
@@ -128,9 +133,9 @@ output it was routed to accepted it.
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.AddCommand(runCmd(g), checkCmd(g), statusCmd(g), testCmd(g), migrateCmd(g), workerCmd(g),
-		quarantineCmd(g), ledgerCmd(g), authCmd(g), &cobra.Command{
-			Use: "version", Short: "Print the version", Args: cobra.NoArgs,
-			Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintf(cmd.OutOrStdout(), "mailflow %s\n", version) },
+		quarantineCmd(g), ledgerCmd(g), authCmd(g), manpage.Command(), &cobra.Command{
+			Use: "version", Short: "Print the version and the commit it was built from", Args: cobra.NoArgs,
+			Run: func(cmd *cobra.Command, _ []string) { fmt.Fprint(cmd.OutOrStdout(), buildinfo.Read(version)) },
 		})
 	return root
 }
