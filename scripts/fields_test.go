@@ -106,3 +106,30 @@ end`, plugin.ScriptLimits{})
 		t.Errorf("%d Received, X-Tag %q", n, tags)
 	}
 }
+
+// The same recipient given twice is sent RCPT TO once: the issue's
+// redirect("a@b", "a@b", "a@b") sent it three times. The domain compares
+// without case, the local part exactly (RFC 5321 2.4).
+func TestRecipientsAreNotRepeated(t *testing.T) {
+	s := load(t, `function filter(msg)
+  if msg.id == "set" then
+    msg:set_recipients({"a@b.example", "a@B.EXAMPLE", "A@b.example", "a@b.example", "c@d.example"})
+    return
+  end
+  return redirect("a@b.example", "a@b.example", "a@b.example", "a@B.example", "A@b.example")
+end`, plugin.ScriptLimits{})
+	v, err := s.Filter(context.Background(), mailWith("redirect", "Subject: x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(v.Recipients, " "); got != "a@b.example A@b.example" {
+		t.Errorf("redirect to %q", got)
+	}
+	m := mailWith("set", "Subject: x")
+	if _, err := s.Filter(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(m.Envelope.Recipients, " "); got != "a@b.example A@b.example c@d.example" {
+		t.Errorf("set_recipients gave %q", got)
+	}
+}

@@ -390,8 +390,29 @@ func (v *vm) setRecipients(L *lua.LState) int {
 		checkAddress(L, string(s))
 		rcpts = append(rcpts, string(s))
 	})
-	m.Envelope.Recipients = rcpts
+	m.Envelope.Recipients = uniqueRecipients(rcpts)
 	return 0
+}
+
+// uniqueRecipients drops repeated envelope recipients, keeping the first
+// of each in its order and spelling: an output sends RCPT TO once per
+// entry, and the same mailbox twice is the same mail delivered twice.
+// Domains compare without case (RFC 5321 2.4); local parts exactly, since
+// only the receiving server may decide that "Bob" and "bob" are one.
+func uniqueRecipients(addrs []string) []string {
+	seen := make(map[string]bool, len(addrs))
+	out := addrs[:0:0]
+	for _, a := range addrs {
+		key := a
+		if i := strings.LastIndexByte(a, '@'); i >= 0 {
+			key = a[:i+1] + strings.ToLower(a[i+1:])
+		}
+		if !seen[key] {
+			seen[key] = true
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // text returns the message's readable text (see bodyText).

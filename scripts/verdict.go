@@ -47,7 +47,7 @@ func openVerdicts(L *lua.LState) {
 		for _, r := range rcpts {
 			checkAddress(L, r)
 		}
-		L.Push(mk(plugin.Verdict{Action: plugin.ActionRedirect, Recipients: rcpts}))
+		L.Push(mk(plugin.Verdict{Action: plugin.ActionRedirect, Recipients: uniqueRecipients(rcpts)}))
 		return 1
 	}))
 }
