@@ -27,24 +27,51 @@ const (
 	imapDst = "u10"
 )
 
-func runIMAP(o options, root, work string, e *env, mailflow, base, cache string, total int64) ([]result, error) {
+// imapRun is one IMAP bench's setting: the servers, the tools, and where
+// they connect (Dovecot itself, or -rtt's delaying proxy in front of it).
+type imapRun struct {
+	o       options
+	e       *env
+	work    string
+	addr    string // where the tools connect: e.imap, or the proxy's
+	modes   map[string]func() *exec.Cmd
+	names   []string
+	state   string // mailflow's --state
+	mbstate string // mbsync's SyncState
+}
+
+func runIMAP(o options, root, work string, e *env, mailflow, base, cache string, total int64) (string, error) {
 	if err := installIMAPAnchors(); err != nil {
-		return nil, err
+		return "", err
 	}
 	imapsync := filepath.Join(filepath.Dir(root), "shared", "anchors", "imapsync", "imapsync")
 	if _, err := os.Stat(imapsync); err != nil {
-		return nil, fmt.Errorf("imapsync: %v", err)
+		return "", fmt.Errorf("imapsync: %v", err)
 	}
-	if err := e.seedFolders(imapSrc, cache); err != nil {
-		return nil, err
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
 	}
-	want := e.folderSummary(imapSrc)
-	host, portNo := "127.0.0.1", port(e.imap)
-	state := filepath.Join(work, "imap-state")
-	modes := map[string]func() *exec.Cmd{
+	rtt, err := parseRTT(o.rtt)
+	if err != nil {
+		return "", fmt.Errorf("-rtt: %v", err)
+	}
+	r := &imapRun{o: o, e: e, work: work, addr: e.imap,
+		state: filepath.Join(work, "imap-state"), mbstate: filepath.Join(work, "mbsync-state")}
+	if rtt > 0 {
+		p, err := startDelayProxy(e.imap, rtt/2)
+		if err != nil {
+			return "", err
+		}
+		defer p.Close()
+		r.addr = p.Addr()
+		fmt.Printf("   every tool's IMAP sessions through a proxy on %s delaying each direction %v (RTT %v)\n", r.addr, rtt/2, rtt)
+	}
+	host, portNo := "127.0.0.1", port(r.addr)
+	r.modes = map[string]func() *exec.Cmd{
 		"mailflow": func() *exec.Cmd {
-			cmd := exec.Command(mailflow, "migrate", "--from", "imap://"+imapSrc+"@"+e.imap+"?tls=none", "--to", "imap://"+imapDst+"@"+e.imap+"?tls=none",
-				"--allow-plaintext-auth", "--to-password-env", "MAILFLOW_PASSWORD", "--state", state, "--progress", "none", "--log-level", "warn")
+			cmd := exec.Command(mailflow, "migrate", "--from", "imap://"+imapSrc+"@"+r.addr+"?tls=none", "--to", "imap://"+imapDst+"@"+r.addr+"?tls=none",
+				"--allow-plaintext-auth", "--to-password-env", "MAILFLOW_PASSWORD", "--state", r.state, "--progress", "none", "--log-level", "warn")
 			cmd.Env = append(os.Environ(), "MAILFLOW_PASSWORD="+e.password)
 			return cmd
 		},
@@ -80,40 +107,64 @@ Sync Pull
 Expunge None
 CopyArrivalDate yes
 SyncState %s/
-`, host, portNo, imapSrc, e.password, host, portNo, imapDst, e.password, filepath.Join(work, "mbsync-state"))), 0o600)
+`, host, portNo, imapSrc, e.password, host, portNo, imapDst, e.password, r.mbstate)), 0o600)
 			return exec.Command("mbsync", "-q", "-c", conf, "-a")
 		},
+		"limit": func() *exec.Cmd {
+			return exec.Command(self, "limit-imap", r.addr, imapSrc, imapDst, e.password, strconv.Itoa(o.limitConns))
+		},
 	}
-	names := strings.Split(o.imapTools, ",")
+	r.names = strings.Split(o.imapTools, ",")
 	if base != "" {
-		mk := modes["mailflow"]
-		modes["mailflow@base"] = func() *exec.Cmd {
+		mk := r.modes["mailflow"]
+		r.modes["mailflow@base"] = func() *exec.Cmd {
 			cmd := mk()
 			cmd.Path, cmd.Args[0] = base, base
 			return cmd
 		}
-		names = append(names, "mailflow@base")
+		r.names = append(r.names, "mailflow@base")
 	}
-	// Rounds alternate the tools (each round runs every tool once), so
-	// that a busy spell of the shared machine falls on all of them.
-	for _, name := range names {
-		if modes[name] == nil {
-			return nil, fmt.Errorf("no IMAP tool %q", name)
+	for _, name := range r.names {
+		if r.modes[name] == nil {
+			return "", fmt.Errorf("no IMAP tool %q", name)
 		}
 	}
+	rs, err := r.fullCopies(cache, total)
+	if err != nil {
+		return "", err
+	}
+	return imapMarkdown(o, rtt, total, rs), nil
+}
+
+// profiled asks a mailflow run for its CPU profile, when -profile asks.
+func (r *imapRun) profiled(cmd *exec.Cmd, name, what string) {
+	if r.o.profile == "" || !strings.HasPrefix(name, "mailflow") {
+		return
+	}
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, fmt.Sprintf("MAILFLOW_CPUPROFILE=%s-imap-%s-%s.prof", r.o.profile, name, what))
+}
+
+// fullCopies copies the source into an empty destination, with each tool
+// in turn, o.runs rounds, each run checked folder by folder.
+func (r *imapRun) fullCopies(cache string, total int64) ([]result, error) {
+	e := r.e
+	if err := e.seedFolders(imapSrc, cache); err != nil {
+		return nil, err
+	}
+	want := e.folderSummary(imapSrc)
+	// Rounds alternate the tools (each round runs every tool once), so
+	// that a busy spell of the shared machine falls on all of them.
 	runs := map[string][]measure{}
-	for r := 0; r < o.runs; r++ {
-		for _, name := range names {
-			if err := e.resetIMAP(imapDst, state, filepath.Join(work, "mbsync-state")); err != nil {
+	for round := 0; round < r.o.runs; round++ {
+		for _, name := range r.names {
+			if err := e.resetIMAP(imapDst, r.state, r.mbstate); err != nil {
 				return nil, err
 			}
-			cmd := modes[name]()
-			if o.profile != "" && strings.HasPrefix(name, "mailflow") {
-				if cmd.Env == nil {
-					cmd.Env = os.Environ()
-				}
-				cmd.Env = append(cmd.Env, fmt.Sprintf("MAILFLOW_CPUPROFILE=%s-imap-%s-%d.prof", o.profile, name, r+1))
-			}
+			cmd := r.modes[name]()
+			r.profiled(cmd, name, strconv.Itoa(round+1))
 			m, err := timed(cmd)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", name, err)
@@ -121,14 +172,14 @@ SyncState %s/
 			if got := e.folderSummary(imapDst); got != want {
 				return nil, fmt.Errorf("%s: the destination differs from the source:\n%s\nwant\n%s", name, got, want)
 			}
-			m.msgs, m.bytes = o.n, total
-			fmt.Printf("   %-9s run %d: %6.2f s  %8.1f msgs/s  %7.1f MB/s  peak RSS %6.1f MB  CPU %5.1f s  machine busy %3.0f%%\n",
-				name, r+1, m.wall.Seconds(), m.msgsPerSec(), m.mbPerSec(), float64(m.rssKB)/1024, m.cpu.Seconds(), 100*m.busy)
+			m.msgs, m.bytes = r.o.n, total
+			fmt.Printf("   %-13s run %d: %6.2f s  %8.1f msgs/s  %7.1f MB/s  peak RSS %6.1f MB  CPU %5.1f s  machine busy %3.0f%%\n",
+				name, round+1, m.wall.Seconds(), m.msgsPerSec(), m.mbPerSec(), float64(m.rssKB)/1024, m.cpu.Seconds(), 100*m.busy)
 			runs[name] = append(runs[name], m)
 		}
 	}
 	var results []result
-	for _, name := range names {
+	for _, name := range r.names {
 		results = append(results, summarise("imap-"+name, runs[name]))
 	}
 	return results, nil

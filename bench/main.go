@@ -54,11 +54,17 @@ type options struct {
 	many      int
 	batch     bool
 	baseline  string // a git revision whose mailflow runs beside this tree's, as mode@base
+
+	rtt        string // -imap: every tool's sessions through a proxy with this round-trip time
+	limitConns int    // -imap: the limit tool's sessions
 }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "limit-client" {
 		os.Exit(limitClient(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "limit-imap" {
+		os.Exit(limitIMAP(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "relay-client" {
 		os.Exit(relayClient(os.Args[2:]))
@@ -74,7 +80,9 @@ func main() {
 	flag.IntVar(&o.many, "many", 0, "instead: run mailflow with this many empty POP3 inputs and report RSS, goroutines and idle CPU (appends to bench/RESULTS.md)")
 	flag.StringVar(&o.profile, "profile", "", "write mailflow's CPU profile of each run to PREFIX-MODE-RUN.prof")
 	flag.BoolVar(&o.small, "small", false, "every message about 2 KB, instead of the mixed set (writes bench/RESULTS-2k.md unless -out says otherwise)")
-	flag.StringVar(&o.imapTools, "imap-tools", "mailflow,imapsync,mbsync", "with -imap: which tools to run")
+	flag.StringVar(&o.imapTools, "imap-tools", "mailflow,imapsync,mbsync", "with -imap: which tools to run (mailflow, imapsync, mbsync, limit)")
+	flag.StringVar(&o.rtt, "rtt", "", "with -imap: put every tool's IMAP sessions through a proxy that delays each direction by half this round-trip `TIME` (50ms)")
+	flag.IntVar(&o.limitConns, "limit-conns", 4, "with -imap: the limit tool's sessions (each way)")
 	flag.BoolVar(&o.batch, "batch", false, "run the batch bench instead: 50 IMAP mailboxes of 400 messages by mailflow migrate --batch (--parallel 1, 4, 16) and imapsync in a shell loop (1 and 4 at once) (writes bench/RESULTS-batch.md)")
 	flag.StringVar(&o.baseline, "baseline", "", "also run mailflow built from this git `REV`, as each mailflow mode's twin MODE@base, in the same rounds (a before/after measured side by side)")
 	flag.BoolVar(&o.imap, "imap", false, "run the IMAP → IMAP bench instead: mailflow migrate, imapsync and mbsync (writes bench/RESULTS-imap.md)")
@@ -158,12 +166,11 @@ func run(o options) error {
 	fmt.Printf("   %d messages, %.1f MB\n", o.n, float64(total)/(1<<20))
 
 	if o.imap {
-		fmt.Println("== IMAP → IMAP over 10 folders with flags: mailflow migrate, imapsync, mbsync")
-		rs, err := runIMAP(o, root, work, e, mailflow, base, cache, total)
+		fmt.Println("== IMAP → IMAP over 10 folders with flags:", o.imapTools)
+		md, err := runIMAP(o, root, work, e, mailflow, base, cache, total)
 		if err != nil {
 			return err
 		}
-		md := imapMarkdown(o, total, rs)
 		fmt.Println()
 		fmt.Println(md)
 		out := filepath.Join(root, "bench", "RESULTS-imap.md")
@@ -988,7 +995,7 @@ func limitClient(args []string) int {
 	return 0
 }
 
-func imapMarkdown(o options, total int64, rs []result) string {
+func imapMarkdown(o options, rtt time.Duration, total int64, rs []result) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# mailflow IMAP bench\n\n")
@@ -1000,6 +1007,15 @@ func imapMarkdown(o options, total int64, rs []result) string {
 		"Median of %d rounds, each running every tool once, in turn. CPU is the tool's own (user + system); machine busy is "+
 		"the share of both CPUs busy with anything (the tool and Dovecot's processes) during its run. "+
 		"`go run ./bench -imap` reproduces it.\n\n", o.n, float64(total)/(1<<20), o.runs)
+	if rtt > 0 {
+		fmt.Fprintf(&b, "Every tool's IMAP sessions went through a proxy in the bench that holds each chunk %v in each direction "+
+			"(a round trip of %v, no bandwidth limit of its own; `-rtt %v`). The proxy's CPU is the bench's: it is in machine busy, not in a tool's CPU.\n\n", rtt/2, rtt, rtt)
+	}
+	if strings.Contains(o.imapTools, "limit") {
+		fmt.Fprintf(&b, "limit is the bench's own minimal copier (bench/limitimap.go): one streamed FETCH 1:* per folder, "+
+			"APPENDs with the same flags and date over %d sessions, no ledger, no hashing; go-imap v2 beta.8 waits for the server's "+
+			"\"+\" before each literal over 4 KiB, so each session pays a round trip per such message.\n\n", o.limitConns)
+	}
 	b.WriteString("| tool | msgs/s | MB/s | peak RSS | CPU | machine busy | wall |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	by := map[string]result{}
 	for _, r := range rs {
