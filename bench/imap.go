@@ -129,6 +129,13 @@ SyncState %s/
 			return "", fmt.Errorf("no IMAP tool %q", name)
 		}
 	}
+	if o.delta {
+		ds, err := r.delta(cache)
+		if err != nil {
+			return "", err
+		}
+		return deltaMarkdown(o, rtt, total, ds), nil
+	}
 	rs, err := r.fullCopies(cache, total)
 	if err != nil {
 		return "", err
@@ -136,15 +143,26 @@ SyncState %s/
 	return imapMarkdown(o, rtt, total, rs), nil
 }
 
-// profiled asks a mailflow run for its CPU profile, when -profile asks.
-func (r *imapRun) profiled(cmd *exec.Cmd, name, what string) {
+// profiled asks a mailflow run for its CPU profile, when -profile asks,
+// and keeps what the run prints, when -logs asks. The caller closes the
+// file it returns (nil if none).
+func (r *imapRun) profiled(cmd *exec.Cmd, name, what string) *os.File {
+	var f *os.File
+	if r.o.logs != "" {
+		os.MkdirAll(r.o.logs, 0o755)
+		f, _ = os.Create(filepath.Join(r.o.logs, strings.ReplaceAll(name, "@", "-")+"-"+what+".log"))
+		if f != nil {
+			cmd.Stdout, cmd.Stderr = f, f
+		}
+	}
 	if r.o.profile == "" || !strings.HasPrefix(name, "mailflow") {
-		return
+		return f
 	}
 	if cmd.Env == nil {
 		cmd.Env = os.Environ()
 	}
 	cmd.Env = append(cmd.Env, fmt.Sprintf("MAILFLOW_CPUPROFILE=%s-imap-%s-%s.prof", r.o.profile, name, what))
+	return f
 }
 
 // fullCopies copies the source into an empty destination, with each tool
@@ -164,8 +182,11 @@ func (r *imapRun) fullCopies(cache string, total int64) ([]result, error) {
 				return nil, err
 			}
 			cmd := r.modes[name]()
-			r.profiled(cmd, name, strconv.Itoa(round+1))
+			logf := r.profiled(cmd, name, strconv.Itoa(round+1))
 			m, err := timed(cmd)
+			if logf != nil {
+				logf.Close()
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", name, err)
 			}

@@ -56,7 +56,9 @@ type options struct {
 	baseline  string // a git revision whose mailflow runs beside this tree's, as mode@base
 
 	rtt        string // -imap: every tool's sessions through a proxy with this round-trip time
+	delta      bool   // -imap: passes after a first copy, over an unchanged and a changed source
 	limitConns int    // -imap: the limit tool's sessions
+	logs       string // -imap: keep each tool run's output in this directory
 }
 
 func main() {
@@ -82,7 +84,9 @@ func main() {
 	flag.BoolVar(&o.small, "small", false, "every message about 2 KB, instead of the mixed set (writes bench/RESULTS-2k.md unless -out says otherwise)")
 	flag.StringVar(&o.imapTools, "imap-tools", "mailflow,imapsync,mbsync", "with -imap: which tools to run (mailflow, imapsync, mbsync, limit)")
 	flag.StringVar(&o.rtt, "rtt", "", "with -imap: put every tool's IMAP sessions through a proxy that delays each direction by half this round-trip `TIME` (50ms)")
+	flag.BoolVar(&o.delta, "delta", false, "with -imap: after each tool's first copy, time a pass over the unchanged source, then one after 120 flag changes and 50 new messages, checked message by message")
 	flag.IntVar(&o.limitConns, "limit-conns", 4, "with -imap: the limit tool's sessions (each way)")
+	flag.StringVar(&o.logs, "logs", "", "with -imap: keep what each tool run printed in `DIR`/TOOL-RUN.log")
 	flag.BoolVar(&o.batch, "batch", false, "run the batch bench instead: 50 IMAP mailboxes of 400 messages by mailflow migrate --batch (--parallel 1, 4, 16) and imapsync in a shell loop (1 and 4 at once) (writes bench/RESULTS-batch.md)")
 	flag.StringVar(&o.baseline, "baseline", "", "also run mailflow built from this git `REV`, as each mailflow mode's twin MODE@base, in the same rounds (a before/after measured side by side)")
 	flag.BoolVar(&o.imap, "imap", false, "run the IMAP → IMAP bench instead: mailflow migrate, imapsync and mbsync (writes bench/RESULTS-imap.md)")
@@ -637,7 +641,14 @@ func (m measure) mbPerSec() float64   { return float64(m.bytes) / (1 << 20) / m.
 // parent's (this bench's) mark over into a child across exec.
 func timed(cmd *exec.Cmd) (measure, error) {
 	var stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if cmd.Stdout == nil {
+		cmd.Stdout = io.Discard
+	}
+	if cmd.Stderr == nil {
+		cmd.Stderr = &stderr
+	} else {
+		cmd.Stderr = io.MultiWriter(cmd.Stderr, &stderr)
+	}
 	busy0, all0 := cpuTicks()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
