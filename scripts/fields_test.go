@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
@@ -42,7 +43,9 @@ func TestHeaderValuesBeyondTheLimitsAreRefused(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s := load(t, "function filter(msg)\n  "+c.call+"\nend", plugin.ScriptLimits{MaxMemory: 64 << 20})
+			// The 50 MB values take a while under -race: the bound here is
+			// memory, not time.
+			s := load(t, "function filter(msg)\n  "+c.call+"\nend", plugin.ScriptLimits{MaxMemory: 64 << 20, Timeout: time.Minute})
 			m := read(t, c.maxHeader)
 			_, err := s.Filter(context.Background(), m)
 			if c.want != "" {

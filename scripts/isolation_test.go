@@ -23,7 +23,7 @@ func TestGlobalsDoNotOutliveTheirCall(t *testing.T) {
   big = big or {}
   big[#big + 1] = string.rep("x", 8 * 1024 * 1024) .. msg.message_id
   state.held = #big
-end`, plugin.ScriptLimits{Timeout: 5 * time.Second, MaxMemory: 64 << 20})
+end`, plugin.ScriptLimits{Timeout: time.Minute, MaxMemory: 64 << 20})
 	debug.FreeOSMemory()
 	base := residentBytes(t)
 	peak := base
