@@ -23,7 +23,23 @@
 // folders, flags and keywords (labels.go).
 package mbox
 
-import "fmt"
+import (
+	_ "embed"
+	"fmt"
+	"path/filepath"
+
+	"github.com/mailflow/mailflow/engine/plugin"
+
+	"github.com/mailflow/mailflow/plugins"
+)
+
+//go:embed sample.conf
+var sampleConfig string
+
+func init() {
+	plugins.AddInput("mbox", func() plugin.Input { return &Input{} })
+	plugins.AddOutput("mbox", func() plugin.Output { return &Output{} })
+}
 
 // Variant is an mbox dialect: how a body line starting with "From " was
 // kept from being read as the start of the next message.
@@ -70,4 +86,12 @@ func ParseVariant(s string) (Variant, error) {
 		}
 	}
 	return Auto, fmt.Errorf(`variant must be "auto", "mboxo", "mboxrd" or "mboxcl2", not %q`, s)
+}
+
+// resolve makes a path from the config absolute, relative to base.
+func resolve(base, p string) string {
+	if p != "" && !filepath.IsAbs(p) {
+		return filepath.Join(base, p)
+	}
+	return p
 }
