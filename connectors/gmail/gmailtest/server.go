@@ -71,6 +71,10 @@ type Options struct {
 	// MaxSize is the largest message imported (413 above it); 0:
 	// MaxImportSize.
 	MaxSize int64
+	// OnImport, if set, is called after each import is stored (before the
+	// reply), with the number of messages the mailbox holds: a test starts
+	// a storm mid-way from it.
+	OnImport func(n int)
 }
 
 // Message is a message the fake holds.
@@ -1003,6 +1007,12 @@ func (s *Server) store(q url.Values, md metadata, raw []byte, protocol string) (
 		NeverMarkSpam: q.Get("neverMarkSpam") == "true", ProcessForCalendar: q.Get("processForCalendar") == "true",
 		Deleted: q.Get("deleted") == "true"}
 	s.messages = append(s.messages, msg)
+	if s.opts.OnImport != nil {
+		n := len(s.messages)
+		s.mu.Unlock()
+		s.opts.OnImport(n)
+		s.mu.Lock()
+	}
 	return msg, nil
 }
 
