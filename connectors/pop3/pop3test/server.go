@@ -1,8 +1,9 @@
 // Package pop3test is a small in-process POP3 server for tests that can
 // misbehave on demand: split its replies into single bytes, drop the
-// connection at a chosen command, answer -ERR [IN-USE], omit UIDL, or lie
-// about sizes. Deletions take effect only at a QUIT it answers +OK to, as
-// RFC 1939 requires, so tests can check what a dropped session leaves.
+// connection at a chosen command, answer -ERR [IN-USE], omit UIDL, lie
+// about sizes, or send leading dots and empty messages as Dovecot does.
+// Deletions take effect only at a QUIT it answers +OK to, as RFC 1939
+// requires, so tests can check what a dropped session leaves.
 package pop3test
 
 import (
@@ -42,8 +43,14 @@ type Behaviour struct {
 	ListSize      map[int]int64  // LIST reports these sizes instead
 	RetrErr       map[int]string // RETR n answers -ERR with this text
 	UIDLErrOnce   bool           // the next UIDL answers -ERR (though CAPA lists it), then UIDL works again
-	NoDotStuff    bool           // send lines that begin with "." without doubling the dot (Dovecot 2.3 does, for a message's first line)
-	DeleErr       map[int]string // DELE n answers -ERR with this text
+	NoDotStuff    bool           // send every line that begins with "." without doubling the dot
+	// FirstLineUnstuffed sends a message's first line as it is, its dot
+	// not doubled, and stuffs the others, as Dovecot 2.3 does.
+	FirstLineUnstuffed bool
+	// EmptyAsBlankLine sends an empty message as one empty line, as
+	// Dovecot does (LIST still gives it 0 bytes).
+	EmptyAsBlankLine bool
+	DeleErr          map[int]string // DELE n answers -ERR with this text
 	// Bearer, if set, makes the server offer XOAUTH2 and OAUTHBEARER and
 	// accept the access tokens it approves (for User).
 	Bearer func(token string) bool
@@ -111,6 +118,15 @@ func (s *Server) Replace(i int, data []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.msgs[i] = &message{data: data, uid: s.msgs[i].uid}
+}
+
+// Remove takes the message now at position i (from 0) out of the mailbox,
+// as another client's session would: sessions that start after it number
+// the messages after it one less.
+func (s *Server) Remove(i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.msgs = append(s.msgs[:i:i], s.msgs[i+1:]...)
 }
 
 // Messages returns the mailbox's messages now.
@@ -192,14 +208,17 @@ func (w *writer) flush() error {
 }
 
 // dotStuff writes data as a multi-line body: CRLF line ends, leading dots
-// doubled, terminated by ".CRLF".
-func (w *writer) dotStuff(data []byte, stuff bool) {
+// doubled (as b says), terminated by ".CRLF".
+func (w *writer) dotStuff(data []byte, b Behaviour) {
+	if len(data) == 0 && b.EmptyAsBlankLine {
+		w.buf.WriteString("\r\n")
+	}
 	lines := bytes.SplitAfter(data, []byte("\n"))
-	for _, l := range lines {
+	for i, l := range lines {
 		if len(l) == 0 {
 			continue
 		}
-		if l[0] == '.' && stuff {
+		if l[0] == '.' && !b.NoDotStuff && (i > 0 || !b.FirstLineUnstuffed) {
 			w.buf.WriteByte('.')
 		}
 		l = bytes.TrimSuffix(bytes.TrimSuffix(l, []byte("\n")), []byte("\r"))
@@ -424,7 +443,7 @@ func (s *Server) session(conn net.Conn) {
 					data = data[:i+4]
 				}
 			}
-			w.dotStuff(data, !b.NoDotStuff)
+			w.dotStuff(data, b)
 		case cmd == "DELE":
 			if msg(arg) == nil {
 				w.line("-ERR no such message")
