@@ -87,6 +87,11 @@ type Client struct {
 	tls       bool
 	caps      map[string]string
 	connected bool
+
+	sizes map[int]int64 // by message number, from the last LIST
+	retrs []int         // the messages of the RETRs sent whose replies are not read yet
+	noops int           // NOOPs sent whose replies are not read yet (see follow)
+	lost  error         // set when the stream is out of step: every later reply fails with it
 }
 
 // MaxLine bounds every status and listing line (RFC 2449 allows 512 octets
@@ -154,8 +159,21 @@ func (c *Client) flush() error {
 	return c.bw.Flush()
 }
 
-// readStatus reads a single-line reply and returns its text after "+OK".
+// readStatus reads a single-line reply and returns its text after "+OK",
+// after the replies of the NOOPs a reader sent (see follow).
 func (c *Client) readStatus(cmd string) (string, error) {
+	if c.lost != nil {
+		return "", c.lost
+	}
+	for ; c.noops > 0; c.noops-- {
+		line, err := readLine(c.br, c.maxLine)
+		if err != nil {
+			return "", fmt.Errorf("pop3 NOOP: %w", err)
+		}
+		if !strings.HasPrefix(line, "+OK") {
+			return "", &ProtocolError{Command: "NOOP", Line: line}
+		}
+	}
 	line, err := readLine(c.br, c.maxLine)
 	if err != nil {
 		return "", fmt.Errorf("pop3 %s: %w", cmd, err)
@@ -352,6 +370,10 @@ func (c *Client) List() ([]MessageInfo, error) {
 		out = append(out, MessageInfo{Number: n, Size: size})
 		return nil
 	})
+	c.sizes = make(map[int]int64, len(out))
+	for _, m := range out {
+		c.sizes[m.Number] = m.Size
+	}
 	return out, err
 }
 
@@ -377,15 +399,22 @@ func (c *Client) Uidl() ([]MessageInfo, error) {
 }
 
 // Top returns the header and the first lines of message n, read whole
-// (bounded by max bytes).
+// (bounded by max bytes). An error wrapping ErrOutOfStep means the reply
+// could not be told from what follows it.
 func (c *Client) Top(n, lines int, max int64) ([]byte, error) {
 	if _, err := c.cmd("TOP", "TOP %d %d", n, lines); err != nil {
 		return nil, err
 	}
-	d := newDotReader(c.br, max)
+	d := c.body("TOP", n, max)
 	b, err := io.ReadAll(d)
 	if err != nil {
 		return nil, fmt.Errorf("pop3 TOP: %w", err)
+	}
+	if d.misread != nil {
+		// Empty, or a first line "." followed by one that looks like a
+		// reply: which, nothing tells, so nothing more is read here.
+		c.lost = fmt.Errorf("pop3 TOP %d: %v: %w", n, d.misread, ErrOutOfStep)
+		return nil, c.lost
 	}
 	return b, nil
 }
@@ -393,6 +422,13 @@ func (c *Client) Top(n, lines int, max int64) ([]byte, error) {
 // Retr sends RETR n and returns a reader over the message, dot-unstuffed
 // and bounded by max bytes (0: no bound). The reader must be read to its
 // end before the next command's reply can be read.
+//
+// When the last LIST gave n's size, the reader checks the reply against
+// it: a reply that ends before that many bytes may have ended at a line the
+// server did not byte-stuff, with the rest of the message still to come,
+// so every later reply fails with an error wrapping ErrOutOfStep (see
+// OutOfStep); and where the reader can tell why the bytes differ, its
+// Misread method returns a *MisreadError once it is read to the end.
 func (c *Client) Retr(n int, max int64) (io.Reader, error) {
 	if err := c.SendRetr(n); err != nil {
 		return nil, err
@@ -406,18 +442,58 @@ func (c *Client) Retr(n int, max int64) (io.Reader, error) {
 // SendRetr queues RETR n without waiting for its reply; with PIPELINING
 // several can be queued (Flush sends them) and their replies read in order
 // with ReadRetr.
-func (c *Client) SendRetr(n int) error { return c.send("RETR %d", n) }
+func (c *Client) SendRetr(n int) error {
+	c.retrs = append(c.retrs, n)
+	return c.send("RETR %d", n)
+}
 
 // Flush sends what was queued.
 func (c *Client) Flush() error { return c.flush() }
 
-// ReadRetr reads the reply to the oldest queued RETR.
+// ReadRetr reads the reply to the oldest queued RETR (see Retr).
 func (c *Client) ReadRetr(max int64) (io.Reader, error) {
+	n := 0
+	if len(c.retrs) > 0 {
+		n, c.retrs = c.retrs[0], c.retrs[1:]
+	}
 	if _, err := c.readStatus("RETR"); err != nil {
 		return nil, err
 	}
-	return newDotReader(c.br, max), nil
+	d := c.body("RETR", n, max)
+	d.whole = true
+	return d, nil
 }
+
+// body is a reader over the multi-line reply to cmd for message n.
+func (c *Client) body(cmd string, n int, max int64) *dotReader {
+	d := newDotReader(c.br, max)
+	d.cmd, d.num = cmd, n
+	if size, ok := c.sizes[n]; ok {
+		d.size = size
+	}
+	d.follow = c.follow
+	d.lost = func(err error) { c.lost = err }
+	return d
+}
+
+// follow makes sure that another reply comes after the one being read:
+// the next queued RETR's, or else a NOOP's, sent now. A reader that must
+// look past a line to tell what it is then never waits for bytes that are
+// not coming.
+func (c *Client) follow() error {
+	if len(c.retrs) == 0 {
+		c.send("NOOP")
+		c.noops++
+	}
+	return c.flush()
+}
+
+// inflight is how many RETRs were sent whose replies are not read yet.
+func (c *Client) inflight() int { return len(c.retrs) }
+
+// OutOfStep returns the error, wrapping ErrOutOfStep, that ended the
+// session's stream, or nil while it is in step.
+func (c *Client) OutOfStep() error { return c.lost }
 
 // Dele marks message n for deletion at QUIT.
 func (c *Client) Dele(n int) error {

@@ -192,9 +192,20 @@ func (in *Input) Open(ctx context.Context) (plugin.Session, error) {
 type session struct {
 	in     *Input
 	c      *Client
-	queued int   // RETRs sent whose replies are not read yet
 	broken error // the connection is out of step: drop it, never QUIT
+
+	// After a restart, the message numbers of the new session, by id (a
+	// message's number belongs to a session); nil before one.
+	nums     map[string]int
+	restarts int
 }
+
+// maxRestarts bounds the new sessions one poll starts after a reply it
+// could not read to its end: each costs a login and a listing, and a
+// server whose every reply ends early (a LIST that overstates every size)
+// is better left to the next poll, where the engine passes over what it
+// held, than logged into for every message.
+const maxRestarts = 5
 
 // The id schemes. Without UIDL a message is named by a hash of its header
 // and its size, and a count among messages that share both: unique within a
@@ -284,8 +295,16 @@ func (s *session) window() int {
 // Fetch implements plugin.Session with RETRs kept in flight ahead of the
 // one being read, so the server sends the next messages while the engine
 // works on this one.
+//
+// A reply that ended before the bytes LIST gave may have ended at a line
+// the server did not byte-stuff, with the rest of the message still on
+// its way: the connection is dropped rather than read on, and a new
+// session fetches the rest (restart), so that one message the server
+// cannot send right does not hold up the mailbox. The engine was handed
+// the bytes as they came; it finds their size wrong and keeps the message
+// at the source, and the reader's Misread says why where it can tell.
 func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
-	sent := 0
+	sent := 0 // items[:sent] were asked for on this connection
 	for next := 0; next < len(items); next++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -294,11 +313,11 @@ func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plug
 			return s.broken
 		}
 		sentAny := false
-		for sent < len(items) && s.queued < s.window() {
-			s.c.SendRetr(items[sent].Ref.(int))
-			sent++
-			s.queued++
-			sentAny = true
+		for ; sent < len(items) && s.c.inflight() < s.window(); sent++ {
+			if n, ok := s.number(items[sent]); ok {
+				s.c.SendRetr(n)
+				sentAny = true
+			}
 		}
 		if sentAny {
 			if err := s.c.Flush(); err != nil {
@@ -306,7 +325,12 @@ func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plug
 			}
 		}
 		it := items[next]
-		s.queued--
+		if _, ok := s.number(it); !ok {
+			if err := each(it, nil, fmt.Errorf("%s: message %s is no longer on the server", s.in.Address, it.ID)); err != nil {
+				return err
+			}
+			continue
+		}
 		r, err := s.c.ReadRetr(0)
 		if err != nil {
 			var pe *Error
@@ -322,7 +346,19 @@ func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plug
 		err = each(it, r, nil)
 		// Whatever the engine read, the rest of the reply must go before
 		// the next one can be read.
-		if derr := r.(*dotReader).drain(); derr != nil {
+		derr := r.(*dotReader).drain()
+		if lost := s.c.OutOfStep(); lost != nil {
+			if err != nil {
+				s.broken = lost
+				return err
+			}
+			if err := s.restart(ctx, lost); err != nil {
+				return err
+			}
+			sent = next + 1 // the RETRs in flight went with the connection
+			continue
+		}
+		if derr != nil {
 			return s.fail(derr)
 		}
 		if err != nil {
@@ -332,9 +368,53 @@ func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plug
 	return nil
 }
 
+// number is the message number of it in the current session.
+func (s *session) number(it plugin.Item) (int, bool) {
+	if s.nums == nil {
+		return it.Ref.(int), true
+	}
+	n, ok := s.nums[it.ID]
+	return n, ok
+}
+
+// restart replaces a connection whose stream cannot be trusted (cause)
+// with a new session, logged in and listed, whose message numbers are
+// found by id. The old one is dropped without QUIT, so the server deletes
+// nothing; nothing was marked yet either, since Commit comes after Fetch.
+func (s *session) restart(ctx context.Context, cause error) error {
+	s.c.Close()
+	if s.restarts == maxRestarts {
+		s.broken = fmt.Errorf("%s: %w (and %d new sessions this poll already; the rest waits for the next poll)", s.in.Address, cause, maxRestarts)
+		return s.broken
+	}
+	s.restarts++
+	s.in.log.Warn("a reply ended before the size the server listed; going on in a new session", "server", s.in.Address, "err", cause)
+	c, err := s.in.dial(ctx)
+	if err != nil {
+		s.broken = fmt.Errorf("%s: a new session after %v: %w", s.in.Address, cause, err)
+		return s.broken
+	}
+	l, err := s.in.inventory(c)
+	if err != nil {
+		c.Close()
+		s.broken = fmt.Errorf("%s: listing in a new session after %v: %w", s.in.Address, cause, err)
+		return s.broken
+	}
+	s.c = c
+	s.nums = make(map[string]int, len(l.Items))
+	for _, it := range l.Items {
+		s.nums[it.ID] = it.Ref.(int)
+	}
+	return nil
+}
+
 // PeekHeader implements plugin.HeaderPeeker with TOP n 0.
 func (s *session) PeekHeader(ctx context.Context, it plugin.Item) ([]byte, error) {
-	h, err := s.c.Top(it.Ref.(int), 0, 1<<20)
+	n, ok := s.number(it)
+	if !ok {
+		return nil, fmt.Errorf("%s: message %s is no longer on the server", s.in.Address, it.ID)
+	}
+	h, err := s.c.Top(n, 0, 1<<20)
 	if err != nil {
 		return nil, s.fail(err)
 	}
@@ -354,16 +434,21 @@ func (s *session) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Ite
 	if err := s.drainQueued(); err != nil {
 		return items, s.fail(err)
 	}
-	nums := make([]int, len(items))
-	for i, it := range items {
-		nums[i] = it.Ref.(int)
+	var nums []int
+	var failed, marking []plugin.Item
+	for _, it := range items {
+		if n, ok := s.number(it); ok {
+			nums = append(nums, n)
+			marking = append(marking, it)
+		} else {
+			failed = append(failed, it) // not in the listing of a restarted session: gone from the server
+		}
 	}
 	refused, err := s.c.DeleEach(nums)
 	if err != nil {
 		return items, s.fail(err)
 	}
-	var failed []plugin.Item
-	for i, it := range items {
+	for i, it := range marking {
 		if refused[i] != nil {
 			s.in.log.Warn("DELE refused; the message stays on the server for the next poll", "number", nums[i], "id", it.ID, "err", refused[i])
 			failed = append(failed, it)
@@ -375,7 +460,7 @@ func (s *session) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Ite
 // drainQueued reads the replies of RETRs still in flight (a fetch that
 // stopped early), so that the next reply read is the next command's.
 func (s *session) drainQueued() error {
-	for ; s.queued > 0; s.queued-- {
+	for s.c.inflight() > 0 {
 		r, err := s.c.ReadRetr(0)
 		if err == nil {
 			err = r.(*dotReader).drain()

@@ -3,11 +3,13 @@ package pop3_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -388,37 +390,243 @@ func TestReusedUIDLIsReadBeforeDeleting(t *testing.T) {
 	}
 }
 
-func TestUndottedLeadingDotIsNeverDeliveredShort(t *testing.T) {
-	// Dovecot 2.3 sent these without doubling the leading dot: the first
-	// is read as 0 bytes, the others one byte short.
-	odd := [][]byte{[]byte(".\r\n"), []byte(".hidden: x\r\n\r\nbody\r\n")}
-	msgs := append(crlfMix(3), odd...)
-	srv := newServer(t, msgs)
-	srv.Set(func(b *pop3test.Behaviour) { b.NoDotStuff = true })
-	j := newJob(t, srv.Addr(), "pipelining = false") // fetch_attempts: 3
-	// The 0-byte read leaves the stream out of step, so each poll ends
-	// there until that message is held; then the next one gets its tries.
-	var held int64
-	for range 6 {
-		st, _ := j.poll()
+// settleOdd polls until the messages a server cannot send right are held
+// (fetch_attempts, 3, polls at most) and then twice more, and checks that
+// each was held once (first is the first poll's stats), that the source
+// keeps them all, and that they are not fetched again once held.
+func settleOdd(t *testing.T, j *job, srv *pop3test.Server, first engine.Stats, odd [][]byte) {
+	t.Helper()
+	held := first.Held
+	for poll := 2; poll <= 5; poll++ {
+		st, err := j.poll()
+		if err != nil {
+			t.Fatalf("poll %d: %v", poll, err)
+		}
 		held += st.Held
-	}
-	for _, got := range j.delivered() {
-		if bytes.HasPrefix(got, []byte("hidden")) || len(got) == 0 {
-			t.Fatalf("a short copy was delivered: %q", got)
+		if poll > 3 && st.Fetched != 0 {
+			t.Fatalf("poll %d fetched %d: a held message is fetched again", poll, st.Fetched)
 		}
 	}
-	assertExactlyOnce(t, msgs[:3], j.delivered())
-	left := srv.Messages()
-	if len(left) != 2 || !bytes.Equal(left[0], odd[0]) || !bytes.Equal(left[1], odd[1]) {
-		t.Fatalf("the misread messages must stay on the server; it has %d", len(left))
-	}
-	if held != 2 {
-		t.Fatalf("want both held after 3 attempts, got %d", held)
-	}
 	entries, _ := j.engine.Quarantine.List()
-	if len(entries) != 2 || !entries[0].Held || !strings.Contains(entries[0].Reason, "the source keeps the message") {
-		t.Fatalf("quarantine: %+v", entries)
+	if held != int64(len(odd)) || len(entries) != len(odd) {
+		t.Fatalf("held %d times, quarantine %d; want each of %d held once", held, len(entries), len(odd))
+	}
+	for _, e := range entries {
+		if !e.Held || !strings.Contains(e.Reason, "the source keeps the message") {
+			t.Fatalf("quarantine: %+v", e)
+		}
+	}
+	left := srv.Messages()
+	if len(left) != len(odd) {
+		t.Fatalf("the server holds %d messages, want the %d it cannot send right", len(left), len(odd))
+	}
+	for i := range odd {
+		if !bytes.Equal(left[i], odd[i]) {
+			t.Fatalf("the server lost %q", odd[i])
+		}
+	}
+}
+
+// Dovecot 2.3 does not byte-stuff a message's first line, and sends an
+// empty message (LIST: 0 bytes) as one empty line. In a mailbox of 200, a
+// first line "." or ".x" is read as the message has it and delivered; the
+// message whose first line starts with ".." (one dot is lost, whatever the
+// reading) and the empty one are never delivered short and are held, each
+// once; and every other message is delivered in the first poll.
+func TestDovecotLeadingDotsAndEmptyMessageHoldUpNothing(t *testing.T) {
+	msgs := crlfMix(200)
+	msgs[40] = []byte{}
+	msgs[100] = []byte(".\r\nSubject: a lone dot first\r\n\r\nbody\r\n")
+	msgs[120] = []byte(".hidden: x\r\nSubject: a dot first\r\n\r\nbody\r\n")
+	msgs[150] = []byte("..two: dots\r\nSubject: two dots first\r\n\r\nbody\r\n")
+	odd := [][]byte{msgs[40], msgs[150]}
+	srv := newServer(t, msgs)
+	srv.Set(func(b *pop3test.Behaviour) { b.FirstLineUnstuffed, b.EmptyAsBlankLine = true, true })
+	j := newJob(t, srv.Addr(), "")
+	st, err := j.poll()
+	if err != nil || st.Delivered != 198 || st.Deferred+st.Held != 2 {
+		t.Fatalf("first poll: %+v %v; want 198 delivered, 2 left at the source", st, err)
+	}
+	var good [][]byte
+	for i, m := range msgs {
+		if i != 40 && i != 150 {
+			good = append(good, m)
+		}
+	}
+	assertExactlyOnce(t, good, j.delivered())
+	// The reply of the ".." message ended before its listed size: the
+	// rest came in a second session, not in the first one out of step.
+	if n := srv.Sessions(); n != 2 {
+		t.Fatalf("%d sessions in the first poll, want 2", n)
+	}
+	settleOdd(t, j, srv, st, odd)
+	assertExactlyOnce(t, good, j.delivered())
+}
+
+// A server that stuffs no line at all: a "." line in a message's middle
+// ends its reply early, and the rest of the message comes where the next
+// reply should. That message is never delivered short and is held; the
+// session goes on in a new one and delivers the others in the first poll;
+// lines the reader can read whole (a first "." line, a ".x" line) are.
+func TestUnstuffedDotLinesHoldUpNothing(t *testing.T) {
+	for _, pipelining := range []bool{true, false} {
+		t.Run(fmt.Sprintf("pipelining=%v", pipelining), func(t *testing.T) {
+			mix := withoutDotLines(crlfMix(10))[:4]
+			broken := []byte("Subject: a dot line inside\r\n\r\nabove\r\n.\r\nbelow\r\n")
+			msgs := [][]byte{mix[0], broken, mix[1], []byte(".\r\n"), mix[2], []byte(".hidden: x\r\n\r\nbody\r\n.also: here\r\n"), mix[3]}
+			srv := newServer(t, msgs)
+			srv.Set(func(b *pop3test.Behaviour) { b.NoDotStuff, b.NoPipelining = true, !pipelining })
+			j := newJob(t, srv.Addr(), "")
+			st, err := j.poll()
+			if err != nil || st.Delivered != 6 || st.Deferred+st.Held != 1 {
+				t.Fatalf("first poll: %+v %v", st, err)
+			}
+			good := append(msgs[:1:1], msgs[2:]...)
+			assertExactlyOnce(t, good, j.delivered())
+			settleOdd(t, j, srv, st, [][]byte{broken})
+			for _, got := range j.delivered() {
+				if bytes.HasPrefix(got, []byte("Subject: a dot line inside")) {
+					t.Fatalf("a short copy was delivered: %q", got)
+				}
+			}
+		})
+	}
+}
+
+// withoutDotLines are the messages of msgs that have no line starting
+// with a dot: whole, even from a server that stuffs none.
+func withoutDotLines(msgs [][]byte) [][]byte {
+	var out [][]byte
+	for _, m := range msgs {
+		if m[0] != '.' && !bytes.Contains(m, []byte("\n.")) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// A poll starts at most maxRestarts (5) new sessions; past that it ends,
+// and the next polls go on where the held messages let them: in the end
+// every other message is delivered once and every broken one is held.
+func TestRestartsPerPollAreBounded(t *testing.T) {
+	var msgs, good, broken [][]byte
+	for i, m := range withoutDotLines(crlfMix(30))[:20] {
+		if i%3 == 1 && len(broken) < 7 {
+			m = fmt.Appendf(nil, "Subject: broken %d\r\n\r\nabove\r\n.\r\nbelow\r\n", i)
+			broken = append(broken, m)
+		} else {
+			good = append(good, m)
+		}
+		msgs = append(msgs, m)
+	}
+	srv := newServer(t, msgs)
+	srv.Set(func(b *pop3test.Behaviour) { b.NoDotStuff = true })
+	j := newJob(t, srv.Addr(), "")
+	if _, err := j.poll(); err == nil || srv.Sessions() != 6 {
+		t.Fatalf("first poll: %v after %d sessions; want it to end after 6", err, srv.Sessions())
+	}
+	var err error
+	for poll := 2; poll <= 12; poll++ {
+		var st engine.Stats
+		if st, err = j.poll(); err == nil && st.Fetched == 0 {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("still failing after 12 polls: %v", err)
+	}
+	assertExactlyOnce(t, good, j.delivered())
+	if left := srv.Messages(); len(left) != len(broken) {
+		t.Fatalf("the server holds %d, want the %d broken", len(left), len(broken))
+	}
+	if entries, _ := j.engine.Quarantine.List(); len(entries) != len(broken) {
+		t.Fatalf("%d held, want %d", len(entries), len(broken))
+	}
+}
+
+// After a reply that ended early, the session goes on in a new one, where
+// message numbers are the new session's: another client deleted a message
+// in between, so every later number is one less, and a message it deleted
+// is reported gone. Each reader says, once read, whether its bytes are
+// known not to be the message (Misread), for the engine to hold it at once.
+func TestSessionGoesOnAfterAReplyEndsEarly(t *testing.T) {
+	ctx := context.Background()
+	msgs := crlfMix(7)
+	msgs[2] = []byte("..two: dots\r\n\r\nbody\r\n")
+	msgs[6] = []byte{}
+	srv := newServer(t, msgs)
+	srv.Set(func(b *pop3test.Behaviour) { b.FirstLineUnstuffed, b.EmptyAsBlankLine = true, true })
+	in := &pop3.Input{}
+	in.Address, in.TLS, in.AllowPlaintextAuth, in.Username, in.Password = srv.Addr(), "none", true, "u", "p"
+	in.Provision(plugin.Env{Name: "pop", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := in.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			s.Close(ctx) // before the server's Close, which waits for the session to end
+		}
+	})
+	l, err := s.List(ctx)
+	if err != nil || len(l.Items) != 7 {
+		t.Fatalf("listing %+v %v", l, err)
+	}
+	got := map[int][]byte{}
+	misread := map[int]error{}
+	fetchErr := map[int]error{}
+	err = s.Fetch(ctx, l.Items, func(it plugin.Item, r io.Reader, err error) error {
+		i := slices.IndexFunc(l.Items, func(x plugin.Item) bool { return x.ID == it.ID })
+		if err != nil {
+			fetchErr[i] = err
+			return nil
+		}
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		got[i] = b
+		misread[i] = r.(interface{ Misread() error }).Misread()
+		if i == 2 {
+			srv.Remove(4) // another client's session, before ours starts again
+			srv.Remove(0)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range msgs {
+		switch i {
+		case 2, 6:
+			var me *pop3.MisreadError
+			if !errors.As(misread[i], &me) || me.Listed != int64(len(m)) || bytes.Equal(got[i], m) {
+				t.Errorf("message %d: read %q, misread %v; want it known misread", i, got[i], misread[i])
+			}
+		case 4:
+			if fetchErr[i] == nil || !strings.Contains(fetchErr[i].Error(), "no longer on the server") {
+				t.Errorf("message %d, deleted by another client: %v", i, fetchErr[i])
+			}
+		default:
+			if !bytes.Equal(got[i], m) || misread[i] != nil {
+				t.Errorf("message %d: read %q (misread %v), want %q", i, got[i], misread[i], m)
+			}
+		}
+	}
+	// Deleted under the new session's numbers.
+	if failed, err := s.Commit(ctx, []plugin.Item{l.Items[1], l.Items[3], l.Items[4], l.Items[5]}); err != nil || len(failed) != 1 || failed[0].ID != l.Items[4].ID {
+		t.Fatalf("commit: %v %v; want only the gone message back", failed, err)
+	}
+	closed = true
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := srv.Messages(); len(left) != 2 || !bytes.Equal(left[0], msgs[2]) || !bytes.Equal(left[1], msgs[6]) {
+		t.Fatalf("the server holds %q", left)
 	}
 }
 

@@ -130,6 +130,18 @@ func FuzzDotReader(f *testing.F) {
 		if string(tail) != "TAIL" {
 			t.Fatalf("read past the terminator: tail %q", tail)
 		}
+		// Read as a RETR whose size LIST gave: a server that stuffs
+		// right is read the same, and never found out of step or misread.
+		c, _ := retrClient("", map[int]int64{1: int64(len(want))}, 1, 2)
+		c.br = bufio.NewReaderSize(strings.NewReader("+OK\r\n"+string(stuff(data))+"+OK next\r\n"), size)
+		retr, err := c.ReadRetr(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := retr.(*dotReader)
+		if got, err := io.ReadAll(d); err != nil || !bytes.Equal(got, want) || c.OutOfStep() != nil || d.Misread() != nil {
+			t.Fatalf("as a RETR of its size: %q %v, out of step %v, misread %v", got, err, c.OutOfStep(), d.Misread())
+		}
 	})
 }
 
@@ -202,6 +214,100 @@ func BenchmarkDotReader(b *testing.B) {
 		br.Reset(rd)
 		if _, err := io.Copy(io.Discard, newDotReader(br, 0)); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// retrClient is a client whose server sends wire, with the sizes LIST gave
+// and RETRs for the messages queued already; what it writes is kept.
+func retrClient(wire string, sizes map[int]int64, queued ...int) (*Client, *bytes.Buffer) {
+	sent := &bytes.Buffer{}
+	c := &Client{br: bufio.NewReaderSize(strings.NewReader(wire), 16), bw: bufio.NewWriter(sent), maxLine: 64,
+		sizes: sizes, retrs: queued}
+	return c, sent
+}
+
+// A RETR reply is checked against the size LIST gave. Dovecot 2.3 sends a
+// message's first line as it is: a first ".x" line is read with its dot, a
+// first "." line that the message goes on after is the message's, and a
+// reply that ends early leaves the stream out of step; where the reader can
+// tell why the bytes differ from the message, Misread says so.
+func TestRetrCheckedAgainstListSize(t *testing.T) {
+	cases := []struct {
+		name    string
+		body    string // the reply after +OK, terminator included
+		size    int64
+		want    string
+		lost    bool // the stream is out of step after it
+		misread bool
+	}{
+		{"stuffed first line", "..x: y\r\n\r\nbody\r\n.\r\n", 15, ".x: y\r\n\r\nbody\r\n", false, false},
+		{"first line .x not stuffed", ".hidden: x\r\n\r\nbody\r\n.\r\n", 20, ".hidden: x\r\n\r\nbody\r\n", false, false},
+		{"first line . not stuffed", ".\r\nrest: line\r\n\r\nbody\r\n.\r\n", 23, ".\r\nrest: line\r\n\r\nbody\r\n", false, false},
+		{"a message that is one . line", ".\r\n.\r\n", 3, ".\r\n", false, false},
+		{"first line .. not stuffed", "..x: y\r\n\r\nbody\r\n.\r\n", 16, ".x: y\r\n\r\nbody\r\n", true, true},
+		{"empty reply for a listed message", ".\r\n", 23, "", true, true},
+		{"empty message as an empty line", "\r\n.\r\n", 0, "\r\n", false, true},
+		{"empty message", ".\r\n", 0, "", false, false},
+		{"a later . line not stuffed", "a: b\r\n\r\n.\r\nmore\r\n.\r\n", 15, "a: b\r\n\r\n", true, false},
+		{"LIST too small", "a: b\r\n\r\nbody\r\n.\r\n", 5, "a: b\r\n\r\nbody\r\n", false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// RETR 1 is read while RETR 2 is in flight: its reply follows.
+			cl, _ := retrClient("+OK\r\n"+c.body+"+OK next\r\nnext\r\n.\r\n", map[int]int64{1: c.size, 2: 5}, 1, 2)
+			r, err := cl.ReadRetr(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			if err != nil || string(got) != c.want {
+				t.Fatalf("read %q, %v; want %q", got, err, c.want)
+			}
+			lost := cl.OutOfStep()
+			if (lost != nil) != c.lost || lost != nil && !errors.Is(lost, ErrOutOfStep) {
+				t.Fatalf("out of step: %v, want %v", lost, c.lost)
+			}
+			var m *MisreadError
+			if err := r.(*dotReader).Misread(); (err != nil) != c.misread || err != nil && (!errors.As(err, &m) || m.Number != 1 || m.Listed != c.size || m.Read != int64(len(got))) {
+				t.Fatalf("misread: %#v, want one: %v", err, c.misread)
+			}
+			next, err := cl.ReadRetr(0)
+			if c.lost {
+				if !errors.Is(err, ErrOutOfStep) {
+					t.Fatalf("a reply read after the stream went out of step: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("the next reply: %v", err)
+			}
+			if b, err := io.ReadAll(next); err != nil || string(b) != "next\r\n" {
+				t.Fatalf("the next reply: %q %v", b, err)
+			}
+		})
+	}
+}
+
+// With no reply in flight after it, a reader that must see what follows a
+// first "." line sends a NOOP, and its reply is read before the next
+// command's.
+func TestLeadingDotLineWithNothingInFlightSendsNOOP(t *testing.T) {
+	for _, body := range []string{".\r\nrest: line\r\n\r\nbody\r\n.\r\n", ".\r\n"} {
+		cl, sent := retrClient("+OK\r\n"+body+"+OK noop\r\n+OK deleted\r\n", map[int]int64{1: 23}, 1)
+		r, err := cl.ReadRetr(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(r)
+		if sent.String() != "NOOP\r\n" {
+			t.Fatalf("sent %q, want a NOOP", sent)
+		}
+		if cl.OutOfStep() != nil {
+			continue // the empty reply: nothing more is read
+		}
+		if _, err := cl.readStatus("DELE"); err != nil || cl.noops != 0 {
+			t.Fatalf("the NOOP's reply must be read before the next one: %v", err)
 		}
 	}
 }
