@@ -68,6 +68,50 @@ func TestDovecotKeepModeFetchesOnce(t *testing.T) {
 	assertExactlyOnce(t, msgs, j.delivered())
 }
 
+// Dovecot 2.3 does not byte-stuff a message's first line, and sends an
+// empty file (LIST: 0 bytes) as one empty line. In a mailbox of 50 with a
+// file whose first line is ".", one whose first line starts with ".." and
+// an empty one, the first is delivered as the file has it and every other
+// message but the last two in the first poll; those two are held, once
+// each, and stay in the mailbox. u3 is this package's mailbox.
+func TestDovecotLeadingDotAndEmptyFileHoldUpNothing(t *testing.T) {
+	srv := enginetest.RealServers(t)
+	msgs := enginetest.CRLF(enginetest.Mix(50))
+	msgs[10] = []byte(".\r\nSubject: a lone dot first\r\n\r\nbody\r\n")
+	msgs[25] = []byte{}
+	msgs[40] = []byte("..two: dots\r\nSubject: two dots first\r\n\r\nbody\r\n")
+	srv.SeedPOP3(t, "u3", msgs)
+	j := dovecotJob(t, srv, "u3", srv.POP3S, "implicit", "")
+	st, err := j.poll()
+	if err != nil || st.Delivered != 48 || st.Deferred+st.Held != 2 {
+		t.Fatalf("first poll: %+v %v; want 48 delivered, 2 left in the mailbox", st, err)
+	}
+	var good [][]byte
+	for i, m := range msgs {
+		if i != 25 && i != 40 {
+			good = append(good, m)
+		}
+	}
+	assertExactlyOnce(t, good, j.delivered())
+	held := st.Held
+	for poll := 2; poll <= 5; poll++ {
+		st, err := j.poll()
+		if err != nil {
+			t.Fatalf("poll %d: %v", poll, err)
+		}
+		if held += st.Held; poll > 3 && st.Fetched != 0 {
+			t.Fatalf("poll %d fetched %d: a held message is fetched again", poll, st.Fetched)
+		}
+	}
+	if entries, _ := j.engine.Quarantine.List(); held != 2 || len(entries) != 2 {
+		t.Fatalf("held %d times, %d in the quarantine; want the empty file and the \"..\" one, once each", held, len(entries))
+	}
+	if n := srv.POP3Count("u3"); n != 2 {
+		t.Fatalf("the mailbox holds %d messages, want the 2 held", n)
+	}
+	assertExactlyOnce(t, good, j.delivered())
+}
+
 func TestDovecotRefusesUnverifiedCertificate(t *testing.T) {
 	srv := enginetest.RealServers(t)
 	// Without tls_ca_file the test CA is unknown: the session must fail.
