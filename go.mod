@@ -54,3 +54,7 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+// go-imap's client with two small changes (LITERAL+ for APPEND, a BYE as
+// the error of the commands it ends): third_party/README.md.
+replace github.com/emersion/go-imap/v2 => ./third_party/go-imap
