@@ -136,6 +136,7 @@ func (o *Output) Init() error {
 		return fmt.Errorf("idle_timeout: %v", err)
 	}
 	o.pool = pool.New(o.MaxConnections, o.idleFor, o.connect, func(c *Client) { c.Quit() }, func(c *Client) { c.Close() })
+	o.pool.HoldDown(holdDown)
 	switch o.EightBit {
 	case "":
 		o.EightBit = "convert"
@@ -150,6 +151,15 @@ func (o *Output) Init() error {
 	}
 	return nil
 }
+
+// holdDown is how long, after a connection failed (refused, STARTTLS
+// missing or failing, a 421 or 554 greeting, a refused login), the
+// messages already waiting for a session fail with that error instead of
+// each connecting in turn (see pool.HoldDown). The engine backs off from
+// the output once told of the failure, so new messages do not come; this
+// is for the ones in flight. It is shorter than the engine's first
+// back-off (5s), so that the engine's next try connects.
+const holdDown = 3 * time.Second
 
 func parseDuration(s string, def time.Duration) (time.Duration, error) {
 	if s == "" {
