@@ -102,6 +102,17 @@ func fromDate(line string) time.Time {
 		return time.Time{}
 	}
 	f = f[1:]
+	// The two shapes nearly every file has, without trying the others.
+	if len(f) >= 5 && isYear([]byte(f[4])) {
+		if t, err := time.Parse(fromLayouts[0], strings.Join(f[:5], " ")); err == nil {
+			return t
+		}
+	}
+	if len(f) >= 6 && (f[4][0] == '+' || f[4][0] == '-') {
+		if t, err := time.Parse(fromLayouts[1], strings.Join(f[:6], " ")); err == nil {
+			return t
+		}
+	}
 	// "remote from host" and the like may follow the date: the longest
 	// run of words from the start that parses wins.
 	for n := min(len(f), 6); n >= 4; n-- {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -150,7 +151,8 @@ type span struct {
 	idLen     int64 // the bytes from off that the digest covers
 	digest    [8]byte
 	truncated bool
-	items     int // how many items it made (0: skipped)
+	items     int    // how many items it made (0: skipped)
+	ident     string // id(), made once
 }
 
 func (sp *span) id() string {
@@ -159,16 +161,15 @@ func (sp *span) id() string {
 
 // listed is a listing of the file, and what it was made from.
 type listed struct {
-	dev, ino  uint64
-	size      int64
-	mtime     int64
-	spans     []*span
-	items     []plugin.Item
-	gen       int
-	chain     [32]byte // over the ids of spans[:len(spans)-1]
-	labels    labeller
-	scheme    string
-	truncated int
+	dev, ino uint64
+	size     int64
+	mtime    int64
+	spans    []*span
+	items    []plugin.Item
+	gen      int
+	chain    [32]byte // over the ids of spans[:len(spans)-1]
+	labels   labeller
+	scheme   string
 }
 
 // state is what a listing leaves in state_dir, for the next process to
@@ -301,6 +302,9 @@ func (in *Input) extend(ctx context.Context, f *os.File, prev, now *listed) (boo
 	now.items = prev.items[: len(prev.items)-last.items : len(prev.items)-last.items]
 	now.spans = prev.spans[: n-1 : n-1]
 	err := in.scanFrom(ctx, f, last.off, now, now.chain, func(int, [32]byte) {})
+	if IsFormatError(err) {
+		return false, nil // no From_ line where the last message was
+	}
 	if err != nil {
 		return false, err
 	}
@@ -355,16 +359,16 @@ func (in *Input) scanFrom(ctx context.Context, f *os.File, from int64, now *list
 		d := sha256.Sum256(raw[:sp.idLen])
 		copy(sp.digest[:], d[:])
 		if sp.truncated {
-			now.truncated++
 			in.log.Warn("mbox: the file's last message is cut short (its last line has no line end, or its Content-Length runs past the end of the file); it is delivered as it is",
 				"path", in.file, "offset", sp.off, "bytes", sp.size)
 		}
 		identity := ""
 		if whole {
-			identity = message.HeaderIdentity(block, sp.size)
+			identity = headerIdentity(block, sp.size)
 		}
 		mk := now.labels.marks(block)
 		id, date := sp.id(), m.Date()
+		sp.ident = id
 		if mk.skip == "" {
 			for _, p := range mk.places {
 				it := plugin.Item{ID: id, Size: sp.size, Folder: p.folder, FolderRole: p.role, Flags: mk.flags,
@@ -379,13 +383,66 @@ func (in *Input) scanFrom(ctx context.Context, f *os.File, from int64, now *list
 		// The chain covers every message but the last, which may yet
 		// grow: it takes a message in once the next one is seen.
 		for ; covered < len(now.spans); covered++ {
-			chain = sha256.Sum256(append(chain[:], now.spans[covered].id()...))
+			chain = sha256.Sum256(append(chain[:], now.spans[covered].ident...))
 			at(covered+1, chain)
 		}
 		now.spans = append(now.spans, sp)
 	}
 	now.chain = chain
 	return nil
+}
+
+// headerIdentity is message.HeaderIdentity(block, size), without
+// parsing the whole header where it need not: a header that the engine's
+// parser reads as this one does (its first line a field, every line
+// ended by LF or CRLF, no "Message-ID :") and that has a one-line
+// Message-ID is named by it, as message.Identity names it.
+func headerIdentity(block []byte, size int64) string {
+	if simpleHeader(block) {
+		if v, folded, ok := field(block, "Message-ID"); ok && !folded {
+			if id := strings.Trim(v, "<>"); id != "" {
+				return id
+			}
+		}
+	}
+	return message.HeaderIdentity(block, size)
+}
+
+// simpleHeader reports whether block is a header that field reads as the
+// engine's parser does.
+func simpleHeader(block []byte) bool {
+	colon, nl := bytes.IndexByte(block, ':'), bytes.IndexByte(block, '\n')
+	if colon <= 0 || nl >= 0 && nl < colon {
+		return false
+	}
+	name := bytes.TrimRight(block[:colon], " \t")
+	if len(name) == 0 {
+		return false
+	}
+	for _, c := range name {
+		if c < 33 || c > 126 {
+			return false
+		}
+	}
+	for rest := block; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i+1], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		if i := bytes.IndexByte(line, '\r'); i >= 0 && (i != len(line)-2 || line[i+1] != '\n') {
+			return false // a CR that is no CRLF ends a line for the engine
+		}
+		if isBlank(line) && len(rest) > 0 {
+			return false // the header ended before
+		}
+		const name = "message-id"
+		if len(line) > len(name) && bytes.EqualFold(line[:len(name)], []byte(name)) && line[len(name)] != ':' {
+			return false
+		}
+	}
+	return true
 }
 
 // headerBlock is the header block at the start of b (the bytes of a

@@ -332,8 +332,23 @@ func TestRewrittenFileChangesTheScheme(t *testing.T) {
 	// Rewritten while mailflow was stopped.
 	os.Remove(path)
 	writeMbox(t, path, msgs[2:])
-	if _, l := list(t, newInput(t, path, nil, env)); l.Scheme != "mbox-offset/2" {
+	in = newInput(t, path, nil, env)
+	if _, l := list(t, in); l.Scheme != "mbox-offset/2" {
 		t.Fatalf("rewritten while stopped: %q", l.Scheme)
+	}
+	// Rewritten in place, longer than it was: where its last message
+	// started, there is none now.
+	var b bytes.Buffer
+	for _, m := range enginetest.Mix(12)[6:] {
+		b.Write(m)
+	}
+	big := append([][]byte{[]byte("Subject: a longer first message\n\n" + strings.Repeat("x", 777) + "\n")}, msgs[2:]...)
+	big = append(big, b.Bytes())
+	f, _ := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	f.Close()
+	writeMbox(t, path, big)
+	if _, l := list(t, in); l.Scheme != "mbox-offset/3" || len(l.Items) != len(big) {
+		t.Fatalf("rewritten in place: %q, %d items", l.Scheme, len(l.Items))
 	}
 }
 
@@ -608,5 +623,29 @@ func TestInputConfig(t *testing.T) {
 	}
 	if err := (&mbox.Input{Path: "x", OnSettled: "keep"}).Init(); err != nil {
 		t.Error(err)
+	}
+}
+
+// An mboxcl2 file (bodies with unquoted From_ lines, after blank lines
+// too) is listed by its Content-Lengths and fetched byte for byte.
+func TestInputReadsMboxcl2(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cl2.mbox")
+	var file bytes.Buffer
+	var want [][]byte
+	for i := range 30 {
+		body := fmt.Sprintf("text\r\n\r\nFrom me@example.org Sat Nov 21 10:00:00 2026\r\n>From quoted stays\r\n%s", strings.Repeat("x", i*3000))
+		msg := fmt.Sprintf("Subject: %d\r\nContent-Length: %d\r\n\r\n%s", i, len(body), body)
+		fmt.Fprintf(&file, "From a@x Sat Nov 21 10:00:00 2026\r\n%s\r\n", msg)
+		want = append(want, []byte(msg))
+	}
+	os.WriteFile(path, file.Bytes(), 0o600)
+	s, l := list(t, newInput(t, path, nil))
+	if len(l.Items) != len(want) {
+		t.Fatalf("%d items, want %d", len(l.Items), len(want))
+	}
+	for i, b := range fetchAll(t, s, l.Items) {
+		if !bytes.Equal(b, want[i]) {
+			t.Fatalf("message %d: %q", i, trunc(string(b)))
+		}
 	}
 }

@@ -69,8 +69,13 @@ type labeller struct {
 	folder      string // for a message without labels
 	strs        map[string]string
 	flagSets    map[string][]string
-	chats, junk int // skipped, for the log
+	byLabels    map[string]marks // by the raw X-Gmail-Labels: a Takeout repeats a few hundred
+	chats, junk int              // skipped, for the log
 }
+
+// maxCachedLabels bounds byLabels, for a file whose every message has
+// labels of its own.
+const maxCachedLabels = 10000
 
 func (l *labeller) intern(s string) string {
 	if v, ok := l.strs[s]; ok {
@@ -108,6 +113,28 @@ func (l *labeller) marks(hdr []byte) marks {
 	if !ok || l.mode == labelsNone {
 		return marks{places: []place{{folder: l.folder}}, flags: l.internFlags(statusFlags(hdr))}
 	}
+	m, ok := l.byLabels[raw]
+	if !ok {
+		m = l.labels(raw)
+		if l.byLabels == nil {
+			l.byLabels = map[string]marks{}
+		}
+		if len(l.byLabels) < maxCachedLabels {
+			l.byLabels[raw] = m
+		}
+	}
+	switch m.skip {
+	case "":
+	case "chat":
+		l.chats++
+	default:
+		l.junk++
+	}
+	return m
+}
+
+// labels makes the marks of a message with X-Gmail-Labels raw.
+func (l *labeller) labels(raw string) marks {
 	var m marks
 	var flags []string
 	addFlag := func(f string) {
@@ -176,13 +203,7 @@ func (l *labeller) marks(hdr []byte) marks {
 			m.skip, places, location = "", []place{*bin}, bin
 		}
 	}
-	switch m.skip {
-	case "chat":
-		l.chats++
-		return m
-	case "":
-	default:
-		l.junk++
+	if m.skip != "" {
 		return m
 	}
 	if !unread {
@@ -329,6 +350,13 @@ func statusFlags(hdr []byte) []string {
 // fieldValue is the unfolded value of the first field called name in the
 // header block hdr.
 func fieldValue(hdr []byte, name string) (string, bool) {
+	v, _, ok := field(hdr, name)
+	return v, ok
+}
+
+// field is fieldValue, and whether the value was folded over several
+// lines.
+func field(hdr []byte, name string) (v string, folded, ok bool) {
 	for len(hdr) > 0 {
 		line := hdr
 		if i := bytes.IndexByte(hdr, '\n'); i >= 0 {
@@ -348,8 +376,9 @@ func fieldValue(hdr []byte, name string) (string, bool) {
 				hdr = nil
 			}
 			v += " " + strings.TrimSpace(string(next))
+			folded = true
 		}
-		return v, true
+		return v, folded, true
 	}
-	return "", false
+	return "", false, false
 }

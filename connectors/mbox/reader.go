@@ -57,7 +57,9 @@ func (e *FormatError) Error() string {
 // A Reader is not safe for use from several goroutines.
 type Reader struct {
 	br      *bufio.Reader
+	src     io.Reader
 	ra      io.ReaderAt // the stream, for checking a Content-Length; nil if it is no ReaderAt
+	seeker  io.Seeker   // the stream, for passing over a counted body; nil with ra
 	base    int64       // ra's offset of the stream's first byte
 	variant Variant
 	off     int64 // stream offset of br's next byte
@@ -89,11 +91,11 @@ func (r *Reader) Reset(src io.Reader) {
 	} else {
 		r.br.Reset(src)
 	}
-	r.ra, r.base = nil, 0
+	r.src, r.ra, r.seeker, r.base = src, nil, nil, 0
 	if ra, ok := src.(io.ReaderAt); ok {
 		if s, ok := src.(io.Seeker); ok {
 			if pos, err := s.Seek(0, io.SeekCurrent); err == nil {
-				r.ra, r.base = ra, pos
+				r.ra, r.seeker, r.base = ra, s, pos
 			}
 		}
 	}
@@ -278,10 +280,28 @@ func (m *Message) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
-// skip reads the message to its end, handing nothing over.
+// skip reads the message to its end, handing nothing over. A body
+// whose Content-Length ends it is not read at all where the stream can
+// seek: listing an mboxcl2 file reads its headers only.
 func (m *Message) skip() {
+	r := m.r
 	for !m.done {
 		m.pending = nil
+		if m.counted && r.seeker != nil && m.remaining > int64(r.br.Buffered()) {
+			b := r.br.Buffered()
+			r.br.Discard(b)
+			rest := m.remaining - int64(b)
+			// The underlying stream is where br's buffer ended: at r.off+b.
+			if _, err := r.seeker.Seek(rest, io.SeekCurrent); err != nil {
+				m.fail(err)
+				break
+			}
+			r.br.Reset(r.src)
+			r.off += int64(b) + rest
+			m.size += int64(b) + rest
+			m.remaining = 0
+			continue
+		}
 		m.advance()
 	}
 	m.pending = nil
@@ -511,10 +531,11 @@ func (m *Message) emit(b []byte) {
 	}
 }
 
-// finish ends the message at end; atEOF says the stream ended there.
+// finish ends the message at end; atEOF says the stream ended there. A
+// body its Content-Length ended is whole with or without a last line end.
 func (m *Message) finish(end int64, atEOF bool) {
 	m.done, m.end, m.heldN = true, end, 0
-	if atEOF && (!m.lastNL || m.clPastEOF) {
+	if atEOF && (!m.lastNL && !m.counted || m.clPastEOF) {
 		m.truncated = true
 	}
 }
@@ -596,6 +617,18 @@ func isBlank(line []byte) bool {
 func trimLineEnd(line []byte) []byte {
 	line = bytes.TrimSuffix(line, []byte("\n"))
 	return bytes.TrimSuffix(line, []byte("\r"))
+}
+
+// IsMbox reports whether head, the first bytes of a file (a few hundred
+// are enough), is the start of an mbox: its first line that is not blank
+// is a From_ line with a date. A single message never starts so: its
+// header's From field has a colon ("From: …").
+func IsMbox(head []byte) bool {
+	head = bytes.TrimLeft(head, "\r\n")
+	if i := bytes.IndexByte(head, '\n'); i >= 0 {
+		head = head[:i+1]
+	}
+	return bytes.HasPrefix(head, fromPrefix) && looksLikeFromLine(head)
 }
 
 // IsFormatError reports whether err says the stream is not an mbox (or

@@ -348,3 +348,90 @@ func TestParseVariant(t *testing.T) {
 		t.Fatal()
 	}
 }
+
+// Whatever a message holds, the Writer and the Reader give it back (with a
+// line end at the end if it had none), between two others, read as
+// mboxrd, and under Auto unless it has a Content-Length of its own: one
+// that happens to count the quoted body exactly makes Auto read it as
+// mboxcl2 (which quotes nothing), as such a file would be.
+func FuzzWriteThenRead(f *testing.F) {
+	for _, m := range specials() {
+		f.Add(m)
+	}
+	f.Add([]byte("Content-Length: 3\n\nabc"))
+	f.Add([]byte(">>>From x\r\n\r\nFrom y\r\n"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		var file bytes.Buffer
+		w, _ := mbox.NewWriter(&file, mbox.Mboxrd)
+		for _, m := range [][]byte{[]byte("Subject: before\n\nb\n"), msg, []byte("Subject: after\n\na\n")} {
+			w.WriteMessage("From a@x Sat Nov 21 10:00:00 2026", bytes.NewReader(m))
+		}
+		w.Flush()
+		for _, v := range []mbox.Variant{mbox.Mboxrd, mbox.Auto} {
+			if v == mbox.Auto && bytes.Contains(bytes.ToLower(msg), []byte("content-length")) {
+				continue
+			}
+			g := readAll(t, bytes.NewReader(file.Bytes()), v)
+			if len(g) != 3 || g[1].body != string(withLineEnd(msg)) || g[2].body != "Subject: after\n\na\n" {
+				t.Fatalf("%v: %q", v, bodies(g))
+			}
+		}
+	})
+}
+
+func TestIsMbox(t *testing.T) {
+	for head, want := range map[string]bool{
+		"From a@x Sat Nov 21 10:00:00 2026\nSubject: a\n":      true,
+		"\r\nFrom 1789@xxx Wed Jan 05 12:34:56 +0000 2022\r\n": true,
+		"From a@x Sat Nov 21 10:0":                             false, // cut before its date
+		"From: a@x\nSubject: a\n":                              false,
+		"Return-Path: <a@x>\n":                                 false,
+		"":                                                     false,
+	} {
+		if got := mbox.IsMbox([]byte(head)); got != want {
+			t.Errorf("%q: %v", head, got)
+		}
+	}
+}
+
+// countingReaderAt counts the bytes read through it.
+type countingReaderAt struct {
+	r io.ReaderAt
+	n int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	c.n += int64(n)
+	return n, err
+}
+
+// Passing over the messages of an mboxcl2 file reads their headers, not
+// their bodies: listing one costs a read buffer (64 KiB) per message at
+// most, whatever the size of the bodies.
+func TestContentLengthBodiesAreNotRead(t *testing.T) {
+	var file bytes.Buffer
+	body := strings.Repeat("From a body line, not quoted in mboxcl2\n", 20000) // 800 KB
+	for i := range 20 {
+		fmt.Fprintf(&file, "From a@x Sat Nov 21 10:00:00 2026\nSubject: %d\nContent-Length: %d\n\n%s\n", i, len(body), body)
+	}
+	c := &countingReaderAt{r: bytes.NewReader(file.Bytes())}
+	r := mbox.NewReader(io.NewSectionReader(c, 0, int64(file.Len())), mbox.Auto)
+	n := 0
+	for {
+		m, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n++; n == 1 {
+			// Read part of the first: the rest is passed over all the same.
+			io.CopyN(io.Discard, m, 100)
+		}
+	}
+	if n != 20 || c.n > 21*64<<10 {
+		t.Fatalf("%d messages; read %d bytes of %d", n, c.n, file.Len())
+	}
+}
