@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,22 +18,23 @@ import (
 
 // limitIMAP is the IMAP bench's limit tool (-imap-tools ...,limit): what
 // this Dovecot allows a copier that does nothing but copy. It lists the
-// source's folders, fetches each folder's messages in one FETCH 1:*
-// (UID FLAGS INTERNALDATE BODY.PEEK[]), which the server streams, and
-// APPENDs each into the same folder at the destination with the same flags
-// and date, over conns sessions, never waiting for an APPEND's tagged
-// answer before sending the next (they are collected at the end). No
-// ledger, no hashing, no parsing, no verification of its own: the bench
-// checks the destination folder by folder, as it does every tool's.
+// source's folders and runs conns lanes, each taking folders in turn: a
+// lane fetches a folder in one FETCH 1:* (UID FLAGS INTERNALDATE
+// BODY.PEEK[]), which the server streams, on its own source session, and
+// APPENDs each message into the same folder with the same flags and date on
+// its own destination session, never waiting for an APPEND's tagged answer
+// before sending the next (they are collected at the end). No ledger, no
+// hashing, no parsing, no verification of its own: the bench checks the
+// destination folder by folder, as it does every tool's.
 //
-// go-imap v2 beta.8's client waits for the server's "+" before each
-// literal larger than 4 KiB even when the server has LITERAL+, so one
-// session cannot pipeline APPENDs of all but the smallest messages: each
-// costs a round trip. The limit therefore spreads the APPENDs over conns
-// sessions (as mailflow's --parallel does), so that conns of those waits
-// overlap; up to conns folders are fetched at once, as mailflow does. When
-// go-imap is patched (third_party/), the same code pipelines on each
-// session without change.
+// go-imap v2 beta.8's client waits for the server's "+" before each literal
+// larger than 4 KiB even when the server has LITERAL+, so one session cannot
+// pipeline APPENDs of all but the smallest messages: each costs a round
+// trip; the lanes overlap conns of those waits (conns is 4 by default, as
+// mailflow's --parallel). With the patched copy in third_party/go-imap
+// (LITERAL+ honoured for APPEND) the same code pipelines on each session.
+//
+// BENCH_LIMIT_CPUPROFILE=FILE writes its CPU profile.
 //
 //	bench limit-imap ADDR SRC_USER DST_USER PASSWORD CONNS
 func limitIMAP(args []string) int {
@@ -44,6 +46,12 @@ func limitIMAP(args []string) int {
 	if err != nil || conns < 1 {
 		fmt.Fprintln(os.Stderr, "limit-imap: CONNS must be a number of sessions, 1 or more")
 		return 2
+	}
+	if p := os.Getenv("BENCH_LIMIT_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 	}
 	if err := limitCopy(args[0], args[1], args[2], args[3], conns); err != nil {
 		fmt.Fprintln(os.Stderr, "limit-imap:", err)
@@ -107,10 +115,20 @@ func limitCopy(addr, srcUser, dstUser, password string, conns int) error {
 		}
 	}
 
-	msgs := make(chan fetched, 2*conns)
+	// Lanes: each takes folders from the queue, fetches one on its own
+	// source session and APPENDs it on its own destination session. A
+	// folder stays on one session: Dovecot opens the mailbox for each
+	// APPEND to a folder other than the selected one, so the destination
+	// session SELECTs the folder it fills (selectDst) and keeps it open.
+	queue := make(chan string, len(folders))
+	for _, f := range folders {
+		queue <- f
+	}
+	close(queue)
 	var (
 		mu    sync.Mutex
 		first error
+		lanes sync.WaitGroup
 	)
 	fail := func(err error) {
 		mu.Lock()
@@ -119,46 +137,32 @@ func limitCopy(addr, srcUser, dstUser, password string, conns int) error {
 		}
 		mu.Unlock()
 	}
-
-	var appenders sync.WaitGroup
-	for _, c := range dsts {
-		appenders.Add(1)
-		go func() {
-			defer appenders.Done()
-			fail(appendAll(c, msgs))
-		}()
-	}
-
-	queue := make(chan string, len(folders))
-	for _, f := range folders {
-		queue <- f
-	}
-	close(queue)
-	var fetchers sync.WaitGroup
-	for i := 0; i < conns && i < len(folders); i++ {
+	for i, dst := range dsts {
 		c := src
 		if i > 0 {
 			if c, err = imapLogin(addr, srcUser, password); err != nil {
-				fail(err)
-				break
+				return err
 			}
 			defer c.Close()
 		}
-		fetchers.Add(1)
+		msgs := make(chan fetched, 8)
+		lanes.Add(2)
 		go func() {
-			defer fetchers.Done()
+			defer lanes.Done()
+			defer close(msgs)
 			for f := range queue {
 				if err := fetchFolder(c, f, msgs); err != nil {
 					fail(err)
-					for range queue {
-					}
+					return
 				}
 			}
 		}()
+		go func() {
+			defer lanes.Done()
+			fail(appendAll(dst, msgs))
+		}()
 	}
-	fetchers.Wait()
-	close(msgs)
-	appenders.Wait()
+	lanes.Wait()
 	if first != nil {
 		return first
 	}
@@ -221,12 +225,21 @@ func fetchFolder(c *imapclient.Client, folder string, msgs chan<- fetched) error
 
 // appendAll APPENDs each message it is handed, waiting only for the
 // server's "+" where the client needs it, and for every answer at the end.
+// Before the first message of a folder it SELECTs the folder (selectDst).
 func appendAll(c *imapclient.Client, msgs <-chan fetched) error {
 	var sent []*imapclient.AppendCommand
 	var err error
+	selected := ""
 	for m := range msgs {
 		if err != nil {
-			continue // drain, so that the fetchers end
+			continue // drain, so that the fetcher ends
+		}
+		if selectDst && m.folder != selected {
+			if _, err = c.Select(m.folder, nil).Wait(); err != nil {
+				err = fmt.Errorf("SELECT %s: %w", m.folder, err)
+				continue
+			}
+			selected = m.folder
 		}
 		cmd := c.Append(m.folder, int64(len(m.body)), &goimap.AppendOptions{Flags: m.flags, Time: m.date})
 		if _, err = cmd.Write(m.body); err == nil {
@@ -244,6 +257,10 @@ func appendAll(c *imapclient.Client, msgs <-chan fetched) error {
 	}
 	return err
 }
+
+// selectDst: see limitCopy. BENCH_LIMIT_SELECT=0 turns it off, to measure
+// what it is worth.
+var selectDst = os.Getenv("BENCH_LIMIT_SELECT") != "0"
 
 type byteWriter struct{ b *[]byte }
 

@@ -1023,9 +1023,10 @@ func imapMarkdown(o options, rtt time.Duration, total int64, rs []result) string
 			"(a round trip of %v, no bandwidth limit of its own; `-rtt %v`). The proxy's CPU is the bench's: it is in machine busy, not in a tool's CPU.\n\n", rtt/2, rtt, rtt)
 	}
 	if strings.Contains(o.imapTools, "limit") {
-		fmt.Fprintf(&b, "limit is the bench's own minimal copier (bench/limitimap.go): one streamed FETCH 1:* per folder, "+
-			"APPENDs with the same flags and date over %d sessions, no ledger, no hashing; go-imap v2 beta.8 waits for the server's "+
-			"\"+\" before each literal over 4 KiB, so each session pays a round trip per such message.\n\n", o.limitConns)
+		fmt.Fprintf(&b, "limit is the bench's own minimal copier (bench/limitimap.go): %d lanes, each a source session streaming "+
+			"one FETCH 1:* per folder and a destination session APPENDing into that folder with the same flags and date without "+
+			"waiting for each answer; no ledger, no hashing. (go-imap v2 beta.8 waits for the server's \"+\" before each literal "+
+			"over 4 KiB; the copy patched in third_party/ does not.)\n\n", o.limitConns)
 	}
 	b.WriteString("| tool | msgs/s | MB/s | peak RSS | CPU | machine busy | wall |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	by := map[string]result{}
