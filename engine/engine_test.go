@@ -37,9 +37,12 @@ type memInput struct {
 	// announce, when set for an index, is the size the listing gives for
 	// that message instead of its length (a server whose LIST is wrong).
 	announce map[int]int64
-	fetches  map[string]int
-	commits  map[string]int
-	gone     map[string]bool
+	// misread, when set for an index, is what that message's reader says
+	// of its bytes once read (a POP3 server that sent them wrong).
+	misread map[int]error
+	fetches map[string]int
+	commits map[string]int
+	gone    map[string]bool
 }
 
 func newMemInput(msgs [][]byte) *memInput {
@@ -84,13 +87,26 @@ func (s *memSession) Fetch(ctx context.Context, items []plugin.Item, each func(p
 		s.in.mu.Lock()
 		s.in.fetches[it.ID]++
 		b := s.in.msgs[it.Ref.(int)]
+		why := s.in.misread[it.Ref.(int)]
 		s.in.mu.Unlock()
-		if err := each(it, bytes.NewReader(b), nil); err != nil {
+		var r io.Reader = bytes.NewReader(b)
+		if why != nil {
+			r = misreadReader{r, why}
+		}
+		if err := each(it, r, nil); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// misreadReader is a reader that knows its bytes are not the message.
+type misreadReader struct {
+	io.Reader
+	why error
+}
+
+func (r misreadReader) Misread() error { return r.why }
 
 func (s *memSession) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Item, error) {
 	s.in.mu.Lock()
@@ -539,6 +555,69 @@ func TestHeldMessageIsPassedOverEvenAtSizeZero(t *testing.T) {
 				t.Fatalf("the held message was fetched %d more times, committed %v", h.in.fetches["1"]-fetched, h.in.committed("1"))
 			}
 		})
+	}
+}
+
+// A message whose reader says its bytes are wrong, and would be again
+// (plugin.Misreader), is held on the first poll with that reason, and
+// passed over after — also when its size happens to agree (an empty
+// message a server sent as one blank line); one whose size merely disagrees still gets
+// fetch_attempts tries, as a transfer can go wrong once.
+func TestMisreadMessageIsHeldAtOnce(t *testing.T) {
+	msgs := enginetest.Mix(4)
+	h := newHarness(t, msgs, []string{"out"}, "")
+	h.in.announce = map[int]int64{1: 3, 2: 5}
+	h.in.misread = map[int]error{1: errors.New("the server sent the first line's dot unstuffed"), 3: errors.New("an empty message sent as a blank line")}
+	st, err := h.e.PollOnce(context.Background(), "mem")
+	if err != nil || st.Held != 2 || st.Deferred != 1 || st.Delivered != 1 {
+		t.Fatalf("first poll: %v %v; want 2 held (the misread), 1 deferred (the size only), 1 delivered", st, err)
+	}
+	rec, _ := h.e.Ledger.Get("mem", "1")
+	if rec.Settled != ledger.Held || rec.Attempts != 1 {
+		t.Fatalf("ledger record of the misread message: %+v", rec)
+	}
+	entries, err := h.e.Quarantine.List()
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("quarantine: %v %v", entries, err)
+	}
+	reasons := entries[0].Reason + "\n" + entries[1].Reason
+	if !entries[0].Held || !entries[1].Held || !strings.Contains(reasons, "first line's dot unstuffed") || !strings.Contains(reasons, "sent as a blank line") || strings.Count(reasons, "the source keeps the message") != 2 {
+		t.Fatalf("quarantine entries: %+v", entries)
+	}
+	fetched := h.in.fetches["1"]
+	st, _ = h.e.PollOnce(context.Background(), "mem")
+	if h.in.fetches["1"] != fetched || h.in.committed("1") {
+		t.Fatalf("second poll fetched the held message again (%d) or committed it (%v): %v", h.in.fetches["1"]-fetched, h.in.committed("1"), st)
+	}
+	if rec, _ := h.e.Ledger.Get("mem", "2"); rec.Settled != "" || rec.Attempts != 2 {
+		t.Fatalf("the size-only mismatch after two polls: %+v", rec)
+	}
+}
+
+// A server may end a message that lacks a final line end with a CRLF of
+// its own (Dovecot's POP3 does): two bytes more than announced, ending in
+// CRLF, agree; two bytes more of anything else do not.
+func TestSizeAgreesWithAnAddedFinalLineEnd(t *testing.T) {
+	for _, c := range []struct {
+		raw       string
+		announced int64
+		want      bool
+	}{
+		// Dovecot lists "Subject: a\n\nno newline at end" at 31 and sends this.
+		{"Subject: a\r\n\r\nno newline at end\r\n", 31, true},
+		{"Subject: a\r\nX: b\r\n\r\nbody\r\n", 24, true},
+		{"Subject: a\r\nX: b\r\n\r\nbody..", 24, false},
+		{"Subject: a\r\nX: b\r\n\r\nbody\r\n", 22, true}, // line ends counted as LF
+		{"Subject: a\r\nX: b\r\n\r\nbody\r\n", 25, false},
+	} {
+		msg, err := message.Read(strings.NewReader(c.raw), message.Source{}, message.SpoolOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := engine.SizeAgrees(c.announced, msg); got != c.want {
+			t.Errorf("%q announced %d: agrees %v, want %v", c.raw, c.announced, got, c.want)
+		}
+		msg.Close()
 	}
 }
 

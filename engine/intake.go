@@ -50,8 +50,15 @@ func (in *intake) take(it plugin.Item, r io.Reader, fetchErr error) error {
 	msg.Folder, msg.FolderRole, msg.Flags, msg.InternalDate = it.Folder, it.FolderRole, it.Flags, it.Date
 	release := func() { msg.Close(); p.e.mem.give(held) }
 	p.fetched(it, msg.OriginalSize())
-	if !SizeAgrees(it.Size, msg) {
-		p.mismatch(it, msg)
+	// The reader is the session's only while each runs: ask it now. What it
+	// says outweighs a size that happens to agree (an empty message a
+	// server sent as one blank line).
+	var why error
+	if m, ok := r.(plugin.Misreader); ok {
+		why = m.Misread()
+	}
+	if why != nil || !SizeAgrees(it.Size, msg) {
+		p.mismatch(it, msg, why)
 		release()
 		return nil
 	}

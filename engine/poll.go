@@ -497,8 +497,10 @@ func (p *poll) handle(ctx context.Context, it plugin.Item, msg *message.Message)
 // the source announced: a truncated transfer, a server that did not
 // byte-stuff a leading dot. It is neither delivered nor committed; after
 // config.FetchAttempts such fetches its bytes go to the quarantine for a
-// person to look at and the source keeps it.
-func (p *poll) mismatch(it plugin.Item, msg *message.Message) {
+// person to look at and the source keeps it. why, from the session's
+// reader, says the bytes would be the same however often they were
+// fetched: the message is held at once.
+func (p *poll) mismatch(it plugin.Item, msg *message.Message, why error) {
 	name := p.ic.Name
 	deferred := MessageEvent{Folder: it.Folder, Outcome: Deferred, Bytes: msg.OriginalSize()}
 	rec := p.records[it.ID]
@@ -514,7 +516,7 @@ func (p *poll) mismatch(it plugin.Item, msg *message.Message) {
 	rec.Listed, rec.Size, rec.Digest = it.Size, msg.OriginalSize(), hex.EncodeToString(msg.Digest[:])
 	attempts := p.s.Config.FetchAttempts
 	log := p.log.With("id", it.ID, "announced", it.Size, "fetched", msg.OriginalSize(), "attempt", rec.Attempts, "of", attempts)
-	if rec.Attempts < attempts {
+	if rec.Attempts < attempts && why == nil {
 		log.Warn("fetched message does not have the size the source announced; not delivered, not committed, tried again next poll")
 		if err := p.e.Ledger.Put(name, it.ID, rec); err != nil {
 			log.Warn("ledger", "err", err)
@@ -523,6 +525,10 @@ func (p *poll) mismatch(it plugin.Item, msg *message.Message) {
 		return
 	}
 	reason := fmt.Sprintf("fetched %d bytes where the source announced %d, %d times; the source keeps the message", msg.OriginalSize(), it.Size, rec.Attempts)
+	if why != nil {
+		reason = fmt.Sprintf("fetched %d bytes where the source announced %d (%v); the source keeps the message", msg.OriginalSize(), it.Size, why)
+		log = log.With("why", why)
+	}
 	entry, err := p.e.Quarantine.Put(msg, quarantine.Entry{Pipeline: p.ic.Pipeline, Reason: reason, Held: true})
 	if err != nil {
 		log.Error("quarantine", "err", err)
@@ -539,14 +545,20 @@ func (p *poll) mismatch(it plugin.Item, msg *message.Message) {
 
 // SizeAgrees reports whether msg's size is what the source announced, up
 // to line-end conversion: a source may count its lines with CRLF and hand
-// over LF, or the other way round. A negative announced size is unknown.
+// over LF, or the other way round. A server may also end a message that
+// has no final line end with one it adds (Dovecot's POP3 does), so two
+// bytes more ending in CRLF agree too. A negative announced size is
+// unknown.
 func SizeAgrees(announced int64, msg *message.Message) bool {
 	got := msg.OriginalSize()
 	if announced < 0 || got == announced {
 		return true
 	}
 	crlf, bareLF := msg.LineEnds()
-	return got-crlf == announced || got+bareLF == announced
+	if got-crlf == announced || got+bareLF == announced {
+		return true
+	}
+	return got == announced+2 && msg.EndsInCRLF()
 }
 
 // ledgerRecorder records one polled message's delivery in the ledger.

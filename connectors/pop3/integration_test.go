@@ -72,8 +72,9 @@ func TestDovecotKeepModeFetchesOnce(t *testing.T) {
 // empty file (LIST: 0 bytes) as one empty line. In a mailbox of 50 with a
 // file whose first line is ".", one whose first line starts with ".." and
 // an empty one, the first is delivered as the file has it and every other
-// message but the last two in the first poll; those two are held, once
-// each, and stay in the mailbox. u3 is this package's mailbox.
+// message but the last two in the first poll; those two are held in that
+// poll (the reader says why its bytes are wrong), once each, and stay in
+// the mailbox. u3 is this package's mailbox.
 func TestDovecotLeadingDotAndEmptyFileHoldUpNothing(t *testing.T) {
 	srv := enginetest.RealServers(t)
 	msgs := enginetest.CRLF(enginetest.Mix(50))
@@ -83,8 +84,8 @@ func TestDovecotLeadingDotAndEmptyFileHoldUpNothing(t *testing.T) {
 	srv.SeedPOP3(t, "u3", msgs)
 	j := dovecotJob(t, srv, "u3", srv.POP3S, "implicit", "")
 	st, err := j.poll()
-	if err != nil || st.Delivered != 48 || st.Deferred+st.Held != 2 {
-		t.Fatalf("first poll: %+v %v; want 48 delivered, 2 left in the mailbox", st, err)
+	if err != nil || st.Delivered != 48 || st.Held != 2 || st.Deferred != 0 {
+		t.Fatalf("first poll: %+v %v; want 48 delivered, 2 held", st, err)
 	}
 	var good [][]byte
 	for i, m := range msgs {
@@ -99,7 +100,7 @@ func TestDovecotLeadingDotAndEmptyFileHoldUpNothing(t *testing.T) {
 		if err != nil {
 			t.Fatalf("poll %d: %v", poll, err)
 		}
-		if held += st.Held; poll > 3 && st.Fetched != 0 {
+		if held += st.Held; st.Fetched != 0 {
 			t.Fatalf("poll %d fetched %d: a held message is fetched again", poll, st.Fetched)
 		}
 	}

@@ -315,6 +315,13 @@ func (m *Message) Size() int64 {
 	return head + m.BodySize()
 }
 
+// EndsInCRLF reports whether the original bytes end in CRLF.
+func (m *Message) EndsInCRLF() bool {
+	var tail [2]byte
+	n, _ := m.data.ReaderAt().ReadAt(tail[:], m.data.Size()-2)
+	return n == 2 && tail == [2]byte{'\r', '\n'}
+}
+
 // OriginalSize is the size of the bytes the source gave.
 func (m *Message) OriginalSize() int64 { return m.data.Size() }
 

@@ -115,6 +115,14 @@ type MailWaiter interface {
 // not watch.
 var ErrNotWatching = errors.New("not watching for new mail")
 
+// Misreader is implemented by a reader a Session hands to Fetch's each
+// that can tell, once read to its end, that its bytes are not the message
+// as the source holds it and that fetching again would give the same bytes
+// (a POP3 server that sent a first line ".." unstuffed). Misread returns
+// why, or nil. The engine then holds the message at once instead of
+// fetching it fetch_attempts times.
+type Misreader interface{ Misread() error }
+
 // Identifier is implemented by sessions whose listing leaves Item.Identity
 // empty because naming a message costs the server a read of it (IMAP): the
 // engine asks for the identities it needs (a migration's verification, the
