@@ -27,6 +27,7 @@ type conn struct {
 	caps goimap.CapSet
 	sel  string    // the selected folder
 	wd   *watchdog // every command below runs under it
+	ns   *names    // how the server writes folder names, once asked
 }
 
 // msgInfo is one message of a folder as a listing gives it.
@@ -76,12 +77,12 @@ func (e *Endpoint) dialWith(ctx context.Context, h *imapclient.UnilateralDataHan
 	}
 	if err != nil {
 		raw.Close()
-		return nil, err
+		return nil, throttled(err) // a greeting may be "* BYE [UNAVAILABLE]"
 	}
 	if e.Tokens() != nil {
 		if err := e.authenticate(ctx, c); err != nil {
 			c.Close()
-			return nil, err
+			return nil, throttled(err)
 		}
 	} else if err := c.Login(e.Username, e.Secret()).Wait(); err != nil {
 		c.Close()
@@ -89,9 +90,15 @@ func (e *Endpoint) dialWith(ctx context.Context, h *imapclient.UnilateralDataHan
 		if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeAuthenticationFailed {
 			return nil, plugin.Permanent(fmt.Errorf("imap LOGIN: %w", err))
 		}
-		return nil, fmt.Errorf("imap LOGIN: %w", err)
+		return nil, throttled(fmt.Errorf("imap LOGIN: %w", err))
 	}
 	caps := c.Caps()
+	if caps.Has(goimap.CapUTF8Accept) {
+		// Folder names then go both ways as UTF-8 rather than modified
+		// UTF-7 (RFC 6855); go-imap reads both. A server that says it
+		// takes UTF-8 and then refuses the ENABLE is spoken to in UTF-7.
+		c.Enable(goimap.CapUTF8Accept).Wait()
+	}
 	raw.SetDeadline(time.Time{})
 	go wd.watch(c.Closed(), func() { tcp.Close() })
 	return &conn{c: c, caps: caps, wd: wd}, nil
@@ -142,6 +149,23 @@ func (e *Endpoint) dialNotified(ctx context.Context) (*conn, <-chan struct{}, er
 		},
 	})
 	return c, news, err
+}
+
+// open reports whether the session may still be used: the server has
+// neither closed it nor said BYE.
+func (c *conn) open() bool {
+	select {
+	case <-c.c.Closed():
+		return false
+	default:
+		return c.c.State() != goimap.ConnStateLogout
+	}
+}
+
+// condStore reports whether the server keeps a modification sequence
+// per message (CONDSTORE, RFC 7162; QRESYNC implies it).
+func (c *conn) condStore() bool {
+	return c.caps.Has(goimap.CapCondStore) || c.caps.Has(goimap.CapQResync)
 }
 
 // canIdle reports whether the server has IDLE.
@@ -199,127 +223,6 @@ func (c *conn) close() error {
 	return c.c.Close()
 }
 
-// mailbox is one folder as LIST gives it.
-type mailbox struct {
-	name  string // as the server names it (for SELECT, CREATE, APPEND)
-	delim rune   // the server's hierarchy separator; 0 for none
-	role  string // its SPECIAL-USE attribute (\Sent, \Drafts, \Junk, \Trash, \Archive), if any
-}
-
-// path is the folder's name as mailflow names folders whatever the server:
-// levels separated by "/".
-func (m mailbox) path() string { return canonical(m.name, m.delim) }
-
-// canonical turns a server's folder name into mailflow's, with "/"
-// between levels.
-func canonical(name string, delim rune) string {
-	if delim == 0 || delim == '/' {
-		return name
-	}
-	return strings.ReplaceAll(name, string(delim), "/")
-}
-
-// serverName turns mailflow's folder name into the server's.
-func serverName(path string, delim rune) string {
-	if delim == 0 || delim == '/' {
-		return path
-	}
-	return strings.ReplaceAll(path, "/", string(delim))
-}
-
-// roles are the SPECIAL-USE attributes (RFC 6154) that say what a folder
-// is for, and that a migration maps to the destination's folder of the
-// same use whatever its name ("Sent" → "Sent Items").
-var roles = []goimap.MailboxAttr{goimap.MailboxAttrSent, goimap.MailboxAttrDrafts, goimap.MailboxAttrJunk,
-	goimap.MailboxAttrTrash, goimap.MailboxAttrArchive}
-
-// separator asks the server for its hierarchy separator (LIST "" "").
-func (c *conn) separator() (rune, error) {
-	defer c.wd.begin()()
-	list, err := c.c.List("", "", nil).Collect()
-	if err != nil {
-		return 0, fmt.Errorf("imap LIST: %w", err)
-	}
-	for _, m := range list {
-		return m.Delim, nil
-	}
-	return '/', nil
-}
-
-// folders lists the folders matching any of patterns ("INBOX", "Archive/*",
-// "*", with "/" between levels whatever the server's separator), but those
-// matching an exclude pattern, in LIST order, each with its SPECIAL-USE.
-func (c *conn) folders(patterns, exclude []string) ([]mailbox, error) {
-	defer c.wd.begin()()
-	var opts *goimap.ListOptions
-	if c.caps.Has(goimap.CapSpecialUse) || c.caps.Has(goimap.CapIMAP4rev2) {
-		opts = &goimap.ListOptions{ReturnSpecialUse: true}
-	}
-	delim, err := c.separator()
-	if err != nil {
-		return nil, err
-	}
-	var out []mailbox
-	seen := map[string]bool{}
-	for _, p := range patterns {
-		list, err := c.c.List("", serverName(p, delim), opts).Collect()
-		if err != nil {
-			return nil, fmt.Errorf("imap LIST %q: %w", p, err)
-		}
-		for _, m := range list {
-			mb := mailbox{name: m.Mailbox, delim: m.Delim}
-			// \NonExistent (LIST-EXTENDED's answer for a parent that holds
-			// nothing itself) implies \NoSelect.
-			if seen[m.Mailbox] || slices.Contains(m.Attrs, goimap.MailboxAttrNoSelect) ||
-				slices.Contains(m.Attrs, goimap.MailboxAttrNonExistent) || matchAny(exclude, mb.path(), '/') {
-				continue
-			}
-			for _, a := range m.Attrs {
-				if slices.Contains(roles, a) {
-					mb.role = string(a)
-				}
-			}
-			seen[m.Mailbox] = true
-			out = append(out, mb)
-		}
-	}
-	return out, nil
-}
-
-// matchAny reports whether name matches one of the LIST-style patterns
-// ("*" matches anything, "%" anything but the delimiter).
-func matchAny(patterns []string, name string, delim rune) bool {
-	for _, p := range patterns {
-		if match(p, name, delim) {
-			return true
-		}
-	}
-	return false
-}
-
-func match(p, name string, delim rune) bool {
-	for len(p) > 0 {
-		switch p[0] {
-		case '*', '%':
-			for i := 0; i <= len(name); i++ {
-				if p[0] == '%' && delim != 0 && strings.ContainsRune(name[:i], delim) {
-					break
-				}
-				if match(p[1:], name[i:], delim) {
-					return true
-				}
-			}
-			return false
-		default:
-			if name == "" || name[0] != p[0] {
-				return false
-			}
-			p, name = p[1:], name[1:]
-		}
-	}
-	return name == ""
-}
-
 // examine selects folder (read-only unless write) and returns its
 // UIDVALIDITY and how many messages it holds.
 func (c *conn) examine(folder string, write bool) (uint32, uint32, error) {
@@ -331,8 +234,18 @@ func (c *conn) examine(folder string, write bool) (uint32, uint32, error) {
 }
 
 func (c *conn) selectData(folder string, write bool) (*goimap.SelectData, error) {
+	return c.selectWith(folder, &goimap.SelectOptions{ReadOnly: !write})
+}
+
+// selectFolder selects folder for a listing: read-only, and with CONDSTORE
+// where the server has it, so that the answer says its HIGHESTMODSEQ.
+func (c *conn) selectFolder(folder string) (*goimap.SelectData, error) {
+	return c.selectWith(folder, &goimap.SelectOptions{ReadOnly: true, CondStore: c.condStore()})
+}
+
+func (c *conn) selectWith(folder string, opts *goimap.SelectOptions) (*goimap.SelectData, error) {
 	defer c.wd.begin()()
-	data, err := c.c.Select(folder, &goimap.SelectOptions{ReadOnly: !write}).Wait()
+	data, err := c.c.Select(folder, opts).Wait()
 	if err != nil {
 		return nil, fmt.Errorf("imap SELECT %q: %w", folder, err)
 	}
@@ -380,12 +293,25 @@ func (c *conn) identify(set goimap.NumSet) ([]msgInfo, error) {
 	return c.fetchInfo(set, true)
 }
 
+// changed lists the messages of the selected folder whose flags changed,
+// or that came, since the modification sequence since (UID FETCH 1:*
+// (...) (CHANGEDSINCE since), RFC 7162).
+func (c *conn) changed(since uint64) ([]msgInfo, error) {
+	return c.fetchInfoWith(goimap.UIDSet{goimap.UIDRange{Start: 1, Stop: 0}},
+		&goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true, ChangedSince: since})
+}
+
 func (c *conn) fetchInfo(set goimap.NumSet, identity bool) ([]msgInfo, error) {
-	defer c.wd.begin()()
 	opts := &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true}
 	if identity {
 		opts.BodySection = []*goimap.FetchItemBodySection{identityFields}
 	}
+	return c.fetchInfoWith(set, opts)
+}
+
+func (c *conn) fetchInfoWith(set goimap.NumSet, opts *goimap.FetchOptions) ([]msgInfo, error) {
+	defer c.wd.begin()()
+	identity := len(opts.BodySection) > 0
 	msgs, err := c.c.Fetch(set, opts).Collect()
 	if err != nil {
 		return nil, fmt.Errorf("imap FETCH: %w", err)
@@ -396,8 +322,12 @@ func (c *conn) fetchInfo(set goimap.NumSet, identity bool) ([]msgInfo, error) {
 		if identity {
 			mi.Identity = message.HeaderIdentity(m.FindBodySection(identityFields), m.RFC822Size)
 		}
+		// Known, so never nil; \Recent is this session's, not the message's.
+		mi.Flags = make([]string, 0, len(m.Flags))
 		for _, f := range m.Flags {
-			mi.Flags = append(mi.Flags, string(f))
+			if !strings.EqualFold(string(f), `\Recent`) {
+				mi.Flags = append(mi.Flags, string(f))
+			}
 		}
 		out = append(out, mi)
 	}
@@ -522,52 +452,6 @@ func (c *conn) move(uids []uint32, folder string) error {
 	return c.remove(uids)
 }
 
-// appendMsg stores a message in folder with its flags and date; with
-// UIDPLUS, the answer says where.
-func (c *conn) appendMsg(folder string, flags []string, date time.Time, size int64, r io.Reader) (*goimap.AppendData, error) {
-	defer c.wd.begin()()
-	fl := make([]goimap.Flag, 0, len(flags))
-	for _, f := range flags {
-		if f != `\Recent` {
-			fl = append(fl, goimap.Flag(f))
-		}
-	}
-	cmd := c.c.Append(folder, size, &goimap.AppendOptions{Flags: fl, Time: date})
-	if _, err := io.Copy(cmd, r); err != nil {
-		cmd.Close()
-		return nil, err
-	}
-	if err := cmd.Close(); err != nil {
-		return nil, err
-	}
-	return cmd.Wait()
-}
-
-// identities counts the messages of folder by identity (message.Identity);
-// a folder that does not exist holds nothing.
-func (c *conn) identities(folder string) (map[string]int, error) {
-	_, n, err := c.examine(folder, false)
-	if err != nil {
-		var ie *goimap.Error
-		if errors.As(err, &ie) && ie.Type == goimap.StatusResponseTypeNo {
-			return map[string]int{}, nil
-		}
-		return nil, err
-	}
-	if n == 0 {
-		return map[string]int{}, nil
-	}
-	infos, err := c.identify(goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}})
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]int, len(infos))
-	for _, m := range infos {
-		out[m.Identity]++
-	}
-	return out, nil
-}
-
 // create makes folder.
 func (c *conn) create(folder string) error {
 	defer c.wd.begin()()
@@ -577,17 +461,4 @@ func (c *conn) create(folder string) error {
 		return nil
 	}
 	return err
-}
-
-// hasMessageID reports whether folder holds a message with this Message-ID.
-func (c *conn) hasMessageID(folder, id string) (bool, error) {
-	defer c.wd.begin()()
-	if _, _, err := c.examine(folder, false); err != nil {
-		return false, err
-	}
-	data, err := c.c.UIDSearch(&goimap.SearchCriteria{Header: []goimap.SearchCriteriaHeaderField{{Key: "Message-Id", Value: id}}}, nil).Wait()
-	if err != nil {
-		return false, fmt.Errorf("imap SEARCH: %w", err)
-	}
-	return len(data.AllUIDs()) > 0, nil
 }

@@ -49,7 +49,7 @@ func memServerWith(t *testing.T, wrap func(*imapserver.Conn, imapserver.Session)
 			}
 			return mem.NewSession(), nil, nil
 		},
-		Caps:         goimap.CapSet{goimap.CapIMAP4rev1: {}, goimap.CapIMAP4rev2: {}},
+		Caps:         goimap.CapSet{goimap.CapIMAP4rev1: {}, goimap.CapIMAP4rev2: {}, goimap.CapLiteralPlus: {}},
 		InsecureAuth: true,
 		Logger:       silent{},
 	})
@@ -130,7 +130,7 @@ func dump(t *testing.T, c *conn) []stored {
 			b, _ := io.ReadAll(r)
 			fl := slices.DeleteFunc(slices.Clone(byUID[uid].Flags), func(s string) bool { return s == `\Recent` })
 			sort.Strings(fl)
-			out = append(out, stored{folder: f.path(), flags: fl, date: byUID[uid].Date, data: b})
+			out = append(out, stored{folder: f.path, flags: fl, date: byUID[uid].Date, data: b})
 			return nil
 		})
 		if err != nil {

@@ -98,9 +98,8 @@ func (in *Input) Open(ctx context.Context) (plugin.Session, error) {
 }
 
 type session struct {
-	in    *Input
-	c     *conn
-	delim rune // the server's hierarchy separator, from List
+	in *Input
+	c  *conn
 }
 
 // ref is where a listed message is: the input's handle for it.
@@ -115,51 +114,109 @@ type ref struct {
 // engine match messages by content for that poll, never taking them all for
 // new or all for settled.
 func (s *session) List(ctx context.Context) (plugin.Listing, error) {
-	l := plugin.Listing{Stable: true, Unique: true, Keeps: s.in.action == "keep" || s.in.action == "flag"}
-	folders, err := s.c.folders(s.in.Folders, s.in.Exclude)
+	d, err := s.listAll(ctx, nil)
+	return d.Listing, err
+}
+
+// listAll lists every folder whole, and says where each stood (the
+// checkpoint of a delta listing, delta.go) where the server has CONDSTORE.
+// With folders not nil, those are the folders (already listed).
+func (s *session) listAll(ctx context.Context, folders []mailbox) (plugin.Delta, error) {
+	d := plugin.Delta{Listing: s.listing()}
+	if folders == nil {
+		var err error
+		if folders, err = s.folders(nil); err != nil {
+			return d, err
+		}
+	}
+	cp := s.in.checkpoint()
+	for _, f := range folders {
+		if err := ctx.Err(); err != nil {
+			return d, err
+		}
+		items, m, err := s.listFolder(f)
+		if err != nil {
+			return d, err
+		}
+		d.Items = append(d.Items, items...)
+		cp.folders[f.path] = m
+	}
+	d.Scheme = scheme(cp)
+	if s.c.condStore() {
+		d.Checkpoint = cp.encode()
+	}
+	return d, nil
+}
+
+// listing is an empty listing with what the input's listings all say.
+func (s *session) listing() plugin.Listing {
+	return plugin.Listing{Stable: true, Unique: true, Keeps: s.in.action == "keep" || s.in.action == "flag"}
+}
+
+// folders lists the input's folders, sorted by name, with their STATUS
+// when status is not nil; and notes the one IDLE watches.
+func (s *session) folders(status *goimap.StatusOptions) ([]mailbox, error) {
+	folders, err := s.c.listFolders(s.in.Folders, s.in.Exclude, status)
 	if err != nil {
-		return l, err
+		return nil, err
 	}
-	if s.delim, err = s.c.separator(); err != nil {
-		return l, err
-	}
-	sort.Slice(folders, func(i, j int) bool { return folders[i].path() < folders[j].path() })
-	var scheme []string
+	sort.Slice(folders, func(i, j int) bool { return folders[i].path < folders[j].path })
 	watch := ""
 	for _, f := range folders {
-		if watch == "" || f.name == "INBOX" {
+		if watch == "" || f.path == "INBOX" {
 			watch = f.name
 		}
 	}
-	for _, f := range folders {
-		data, err := s.c.selectData(f.name, false)
-		if err != nil {
-			return l, err
-		}
-		validity, n := data.UIDValidity, data.NumMessages
-		if f.name == watch {
-			s.in.mu.Lock()
-			s.in.watched, s.in.uidNext = f.name, uint32(data.UIDNext)
-			s.in.mu.Unlock()
-		}
-		path := f.path()
-		scheme = append(scheme, fmt.Sprintf("%s=%d", path, validity))
-		msgs, err := s.c.matching(n, s.in.criteria())
-		if err != nil {
-			return l, err
-		}
-		for _, m := range msgs {
-			if containsFold(m.Flags, `\Deleted`) {
-				continue // on its way out; not ours to deliver
-			}
-			l.Items = append(l.Items, plugin.Item{
-				ID: fmt.Sprintf("%s/%d/%d", path, validity, m.UID), Size: m.Size,
-				Folder: path, FolderRole: f.role, Flags: m.Flags, Date: m.Date, Identity: m.Identity, Ref: ref{f.name, m.UID},
-			})
+	s.in.mu.Lock()
+	if s.in.watched != watch {
+		s.in.watched, s.in.uidNext = watch, 0
+	}
+	s.in.mu.Unlock()
+	return folders, nil
+}
+
+// listFolder lists one folder whole (the messages the selection takes),
+// and where it stands.
+func (s *session) listFolder(f mailbox) ([]plugin.Item, mark, error) {
+	data, err := s.c.selectFolder(f.name)
+	if err != nil {
+		return nil, mark{}, err
+	}
+	m := mark{validity: data.UIDValidity, modSeq: data.HighestModSeq, uidNext: uint32(data.UIDNext), messages: data.NumMessages}
+	s.in.noteUIDNext(f.name, m.uidNext)
+	msgs, err := s.c.matching(data.NumMessages, s.in.criteria())
+	if err != nil {
+		return nil, m, err
+	}
+	var items []plugin.Item
+	for _, msg := range msgs {
+		if it, ok := item(f, m.validity, msg); ok {
+			items = append(items, it)
 		}
 	}
-	l.Scheme = "imap-uid " + strings.Join(scheme, " ")
-	return l, nil
+	return items, m, nil
+}
+
+// item is a listed message as the engine sees it; not ok for one marked
+// \Deleted, which is on its way out and not ours to deliver.
+func item(f mailbox, validity uint32, m msgInfo) (plugin.Item, bool) {
+	if containsFold(m.Flags, `\Deleted`) {
+		return plugin.Item{}, false
+	}
+	return plugin.Item{
+		ID: fmt.Sprintf("%s/%d/%d", f.path, validity, m.UID), Size: m.Size,
+		Folder: f.path, FolderRole: f.role, Flags: m.Flags, Date: m.Date, Identity: m.Identity, Ref: ref{f.name, m.UID},
+	}, true
+}
+
+// noteUIDNext records the UIDNEXT of the folder IDLE watches, when it is
+// that folder.
+func (in *Input) noteUIDNext(folder string, uidNext uint32) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if folder == in.watched {
+		in.uidNext = uidNext
+	}
 }
 
 // criteria is the input's selection as a SEARCH, or nil for every message.
@@ -193,27 +250,36 @@ func containsFold(xs []string, x string) bool {
 }
 
 // byFolder groups items by their folder, keeping the order of first sight.
-func byFolder(items []plugin.Item) (folders []string, uids map[string][]uint32, of map[string][]plugin.Item) {
-	uids, of = map[string][]uint32{}, map[string][]plugin.Item{}
+func byFolder(items []plugin.Item) (folders []string, of map[string][]plugin.Item) {
+	of = map[string][]plugin.Item{}
 	for _, it := range items {
 		r := it.Ref.(ref)
-		if _, ok := uids[r.folder]; !ok {
+		if _, ok := of[r.folder]; !ok {
 			folders = append(folders, r.folder)
 		}
-		uids[r.folder] = append(uids[r.folder], r.uid)
 		of[r.folder] = append(of[r.folder], it)
 	}
-	return folders, uids, of
+	return folders, of
+}
+
+// uidsOf are the UIDs of items.
+func uidsOf(items []plugin.Item) []uint32 {
+	out := make([]uint32, len(items))
+	for i, it := range items {
+		out[i] = it.Ref.(ref).uid
+	}
+	return out
 }
 
 // Fetch implements plugin.Session: per folder, one UID FETCH BODY.PEEK[]
-// streaming every message asked for.
+// of every message asked for (the UIDs as ranges, "1:40,45"), each handed
+// on as it streams in.
 func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
-	folders, uids, of := byFolder(items)
+	folders, of := byFolder(items)
 	workers := min(s.in.Parallel, len(folders))
 	if workers <= 1 {
 		for _, f := range folders {
-			if err := fetchFolder(ctx, s.c, f, uids[f], of[f], each); err != nil {
+			if err := s.in.fetchFolder(ctx, &s.c, f, of[f], each); err != nil {
 				return err
 			}
 		}
@@ -233,20 +299,21 @@ func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plug
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := s.c
+			c := &s.c // only this worker uses the session's own meanwhile
 			if w > 0 {
-				var err error
-				if c, err = s.in.dial(ctx); err != nil {
+				own, err := s.in.dial(ctx)
+				if err != nil {
 					cancel(err)
 					return
 				}
-				defer c.close()
+				c = &own
+				defer func() { (*c).close() }()
 			}
 			for f := range todo {
 				if ctx.Err() != nil {
 					return
 				}
-				if err := fetchFolder(ctx, c, f, uids[f], of[f], each); err != nil {
+				if err := s.in.fetchFolder(ctx, c, f, of[f], each); err != nil {
 					cancel(err)
 					return
 				}
@@ -257,30 +324,52 @@ func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plug
 	return context.Cause(ctx)
 }
 
-// fetchFolder streams the messages of one folder with one UID FETCH.
-func fetchFolder(ctx context.Context, c *conn, f string, uids []uint32, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if _, _, err := c.examine(f, false); err != nil {
-		return err
-	}
-	byUID := map[uint32]plugin.Item{}
+// handError is an error of the engine's each, which ends a Fetch as it is.
+type handError struct{ err error }
+
+func (e *handError) Error() string { return e.err.Error() }
+
+// Reconnecting in the middle of a Fetch: at most fetchRetries times a
+// folder, and only when the server asked to wait no longer than
+// fetchRetryWait (a longer wait is the engine's to keep, by polling later).
+const (
+	fetchRetries   = 3
+	fetchRetryWait = 10 * time.Second
+)
+
+// fetchFolder streams the messages of one folder with one UID FETCH over
+// *c. When the server ends the session midway (it closed it, or said BYE),
+// it logs in again, replacing *c, and fetches the rest.
+func (in *Input) fetchFolder(ctx context.Context, c **conn, f string, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
+	todo := make(map[uint32]plugin.Item, len(items))
 	for _, it := range items {
-		byUID[it.Ref.(ref).uid] = it
+		todo[it.Ref.(ref).uid] = it
 	}
-	err := c.fetch(uids, func(uid uint32, r io.Reader) error {
-		it, ok := byUID[uid]
-		if !ok {
-			return nil
+	for try := 0; ; try++ {
+		err := fetchOnce(ctx, *c, f, todo, each)
+		if err == nil {
+			break
 		}
-		delete(byUID, uid)
-		return each(it, r, nil)
-	})
-	if err != nil {
-		return err
+		var he *handError
+		if errors.As(err, &he) {
+			return he.err
+		}
+		wait, _ := serverWait(err)
+		if !gone(*c) || try == fetchRetries || wait > fetchRetryWait || ctx.Err() != nil {
+			return throttled(err)
+		}
+		in.log.Info("the server ended the session in the middle of a FETCH; logging in again", "folder", f, "left", len(todo), "err", err)
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+		nc, derr := in.dial(ctx)
+		if derr != nil {
+			return errors.Join(err, derr)
+		}
+		(*c).c.Close()
+		*c = nc
 	}
-	for _, it := range byUID {
+	for _, it := range todo {
 		if err := each(it, nil, errors.New("the server no longer has it")); err != nil {
 			return err
 		}
@@ -288,10 +377,57 @@ func fetchFolder(ctx context.Context, c *conn, f string, uids []uint32, items []
 	return nil
 }
 
+// fetchOnce is one UID FETCH of the messages of todo in folder f; each
+// message handed on leaves todo.
+func fetchOnce(ctx context.Context, c *conn, f string, todo map[uint32]plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
+	if err := ctx.Err(); err != nil {
+		return &handError{err}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	if _, _, err := c.examine(f, false); err != nil {
+		return err
+	}
+	uids := make([]uint32, 0, len(todo))
+	for u := range todo {
+		uids = append(uids, u)
+	}
+	return c.fetch(uids, func(uid uint32, r io.Reader) error {
+		it, ok := todo[uid]
+		if !ok {
+			return nil
+		}
+		delete(todo, uid)
+		if err := each(it, r, nil); err != nil {
+			return &handError{err}
+		}
+		return nil
+	})
+}
+
+// gone reports whether the server closed c, or said BYE.
+func gone(c *conn) bool { return !c.open() }
+
+// sleep waits d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Identify implements plugin.Identifier: per folder, one UID FETCH of the
 // header fields that name a message.
 func (s *session) Identify(ctx context.Context, items []plugin.Item) error {
-	folders, uids, _ := byFolder(items)
+	folders, of := byFolder(items)
 	found := map[ref]string{}
 	for _, f := range folders {
 		if err := ctx.Err(); err != nil {
@@ -300,11 +436,7 @@ func (s *session) Identify(ctx context.Context, items []plugin.Item) error {
 		if _, _, err := s.c.examine(f, false); err != nil {
 			return err
 		}
-		set := goimap.UIDSet{}
-		for _, u := range uids[f] {
-			set.AddNum(goimap.UID(u))
-		}
-		infos, err := s.c.identify(set)
+		infos, err := s.c.identify(uidSet(uidsOf(of[f])))
 		if err != nil {
 			return err
 		}
@@ -318,34 +450,58 @@ func (s *session) Identify(ctx context.Context, items []plugin.Item) error {
 	return nil
 }
 
-// Commit implements plugin.Session with on_settled's action.
+// Commit implements plugin.Session with on_settled's action. A session the
+// server ended since the listing is logged in again first.
 func (s *session) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Item, error) {
 	if s.in.action == "keep" || len(items) == 0 {
 		return nil, nil
 	}
-	folders, uids, of := byFolder(items)
+	if gone(s.c) {
+		c, err := s.in.dial(ctx)
+		if err != nil {
+			return items, nil
+		}
+		s.c.c.Close()
+		s.c = c
+	}
+	folders, of := byFolder(items)
 	var failed []plugin.Item
 	for _, f := range folders {
+		uids := uidsOf(of[f])
 		_, _, err := s.c.examine(f, true)
 		if err == nil {
 			switch s.in.action {
 			case "delete":
-				err = s.c.remove(uids[f])
+				err = s.c.remove(uids)
 			case "move":
-				to := serverName(s.in.arg, s.delim)
-				if err = s.c.create(to); err == nil {
-					err = s.c.move(uids[f], to)
-				}
+				err = s.moveTo(uids, s.in.arg)
 			case "flag":
-				err = s.c.addFlags(uids[f], s.in.arg)
+				err = s.c.addFlags(uids, s.in.arg)
 			}
 		}
 		if err != nil {
-			s.in.log.Warn("could not commit settled messages; they are committed on the next poll", "folder", f, "count", len(uids[f]), "err", err)
+			s.in.log.Warn("could not commit settled messages; they are committed on the next poll", "folder", f, "count", len(uids), "err", err)
 			failed = append(failed, of[f]...)
 		}
 	}
 	return failed, nil
+}
+
+// moveTo moves uids of the selected folder to folder (mailflow's name),
+// making it first if it is not there.
+func (s *session) moveTo(uids []uint32, folder string) error {
+	n, err := s.c.names()
+	if err != nil {
+		return err
+	}
+	to, err := n.server(folder)
+	if err != nil {
+		return err
+	}
+	if err := s.c.create(to); err != nil {
+		return err
+	}
+	return s.c.move(uids, to)
 }
 
 // idleRecheck is how soon an IDLE first looks at UIDNEXT itself, and
@@ -390,10 +546,12 @@ func (in *Input) WaitForMail(ctx context.Context) error {
 func (s *session) Close(ctx context.Context) error { return s.c.close() }
 
 var (
-	_ plugin.Input       = (*Input)(nil)
-	_ plugin.Provisioner = (*Input)(nil)
-	_ plugin.Initializer = (*Input)(nil)
-	_ plugin.FileUser    = (*Input)(nil)
-	_ plugin.MailWaiter  = (*Input)(nil)
-	_ plugin.Identifier  = (*session)(nil)
+	_ plugin.Input        = (*Input)(nil)
+	_ plugin.Provisioner  = (*Input)(nil)
+	_ plugin.Initializer  = (*Input)(nil)
+	_ plugin.FileUser     = (*Input)(nil)
+	_ plugin.MailWaiter   = (*Input)(nil)
+	_ plugin.Identifier   = (*session)(nil)
+	_ plugin.DeltaSession = (*session)(nil)
+	_ plugin.FolderStater = (*session)(nil)
 )

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/mail"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 
 	goimap "github.com/emersion/go-imap/v2"
 
-	"github.com/mailflow/mailflow/connectors/internal/pool"
 	"github.com/mailflow/mailflow/engine/message"
 )
 
@@ -27,12 +25,17 @@ type Output struct {
 	// Maildir's new/ and cur/); default INBOX.
 	Folder string `toml:"folder"`
 	// FolderMap renames source folders: "Sent" = "Sent Items", and
-	// "Archive/*" = "Old/*" for a folder and everything below it.
+	// "Archive/*" = "Old/*" for a folder and everything below it, "*" =
+	// "Old/*" for every folder.
 	FolderMap map[string]string `toml:"folder_map"`
 	// KeepFlags and KeepDate: store the source's flags and date (default).
+	// KeepFlags also carries later flag changes at the source.
 	KeepFlags      *bool `toml:"keep_flags"`
 	KeepDate       *bool `toml:"keep_date"`
 	MaxConnections int   `toml:"max_connections"`
+	// AppendWindow is how many APPENDs may be in flight at once on one
+	// session, where the server has LITERAL+ (else one). Default 8.
+	AppendWindow int `toml:"append_window"`
 	// SkipExisting: a message whose identity (its Message-ID, or a digest
 	// of Date, From, Subject and size) the target folder already holds is
 	// not appended again, as many times as the folder holds it. For
@@ -44,15 +47,19 @@ type Output struct {
 	// so that it can be found again.
 	AddMessageID bool `toml:"add_message_id"`
 	// MaxBytesPerSecond paces uploads to that many bytes a second on
-	// average (0: as fast as the server takes them).
+	// average, MaxBytesPerDay to that many a day (0: no bound).
 	MaxBytesPerSecond int64 `toml:"max_bytes_per_second"`
+	MaxBytesPerDay    int64 `toml:"max_bytes_per_day"`
+	// SyncDeletes: a message deleted at the source after it was delivered
+	// (a source that keeps its mail) is deleted here too.
+	SyncDeletes bool `toml:"sync_deletes"`
 
-	pool    *pool.Pool[*conn]
-	created sync.Map // folders known to exist
-	held    heldIndex
-	layout  layout
-	pace    *pace
-	there   atomic.Int64 // messages found at the destination and not appended
+	lanes  *lanes
+	held   heldIndex
+	layout layout
+	pace   *pace
+	day    *dayBudget
+	there  atomic.Int64 // messages found at the destination and not appended
 }
 
 // SampleConfig returns the documented sample config of both plugins.
@@ -64,6 +71,11 @@ func (o *Output) Provision(env plugin.Env) error {
 	return nil
 }
 
+// defaultAppendWindow is how many APPENDs a session carries at once unless
+// the config says otherwise; measured on Dovecot (see the commit that set
+// it): past it a migration is no faster.
+const defaultAppendWindow = 8
+
 // Init implements plugin.Initializer.
 func (o *Output) Init() error {
 	if o.Folder == "" {
@@ -72,50 +84,88 @@ func (o *Output) Init() error {
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = 4
 	}
-	if o.MaxBytesPerSecond < 0 {
-		return fmt.Errorf("max_bytes_per_second must not be negative")
+	if o.AppendWindow <= 0 {
+		o.AppendWindow = defaultAppendWindow
+	}
+	if o.MaxBytesPerSecond < 0 || o.MaxBytesPerDay < 0 {
+		return fmt.Errorf("max_bytes_per_second and max_bytes_per_day must not be negative")
+	}
+	for from := range o.FolderMap {
+		if strings.Contains(strings.TrimSuffix(from, "/*"), "*") && from != "*" || strings.Contains(from, "%") {
+			return fmt.Errorf(`folder_map: %q: a wildcard may only end a name ("Archive/*") or be the whole of it ("*")`, from)
+		}
 	}
 	o.pace = &pace{perSecond: o.MaxBytesPerSecond}
-	// A session is never ended for being idle: the server's autologout
-	// shows as a broken session, and a delivery tries again.
-	o.pool = pool.New(o.MaxConnections, 0, func(ctx context.Context) (*conn, error) { return o.dial(ctx) },
-		func(c *conn) { c.close() }, func(c *conn) { c.c.Close() })
+	o.day = newDayBudget(o.MaxBytesPerDay)
+	o.lanes = newLanes(o.MaxConnections, o.AppendWindow, func(ctx context.Context) (*conn, error) {
+		c, err := o.dial(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", o.Address, err)
+		}
+		return c, nil
+	})
 	return o.init()
+}
+
+// use runs fn on a session of its own (it selects a folder).
+func (o *Output) use(ctx context.Context, fn func(c *conn) error) error {
+	ln, err := o.lanes.hold(ctx)
+	if err != nil {
+		return err
+	}
+	err = fn(ln.c)
+	o.lanes.done(ln, broken(ln.c, err))
+	return err
+}
+
+// broken reports whether the session is unusable after err: it is closed,
+// or err is not the server's answer.
+func broken(c *conn, err error) bool {
+	if !c.open() {
+		return true
+	}
+	var ie *goimap.Error
+	return err != nil && !errors.As(err, &ie) && !errors.Is(err, plugin.ErrNotHeld)
 }
 
 // target is the folder, as the destination names it, that a message from
 // folder (whose SPECIAL-USE was role) goes to.
-func (o *Output) target(c *conn, folder, role string) (string, error) {
-	if err := o.layout.learn(c); err != nil {
+func (o *Output) target(ctx context.Context, folder, role string) (string, error) {
+	if err := o.layout.learnOnce(ctx, o.use); err != nil {
 		return "", err
 	}
-	return o.layout.place(o.FolderMap, o.Folder, folder, role), nil
+	return o.layout.target(o.FolderMap, o.Folder, folder, role)
 }
 
 // Deliver implements plugin.Output: APPEND into the message's folder with
-// its flags and date. A delivery the engine marks in doubt (the reply to an
-// earlier APPEND was lost) first looks for the Message-ID in that folder, so
-// that a retry does not leave two copies.
+// its flags and date, on a session shared with other APPENDs in flight. A
+// delivery the engine marks in doubt (the reply to an earlier APPEND was
+// lost) first looks for the message in that folder, so that a retry does
+// not leave two copies.
 func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
-	c, err := o.pool.Get(ctx)
+	folder, err := o.target(ctx, msg.Folder, msg.FolderRole)
 	if err != nil {
 		return nil, err
 	}
-	folder, err := o.target(c, msg.Folder, msg.FolderRole)
-	if err != nil {
-		o.pool.Put(c, true)
-		return nil, err
+	placed := func(validity, uid uint32) {
+		if d.Placed != nil && uid != 0 {
+			d.Placed(where(folder, validity, uid))
+		}
 	}
 	identity := msg.Identity()
 	if o.SkipExisting {
-		there, err := o.held.take(folder, identity, d.Siblings, func() (map[string]int, error) { return c.identities(folder) })
+		var at heldCopy
+		there, err := o.held.take(folder, identity, d.Siblings, func() (*folderCopies, error) {
+			var fc *folderCopies
+			err := o.use(ctx, func(c *conn) (err error) { fc, err = c.copies(folder); return err })
+			return fc, err
+		}, &at)
 		if err != nil {
-			o.pool.Put(c, false)
 			return nil, fmt.Errorf("imap: reading what %q holds: %w", folder, err)
 		}
 		if there {
 			o.there.Add(1)
-			o.pool.Put(c, false)
+			placed(at.validity, at.uid)
 			o.log.Info("already at the destination; not appended again", "folder", folder, "identity", identity)
 			return nil, nil
 		}
@@ -125,13 +175,12 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 		if id == "" && o.AddMessageID {
 			id = identity // the Message-ID it was given
 		}
-		if id != "" {
-			found, err := c.hasMessageID(folder, id)
-			if err == nil && found {
-				o.pool.Put(c, false)
-				o.log.Info("the in-doubt APPEND had arrived; not appending again", "folder", folder, "message_id", id)
-				return nil, nil
-			}
+		var at heldCopy
+		err := o.use(ctx, func(c *conn) (err error) { at, err = c.find(folder, id, identity, msg.Size(), msg.Reader); return err })
+		if err == nil && at.uid != 0 {
+			placed(at.validity, at.uid)
+			o.log.Info("the in-doubt APPEND had arrived; not appending again", "folder", folder, "identity", identity)
+			return nil, nil
 		}
 	}
 	var flags []string
@@ -155,72 +204,123 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 		field := "Message-ID: <" + identity + ">\r\n"
 		size, body = size+int64(len(field)), func() io.Reader { return io.MultiReader(strings.NewReader(field), msg.Reader()) }
 	}
-	if o.pace.perSecond > 0 {
-		// The session goes back to the pool while the message waits its
-		// turn, so that a long wait does not hold it idle to the server's
-		// autologout.
-		o.pool.Put(c, false)
-		if err := o.pace.wait(ctx, size); err != nil {
+	if limit, ok := o.layout.appendLimit(); ok && size > limit {
+		return nil, plugin.Permanent(fmt.Errorf("imap: the message has %d bytes; the server takes at most %d (APPENDLIMIT)", size, limit))
+	}
+	if err := o.pace.wait(ctx, size); err != nil {
+		return nil, err
+	}
+	if wait, ok := o.day.take(size); !ok {
+		return nil, plugin.Throttled(fmt.Errorf("imap: max_bytes_per_day (%d) reached; the next message may go in %v", o.MaxBytesPerDay, wait.Round(time.Second)), wait)
+	}
+	appended, err := o.appendTo(ctx, folder, flags, date, size, body)
+	if err != nil {
+		if !plugin.IsInDoubt(err) {
+			o.day.giveBack(size)
+		}
+		return nil, err
+	}
+	placed(appended.UIDValidity, uint32(appended.UID))
+	return nil, nil
+}
+
+// appendTo makes folder if it is new, and APPENDs the message on a shared
+// session: again on another when it did not go out, and once more after
+// making the folder when the server says TRYCREATE.
+func (o *Output) appendTo(ctx context.Context, folder string, flags []string, date time.Time, size int64, body func() io.Reader) (*goimap.AppendData, error) {
+	if err := o.layout.ensure(ctx, folder, o.use); err != nil {
+		return nil, err
+	}
+	created, unsent := false, 0
+	for {
+		ln, err := o.lanes.share(ctx)
+		if err != nil {
 			return nil, err
 		}
-		if c, err = o.pool.Get(ctx); err != nil {
+		data, err := ln.c.appendMsg(folder, flags, date, size, body())
+		var ns *notSentError
+		var ie *goimap.Error
+		switch {
+		case err == nil:
+			o.lanes.done(ln, false)
+			return data, nil
+		case errors.As(err, &ns):
+			o.lanes.done(ln, true)
+			if unsent++; unsent < 3 {
+				continue
+			}
+			return nil, fmt.Errorf("imap APPEND to %q: %w", folder, err)
+		case errors.As(err, &ie) && ie.Type != goimap.StatusResponseTypeBye:
+			// The server said no to this message: not stored.
+			o.lanes.done(ln, false)
+			if ie.Code == goimap.ResponseCodeTryCreate && !created {
+				created = true
+				o.layout.forget(folder)
+				if err := o.layout.ensure(ctx, folder, o.use); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			err = fmt.Errorf("imap APPEND to %q: %w", folder, err)
+			if _, ok := serverWait(ie); ok {
+				return nil, throttled(err)
+			}
+			// BAD and TOOBIG are about this message; anything else (a NO
+			// without a code) may pass, and the message waits at its
+			// source meanwhile.
+			if ie.Type == goimap.StatusResponseTypeBad || ie.Code == "TOOBIG" {
+				return nil, plugin.Permanent(err)
+			}
 			return nil, err
+		default:
+			// The session ended after the message went out and before its
+			// reply came (a BYE says why): the server may have stored it.
+			o.lanes.done(ln, true)
+			return nil, plugin.InDoubt(throttled(fmt.Errorf("imap APPEND to %q: no reply: %w", folder, err)))
 		}
-	}
-	appended, err := o.appendTo(c, folder, flags, date, size, body())
-	var ie *goimap.Error
-	if errors.As(err, &ie) && ie.Code == goimap.ResponseCodeTryCreate {
-		if cerr := c.create(folder); cerr != nil {
-			o.pool.Put(c, false)
-			return nil, fmt.Errorf("imap CREATE %q: %w", folder, cerr)
-		}
-		appended, err = o.appendTo(c, folder, flags, date, size, body())
-	}
-	switch {
-	case err == nil:
-		o.pool.Put(c, false)
-		if appended != nil && appended.UID != 0 {
-			// UIDPLUS says where it went: logged, so that a person can find
-			// the copy (UID SEARCH, or UID FETCH in that folder).
-			o.log.Debug("appended", "folder", folder, "uidvalidity", appended.UIDValidity, "uid", appended.UID, "identity", identity)
-		}
-		return nil, nil
-	case errors.As(err, &ie):
-		// The server said no. BAD and TOOBIG are about this message;
-		// anything else (OVERQUOTA, a NO without a code) may pass, and the
-		// message waits at its source meanwhile.
-		o.pool.Put(c, false)
-		if ie.Type == goimap.StatusResponseTypeBad || ie.Code == "TOOBIG" {
-			return nil, plugin.Permanent(fmt.Errorf("imap APPEND to %q: %w", folder, err))
-		}
-		return nil, fmt.Errorf("imap APPEND to %q: %w", folder, err)
-	default:
-		// The connection broke while the message went out: the server may
-		// have stored it.
-		o.pool.Put(c, true)
-		return nil, plugin.InDoubt(fmt.Errorf("imap APPEND to %q: no reply: %w", folder, err))
 	}
 }
 
-func (o *Output) appendTo(c *conn, folder string, flags []string, date time.Time, size int64, r io.Reader) (*goimap.AppendData, error) {
-	if _, ok := o.created.Load(folder); !ok && folder != "INBOX" {
-		if err := c.create(folder); err == nil {
-			o.created.Store(folder, true)
-		}
+// where is how the output names a copy it holds for Delivery.Placed: the
+// path part of an IMAP URL (RFC 5092), folder;UIDVALIDITY=v/;UID=u.
+func where(folder string, validity, uid uint32) string {
+	return fmt.Sprintf("%s;UIDVALIDITY=%d/;UID=%d", folder, validity, uid)
+}
+
+// parseWhere reads what where wrote.
+func parseWhere(s string) (folder string, validity, uid uint32, ok bool) {
+	i := strings.LastIndex(s, ";UIDVALIDITY=")
+	if i < 0 {
+		return "", 0, 0, false
 	}
-	return c.appendMsg(folder, flags, date, size, r)
+	if _, err := fmt.Sscanf(s[i:], ";UIDVALIDITY=%d/;UID=%d", &validity, &uid); err != nil || uid == 0 {
+		return "", 0, 0, false
+	}
+	return s[:i], validity, uid, true
 }
 
 // AlreadyThere is how many messages were found at the destination
 // (skip_existing) and not appended again.
 func (o *Output) AlreadyThere() int64 { return o.there.Load() }
 
-// Close implements plugin.Closer: LOGOUT from every pooled session.
+// Close implements plugin.Closer: LOGOUT from every session.
 func (o *Output) Close() error {
-	if o.pool != nil { // nil when Init failed
-		o.pool.Close()
+	if o.lanes != nil { // nil when Init failed
+		o.lanes.close()
 	}
 	return nil
+}
+
+// Holds implements plugin.Finder: the identities in the folder that mail
+// from folder goes to.
+func (o *Output) Holds(ctx context.Context, folder, role string) (map[string]int, error) {
+	target, err := o.target(ctx, folder, role)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]int
+	err = o.use(ctx, func(c *conn) (err error) { out, err = c.identities(target); return err })
+	return out, err
 }
 
 var (
@@ -231,51 +331,3 @@ var (
 	_ plugin.FileUser    = (*Output)(nil)
 	_ plugin.Finder      = (*Output)(nil)
 )
-
-// Holds implements plugin.Finder: the identities in the folder that mail
-// from folder goes to.
-func (o *Output) Holds(ctx context.Context, folder, role string) (map[string]int, error) {
-	c, err := o.pool.Get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	target, err := o.target(c, folder, role)
-	if err != nil {
-		o.pool.Put(c, true)
-		return nil, err
-	}
-	defer o.pool.Put(c, false)
-	return c.identities(target)
-}
-
-// heldIndex is what each target folder held when the output first
-// delivered to it: identity → copies not yet matched to a message.
-type heldIndex struct {
-	mu      sync.Mutex
-	folders map[string]map[string]int
-}
-
-// take reports whether folder holds a copy of identity that no message
-// delivered before has claimed (siblings: those the ledger has as
-// delivered, whose copies are among those the folder holds), and claims
-// it; read lists the folder the first time.
-func (h *heldIndex) take(folder, identity string, siblings int, read func() (map[string]int, error)) (bool, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	idx, ok := h.folders[folder]
-	if !ok {
-		var err error
-		if idx, err = read(); err != nil {
-			return false, err
-		}
-		if h.folders == nil {
-			h.folders = map[string]map[string]int{}
-		}
-		h.folders[folder] = idx
-	}
-	if idx[identity]-siblings > 0 {
-		idx[identity]--
-		return true, nil
-	}
-	return false, nil
-}

@@ -31,3 +31,33 @@ func TestPaceSpacesUploads(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// max_bytes_per_day: a day's bytes go at once; the next message waits until
+// the bucket has filled enough for it, which takes the share of a day its
+// size is; bytes given back count again; a message larger than a day goes
+// only when the bucket is full.
+func TestDayBudget(t *testing.T) {
+	b := newDayBudget(86400) // a byte a second
+	if _, ok := b.take(86000); !ok {
+		t.Fatal("the first 86,000 bytes of 86,400 must go")
+	}
+	wait, ok := b.take(1400)
+	if ok || wait < 999*time.Second || wait > 1000*time.Second {
+		t.Fatalf("1,400 more with 400 left: %v %v, want a wait of about 1,000 s", wait, ok)
+	}
+	b.giveBack(86000)
+	if _, ok := b.take(1400); !ok {
+		t.Fatal("bytes given back count again")
+	}
+	huge := newDayBudget(100)
+	if _, ok := huge.take(1000); !ok {
+		t.Fatal("a message larger than a day's budget goes when the bucket is full")
+	}
+	if wait, ok := huge.take(1); ok || wait < 23*time.Hour {
+		t.Fatalf("after it: %v %v, want to wait most of a day", wait, ok)
+	}
+	var none *dayBudget
+	if _, ok := none.take(1 << 40); !ok {
+		t.Fatal("no budget, no bound")
+	}
+}

@@ -1,0 +1,241 @@
+package imap
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	goimap "github.com/emersion/go-imap/v2"
+)
+
+// What the destination holds: the copies in a folder by identity
+// (message.Identity), for skip_existing, for a delivery in doubt, and for a
+// migration's verification.
+
+// heldCopy is one message in a folder of the destination.
+type heldCopy struct {
+	validity, uid uint32
+}
+
+// folderCopies are the messages of one folder by identity.
+type folderCopies struct {
+	validity uint32
+	uids     map[string][]uint32
+}
+
+// heldIndex is what each target folder held when the output first
+// delivered to it: identity → the copies not yet matched to a message.
+type heldIndex struct {
+	mu      sync.Mutex
+	folders map[string]*folderCopies
+}
+
+// take reports whether folder holds a copy of identity that no message
+// delivered before has claimed (siblings: those the ledger has as
+// delivered, whose copies are among those the folder holds), and claims
+// it, saying which in at; read lists the folder the first time.
+func (h *heldIndex) take(folder, identity string, siblings int, read func() (*folderCopies, error), at *heldCopy) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	idx, ok := h.folders[folder]
+	if !ok {
+		var err error
+		if idx, err = read(); err != nil {
+			return false, err
+		}
+		if h.folders == nil {
+			h.folders = map[string]*folderCopies{}
+		}
+		h.folders[folder] = idx
+	}
+	uids := idx.uids[identity]
+	if len(uids)-siblings > 0 {
+		*at = heldCopy{validity: idx.validity, uid: uids[len(uids)-1]}
+		idx.uids[identity] = uids[:len(uids)-1]
+		return true, nil
+	}
+	return false, nil
+}
+
+// missing reports whether err is the server saying that a folder does not
+// exist (a NO to SELECT or STATUS): it holds nothing.
+func missing(err error) bool {
+	var ie *goimap.Error
+	return errors.As(err, &ie) && ie.Type == goimap.StatusResponseTypeNo
+}
+
+// inventory selects folder read-only and lists every message with its
+// identity; a folder that does not exist holds nothing.
+func (c *conn) inventory(folder string) (uint32, []msgInfo, error) {
+	validity, n, err := c.examine(folder, false)
+	if err != nil {
+		if missing(err) {
+			return 0, nil, nil
+		}
+		return 0, nil, err
+	}
+	if n == 0 {
+		return validity, nil, nil
+	}
+	infos, err := c.identify(goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}})
+	return validity, infos, err
+}
+
+// identities counts the messages of folder by identity (message.Identity);
+// a folder that does not exist holds nothing.
+func (c *conn) identities(folder string) (map[string]int, error) {
+	_, infos, err := c.inventory(folder)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, len(infos))
+	for _, m := range infos {
+		out[m.Identity]++
+	}
+	return out, nil
+}
+
+// copies lists the messages of folder by identity, with their UIDs.
+func (c *conn) copies(folder string) (*folderCopies, error) {
+	validity, infos, err := c.inventory(folder)
+	if err != nil {
+		return nil, err
+	}
+	fc := &folderCopies{validity: validity, uids: make(map[string][]uint32, len(infos))}
+	for _, m := range infos {
+		fc.uids[m.Identity] = append(fc.uids[m.Identity], m.UID)
+	}
+	return fc, nil
+}
+
+// flagsByIdentity lists the flags of each copy in folder by identity,
+// sorted, without \Recent (which no client sets).
+func (c *conn) flagsByIdentity(folder string) (map[string][][]string, error) {
+	_, infos, err := c.inventory(folder)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][][]string, len(infos))
+	for _, m := range infos {
+		fl := slices.DeleteFunc(slices.Clone(m.Flags), func(f string) bool { return f == `\Recent` })
+		slices.Sort(fl)
+		if fl == nil {
+			fl = []string{}
+		}
+		out[m.Identity] = append(out[m.Identity], fl)
+	}
+	return out, nil
+}
+
+// find looks in folder for a copy of the message with this identity, by
+// its Message-ID (id) where it has one, else among the messages of its
+// size (every message when size is -1, not known); the zero heldCopy when
+// there is none. SEARCH HEADER matches substrings, so each candidate's
+// identity is compared whole. An identity may name two messages (a
+// Message-ID used twice; two messages without a header, of one size):
+// when content is given, a candidate must also hold those bytes (line ends
+// aside, which a server may change), so that a message in doubt is never
+// taken for another and lost.
+func (c *conn) find(folder, id, identity string, size int64, content func() io.Reader) (heldCopy, error) {
+	validity, n, err := c.examine(folder, false)
+	if err != nil || n == 0 {
+		if missing(err) {
+			err = nil
+		}
+		return heldCopy{}, err
+	}
+	criteria := &goimap.SearchCriteria{} // ALL
+	switch {
+	case id != "":
+		criteria.Header = []goimap.SearchCriteriaHeaderField{{Key: "Message-Id", Value: id}}
+	case size >= 0:
+		criteria.Larger, criteria.Smaller = size-1, size+1
+	}
+	uids, err := c.search(criteria)
+	if err != nil || len(uids) == 0 {
+		return heldCopy{}, err
+	}
+	infos, err := c.identify(uidSet(uids))
+	if err != nil {
+		return heldCopy{}, err
+	}
+	var same []uint32
+	for _, m := range infos {
+		if m.Identity == identity {
+			same = append(same, m.UID)
+		}
+	}
+	if len(same) == 0 {
+		return heldCopy{}, nil
+	}
+	if content == nil {
+		return heldCopy{validity: validity, uid: same[0]}, nil
+	}
+	want, err := crlfDigest(content())
+	if err != nil {
+		return heldCopy{}, err
+	}
+	var found uint32
+	err = c.fetch(same, func(uid uint32, r io.Reader) error {
+		got, err := crlfDigest(r)
+		if err != nil {
+			return err
+		}
+		if found == 0 && got == want {
+			found = uid
+		}
+		return nil
+	})
+	if err != nil || found == 0 {
+		return heldCopy{}, err
+	}
+	return heldCopy{validity: validity, uid: found}, nil
+}
+
+// search runs UID SEARCH in the selected folder.
+func (c *conn) search(criteria *goimap.SearchCriteria) ([]uint32, error) {
+	defer c.wd.begin()()
+	data, err := c.c.UIDSearch(criteria, nil).Wait()
+	if err != nil {
+		return nil, fmt.Errorf("imap SEARCH: %w", err)
+	}
+	var out []uint32
+	for _, u := range data.AllUIDs() {
+		out = append(out, uint32(u))
+	}
+	return out, nil
+}
+
+// crlfDigest is the SHA-256 of r's bytes with every line ending in CRLF.
+func crlfDigest(r io.Reader) ([32]byte, error) {
+	h := sha256.New()
+	buf := make([]byte, 32<<10)
+	var prev byte
+	for {
+		n, err := r.Read(buf)
+		start := 0
+		for i := 0; i < n; i++ {
+			if buf[i] == '\n' && (i > 0 && buf[i-1] != '\r' || i == 0 && prev != '\r') {
+				h.Write(buf[start:i])
+				h.Write([]byte("\r"))
+				start = i
+			}
+		}
+		h.Write(buf[start:n])
+		if n > 0 {
+			prev = buf[n-1]
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return [32]byte{}, err
+		}
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum, nil
+}
