@@ -80,7 +80,9 @@ func (b BatchProgress) View() MigrationView {
 }
 
 // FleetProgress shows a fleet's mailboxes, as last read from its bucket.
-type FleetProgress struct{ last atomic.Pointer[map[string]fleet.Status] }
+type FleetProgress struct {
+	last atomic.Pointer[map[string]fleet.Status]
+}
 
 // Set gives it a new reading.
 func (f *FleetProgress) Set(all map[string]fleet.Status) { f.last.Store(&all) }
