@@ -178,10 +178,16 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 // open opens the file for appending and takes the fcntl write lock. A
 // writer that rewrites the file and renames the copy onto it does so
 // under the locks: if the name no longer leads to the file opened once
-// the lock is had, it is opened again.
+// the lock is had, it is opened again. A file a mail reader removed when
+// it was emptied (mutt's save_empty = no) is made again, unless create is
+// false.
 func (o *Output) open(ctx context.Context) (*os.File, func(), error) {
+	flags := os.O_RDWR | os.O_APPEND
+	if o.Create == nil || *o.Create {
+		flags |= os.O_CREATE
+	}
 	for try := 0; ; try++ {
-		f, err := os.OpenFile(o.file, os.O_RDWR|os.O_APPEND, 0)
+		f, err := os.OpenFile(o.file, flags, 0o600)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -569,3 +569,20 @@ func TestOutputConfig(t *testing.T) {
 		t.Fatal("create = false must not create the file")
 	}
 }
+
+// A spool a mail reader removed once it was empty is made again; with
+// create = false the delivery fails and is tried again later.
+func TestRemovedFileIsMadeAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spool")
+	o := newOutput(t, path, nil)
+	os.Remove(path)
+	deliver(t, o, [][]byte{[]byte("Subject: a\n\na\n")})
+	assertHolds(t, path, [][]byte{[]byte("Subject: a\n\na\n")})
+	no := false
+	strict := newOutput(t, path, func(o *mbox.Output) { o.Create = &no })
+	os.Remove(path)
+	_, err := strict.Deliver(context.Background(), message.New([]byte("Subject: b\n\nb\n"), message.Source{}), plugin.Delivery{})
+	if err == nil || plugin.IsPermanent(err) {
+		t.Fatalf("want a temporary error, got %v", err)
+	}
+}
