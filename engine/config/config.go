@@ -7,7 +7,6 @@
 package config
 
 import (
-	"fmt"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -116,6 +115,9 @@ type Pipeline struct {
 	Outputs []string `toml:"outputs"`
 
 	Line int
+	// ScriptsLine is the line of its scripts key (the table's, if none):
+	// where a script that cannot be loaded is reported.
+	ScriptsLine int
 	// Filters run before the scripts. They are given in code, never in
 	// the file: a migration's --since is one.
 	Filters []NamedFilter
@@ -126,20 +128,6 @@ type Pipeline struct {
 type NamedFilter struct {
 	Name   string
 	Filter plugin.Filter
-}
-
-// Error is a config problem with the place it was found.
-type Error struct {
-	File string
-	Line int
-	Msg  string
-}
-
-func (e *Error) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
-	}
-	return fmt.Sprintf("%s: %s", e.File, e.Msg)
 }
 
 // Resolve makes a path from the config absolute, relative to the config's directory.
@@ -183,7 +171,6 @@ func (c *Config) Input(name string) *Input {
 // OutputNames lists the defined outputs, sorted, or "(none)".
 func (c *Config) OutputNames() string { return listOrNone(namesOf(c.Outputs)) }
 
-func (c *Config) pipelineNames() string { return listOrNone(namesOf(c.Pipelines)) }
 
 func listOrNone(names []string) string {
 	if len(names) == 0 {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,32 +48,78 @@ type file struct {
 	Output          []toml.Primitive `toml:"output"`
 }
 
+// Options change what Parse reads.
+type Options struct {
+	// NoSecrets leaves the secret files the config names unread
+	// (srs_secret_file): "mailflow check --no-secrets" checks a config
+	// where its secrets are not at hand, as in CI.
+	NoSecrets bool
+}
+
 // Load reads, decodes and checks a config file. Plugins are made and
-// decoded but not provisioned or started.
+// decoded but not provisioned or started. Its error is Errors: every
+// problem found, sorted by line.
 func Load(path string, reg plugin.Registry) (*Config, error) {
+	return LoadWith(path, reg, Options{})
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, reg plugin.Registry, opts Options) (*Config, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(path, src, reg)
+	cfg, errs := Inspect(path, src, reg, opts)
+	if errs != nil {
+		return nil, errs
+	}
+	return cfg, nil
 }
 
-// parser is one Parse: the file's text positions, for errors.
+// Parse is Load on bytes already read.
+func Parse(path string, src []byte, reg plugin.Registry) (*Config, error) {
+	cfg, errs := Inspect(path, src, reg, Options{})
+	if errs != nil {
+		return nil, errs
+	}
+	return cfg, nil
+}
+
+// parser is one Parse: the file's text positions, and what it found.
 type parser struct {
 	path string
 	pos  positions
+	opts Options
+	errs Errors
+	// known is the keys each table ("input#0") takes, its plugin's
+	// included, and names the name each was given: for the "did you
+	// mean" of an unknown key, and to say which table it is in.
+	known map[string][]string
+	names map[string]string
+	// strange are the top-level names that are neither a key nor a table
+	// mailflow knows; their keys are not reported again one by one.
+	strange map[string]bool
+	// broken are the tables ("input#0") that did not decode to the end:
+	// the keys after the mistake were never looked at, so they are not
+	// reported as unknown.
+	broken map[string]bool
 }
 
-func (p *parser) errorf(line int, format string, args ...any) error {
+func (p *parser) errorf(line int, format string, args ...any) *Error {
 	return &Error{File: p.path, Line: line, Msg: fmt.Sprintf(format, args...)}
 }
 
+// add notes a problem and goes on.
+func (p *parser) add(line int, format string, args ...any) {
+	p.errs = append(p.errs, p.errorf(line, format, args...))
+}
+
 // duration reads a global duration key: empty gives def; a value that is
-// not a duration, or is below least, is an error at the key's line that
-// shows what a good one looks like.
-func (p *parser) duration(key, value string, def, least time.Duration, example string) (time.Duration, error) {
+// not a duration, or is below least, is a problem at the key's line that
+// shows what a good one looks like (and def is used meanwhile).
+func (p *parser) duration(key, value string, def, least time.Duration, example string) time.Duration {
 	if value == "" {
-		return def, nil
+		return def
 	}
 	d, err := time.ParseDuration(value)
 	if err != nil || d < least {
@@ -82,54 +130,158 @@ func (p *parser) duration(key, value string, def, least time.Duration, example s
 		case least > 0:
 			what = "a positive duration"
 		}
-		return 0, p.errorf(p.pos.line("", 0, key), "%s: %q is not %s, like %q", key, value, what, example)
+		p.add(p.pos.line("", 0, key), "%s: %q is not %s, like %q", key, value, what, example)
+		return def
 	}
-	return d, nil
+	return d
 }
 
-// Parse is Load on bytes already read.
-func Parse(path string, src []byte, reg plugin.Registry) (*Config, error) {
-	p := &parser{path: path, pos: scanPositions(src)}
-	var fc file
-	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&fc)
+// Inspect parses as much of src as it can: the config with every table
+// that decoded, and every problem found (nil when there is none).
+// "mailflow check" goes on from it to the plugins of the tables that did
+// decode, so that one run reports every mistake.
+func Inspect(path string, src []byte, reg plugin.Registry, opts Options) (*Config, Errors) {
+	p := &parser{path: path, pos: scanPositions(src), opts: opts, known: map[string][]string{}, names: map[string]string{}, strange: map[string]bool{}, broken: map[string]bool{}}
+	var top map[string]toml.Primitive
+	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&top)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, p.errorf(pe.Position.Line, "%s", pe.Message)
+			p.add(pe.Position.Line, "%s", syntaxError(pe))
+		} else {
+			p.add(0, "%v", err)
 		}
-		return nil, p.errorf(0, "%v", err)
+		return nil, p.errs
 	}
+	var fc file
+	p.decodeTop(md, top, &fc)
 	abs, _ := filepath.Abs(path)
-	cfg, err := p.globals(&fc, filepath.Dir(abs))
-	if err != nil {
-		return nil, err
+	cfg := p.globals(&fc, filepath.Dir(abs))
+	p.tables(cfg, &fc, md, reg)
+	if len(fc.Input) == 0 && !p.strange["input"] {
+		p.add(0, "no [[input]] is defined: mailflow needs at least one place to fetch mail from")
 	}
-	if err := p.tables(cfg, &fc, md, reg); err != nil {
-		return nil, err
+	p.unknownKeys(md)
+	if len(p.errs) == 0 {
+		return cfg, nil
 	}
-	if len(cfg.Inputs) == 0 {
-		return nil, p.errorf(0, "no [[input]] is defined")
+	p.errs.Sort()
+	return cfg, p.errs
+}
+
+// syntaxError is a TOML syntax error in words, without the column
+// arithmetic BurntSushi/toml adds.
+func syntaxError(pe toml.ParseError) string {
+	msg := pe.Message
+	if pe.LastKey != "" {
+		msg = fmt.Sprintf("%s (after the key %q)", msg, pe.LastKey)
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		k := und[0]
-		section, key := "", k.String()
-		if len(k) > 1 {
-			section, key = k[0], k[len(k)-1]
+	return "this line is not valid TOML: " + msg
+}
+
+// tables are the top-level tables mailflow knows, as a person writes them.
+var tables = map[string]string{"input": "[[input]]", "pipeline": "[[pipeline]]", "output": "[[output]]", "http": "[http]", "metrics": "[metrics]"}
+
+// decodeTop decodes each top-level key into its field of fc on its own,
+// so that a value of the wrong type is one problem among others, and
+// notes the names that are no key or table mailflow knows.
+func (p *parser) decodeTop(md toml.MetaData, top map[string]toml.Primitive, fc *file) {
+	rv := reflect.ValueOf(fc).Elem()
+	fields := map[string]reflect.Value{}
+	for i := range rv.NumField() {
+		name, _, _ := strings.Cut(rv.Type().Field(i).Tag.Get("toml"), ",")
+		fields[name] = rv.Field(i)
+	}
+	for name, prim := range top {
+		field, ok := fields[name]
+		if !ok {
+			p.strangeName(md, name)
+			continue
 		}
-		return nil, p.errorf(p.pos.firstKey(section, key), "unknown key %q%s", key, inSection(section))
+		kind := ""
+		if _, isTable := tables[name]; isTable && (name == "http" || name == "metrics") {
+			kind = name
+		}
+		if err := md.PrimitiveDecode(prim, field.Addr().Interface()); err != nil {
+			p.errs = append(p.errs, p.decodeError(err, kind, 0, ""))
+		}
 	}
-	return cfg, nil
+}
+
+// strangeName reports a top-level name mailflow does not know: a table
+// (misspelt [[inptu]]) or a key, with the nearest known one.
+func (p *parser) strangeName(md toml.MetaData, name string) {
+	p.strange[name] = true
+	switch md.Type(name) {
+	case "Hash", "ArrayHash":
+		names := make([]string, 0, len(tables))
+		for n := range tables {
+			names = append(names, n)
+		}
+		written := "[" + name + "]"
+		if md.Type(name) == "ArrayHash" {
+			written = "[[" + name + "]]"
+		}
+		hint := "; mailflow's tables are [[input]], [[pipeline]], [[output]] and [http]"
+		if near := Nearest(name, names); near != "" {
+			hint = "; did you mean " + tables[near] + "?"
+			p.strange[near] = true // its absence is this same mistake
+		}
+		p.add(p.pos.table(name, 0), "unknown table %s%s", written, hint)
+	default:
+		p.add(p.pos.line("", 0, name), "unknown key %q%s", name, Suggest(name, globalKeys()))
+	}
+}
+
+// globalKeys are the keys outside any table.
+func globalKeys() []string {
+	var keys []string
+	for _, k := range keysOf(file{}) {
+		if _, isTable := tables[k]; !isTable {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// unknownKeys reports the keys inside tables that nothing decoded: a key
+// the table's plugin does not have, with the nearest one it does.
+func (p *parser) unknownKeys(md toml.MetaData) {
+	for _, k := range md.Undecoded() {
+		if len(k) < 2 || p.strange[k[0]] {
+			continue
+		}
+		section, key := k[0], k[len(k)-1]
+		i := p.pos.tableWith(section, key)
+		if p.broken[fmt.Sprintf("%s#%d", section, i)] {
+			continue
+		}
+		what := fmt.Sprintf("[%s]", section)
+		if name := p.names[fmt.Sprintf("%s#%d", section, i)]; name != "" {
+			what = fmt.Sprintf("%s %q", section, name)
+		}
+		hint := Suggest(key, p.known[fmt.Sprintf("%s#%d", section, i)])
+		if hint == "" && slices.Contains(globalKeys(), key) {
+			hint = fmt.Sprintf("; %s is a key of its own, outside any table: move it above the first [table]", key)
+		}
+		p.add(p.pos.line(section, i, key), "unknown key %q in %s%s", key, what, hint)
+	}
 }
 
 // New is a config made in code (a migration makes its own): every global
 // at its default, state in stateDir, relative paths relative to baseDir.
 // Its inputs, pipelines and outputs are the caller's to add.
 func New(stateDir, baseDir string) (*Config, error) {
-	return (&parser{}).globals(&file{StateDir: stateDir}, baseDir)
+	p := &parser{}
+	cfg := p.globals(&file{StateDir: stateDir}, baseDir)
+	if err := p.errs.orNil(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // globals checks the keys outside any table and applies their defaults.
-func (p *parser) globals(fc *file, baseDir string) (*Config, error) {
+func (p *parser) globals(fc *file, baseDir string) *Config {
 	cfg := &Config{
 		Path:          p.path,
 		BaseDir:       baseDir,
@@ -140,20 +292,11 @@ func (p *parser) globals(fc *file, baseDir string) (*Config, error) {
 		HTTP:          fc.HTTP,
 		FetchAttempts: fc.FetchAttempts,
 	}
-	var err error
-	if cfg.ShutdownTimeout, err = p.duration("shutdown_timeout", fc.ShutdownTimeout, 30*time.Second, time.Nanosecond, "30s"); err != nil {
-		return nil, err
-	}
-	if cfg.LedgerGrace, err = p.duration("ledger_grace", fc.LedgerGrace, 7*24*time.Hour, 0, "168h"); err != nil {
-		return nil, err
-	}
-	if cfg.Script.Timeout, err = p.duration("script_timeout", fc.ScriptTimeout, time.Second, time.Nanosecond, "1s"); err != nil {
-		return nil, err
-	}
+	cfg.ShutdownTimeout = p.duration("shutdown_timeout", fc.ShutdownTimeout, 30*time.Second, time.Nanosecond, "30s")
+	cfg.LedgerGrace = p.duration("ledger_grace", fc.LedgerGrace, 7*24*time.Hour, 0, "168h")
+	cfg.Script.Timeout = p.duration("script_timeout", fc.ScriptTimeout, time.Second, time.Nanosecond, "1s")
 	if fc.SRSMaxAge != "" {
-		if cfg.Script.SRSMaxAge, err = p.duration("srs_max_age", fc.SRSMaxAge, 0, 24*time.Hour, "504h"); err != nil {
-			return nil, err
-		}
+		cfg.Script.SRSMaxAge = p.duration("srs_max_age", fc.SRSMaxAge, 0, 24*time.Hour, "504h")
 	}
 	if cfg.FetchAttempts <= 0 {
 		cfg.FetchAttempts = 3
@@ -177,46 +320,46 @@ func (p *parser) globals(fc *file, baseDir string) (*Config, error) {
 		cfg.Script.MaxMemory = 64 << 20
 	}
 	if fc.StateDir == "" {
-		return nil, p.errorf(0, "state_dir is required (where the delivery ledger and quarantine live)")
+		p.add(0, "state_dir is required (where the delivery ledger and quarantine live), like state_dir = \"/var/lib/mailflow\"")
+	} else {
+		cfg.StateDir = cfg.Resolve(fc.StateDir)
 	}
-	cfg.StateDir = cfg.Resolve(fc.StateDir)
 	cfg.Spool.Dir = filepath.Join(cfg.StateDir, "spool")
 	cfg.Script.StoreDir = cfg.StateDir
+	var err error
 	if cfg.Instance, err = instance(fc.Instance); err != nil {
-		return nil, p.errorf(p.pos.line("", 0, "instance"), "%v", err)
+		p.add(p.pos.line("", 0, "instance"), "%v", err)
 	}
 	cfg.Script.Instance = cfg.Instance
-	if fc.SRSSecretFile != "" {
+	if fc.SRSSecretFile != "" && !p.opts.NoSecrets {
 		secrets, err := srs.ReadSecrets(cfg.Resolve(fc.SRSSecretFile))
 		if err != nil {
-			return nil, p.errorf(p.pos.line("", 0, "srs_secret_file"), "srs_secret_file: %v", err)
+			p.add(p.pos.line("", 0, "srs_secret_file"), "srs_secret_file: %v", err)
 		}
 		cfg.Script.SRSSecrets = secrets
 	}
-	if err := p.http(cfg, fc); err != nil {
-		return nil, err
-	}
+	p.http(cfg, fc)
 	if fc.ScriptLib != "" {
 		cfg.Script.LibDir = cfg.Resolve(fc.ScriptLib)
 		if fi, err := os.Stat(cfg.Script.LibDir); err != nil || !fi.IsDir() {
-			return nil, p.errorf(p.pos.line("", 0, "script_lib"), "script_lib: %s is not a directory", cfg.Script.LibDir)
+			p.add(p.pos.line("", 0, "script_lib"), "script_lib: %s is not a directory", cfg.Script.LibDir)
 		}
 	}
-	return cfg, nil
+	return cfg
 }
 
 // http checks the [http] table (or an older config's [metrics] listen):
 // an address to listen on, and, beyond loopback, TLS and an admin token,
 // since the page shows quarantined mail and anyone who can reach it could
 // read it.
-func (p *parser) http(cfg *Config, fc *file) error {
+func (p *parser) http(cfg *Config, fc *file) {
 	h := &cfg.HTTP
 	key := "listen"
 	if h.Listen == "" && fc.Metrics.Listen != "" {
 		h.Listen, key = fc.Metrics.Listen, "metrics.listen"
 	}
 	if h.Listen == "" {
-		return nil
+		return
 	}
 	line := p.pos.line("http", 0, "listen")
 	if key != "listen" {
@@ -224,18 +367,19 @@ func (p *parser) http(cfg *Config, fc *file) error {
 	}
 	host, port, err := net.SplitHostPort(h.Listen)
 	if err != nil || port == "" {
-		return p.errorf(line, "%s: %q is not host:port (like \"127.0.0.1:9090\")", key, h.Listen)
+		p.add(line, "%s: %q is not host:port (like \"127.0.0.1:9090\")", key, h.Listen)
+		return
 	}
 	h.AdminTokenFile, h.TLSCertFile, h.TLSKeyFile = cfg.Resolve(h.AdminTokenFile), cfg.Resolve(h.TLSCertFile), cfg.Resolve(h.TLSKeyFile)
 	if (h.TLSCertFile == "") != (h.TLSKeyFile == "") {
-		return p.errorf(line, "http: give both tls_cert_file and tls_key_file, or neither")
+		p.add(line, "http: give both tls_cert_file and tls_key_file, or neither")
+		return
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		if h.TLSCertFile == "" || h.AdminTokenFile == "" {
-			return p.errorf(line, "%s: %q is reachable from other machines; the status page shows quarantined mail, so it needs tls_cert_file, tls_key_file and admin_token_file there (or listen on 127.0.0.1 and reach it through an SSH tunnel or a proxy)", key, h.Listen)
+			p.add(line, "%s: %q is reachable from other machines; the status page shows quarantined mail, so it needs tls_cert_file, tls_key_file and admin_token_file there (or listen on 127.0.0.1 and reach it through an SSH tunnel or a proxy)", key, h.Listen)
 		}
 	}
-	return nil
 }
 
 // instance is the name this mailflow gives itself in trace fields: the
@@ -255,91 +399,158 @@ func instance(configured string) (string, error) {
 }
 
 // tables decodes the [[output]], [[pipeline]] and [[input]] tables, in
-// that order, so that each can check the names it refers to.
-func (p *parser) tables(cfg *Config, fc *file, md toml.MetaData, reg plugin.Registry) error {
+// that order, so that each can check the names it refers to. A table that
+// does not decode is reported and left out; the others go on.
+func (p *parser) tables(cfg *Config, fc *file, md toml.MetaData, reg plugin.Registry) {
 	for i, prim := range fc.Output {
 		oc := &Output{Line: p.pos.table("output", i)}
-		if err := md.PrimitiveDecode(prim, oc); err != nil {
-			return p.errorf(oc.Line, "output: %v", err)
+		pl, ok := p.table(md, prim, "output", i, oc, &oc.Name, &oc.Type, reg.OutputTypes(), func() (any, bool) {
+			o, ok := reg.NewOutput(oc.Type)
+			return o, ok
+		})
+		if !ok || pl == nil {
+			continue
 		}
-		if oc.Name == "" {
-			return p.errorf(oc.Line, "output: name is required")
-		}
-		plugin, ok := reg.NewOutput(oc.Type)
-		if !ok {
-			return p.errorf(p.pos.line("output", i, "type"), "output %q: unknown type %q; known: %s", oc.Name, oc.Type, strings.Join(reg.OutputTypes(), ", "))
-		}
-		if err := md.PrimitiveDecode(prim, plugin); err != nil {
-			return p.errorf(oc.Line, "output %q: %v", oc.Name, err)
-		}
-		oc.Plugin, oc.Settings = plugin, p.pos.text("output", i)
+		oc.Plugin, oc.Settings = pl.(plugin.Output), p.pos.text("output", i)
 		cfg.Outputs = append(cfg.Outputs, oc)
 	}
+	outputs := namesOf(cfg.Outputs)
 	for i, prim := range fc.Pipeline {
 		pc := &Pipeline{Line: p.pos.table("pipeline", i)}
+		p.known[fmt.Sprintf("pipeline#%d", i)] = keysOf(pc)
 		if err := md.PrimitiveDecode(prim, pc); err != nil {
-			return p.errorf(pc.Line, "pipeline: %v", err)
+			p.errs = append(p.errs, p.decodeError(err, "pipeline", i, p.tableName("pipeline", i)))
+			p.broken[fmt.Sprintf("pipeline#%d", i)] = true
+			continue
 		}
 		if pc.Name == "" {
-			return p.errorf(pc.Line, "pipeline: name is required")
+			p.add(pc.Line, `pipeline: name is required, like name = "main"`)
+			continue
 		}
+		p.names[fmt.Sprintf("pipeline#%d", i)] = pc.Name
+		defined := pc.Outputs[:0]
 		for _, o := range pc.Outputs {
-			if cfg.Output(o) == nil {
-				return p.errorf(p.pos.line("pipeline", i, "outputs"), "output %q is not defined; defined: %s", o, cfg.OutputNames())
+			if cfg.Output(o) == nil && !p.declared("output", o) {
+				p.add(p.pos.line("pipeline", i, "outputs"), "pipeline %q: %s", pc.Name, Undefined("output", o, outputs))
+				continue
 			}
+			defined = append(defined, o)
 		}
+		pc.Outputs = defined
+		pc.ScriptsLine = p.pos.line("pipeline", i, "scripts")
 		for j, s := range pc.Scripts {
 			pc.Scripts[j] = cfg.Resolve(s)
 		}
 		cfg.Pipelines = append(cfg.Pipelines, pc)
 	}
+	pipelines := namesOf(cfg.Pipelines)
 	for i, prim := range fc.Input {
 		ic := &Input{Line: p.pos.table("input", i)}
-		if err := md.PrimitiveDecode(prim, ic); err != nil {
-			return p.errorf(ic.Line, "input: %v", err)
-		}
-		if ic.Name == "" {
-			return p.errorf(ic.Line, "input: name is required")
-		}
-		plugin, ok := reg.NewInput(ic.Type)
+		pl, ok := p.table(md, prim, "input", i, ic, &ic.Name, &ic.Type, reg.InputTypes(), func() (any, bool) {
+			in, ok := reg.NewInput(ic.Type)
+			return in, ok
+		})
 		if !ok {
-			return p.errorf(p.pos.line("input", i, "type"), "input %q: unknown type %q; known: %s", ic.Name, ic.Type, strings.Join(reg.InputTypes(), ", "))
+			continue
 		}
-		if err := md.PrimitiveDecode(prim, plugin); err != nil {
-			return p.errorf(ic.Line, "input %q: %v", ic.Name, err)
-		}
-		if cfg.Pipeline(ic.Pipeline) == nil {
-			return p.errorf(p.pos.line("input", i, "pipeline"), "pipeline %q is not defined; defined: %s", ic.Pipeline, cfg.pipelineNames())
+		if cfg.Pipeline(ic.Pipeline) == nil && !p.declared("pipeline", ic.Pipeline) {
+			p.add(p.pos.line("input", i, "pipeline"), "input %q: %s", ic.Name, Undefined("pipeline", ic.Pipeline, pipelines))
 		}
 		sched, err := ParseSchedule(ic.Schedule)
 		if err != nil {
-			return p.errorf(p.pos.line("input", i, "schedule"), "input %q: %v", ic.Name, err)
+			p.add(p.pos.line("input", i, "schedule"), "input %q: %v", ic.Name, err)
 		}
-		ic.Plugin, ic.Sched, ic.Settings = plugin, sched, p.pos.text("input", i)
+		if pl == nil {
+			continue
+		}
+		ic.Plugin, ic.Sched, ic.Settings = pl.(plugin.Input), sched, p.pos.text("input", i)
 		cfg.Inputs = append(cfg.Inputs, ic)
 	}
-	return p.checkUnique(cfg)
+	p.checkUnique(cfg)
 }
 
-func inSection(s string) string {
-	if s == "" {
-		return ""
+// table decodes the i-th [[kind]] table: its own keys into common (which
+// holds name and type), then the plugin its type names, made by
+// newPlugin. It reports what is wrong; ok says the common keys decoded,
+// and the plugin is nil when it did not.
+func (p *parser) table(md toml.MetaData, prim toml.Primitive, kind string, i int, common any, name, typ *string, types []string, newPlugin func() (any, bool)) (any, bool) {
+	at := fmt.Sprintf("%s#%d", kind, i)
+	line := p.pos.table(kind, i)
+	p.known[at] = keysOf(common)
+	if err := md.PrimitiveDecode(prim, common); err != nil {
+		p.errs = append(p.errs, p.decodeError(err, kind, i, p.tableName(kind, i)))
+		p.broken[at] = true
+		return nil, false
 	}
-	return " in [" + s + "]"
+	if *name == "" {
+		p.add(line, "%s: name is required, like name = %q", kind, map[string]string{"input": "inbox", "output": "archive"}[kind])
+		return nil, false
+	}
+	p.names[at] = *name
+	pl, ok := newPlugin()
+	if !ok {
+		if *typ == "" {
+			p.add(line, "%s %q: type is required; known: %s", kind, *name, strings.Join(types, ", "))
+		} else {
+			p.add(p.pos.line(kind, i, "type"), "%s %q: unknown type %q; known: %s%s", kind, *name, *typ, strings.Join(types, ", "), Suggest(*typ, types))
+		}
+		p.broken[at] = true
+		return nil, true
+	}
+	p.known[at] = append(p.known[at], keysOf(pl)...)
+	if err := md.PrimitiveDecode(prim, pl); err != nil {
+		p.errs = append(p.errs, p.decodeError(err, kind, i, fmt.Sprintf("%s %q: ", kind, *name)))
+		p.broken[at] = true
+		return nil, true
+	}
+	return pl, true
 }
 
-func (p *parser) checkUnique(cfg *Config) error {
-	seen := map[string]bool{}
-	for _, k := range []struct {
-		kind  string
-		names []string
-	}{{"input", namesOf(cfg.Inputs)}, {"output", namesOf(cfg.Outputs)}, {"pipeline", namesOf(cfg.Pipelines)}} {
-		for i, n := range k.names {
-			if seen[k.kind+"/"+n] {
-				return p.errorf(p.pos.line(k.kind, i, "name"), "%s %q is defined twice", k.kind, n)
-			}
-			seen[k.kind+"/"+n] = true
+// declared reports whether a table kind called name is in the file,
+// even one with a mistake of its own: a reference to it is not a second
+// mistake.
+func (p *parser) declared(kind, name string) bool {
+	for at, n := range p.names {
+		if n == name && strings.HasPrefix(at, kind+"#") {
+			return true
 		}
 	}
-	return nil
+	return false
+}
+
+// tableName is how an error names the i-th table kind before it decoded:
+// by its name as written, if it has one.
+func (p *parser) tableName(kind string, i int) string {
+	if v, ok := p.pos.values[fmt.Sprintf("%s#%d", kind, i)]["name"]; ok && strings.HasPrefix(v, `"`) {
+		return kind + " " + v + ": "
+	}
+	return kind + ": "
+}
+
+// checkUnique reports a name given to two tables of a kind.
+func (p *parser) checkUnique(cfg *Config) {
+	type table struct {
+		name string
+		line int
+	}
+	var all []table
+	kinds := map[int]string{}
+	for _, c := range cfg.Inputs {
+		all, kinds[c.Line] = append(all, table{"input/" + c.Name, c.Line}), "input"
+	}
+	for _, c := range cfg.Outputs {
+		all, kinds[c.Line] = append(all, table{"output/" + c.Name, c.Line}), "output"
+	}
+	for _, c := range cfg.Pipelines {
+		all, kinds[c.Line] = append(all, table{"pipeline/" + c.Name, c.Line}), "pipeline"
+	}
+	seen := map[string]bool{}
+	for _, t := range all {
+		if seen[t.name] {
+			kind := kinds[t.line]
+			name := strings.TrimPrefix(t.name, kind+"/")
+			p.add(p.pos.line(kind, slices.Index(p.pos.tables[kind], t.line), "name"), "%s %q is defined twice; each needs a name of its own", kind, name)
+		}
+		seen[t.name] = true
+	}
 }
