@@ -171,7 +171,6 @@ func (c *Config) Input(name string) *Input {
 // OutputNames lists the defined outputs, sorted, or "(none)".
 func (c *Config) OutputNames() string { return listOrNone(namesOf(c.Outputs)) }
 
-
 func listOrNone(names []string) string {
 	if len(names) == 0 {
 		return "(none)"
