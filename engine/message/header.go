@@ -391,6 +391,9 @@ func (h *Header) fieldSize(f *field) int64 {
 	}
 	n := int64(len(f.key) + len(": "))
 	nl := int64(len(h.lineEnd()))
+	if n+int64(len(f.val)) <= maxLine {
+		return n + int64(len(f.val)) + nl // one line, as nearly every field
+	}
 	foldValue(f.key, f.val, func(s string, _ bool) { n += int64(len(s)) + nl })
 	return n
 }
@@ -410,14 +413,17 @@ func (h *Header) CheckAdd(name, value string) error {
 }
 
 func (h *Header) check(key, value string, replace bool) error {
-	longest := 0
-	foldValue(key, value, func(s string, first bool) {
-		n := len(s)
-		if first {
-			n += len(key) + len(": ")
-		}
-		longest = max(longest, n)
-	})
+	longest := len(key) + len(": ") + len(value) // one line, as nearly every field
+	if longest > maxLine {
+		longest = 0
+		foldValue(key, value, func(s string, first bool) {
+			n := len(s)
+			if first {
+				n += len(key) + len(": ")
+			}
+			longest = max(longest, n)
+		})
+	}
 	if longest > maxLine {
 		return fmt.Errorf("%w: a line of %s would have %d, with no space or tab to fold it at", ErrLineTooLong, key, longest)
 	}
