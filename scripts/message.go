@@ -38,6 +38,7 @@ func (v *vm) openAPI() {
 		"hops":               v.hops,
 		"looped":             v.looped,
 		"auth_results":       v.authResults,
+		"label":              v.label,
 	}
 	fns := make(map[string]lua.LValue, len(methods))
 	for name, fn := range methods {
