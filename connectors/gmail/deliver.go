@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/emersion/go-message/charset"
 
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
@@ -106,7 +109,7 @@ func (o *Output) content(msg *message.Message) content {
 	}
 	for _, v := range o.scriptValues(msg, values) {
 		for _, l := range strings.Split(v, ",") {
-			if l = strings.TrimSpace(l); l != "" && !slices.Contains(c.scripted, l) {
+			if l = labelName(l); l != "" && !slices.Contains(c.scripted, l) {
 				c.scripted = append(c.scripted, l)
 			}
 		}
@@ -129,6 +132,21 @@ func (o *Output) content(msg *message.Message) content {
 	c.body = func() io.Reader { return io.MultiReader(bytes.NewReader(hb), msg.Body()) }
 	return c
 }
+
+// labelName is one name of labels_header: trimmed, and decoded where it
+// is an RFC 2047 encoded word, as a script's msg:label and set_header
+// write a name that is not ASCII ("=?utf-8?q?Gesch=C3=A4ftlich?=").
+func labelName(s string) string {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "=?") {
+		if d, err := labelDecoder.DecodeHeader(s); err == nil {
+			s = strings.TrimSpace(d)
+		}
+	}
+	return s
+}
+
+var labelDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 
 // scriptValues are the values of labels_header that a script set: those
 // the source's own header did not have. A message arriving with the field
