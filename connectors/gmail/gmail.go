@@ -195,6 +195,7 @@ func (o *Output) Init() error {
 	if len(o.Scopes) == 0 {
 		o.Scopes = []string{ScopeModify}
 	}
+	o.Config.NoSecrets = o.env.NoSecrets
 	if err := o.Config.Init(o.env.BaseDir); err != nil {
 		return err
 	}

@@ -12,10 +12,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/mailflow/mailflow/connectors/internal/settle"
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/internal/fscheck"
 	"github.com/mailflow/mailflow/internal/fsync"
 )
 
@@ -51,6 +51,17 @@ func (in *Input) Init() error {
 	var err error
 	in.delete, err = settle.Remove(in.OnSettled, in.Delete, in.log)
 	return err
+}
+
+// Check implements plugin.Checker: the Maildir is there and can be read,
+// which "run" would find only at the first poll.
+func (in *Input) Check() error {
+	for _, sub := range []string{"new", "cur"} {
+		if err := fscheck.ReadableDir(filepath.Join(in.dir, sub)); err != nil {
+			return fmt.Errorf("path: %s is not a Maildir one can read: %v", in.dir, err)
+		}
+	}
+	return nil
 }
 
 // Open implements plugin.Input.

@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/internal/fscheck"
 	"github.com/mailflow/mailflow/internal/fsync"
 )
 
@@ -59,6 +59,22 @@ func (o *Output) Start(ctx context.Context) error {
 	}
 	if _, err := os.Stat(filepath.Join(o.dir, "new")); err != nil {
 		return fmt.Errorf("%s is not a Maildir: %w", o.dir, err)
+	}
+	return nil
+}
+
+// Check implements plugin.Checker: what Start would find, without
+// making anything.
+func (o *Output) Check() error {
+	if o.Create != nil && !*o.Create {
+		if err := fscheck.ReadableDir(filepath.Join(o.dir, "new")); err != nil {
+			return fmt.Errorf("path: %s is not a Maildir and create = false: %v", o.dir, err)
+		}
+	}
+	for _, sub := range []string{"tmp", "new"} {
+		if err := fscheck.Writable(filepath.Join(o.dir, sub)); err != nil {
+			return fmt.Errorf("path: %v", err)
+		}
 	}
 	return nil
 }

@@ -19,9 +19,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/internal/fscheck"
 	"github.com/mailflow/mailflow/internal/fsync"
 )
 
@@ -101,6 +101,14 @@ func (in *Input) Provision(env plugin.Env) error {
 	in.log, in.file = env.Logger, resolve(env.BaseDir, in.Path)
 	if env.StateDir != "" && env.Name != "" {
 		in.stateFile = filepath.Join(env.StateDir, "mbox", url.PathEscape(env.Name)+".json")
+	}
+	return nil
+}
+
+// Check implements plugin.Checker: the file is there and can be read.
+func (in *Input) Check() error {
+	if err := fscheck.ReadableFile(in.file); err != nil {
+		return fmt.Errorf("path: %v", err)
 	}
 	return nil
 }

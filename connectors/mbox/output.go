@@ -15,9 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/internal/fscheck"
 )
 
 // Output appends messages to an mbox file. Its exported fields are its
@@ -134,6 +134,19 @@ func (o *Output) Start(ctx context.Context) error {
 	}
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("mbox output: %s is not a file", o.file)
+	}
+	return nil
+}
+
+// Check implements plugin.Checker: what Start would find, without
+// making anything. The file is appended to, so its directory must take
+// the dot-lock file too.
+func (o *Output) Check() error {
+	if _, err := os.Stat(o.file); err != nil && o.Create != nil && !*o.Create {
+		return fmt.Errorf("path: %s does not exist and create = false", o.file)
+	}
+	if err := fscheck.Writable(filepath.Dir(o.file)); err != nil {
+		return fmt.Errorf("path: %v", err)
 	}
 	return nil
 }

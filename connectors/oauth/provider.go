@@ -31,6 +31,9 @@ type Config struct {
 	// Account is the user the connector logs in as (its username), set by
 	// the connector, kept with the tokens for "mailflow auth status".
 	Account string `toml:"-"`
+	// NoSecrets, set by the connector for "mailflow check --no-secrets",
+	// leaves client_secret_file unread.
+	NoSecrets bool `toml:"-"`
 
 	secret        string
 	refreshBefore time.Duration
@@ -85,7 +88,9 @@ func (c *Config) Init(baseDir string) error {
 			path = filepath.Join(baseDir, path)
 		}
 		c.ClientSecretFile = path
-		b, err := os.ReadFile(path)
+	}
+	if c.ClientSecretFile != "" && !c.NoSecrets {
+		b, err := os.ReadFile(c.ClientSecretFile)
 		if err != nil {
 			return fmt.Errorf("client_secret_file: %w", err)
 		}

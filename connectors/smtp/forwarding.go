@@ -45,6 +45,8 @@ type Forwarding struct {
 	srs   *srs.Rewriter
 	trace string // the X-Loop value this output adds and refuses to see twice
 	dkim  *dkim.SignOptions
+
+	noSecrets bool // "mailflow check --no-secrets": read no secret file
 }
 
 // dkimHeaders are the fields signed, as RFC 6376 5.4.1 recommends; From is
@@ -88,11 +90,15 @@ func (f *Forwarding) init(instance, output string) error {
 		if f.SRSSecretFile == "" {
 			return errors.New("srs_domain needs srs_secret_file (one secret a line; the first signs)")
 		}
-		secrets, err := srs.ReadSecrets(f.SRSSecretFile)
-		if err != nil {
-			return fmt.Errorf("srs_secret_file: %v", err)
+		var secrets []string
+		if !f.noSecrets {
+			var err error
+			if secrets, err = srs.ReadSecrets(f.SRSSecretFile); err != nil {
+				return fmt.Errorf("srs_secret_file: %v", err)
+			}
 		}
 		r := &srs.Rewriter{Domain: f.SRSDomain, Secrets: secrets}
+		var err error
 		if f.SRSMaxAge != "" {
 			if r.MaxAge, err = time.ParseDuration(f.SRSMaxAge); err != nil || r.MaxAge < 24*time.Hour {
 				return fmt.Errorf("srs_max_age: %q is not a duration of a day or more", f.SRSMaxAge)
@@ -108,6 +114,9 @@ func (f *Forwarding) init(instance, output string) error {
 	if f.DKIMDomain != "" || f.DKIMSelector != "" || f.DKIMKeyFile != "" {
 		if f.DKIMDomain == "" || f.DKIMSelector == "" || f.DKIMKeyFile == "" {
 			return errors.New("DKIM signing needs dkim_domain, dkim_selector and dkim_key_file")
+		}
+		if f.noSecrets {
+			return nil
 		}
 		key, err := readSigningKey(f.DKIMKeyFile)
 		if err != nil {

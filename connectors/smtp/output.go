@@ -116,6 +116,7 @@ func (o *Output) Init() error {
 			return fmt.Errorf("from: %v", err)
 		}
 	}
+	o.Forwarding.noSecrets = o.env.NoSecrets
 	if err := o.Forwarding.init(o.env.Instance, o.env.Name); err != nil {
 		return err
 	}
@@ -212,6 +213,16 @@ func (o *Output) connect(ctx context.Context) (*Client, error) {
 		}
 	}
 	return c, nil
+}
+
+// Probe implements plugin.Prober: a session opened, secured and logged
+// into as for a delivery, then QUIT, for "mailflow check --connect".
+func (o *Output) Probe(ctx context.Context) error {
+	c, err := o.connect(ctx)
+	if err != nil {
+		return err
+	}
+	return c.Quit()
 }
 
 func (o *Output) authenticate(ctx context.Context, c *Client) error {

@@ -75,4 +75,9 @@ type Env struct {
 	// what they send (loop detection): the config's instance, or the host
 	// name.
 	Instance string
+	// NoSecrets is set by "mailflow check --no-secrets": the plugin checks
+	// that a secret is named (password_env, a key file) but reads none,
+	// so that a config can be checked where its secrets are not at hand.
+	// A plugin so made is never used.
+	NoSecrets bool
 }

@@ -120,11 +120,16 @@ func (s *Settings) Init(p Protocol) error {
 		}
 	}
 	if oauth2 {
+		s.Config.NoSecrets = s.env.NoSecrets
 		if err := s.Config.Init(s.env.BaseDir); err != nil {
 			return err
 		}
 		s.Config.Account = s.Username
 		s.tokens = oauth.NewSource(&s.Config, oauth.NewStore(s.env.StateDir), s.env.Name, s.env.ConfigPath)
+	} else if s.env.NoSecrets {
+		if err := CheckSecret("password", s.Password, s.PasswordEnv, s.PasswordFile); err != nil {
+			return err
+		}
 	} else if s.secret, err = ResolveSecret("password", s.Password, s.PasswordEnv, s.PasswordFile); err != nil {
 		return err
 	}

@@ -12,14 +12,8 @@ import (
 // trailing newline is removed). Giving more than one is an error, so that a
 // stale inline value cannot silently win.
 func ResolveSecret(key, inline, envName, fileName string) (string, error) {
-	set := 0
-	for _, v := range []string{inline, envName, fileName} {
-		if v != "" {
-			set++
-		}
-	}
-	if set > 1 {
-		return "", fmt.Errorf("give only one of %s, %s_env and %s_file", key, key, key)
+	if err := CheckSecret(key, inline, envName, fileName); err != nil {
+		return "", err
 	}
 	switch {
 	case envName != "":
@@ -36,6 +30,21 @@ func ResolveSecret(key, inline, envName, fileName string) (string, error) {
 		return strings.TrimRight(string(b), "\r\n"), nil
 	}
 	return inline, nil
+}
+
+// CheckSecret checks that a secret is given at most one way, without
+// reading it: what "mailflow check --no-secrets" checks.
+func CheckSecret(key, inline, envName, fileName string) error {
+	set := 0
+	for _, v := range []string{inline, envName, fileName} {
+		if v != "" {
+			set++
+		}
+	}
+	if set > 1 {
+		return fmt.Errorf("give only one of %s, %s_env and %s_file", key, key, key)
+	}
+	return nil
 }
 
 // ErrNoSecret can be wrapped by plugins that need a secret that was not given.
