@@ -157,28 +157,33 @@ func (e *Engine) Close() error {
 	return err
 }
 
-// RunOnce polls every input once, concurrently, and returns each one's stats.
+// RunOnce polls every input once, concurrently, and returns each one's
+// stats, and the errors their polls ended with.
 func (e *Engine) RunOnce(ctx context.Context) (map[string]Stats, error) {
-	cfg := e.Config()
+	r := e.PollAll(ctx)
+	return r.Stats, r.Err()
+}
+
+// PollAll polls every input once, concurrently.
+func (e *Engine) PollAll(ctx context.Context) Round {
+	r := Round{Stats: map[string]Stats{}, Errs: map[string]error{}}
 	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		errs []error
+		mu sync.Mutex
+		wg sync.WaitGroup
 	)
-	all := map[string]Stats{}
-	for _, ic := range cfg.Inputs {
+	for _, ic := range e.Config().Inputs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			st, err := e.PollOnce(ctx, ic.Name)
 			mu.Lock()
 			defer mu.Unlock()
-			all[ic.Name] = st
+			r.Stats[ic.Name] = st
 			if err != nil {
-				errs = append(errs, err)
+				r.Errs[ic.Name] = err
 			}
 		}()
 	}
 	wg.Wait()
-	return all, errors.Join(errs...)
+	return r
 }

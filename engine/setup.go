@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -78,6 +79,15 @@ func LoadChain(reg plugin.Registry, code []config.NamedFilter, paths []string, l
 	return c, nil
 }
 
+// Filters are the chain's filters, in order.
+func (c *Chain) Filters() []plugin.Filter {
+	out := make([]plugin.Filter, len(c.filters))
+	for i, f := range c.filters {
+		out[i] = f.f
+	}
+	return out
+}
+
 // Close unloads every script of the chain.
 func (c *Chain) Close() error {
 	var errs []error
@@ -135,7 +145,7 @@ func Build(cfg *config.Config, reg plugin.Registry, log *slog.Logger, prev *Setu
 	for _, pc := range cfg.Pipelines {
 		chain, err := LoadChain(reg, pc.Filters, pc.Scripts, cfg.Script, log)
 		if err != nil {
-			return fail(err)
+			return fail(ScriptError(cfg, pc, err))
 		}
 		s.owned = append(s.owned, chain)
 		s.pipelines[pc.Name] = &pipeline{name: pc.Name, chain: chain, outputs: pc.Outputs}
@@ -197,6 +207,26 @@ func (s *Setup) Start(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ScriptError places an error loading one of pc's scripts: a script that
+// is not there is a mistake in the config, at its scripts line; a script
+// that does not compile names its own file and line already.
+func ScriptError(cfg *config.Config, pc *config.Pipeline, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		line := pc.ScriptsLine
+		if line == 0 {
+			line = pc.Line
+		}
+		return &config.Error{File: cfg.Path, Line: line, Msg: fmt.Sprintf("pipeline %q: script %s: %v", pc.Name, pe.Path, pe.Err)}
+	}
+	return err
+}
+
+// Prepare provisions and initialises a plugin, as Build does each one:
+// for "mailflow check", which builds them one by one to report every
+// problem.
+func Prepare(p any, env plugin.Env) error { return initPlugin(p, env) }
 
 func initPlugin(p any, env plugin.Env) error {
 	if pv, ok := p.(plugin.Provisioner); ok {

@@ -8,6 +8,7 @@ package config
 
 import (
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -56,7 +57,28 @@ type Config struct {
 	// LedgerGrace is how long the ledger keeps the records of an input that
 	// left the config, in case it comes back.
 	LedgerGrace time.Duration
+
+	lines    map[string]int    // the line of each key outside any table
+	declared map[string]string // "output#1" → the name of each table in the file
 }
+
+// Declared lists the names of the tables of kind ("output") in the file,
+// those with a mistake of their own too: a reference to one of those is
+// not a second mistake.
+func (c *Config) Declared(kind string) []string {
+	var names []string
+	for at, name := range c.declared {
+		if strings.HasPrefix(at, kind+"#") {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// KeyLine is the line of a key outside any table (state_dir), 0 if it is
+// not in the file: where "mailflow check" reports a problem with it.
+func (c *Config) KeyLine(key string) int { return c.lines[key] }
 
 // Metrics is the [metrics] table, of configs from before [http].
 type Metrics struct {

@@ -99,6 +99,9 @@ type parser struct {
 	// strange are the top-level names that are neither a key nor a table
 	// mailflow knows; their keys are not reported again one by one.
 	strange map[string]bool
+	// misspelt are the tables a strange name is near, so that a missing
+	// [[input]] written [[inptu]] is one mistake, not two.
+	misspelt map[string]bool
 	// broken are the tables ("input#0") that did not decode to the end:
 	// the keys after the mistake were never looked at, so they are not
 	// reported as unknown.
@@ -141,7 +144,7 @@ func (p *parser) duration(key, value string, def, least time.Duration, example s
 // "mailflow check" goes on from it to the plugins of the tables that did
 // decode, so that one run reports every mistake.
 func Inspect(path string, src []byte, reg plugin.Registry, opts Options) (*Config, Errors) {
-	p := &parser{path: path, pos: scanPositions(src), opts: opts, known: map[string][]string{}, names: map[string]string{}, strange: map[string]bool{}, broken: map[string]bool{}}
+	p := &parser{path: path, pos: scanPositions(src), opts: opts, known: map[string][]string{}, names: map[string]string{}, strange: map[string]bool{}, misspelt: map[string]bool{}, broken: map[string]bool{}}
 	var top map[string]toml.Primitive
 	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&top)
 	if err != nil {
@@ -157,8 +160,10 @@ func Inspect(path string, src []byte, reg plugin.Registry, opts Options) (*Confi
 	p.decodeTop(md, top, &fc)
 	abs, _ := filepath.Abs(path)
 	cfg := p.globals(&fc, filepath.Dir(abs))
+	cfg.lines = p.pos.keys["#0"]
+	cfg.declared = p.names // filled in by tables
 	p.tables(cfg, &fc, md, reg)
-	if len(fc.Input) == 0 && !p.strange["input"] {
+	if len(fc.Input) == 0 && !p.misspelt["input"] {
 		p.add(0, "no [[input]] is defined: mailflow needs at least one place to fetch mail from")
 	}
 	p.unknownKeys(md)
@@ -225,7 +230,7 @@ func (p *parser) strangeName(md toml.MetaData, name string) {
 		hint := "; mailflow's tables are [[input]], [[pipeline]], [[output]] and [http]"
 		if near := Nearest(name, names); near != "" {
 			hint = "; did you mean " + tables[near] + "?"
-			p.strange[near] = true // its absence is this same mistake
+			p.misspelt[near] = true // its absence is this same mistake
 		}
 		p.add(p.pos.table(name, 0), "unknown table %s%s", written, hint)
 	default:
