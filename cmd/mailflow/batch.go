@@ -125,7 +125,7 @@ migrate status"); NATS credentials and TLS come from the --queue-* flags.`,
 	f.StringVar(&report, "report", "", "write the final report as CSV to `FILE` (default STATE/report.csv)")
 	f.StringVar(&progress, "progress", "auto", "table (redrawn on a terminal), lines, or auto")
 	f.StringVar(&httpAddr, "http", "", "also show every mailbox's progress in a browser, at `ADDR` (127.0.0.1:8025)")
-	q.register(f)
+	q.Flags(f)
 	f.StringVar(&o.name, "name", "", "with --queue: the batch's `NAME` in the fleet (default: the file's name)")
 	f.DurationVar(&o.ackWait, "ack-wait", time.Minute, "with --queue: how long a job may go without a worker's heartbeat before another worker gets it")
 	f.IntVar(&o.replicas, "replicas", 0, "with --queue: copies of the jobs and their state in the NATS cluster (default 3 on a cluster, 1 on one server)")

@@ -139,16 +139,24 @@ func TestSecondRunOnTheSameStateDirIsRefused(t *testing.T) {
 	}
 }
 
+// check looks at the paths run would make (the output Maildir, the
+// state_dir) but makes none of them.
 func TestCheckCreatesNothing(t *testing.T) {
 	dir := t.TempDir()
+	if err := enginetest.WriteMaildir(filepath.Join(dir, "src"), nil); err != nil {
+		t.Fatal(err)
+	}
 	conf := maildirJob(t, dir, "")
 	if r := mailflow(t, "check", "-c", conf); r.code != 0 {
-		t.Fatalf("check: %d %s", r.code, r.stderr)
+		t.Fatalf("check: %d %s%s", r.code, r.stdout, r.stderr)
 	}
 	for _, p := range []string{"dst", "state"} {
 		if _, err := os.Stat(filepath.Join(dir, p)); err == nil {
 			t.Errorf("check created %s", p)
 		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("check left %d entries in the config's directory, want mailflow.toml and src", len(entries))
 	}
 }
 

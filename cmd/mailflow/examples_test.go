@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files of the example scripts")
+var update = flag.Bool("update", false, "rewrite the golden files (the example scripts', check's)")
 
 // TestExampleScriptsGolden runs `mailflow test` with each example script on
 // the example messages and compares what it prints with a golden file, so

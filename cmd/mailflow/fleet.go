@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/mailflow/mailflow/migrate"
 	"github.com/mailflow/mailflow/migrate/bar"
@@ -24,17 +23,6 @@ import (
 
 // queueFlags are how a command reaches NATS.
 type queueFlags struct{ fleet.Conn }
-
-func (q *queueFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&q.URL, "queue", "", "NATS `URL`s, comma-separated (nats://host:4222, tls://host:4222): the JetStream fleet")
-	fs.StringVar(&q.Creds, "queue-creds", "", "NATS credentials `FILE` (JWT and NKey seed)")
-	fs.StringVar(&q.CA, "queue-ca", "", "`FILE` of CA certificates that sign the NATS servers' (default: the system's)")
-	fs.StringVar(&q.Cert, "queue-cert", "", "client certificate `FILE` for NATS TLS")
-	fs.StringVar(&q.Key, "queue-key", "", "client key `FILE` for NATS TLS")
-	fs.StringVar(&q.User, "queue-user", "", "NATS user `NAME` (with --queue-password-file)")
-	fs.StringVar(&q.PasswordFile, "queue-password-file", "", "`FILE` holding the NATS user's password")
-	fs.StringVar(&q.TokenFile, "queue-token-file", "", "`FILE` holding a NATS token")
-}
 
 // need checks that --queue was given.
 func (q *queueFlags) need(cmd *cobra.Command) error {
@@ -122,7 +110,7 @@ cleanly and hands their jobs back at once.`,
 			w.Log = log.With("worker", w.Name)
 			ctx, stop := stopOnSignal(w.Log, time.Minute)
 			defer stop()
-			w.Log.Info("connecting to NATS", "queue", q.URL)
+			q.Log = w.Log
 			nc, js, err := q.Connect(ctx, "mailflow worker "+w.Name, time.Minute)
 			if err != nil {
 				return failed(cmd, exitFailed, err)
@@ -140,7 +128,7 @@ cleanly and hands their jobs back at once.`,
 		},
 	}
 	f := cmd.Flags()
-	q.register(f)
+	q.Flags(f)
 	f.IntVar(&w.Parallel, "parallel", 4, "mailboxes this worker migrates at once")
 	f.IntVar(&w.PerHost, "max-per-host", 2, "mailboxes this worker runs at once on one server")
 	f.StringVar(&w.StateDir, "state", "", "`DIR` for each mailbox's record on this machine (default under $XDG_STATE_HOME/mailflow/worker)")
@@ -203,7 +191,7 @@ mailbox failed, 4 if some are still queued or running, 0 when all are done.`,
 		},
 	}
 	f := cmd.Flags()
-	q.register(f)
+	q.Flags(f)
 	f.StringVar(&name, "name", "", "only this batch")
 	f.BoolVar(&wait, "wait", false, "redraw until every mailbox is done or failed")
 	f.StringVar(&report, "report", "", "also write the table as CSV to `FILE`")

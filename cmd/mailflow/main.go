@@ -129,7 +129,7 @@ output it was routed to accepted it.
 	root.SetUsageTemplate(usageTemplate)
 	root.SetHelpTemplate("{{.UsageString}}")
 	pf := root.PersistentFlags()
-	pf.StringVarP(&g.config, "config", "c", "", "the config `FILE` (mailflow.toml)")
+	pf.StringVarP(&g.config, "config", "c", "", "the config `FILE` (default: $MAILFLOW_CONFIG, ./mailflow.toml, ~/.config/mailflow/mailflow.toml, /etc/mailflow/mailflow.toml)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.AddCommand(runCmd(g), checkCmd(g), statusCmd(g), testCmd(g), migrateCmd(g), workerCmd(g),
@@ -187,8 +187,8 @@ func (g *globals) load(cmd *cobra.Command) (*config.Config, *slog.Logger, error)
 	if err != nil {
 		return nil, nil, failed(cmd, exitConfig, err)
 	}
-	if g.config == "" {
-		return nil, nil, failed(cmd, exitConfig, errors.New("-c FILE is required"))
+	if _, err := g.configPath(); err != nil {
+		return nil, nil, failed(cmd, exitConfig, err)
 	}
 	var cfg *config.Config
 	if st, serr := os.Stat(g.config); serr == nil && st.IsDir() {
@@ -200,6 +200,16 @@ func (g *globals) load(cmd *cobra.Command) (*config.Config, *slog.Logger, error)
 		return nil, nil, failed(cmd, exitConfig, err)
 	}
 	return cfg, log, nil
+}
+
+// configPath is -c, or the first config found where fetchmail's users
+// would look (config.Places).
+func (g *globals) configPath() (string, error) {
+	var err error
+	if g.config == "" {
+		g.config, err = config.Find()
+	}
+	return g.config, err
 }
 
 // failed prints err and ends the command with code.

@@ -199,9 +199,9 @@ func TestConfigTypoExitsTwoWithFileAndLine(t *testing.T) {
 	os.WriteFile(conf, bytes.Replace(b, []byte(`outputs = ["dst"]`), []byte(`outputs = ["dts"]`), 1), 0o600)
 	for _, verb := range [][]string{{"check"}, {"run", "--once"}} {
 		r := mailflow(t, append(verb, "-c", conf)...)
-		want := conf + `:12: output "dts" is not defined; defined: dst`
-		if r.code != 2 || !strings.Contains(r.stderr, want) {
-			t.Fatalf("%v: exit %d, stderr %q; want exit 2 and %q", verb, r.code, r.stderr, want)
+		want := conf + `:12: pipeline "main": output "dts" is not defined; did you mean "dst"? Defined: dst`
+		if r.code != 2 || !strings.Contains(r.stdout+r.stderr, want) {
+			t.Fatalf("%v: exit %d, output %q; want exit 2 and %q", verb, r.code, r.stdout+r.stderr, want)
 		}
 	}
 }

@@ -3,13 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"slices"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mailflow/mailflow/engine"
+	"github.com/mailflow/mailflow/engine/check"
 	"github.com/mailflow/mailflow/engine/config"
 	"github.com/mailflow/mailflow/metrics"
 	"github.com/mailflow/mailflow/plugins"
@@ -62,15 +61,11 @@ messages went to the quarantine (so that cron notices).`,
 				srv.SetEngine(e)
 			}
 			if once {
-				stats, err := e.RunOnce(ctx)
-				printSummary(cmd.OutOrStdout(), stats)
-				if err != nil {
-					log.Error("run failed", "err", err)
-					return exitError(exitFailed)
-				}
+				r := e.PollAll(ctx)
+				r.WriteText(cmd.OutOrStdout())
 				code := exitOK
-				for _, s := range stats {
-					if s.Deferred > 0 {
+				for name, s := range r.Stats {
+					if s.Deferred > 0 || r.Errs[name] != nil {
 						return exitError(exitFailed)
 					}
 					if s.Quarantined > 0 || s.Held > 0 {
@@ -94,44 +89,38 @@ messages went to the quarantine (so that cron notices).`,
 	return cmd
 }
 
-func printSummary(w io.Writer, stats map[string]engine.Stats) {
-	names := make([]string, 0, len(stats))
-	for n := range stats {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "%s: %s\n", n, stats[n])
-	}
-}
-
 func checkCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "check -c FILE",
-		Short: "Check a config and compile its scripts; run nothing",
-		Long: `Reads FILE, checks every key, every name it refers to and every schedule,
-provisions every plugin and compiles every script, then exits without
-running anything: 0 when all is well, 2 with "file:line: problem" when not.`,
+	var opts check.Options
+	cmd := &cobra.Command{
+		Use:   "check [-c FILE] [--no-secrets] [--connect]",
+		Short: "Check a config and its scripts as run would, and report every problem",
+		Long: `Does everything run does before it touches mail: reads FILE, checks every
+key, name and schedule, makes and initialises every plugin, compiles every
+script, looks at the paths (Maildirs, state_dir, script_lib, CA files) and the
+secrets it names, and matches the outputs scripts route() to with those
+defined. Every problem is reported at once as "file:line: problem", sorted.
+Exits 0 when all is well (warnings allowed), 2 when not.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := g.load(cmd)
-			if err != nil {
-				return err
-			}
-			s, err := engine.Build(cfg, plugins.Default, log, nil)
+			log, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return failed(cmd, exitConfig, err)
 			}
-			s.Close()
-			scripts := 0
-			for _, p := range cfg.Pipelines {
-				scripts += len(p.Scripts)
+			path, err := g.configPath()
+			if err != nil {
+				return failed(cmd, exitConfig, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d inputs, %d pipelines, %d outputs, %d scripts)\n",
-				g.config, len(cfg.Inputs), len(cfg.Pipelines), len(cfg.Outputs), scripts)
+			r := check.Config(cmd.Context(), path, plugins.Default, log, opts)
+			r.WriteText(cmd.OutOrStdout())
+			if r.Errors() > 0 {
+				return exitError(exitConfig)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&opts.NoSecrets, "no-secrets", false, "read no secret (password files and variables, key files), only check each is named")
+	cmd.Flags().BoolVar(&opts.Connect, "connect", false, "also connect to each server, do TLS, log in and log out")
+	return cmd
 }
 
 // serveStatus starts the status page, the health endpoints and the

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"regexp"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
 
 	"github.com/mailflow/mailflow/migrate"
 	"github.com/mailflow/mailflow/migrate/batch"
@@ -55,6 +57,21 @@ type Conn struct {
 	User         string // with PasswordFile
 	PasswordFile string
 	TokenFile    string
+	// Log, if set, is told of each attempt to reach NATS, so that a
+	// worker waiting for a server that is down does not sit silent.
+	Log *slog.Logger
+}
+
+// Flags registers the --queue flags that fill q.
+func (q *Conn) Flags(fs *pflag.FlagSet) {
+	fs.StringVar(&q.URL, "queue", "", "NATS `URL`s, comma-separated (nats://host:4222, tls://host:4222): the JetStream fleet")
+	fs.StringVar(&q.Creds, "queue-creds", "", "NATS credentials `FILE` (JWT and NKey seed)")
+	fs.StringVar(&q.CA, "queue-ca", "", "`FILE` of CA certificates that sign the NATS servers' (default: the system's)")
+	fs.StringVar(&q.Cert, "queue-cert", "", "client certificate `FILE` for NATS TLS")
+	fs.StringVar(&q.Key, "queue-key", "", "client key `FILE` for NATS TLS")
+	fs.StringVar(&q.User, "queue-user", "", "NATS user `NAME` (with --queue-password-file)")
+	fs.StringVar(&q.PasswordFile, "queue-password-file", "", "`FILE` holding the NATS user's password")
+	fs.StringVar(&q.TokenFile, "queue-token-file", "", "`FILE` holding a NATS token")
 }
 
 // Connect dials NATS and waits (up to wait) until JetStream answers: a
@@ -107,18 +124,21 @@ func (q *Conn) Connect(ctx context.Context, name string, wait time.Duration) (*n
 	var nc *nats.Conn
 	var err error
 	deadline := time.Now().Add(wait)
-	for {
+	for attempt := 1; ; attempt++ {
+		q.log("connecting to NATS", "url", q.URL, "attempt", attempt)
 		nc, err = nats.Connect(q.URL, opts...)
 		// No server answering may be one starting; a certificate or
 		// credentials refused will not get better by waiting.
 		if err == nil || !errors.Is(err, nats.ErrNoServers) || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
-		time.Sleep(500 * time.Millisecond)
+		q.log("NATS does not answer yet; trying again", "url", q.URL, "err", err, "gives up in", time.Until(deadline).Round(time.Second))
+		time.Sleep(time.Second)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w", q.URL, err)
 	}
+	q.log("connected to NATS", "url", nc.ConnectedUrlRedacted())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
@@ -138,6 +158,12 @@ func (q *Conn) Connect(ctx context.Context, name string, wait time.Duration) (*n
 		return nil, nil, fmt.Errorf("NATS at %s has no JetStream (start nats-server with -js): %w", q.URL, err)
 	}
 	return nc, js, nil
+}
+
+func (q *Conn) log(msg string, args ...any) {
+	if q.Log != nil {
+		q.Log.Info(msg, args...)
+	}
 }
 
 // Retry runs op until it succeeds, ctx ends, a minute has passed, or it
