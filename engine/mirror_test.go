@@ -31,6 +31,7 @@ type keptBox struct {
 	modseq  uint64
 	msgs    map[string]*keptMsg
 	deleted []uint64 // the modseq of each deletion
+	scheme  string   // "" is "kept"
 	lists   int      // listings given
 	listed  int      // items they held, in all
 	fetched int
@@ -72,6 +73,18 @@ func (b *keptBox) remove(id string) {
 	b.deleted = append(b.deleted, b.modseq)
 }
 
+// renumber gives every message a new id under a new scheme, as an mbox
+// rewritten by another program or a folder whose UIDVALIDITY changed.
+func (b *keptBox) renumber(scheme string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	renamed := map[string]*keptMsg{}
+	for id, m := range b.msgs {
+		renamed["n"+id] = m
+	}
+	b.msgs, b.scheme = renamed, scheme
+}
+
 func (b *keptBox) Open(context.Context) (plugin.Session, error) {
 	if b.delta {
 		return &keptDeltaSession{keptSession{b}}, nil
@@ -87,7 +100,11 @@ func (s *keptSession) since(cp uint64) plugin.Delta {
 	b := s.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	d := plugin.Delta{Listing: plugin.Listing{Scheme: "kept", Stable: true, Unique: true, Keeps: !b.takes}, Partial: cp > 0}
+	scheme := b.scheme
+	if scheme == "" {
+		scheme = "kept"
+	}
+	d := plugin.Delta{Listing: plugin.Listing{Scheme: scheme, Stable: true, Unique: true, Keeps: !b.takes}, Partial: cp > 0}
 	if cp > 0 && (cp&1 == 1) != b.takes {
 		d.Partial = false // the settle action changed: everything, to commit it
 	}
@@ -303,6 +320,33 @@ func TestDeletionsAtTheSourceAreMirroredOnlyWhenAsked(t *testing.T) {
 				t.Fatal("the record of a message gone from the source was kept")
 			}
 		})
+	}
+}
+
+// When a source that keeps its mail names every message anew (its scheme
+// changed), the old ids leaving the listing are no deletions: an output
+// that mirrors deletions keeps every message, nothing is delivered twice,
+// and a deletion after that is mirrored under the new ids.
+func TestRenumberedSourceDeletesNothingAtTheOutput(t *testing.T) {
+	box, out := newKeptBox(false, 4), &mirrorOutput{held: map[string][]string{}, deletes: true}
+	e := openKept(t, box, out)
+	if st, err := e.PollOnce(context.Background(), "box"); err != nil || st.Delivered != 4 {
+		t.Fatalf("first poll: %v %v", st, err)
+	}
+	box.renumber("kept/2")
+	st, err := e.PollOnce(context.Background(), "box")
+	if err != nil || st.Delivered != 0 || st.Deleted != 0 || st.Skipped != 4 {
+		t.Fatalf("poll after the renumbering: %v %v; want 4 skipped, none delivered or deleted", st, err)
+	}
+	if n := len(out.held); n != 4 {
+		t.Fatalf("the output holds %d messages after the source renumbered them, want 4", n)
+	}
+	if st, _ := e.PollOnce(context.Background(), "box"); st.Fetched != 0 || st.Deleted != 0 {
+		t.Fatalf("next poll: %v", st)
+	}
+	box.remove("nm002")
+	if st, _ := e.PollOnce(context.Background(), "box"); st.Deleted != 1 || len(out.held) != 3 {
+		t.Fatalf("a deletion under the new ids: %v, the output holds %d", st, len(out.held))
 	}
 }
 

@@ -203,7 +203,12 @@ func (p *poll) forgetGone(ctx context.Context, d plugin.Delta) {
 		present[it.ID] = true
 	}
 	gone, recs, err := p.e.Ledger.Stale(name, places, present)
-	if err == nil && d.Keeps {
+	// When the ids of this listing are not those of the records
+	// (byContent), an old id not listed is no sign of a deletion: it may be
+	// a message listed under a new id, whose record it took over, or one
+	// not fetched this poll. Nothing is deleted at an output on the word of
+	// such a listing.
+	if err == nil && d.Keeps && !p.byContent {
 		gone = p.mirrorDeletes(ctx, gone, recs)
 	}
 	if err == nil {
