@@ -58,3 +58,8 @@ require (
 // go-imap's client with two small changes (LITERAL+ for APPEND, a BYE as
 // the error of the commands it ends): third_party/README.md.
 replace github.com/emersion/go-imap/v2 => ./third_party/go-imap
+
+// go-smtp's server with two small changes (commands it does not know
+// offered to the session, for XCLIENT and XFORWARD; a failed STARTTLS
+// handshake ends the connection): third_party/README.md.
+replace github.com/emersion/go-smtp => ./third_party/go-smtp
