@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -127,5 +130,41 @@ func TestREADMECommandsTableMatchesTheCommands(t *testing.T) {
 			continue
 		}
 		t.Errorf("README's Commands table has %s, which is no command", path)
+	}
+}
+
+// A worker whose NATS does not answer says so at once, attempt by
+// attempt, instead of printing nothing until it gives up a minute later.
+func TestWorkerTellsOfItsAttemptsToReachNATS(t *testing.T) {
+	cmd := exec.Command(binary, "worker", "--queue", "nats://127.0.0.1:1", "--state", t.TempDir())
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	timeout := time.After(20 * time.Second)
+	for seen := 0; seen < 2; {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatal("the worker ended without saying it was trying NATS")
+			}
+			if strings.Contains(line, "NATS") && strings.Contains(line, "127.0.0.1:1") {
+				seen++ // "connecting to NATS", then "does not answer yet"
+			}
+		case <-timeout:
+			t.Fatal("no word of the attempts to reach NATS in 20 s")
+		}
 	}
 }
