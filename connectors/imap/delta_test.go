@@ -1,8 +1,13 @@
 package imap
 
 import (
+	"context"
+	"log/slog"
 	"reflect"
 	"testing"
+
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // A checkpoint reads back as it was written, folder names with spaces,
@@ -33,5 +38,35 @@ func TestCompletePrefixesThatCollide(t *testing.T) {
 	}
 	if collides(folders, "Archive", 8) || collides(folders, "Archive/2024", 7) {
 		t.Error("no folder is called Archive/8 or Archive/2024/7")
+	}
+}
+
+// Without CONDSTORE (go-imap's memory server) a delta listing is a full
+// one, with no checkpoint to come back to; every message's flags are known.
+func TestWithoutCondStoreEveryListingIsWhole(t *testing.T) {
+	addr := memServer(t)
+	msgs := sample(8)
+	seed(t, login(t, addr, "src"), msgs)
+	in := &Input{Endpoint: Endpoint{Settings: endpoint.Settings{Address: addr, TLS: "none", Username: "src", Password: "p",
+		AllowPlaintextAuth: true}}, Folders: []string{"*"}, OnSettled: "keep"}
+	in.Provision(plugin.Env{Name: "in", Logger: slog.New(slog.NewTextHandler(testLog, nil)), BaseDir: t.TempDir()})
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := in.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close(context.Background())
+	for _, cp := range [][]byte{nil, []byte(checkpointVersion + "\n")} {
+		d, err := sess.(plugin.DeltaSession).ListSince(context.Background(), cp)
+		if err != nil || d.Partial || d.Checkpoint != nil || len(d.Items) != len(msgs) {
+			t.Fatalf("partial %v, checkpoint %q, %d items of %d, %v", d.Partial, d.Checkpoint, len(d.Items), len(msgs), err)
+		}
+		for _, it := range d.Items {
+			if it.Flags == nil {
+				t.Fatalf("%s: flags not known", it.ID)
+			}
+		}
 	}
 }

@@ -26,7 +26,7 @@ import (
 
 // dovecotOutput is an IMAP output for user at addr (plain IMAP, the
 // password of every test user), its config changed by set before Init.
-func dovecotOutput(t *testing.T, srv *enginetest.Servers, addr, user string, set func(*Output)) *Output {
+func dovecotOutput(t testing.TB, srv *enginetest.Servers, addr, user string, set func(*Output)) *Output {
 	t.Helper()
 	o := &Output{Endpoint: Endpoint{Settings: endpoint.Settings{Address: addr, TLS: "none", Username: user, Password: srv.Password,
 		AllowPlaintextAuth: true, Timeout: "10s"}}}

@@ -24,7 +24,7 @@ import (
 // package's.
 
 // dovecot logs in to the real Dovecot over IMAP with STARTTLS.
-func dovecot(t *testing.T, srv *enginetest.Servers, user string) *conn {
+func dovecot(t testing.TB, srv *enginetest.Servers, user string) *conn {
 	t.Helper()
 	e := &Endpoint{Settings: endpoint.Settings{Address: srv.IMAP, TLS: "starttls", Username: user, Password: srv.Password}}
 	e.Options.CAFile = srv.CA
@@ -40,7 +40,7 @@ func dovecot(t *testing.T, srv *enginetest.Servers, user string) *conn {
 }
 
 // empty removes every folder but INBOX, and everything in INBOX.
-func empty(t *testing.T, c *conn) {
+func empty(t testing.TB, c *conn) {
 	t.Helper()
 	folders, err := c.folders([]string{"*"}, nil)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -270,5 +271,32 @@ func TestWithoutLiteralPlusOneAppendAtATime(t *testing.T) {
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
+	}
+}
+
+// Folder names go as UTF-8 to a server that takes it (UTF8=ACCEPT,
+// enabled), else in modified UTF-7.
+func TestFolderNamesInUTF8WhereTheServerTakesIt(t *testing.T) {
+	for _, c := range []struct{ caps, name string }{
+		{scriptedCaps + " ENABLE UTF8=ACCEPT", `"Entwürfe"`},
+		{scriptedCaps, `"Entw&APw-rfe"`},
+	} {
+		t.Run(c.caps, func(t *testing.T) {
+			srv, addr := newScripted(t, c.caps)
+			o := newOutput(t, addr, nil)
+			done := make(chan delivered)
+			go func() { done <- deliverAll(o, []*message.Message{testMessage(1, "Entwürfe")}, false)[0] }()
+			a := srv.next(t)
+			a.s.reply("%s OK [APPENDUID 7 1] stored", a.tag)
+			if r := <-done; r.err != nil {
+				t.Fatal(r.err)
+			}
+			if !strings.Contains(a.line, "APPEND "+c.name+" ") {
+				t.Errorf("APPEND %q, want the folder as %s", a.line, c.name)
+			}
+			if cmds := srv.commands(); !slices.Contains(cmds, "CREATE "+c.name) {
+				t.Errorf("commands %q, want CREATE %s", cmds, c.name)
+			}
+		})
 	}
 }

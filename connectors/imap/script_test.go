@@ -22,9 +22,11 @@ type scripted struct {
 	caps string
 	// appends gets every APPEND as it is read, with the session it came on.
 	appends chan scriptedAppend
-	// sessions counts the sessions accepted.
+	// sessions counts the sessions accepted; lines are the command lines
+	// read, but APPEND's.
 	mu       sync.Mutex
 	sessions int
+	lines    []string
 }
 
 // scriptedAppend is one APPEND as the scripted server read it.
@@ -94,6 +96,11 @@ func (srv *scripted) serve(s *scriptedSession) {
 		line = strings.TrimRight(line, "\r\n")
 		tag, rest, _ := strings.Cut(line, " ")
 		verb, _, _ := strings.Cut(rest, " ")
+		if !strings.EqualFold(verb, "APPEND") {
+			srv.mu.Lock()
+			srv.lines = append(srv.lines, rest)
+			srv.mu.Unlock()
+		}
 		switch strings.ToUpper(verb) {
 		case "LOGIN":
 			s.reply("%s OK [CAPABILITY %s] logged in", tag, srv.caps)
@@ -105,6 +112,11 @@ func (srv *scripted) serve(s *scriptedSession) {
 			s.reply("%s OK done", tag)
 		case "LIST":
 			s.reply(`* LIST () "/" INBOX`)
+			s.reply("%s OK done", tag)
+		case "ENABLE":
+			if strings.Contains(srv.caps, "UTF8=ACCEPT") {
+				s.reply("* ENABLED UTF8=ACCEPT")
+			}
 			s.reply("%s OK done", tag)
 		case "LOGOUT":
 			s.reply("* BYE bye")
@@ -151,4 +163,11 @@ func (srv *scripted) next(t *testing.T) scriptedAppend {
 		t.Fatal("no APPEND came within 10 s")
 		return scriptedAppend{}
 	}
+}
+
+// commands returns the command lines read so far, but APPEND's.
+func (srv *scripted) commands() []string {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return append([]string(nil), srv.lines...)
 }
