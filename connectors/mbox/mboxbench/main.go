@@ -24,6 +24,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"flag"
@@ -39,6 +40,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/BurntSushi/toml"
 
 	_ "github.com/mailflow/mailflow/connectors/maildir"
 	"github.com/mailflow/mailflow/connectors/mbox"
@@ -140,10 +143,18 @@ func run(n int, mix string, runs int, base string, modes []string) error {
 func command(mode, self, work, src, out string) (*exec.Cmd, error) {
 	switch mode {
 	case "mailflow":
-		conf := fmt.Sprintf("state_dir = %q\n[[input]]\nname = \"src\"\ntype = \"mbox\"\npath = %q\npipeline = \"p\"\n[[pipeline]]\nname = \"p\"\noutputs = [\"dst\"]\n[[output]]\nname = \"dst\"\ntype = \"maildir\"\npath = %q\n",
-			filepath.Join(work, "state"), src, out)
+		var conf bytes.Buffer
+		err := toml.NewEncoder(&conf).Encode(map[string]any{
+			"state_dir": filepath.Join(work, "state"),
+			"input":     []map[string]any{{"name": "src", "type": "mbox", "path": src, "pipeline": "p"}},
+			"pipeline":  []map[string]any{{"name": "p", "outputs": []string{"dst"}}},
+			"output":    []map[string]any{{"name": "dst", "type": "maildir", "path": out}},
+		})
+		if err != nil {
+			return nil, err
+		}
 		path := filepath.Join(work, "mailflow.toml")
-		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		if err := os.WriteFile(path, conf.Bytes(), 0o600); err != nil {
 			return nil, err
 		}
 		return exec.Command(self, "import", path), nil
