@@ -128,8 +128,10 @@ func TestDialHintsAtTheModeOfAPortThatSpeaksInClear(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = s.Dial(context.Background(), nil)
-	if err == nil || !strings.Contains(err.Error(), `for port 110 set tls = "starttls"; tls = "implicit", the default, is for port 995`) {
-		t.Fatalf("want the hint, got %v", err)
+	want := `the server greets in plain text ("+OK P…"), not in TLS: set tls = "starttls" (tls = "implicit", the default, is for port 995)`
+	var me *ModeError
+	if err == nil || err.Error() != want || !errors.As(err, &me) || me.Want != "starttls" {
+		t.Fatalf("got %v\nwant %s", err, want)
 	}
 
 	// In clear, Dial gives the connection as it is, through wrap.
