@@ -31,6 +31,22 @@ type lanes struct {
 	dialing int
 	changed chan struct{} // closed and replaced whenever a lane frees up, goes, or comes
 	closed  bool
+	// refused is when the server last refused one more session (a limit
+	// of sessions per user: Gmail's 15, Dovecot's mail_max_userip_connections):
+	// for a while the sessions there are make do.
+	refused time.Time
+}
+
+// redialAfter is how long the sessions there are make do after the server
+// refused one more.
+const redialAfter = time.Minute
+
+// mayGrow reports whether one more session may be dialed; l.mu is held.
+func (l *lanes) mayGrow() bool {
+	if len(l.all)+l.dialing >= l.max {
+		return false
+	}
+	return len(l.all) == 0 || time.Since(l.refused) > redialAfter
 }
 
 // lane is one session.
@@ -94,14 +110,12 @@ func (l *lanes) share(ctx context.Context) (*lane, error) {
 				best = ln
 			}
 		}
-		if best == nil || best.busy > 0 && len(l.all)+l.dialing < l.max {
-			if len(l.all)+l.dialing < l.max {
-				ln, err := l.grow(ctx, false)
-				if err != nil || ln != nil {
-					return ln, err
-				}
-				continue
+		if (best == nil || best.busy > 0) && l.mayGrow() {
+			ln, err := l.grow(ctx, false)
+			if ln != nil || err != nil && !l.makeDo() {
+				return ln, err
 			}
+			continue
 		}
 		if best != nil {
 			best.busy++
@@ -167,9 +181,9 @@ func (l *lanes) hold(ctx context.Context) (*lane, error) {
 			}
 			return free, nil
 		}
-		if len(l.all)+l.dialing < l.max {
+		if l.mayGrow() {
 			ln, err := l.grow(ctx, true)
-			if err != nil || ln != nil {
+			if ln != nil || err != nil && !l.makeDo() {
 				return ln, err
 			}
 			continue
@@ -217,6 +231,18 @@ func (l *lanes) grow(ctx context.Context, whole bool) (*lane, error) {
 	}
 	l.all = append(l.all, ln)
 	return ln, nil
+}
+
+// makeDo reports, after a dial failed, whether there are sessions to make
+// do with, and if so stops dialing for a while.
+func (l *lanes) makeDo() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.all) == 0 || l.closed {
+		return false
+	}
+	l.refused = time.Now()
+	return true
 }
 
 // check asks the server whether a session that waited a while is still

@@ -300,3 +300,28 @@ func TestFolderNamesInUTF8WhereTheServerTakesIt(t *testing.T) {
 		})
 	}
 }
+
+// A server that takes one session per user: the output makes do with it
+// rather than failing the messages that wanted another.
+func TestASessionLimitIsMadeDoWith(t *testing.T) {
+	srv, addr := newScripted(t, scriptedCaps)
+	srv.mu.Lock()
+	srv.limit = 1
+	srv.mu.Unlock()
+	o := newOutput(t, addr, func(o *Output) { o.MaxConnections, o.AppendWindow = 4, 1 })
+	var msgs []*message.Message
+	for i := range 3 {
+		msgs = append(msgs, testMessage(i, "INBOX"))
+	}
+	done := make(chan []delivered)
+	go func() { done <- deliverAll(o, msgs, false) }()
+	for i := range 3 {
+		a := srv.next(t)
+		a.s.reply("%s OK [APPENDUID 7 %d] stored", a.tag, i+1)
+	}
+	for i, r := range <-done {
+		if r.err != nil {
+			t.Errorf("message %d: %v", i, r.err)
+		}
+	}
+}

@@ -20,6 +20,9 @@ import (
 // hands each APPEND, its message read, to the test.
 type scripted struct {
 	caps string
+	// limit, when more than 0, is how many sessions the server takes at
+	// once; the others are greeted with BYE.
+	limit int
 	// appends gets every APPEND as it is read, with the session it came on.
 	appends chan scriptedAppend
 	// sessions counts the sessions accepted; lines are the command lines
@@ -70,7 +73,13 @@ func newScripted(t *testing.T, caps string) (*scripted, string) {
 			}
 			srv.mu.Lock()
 			srv.sessions++
+			over := srv.limit > 0 && srv.sessions > srv.limit
 			srv.mu.Unlock()
+			if over {
+				fmt.Fprintf(c, "* BYE Maximum number of connections from user+IP exceeded\r\n")
+				c.Close()
+				continue
+			}
 			t.Cleanup(func() { c.Close() })
 			go srv.serve(&scriptedSession{conn: c})
 		}
