@@ -172,8 +172,13 @@ func (c *conn) listFolders(patterns, exclude []string, status *goimap.StatusOpti
 		opts.ReturnStatus = status
 	}
 	// Everything, matched here: a pattern in mailflow's names is not one
-	// the server could match (another separator, no prefix).
-	list, err := c.c.List("", "*", opts).Collect()
+	// the server could match (another separator, no prefix). But INBOX
+	// alone, the default, is asked for alone.
+	pattern := "*"
+	if len(patterns) > 0 && !slices.ContainsFunc(patterns, func(p string) bool { return !strings.EqualFold(p, "INBOX") }) {
+		pattern = "INBOX"
+	}
+	list, err := c.c.List("", pattern, opts).Collect()
 	if err != nil {
 		return nil, fmt.Errorf("imap LIST: %w", err)
 	}
@@ -245,17 +250,8 @@ func (m mailbox) matches(patterns []string) bool {
 	return false
 }
 
-// matchAny reports whether name matches one of the LIST-style patterns
-// ("*" matches anything, "%" anything but the delimiter).
-func matchAny(patterns []string, name string, delim rune) bool {
-	for _, p := range patterns {
-		if match(p, name, delim) {
-			return true
-		}
-	}
-	return false
-}
-
+// match reports whether name matches the LIST-style pattern p ("*"
+// matches anything, "%" anything but delim).
 func match(p, name string, delim rune) bool {
 	for len(p) > 0 {
 		switch p[0] {
