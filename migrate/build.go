@@ -30,6 +30,9 @@ func (p *Plan) buildConfig(from, to endpoint, stateDir string, deleteNow bool) (
 	if err != nil {
 		return nil, err
 	}
+	// What "-c" names for this migration's config: "mailflow quarantine -c
+	// STATE_DIR", "mailflow auth login -c STATE_DIR gmail".
+	cfg.Path = stateDir
 	// Eight messages at once keep a server of either kind busy without
 	// opening more sessions than a mailbox provider allows.
 	cfg.MaxInFlight = 8
@@ -67,6 +70,8 @@ func (p *Plan) buildConfig(from, to endpoint, stateDir string, deleteNow bool) (
 		}
 		in.AllowPlaintextAuth, in.CAFile = p.AllowPlaintextAuth, p.CAFile
 		source = in
+	case "mbox":
+		source = mboxInput(from, to)
 	default:
 		return nil, fmt.Errorf("no source of type %q", from.scheme)
 	}
@@ -93,18 +98,27 @@ func (p *Plan) buildConfig(from, to endpoint, stateDir string, deleteNow bool) (
 		out.AddMessageID, out.MaxBytesPerSecond = p.AddMessageID, p.MaxBytesPerSecond
 		out.AllowPlaintextAuth, out.CAFile = p.AllowPlaintextAuth, p.CAFile
 		dest = out
+	case "gmail":
+		dest = gmailOutput(to)
 	default:
 		return nil, fmt.Errorf("no destination of type %q", to.scheme)
 	}
 
 	sched, _ := config.ParseSchedule("")
-	pipe := &config.Pipeline{Name: pipelineName, Outputs: []string{outputName}}
+	out := outputName
+	if to.scheme == "gmail" {
+		out = gmailOutputName
+	}
+	pipe := &config.Pipeline{Name: pipelineName, Outputs: []string{out}}
 	if !p.Since.IsZero() {
 		pipe.Filters = []config.NamedFilter{{Name: "--since", Filter: since(p.Since)}}
 	}
+	if to.scheme == "gmail" {
+		pipe.Filters = append(pipe.Filters, gmailFilter(from, to))
+	}
 	cfg.Inputs = []*config.Input{{Name: inputName, Type: from.scheme, Pipeline: pipelineName, Plugin: source, Sched: sched}}
 	cfg.Pipelines = []*config.Pipeline{pipe}
-	cfg.Outputs = []*config.Output{{Name: outputName, Type: to.scheme, Plugin: dest}}
+	cfg.Outputs = []*config.Output{{Name: out, Type: to.scheme, Plugin: dest}}
 	return cfg, nil
 }
 

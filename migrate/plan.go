@@ -24,10 +24,12 @@ import (
 // data (JSON), so that a batch can hand it to a child process, a fleet to
 // a worker, and a run can keep it in its state directory.
 type Plan struct {
-	// From and To are the source and the destination, as URLs:
-	// pop3://, pop3s://, imap://, imaps:// for From; smtp://, smtps://,
-	// imap://, imaps:// for To. ?tls=none|starttls|implicit overrides the
-	// scheme's TLS. A user name is given in the URL; a password never.
+	// From and To are the source and the destination, as URLs (URLHelp):
+	// pop3://, pop3s://, imap://, imaps:// or mbox:///FILE for From;
+	// smtp://, smtps://, imap://, imaps:// or gmail://ADDRESS for To.
+	// ?tls=none|starttls|implicit overrides the scheme's TLS; mbox and
+	// gmail URLs take options of their own (mbox.go, gmail.go). A user
+	// name is given in the URL; a password never.
 	From Endpoint `json:"from"`
 	To   Endpoint `json:"to"`
 	// Rcpt is the envelope recipient at an SMTP destination.
@@ -86,11 +88,15 @@ type Endpoint struct {
 
 // endpoint is an Endpoint's URL read: what a connector is configured with.
 type endpoint struct {
-	scheme string // pop3, imap, smtp: the connector type
+	scheme string // pop3, imap, smtp, mbox, gmail: the connector type
 	addr   string // host:port
 	host   string
 	tls    string // none, starttls or implicit
 	user   string
+	// path is an mbox's file, account a Gmail mailbox's address, and opts
+	// the options their URLs' queries give.
+	path, account string
+	opts          url.Values
 }
 
 // schemes maps each URL scheme to its connector, TLS mode and default port.
@@ -98,7 +104,31 @@ var schemes = map[string]struct{ typ, tls, port string }{
 	"pop3": {"pop3", "starttls", "110"}, "pop3s": {"pop3", "implicit", "995"},
 	"imap": {"imap", "starttls", "143"}, "imaps": {"imap", "implicit", "993"},
 	"smtp": {"smtp", "starttls", "587"}, "smtps": {"smtp", "implicit", "465"},
+	"mbox": {typ: "mbox"}, "gmail": {typ: "gmail"},
 }
+
+// URLHelp says what --from and --to take, for the command line's help: it
+// is kept here, beside the code that reads the URLs.
+const URLHelp = `URLs: pop3:// uses STLS, pop3s:// implicit TLS (port 995); imap:// STARTTLS,
+imaps:// implicit TLS (993); smtp:// STARTTLS (port 587), smtps:// implicit
+TLS (465). Add ?tls=none only for a server you reach in clear on purpose
+(with --allow-plaintext-auth to send a password that way). A user in the
+--to URL logs in with AUTH.
+
+mbox:///path/file.mbox (or mbox:relative/file.mbox) reads an mbox file,
+never changing it: a Google Takeout, a Thunderbird or mutt export. Options:
+?labels=first|copies|keywords|none (what Takeout's X-Gmail-Labels become at
+an IMAP destination; see the mbox connector's sample.conf),
+&include_spam_trash=true, &folder=NAME (of messages without labels),
+&variant=mboxo|mboxrd|mboxcl2 (default: told from the file).
+
+gmail://ADDRESS imports into Gmail through the Gmail API, each message
+under the label of its folder (INBOX in the inbox, Sent as sent mail; a
+Takeout's messages with all their labels), unread as it was. It needs
+?client_id=ID of your Google Cloud app (and &client_secret_file=FILE if it
+has a secret), and a login once: the run says how (mailflow auth login).
+&archive=true keeps everything out of the inbox and read; &label=NAME
+(repeatable) labels every message.`
 
 // parse reads the URL; allowed are the connector types this side may be.
 func (ep Endpoint) parse(side string, allowed ...string) (endpoint, error) {
@@ -116,6 +146,12 @@ func (ep Endpoint) parse(side string, allowed ...string) (endpoint, error) {
 		}
 		slices.Sort(names)
 		return endpoint{}, fmt.Errorf("%s %q: the scheme must be one of %s", side, u.Redacted(), strings.Join(names, ", "))
+	}
+	switch k.typ {
+	case "mbox":
+		return parseMbox(side, u)
+	case "gmail":
+		return parseGmail(side, u)
 	}
 	if u.Hostname() == "" {
 		return endpoint{}, fmt.Errorf("%s %q has no host", side, u.Redacted())
@@ -149,6 +185,29 @@ func (ep Endpoint) Redacted() string {
 	return c.String()
 }
 
+// key names what the endpoint moves mail from or to, for the state
+// directory's name and for telling whether a saved plan is this one's: the
+// URL as shown, but for an mbox its file and for Gmail its account,
+// without their options, so that a run again with an option changed (a
+// label, another client_id) goes on from the same record rather than
+// importing everything into Gmail a second time.
+func (ep Endpoint) key() string {
+	u, err := url.Parse(ep.URL)
+	if err == nil {
+		switch u.Scheme {
+		case "mbox":
+			if path, err := mboxPath("", u); err == nil {
+				return "mbox://" + path
+			}
+		case "gmail":
+			if account, err := gmailAccount("", u); err == nil {
+				return "gmail://" + strings.ToLower(account)
+			}
+		}
+	}
+	return ep.Redacted()
+}
+
 // ErrPlan marks a plan that cannot run as written: running it again
 // unchanged cannot help.
 var ErrPlan = errors.New("plan")
@@ -168,14 +227,20 @@ func (p *Plan) check() (from, to endpoint, err error) {
 	if p.From.URL == "" || p.To.URL == "" {
 		return from, to, planErrorf("--from and --to are needed (or -c FILE)")
 	}
-	if from, err = p.From.parse("--from", "pop3", "imap"); err != nil {
+	if from, err = p.From.parse("--from", "pop3", "imap", "mbox"); err != nil {
 		return from, to, planErrorf("%v", err)
 	}
-	if to, err = p.To.parse("--to", "smtp", "imap"); err != nil {
+	if to, err = p.To.parse("--to", "smtp", "imap", "gmail"); err != nil {
 		return from, to, planErrorf("%v", err)
+	}
+	if from.scheme == "mbox" {
+		// Kept absolute in the saved plan, so that a run again (or
+		// "mailflow quarantine -c STATE") from another directory reads
+		// the same file.
+		p.From.URL = from.url()
 	}
 	switch {
-	case from.user == "":
+	case from.user == "" && from.scheme != "mbox":
 		return from, to, planErrorf("--from needs the user name: %s://USER@HOST", from.scheme)
 	case to.scheme == "smtp" && (strings.ContainsAny(p.Rcpt, " <>\r\n") || !strings.Contains(p.Rcpt, "@")):
 		return from, to, planErrorf("--rcpt %q is not an address (an SMTP destination needs one)", p.Rcpt)
@@ -186,7 +251,15 @@ func (p *Plan) check() (from, to endpoint, err error) {
 	case to.scheme != "imap" && (p.AddMessageID || p.MaxBytesPerSecond > 0):
 		return from, to, planErrorf("--add-message-id and --max-bytes-per-second are for an IMAP destination")
 	case p.DeleteSource && from.scheme != "imap":
-		return from, to, planErrorf("--delete-source is for an IMAP source; a POP3 source is emptied as it goes unless --keep")
+		return from, to, planErrorf("--delete-source is for an IMAP source; a POP3 source is emptied as it goes unless --keep, an mbox is never changed")
+	case to.scheme == "gmail" && len(p.FolderMap) > 0:
+		return from, to, planErrorf("--folder-map is for an IMAP destination; into Gmail each folder is a label of its name")
+	}
+	if err := checkLabels(from, to); err != nil {
+		return from, to, planErrorf("%v", err)
+	}
+	if to.scheme == "gmail" && to.opts.Get("client_id") == "" {
+		return from, to, planErrorf(`--to %s: give the client id of your Google Cloud app: gmail://%s?client_id=ID (README, "Replacing Gmail's 'check mail from other accounts'", says how to make one)`, p.To.Redacted(), to.account)
 	}
 	return from, to, nil
 }
@@ -196,8 +269,8 @@ func (p *Plan) check() (from, to endpoint, err error) {
 // and a digest of From, To and Rcpt, so that the same command run again
 // finds its record.
 func (p *Plan) DefaultStateDir() (string, error) {
-	from, _ := p.From.parse("--from", "pop3", "imap")
-	id := sha256.Sum256([]byte(p.From.Redacted() + "\x00" + p.To.Redacted() + "\x00" + p.Rcpt))
+	from, _ := p.From.parse("--from", "pop3", "imap", "mbox")
+	id := sha256.Sum256([]byte(p.From.key() + "\x00" + p.To.key() + "\x00" + p.Rcpt))
 	return filepath.Join(StateHome(), "mailflow", "migrate", fmt.Sprintf("%s-%x", from.host, id[:6])), nil
 }
 

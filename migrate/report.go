@@ -44,8 +44,10 @@ type Report struct {
 	// Refused were refused by the destination or quarantined by a filter.
 	Refused []Refusal `json:"refused,omitempty"`
 	// Verifications compare the source with the destination, folder by
-	// folder; none where the destination cannot be searched (SMTP).
+	// folder; none where the destination cannot be searched (SMTP,
+	// Gmail), which Unverified says, and why.
 	Verifications []Verification `json:"verifications,omitempty"`
+	Unverified    []Unverified   `json:"unverified,omitempty"`
 	// SourceDeleted is how many messages --delete-source removed at the
 	// source; SourceMovedFirst of them arrived during the run and were
 	// moved first.
@@ -72,6 +74,13 @@ type Verification struct {
 	// source (a change made at the destination).
 	FlagsDiffer int    `json:"flags_differ,omitempty"`
 	Error       string `json:"error,omitempty"` // the check itself failed
+}
+
+// Unverified is a source and destination that were not compared.
+type Unverified struct {
+	Input  string `json:"input"`
+	Output string `json:"output"`
+	Why    string `json:"why"`
 }
 
 // Failure is an error of the run, with its class.

@@ -55,6 +55,11 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 			r.fail(ClassPlan, err)
 			return r
 		}
+		// After the save: the login reads the plan from the state.
+		if err := checkLogin(cfg, state); err != nil {
+			r.fail(ClassPlan, err)
+			return r
+		}
 	}
 	meter := newMeter(o.Observer)
 	e, err := engine.Open(cfg, plugins.Default, o.Log, engine.WithObserver(meter))
@@ -161,6 +166,7 @@ func (r *Report) verify(ctx context.Context, e *engine.Engine, cfg *config.Confi
 		}
 		for _, out := range pc.Outputs {
 			if _, ok := cfg.Output(out).Plugin.(plugin.Finder); !ok {
+				r.Unverified = append(r.Unverified, Unverified{Input: ic.Name, Output: out, Why: unverifiable(cfg.Output(out).Type)})
 				continue
 			}
 			pair := ic.Name + " → " + out
@@ -188,6 +194,18 @@ func (r *Report) verify(ctx context.Context, e *engine.Engine, cfg *config.Confi
 	if state != "" {
 		saveTokens(state, known)
 	}
+}
+
+// unverifiable says why an output of type typ is not compared with the
+// source after a run.
+func unverifiable(typ string) string {
+	switch typ {
+	case "gmail":
+		return "this output does not read Gmail back (it imports only); each message counts as moved once Gmail answered its import with the new message's id, which the record keeps (gmail:ID)"
+	case "smtp":
+		return "an SMTP server cannot be asked what it holds; each message counts as moved once the server accepted it"
+	}
+	return "this destination cannot say what it holds"
 }
 
 // settled is how many messages the ledger has as settled, over every

@@ -111,7 +111,7 @@ func (p *Plan) Resume() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if p.From.URL != "" && (p.From.URL != saved.From.URL || p.To.URL != saved.To.URL) {
+	if p.From.URL != "" && (p.From.key() != saved.From.key() || p.To.key() != saved.To.key()) {
 		return false, planErrorf("--state %s holds the record of a migration from %s to %s; give another --state for another one", dir, saved.From.Redacted(), saved.To.Redacted())
 	}
 	fill := func(dst *string, src string) {

@@ -62,6 +62,9 @@ func (r *Report) WriteText(w io.Writer, conf string) {
 			}
 		}
 	}
+	for _, u := range r.Unverified {
+		fmt.Fprintf(w, "not verified, %s → %s: %s\n", u.Input, u.Output, u.Why)
+	}
 	if r.SourceDeleted > 0 || r.SourceMovedFirst > 0 {
 		fmt.Fprintf(w, "deleted at the source:  %d", r.SourceDeleted)
 		if r.SourceMovedFirst > 0 {

@@ -23,34 +23,30 @@ func migrateCmd(g *globals) *cobra.Command {
 		Use:   "migrate --from URL --to URL [--rcpt ADDRESS] | -c FILE",
 		Short: "Move a mailbox, resumably, with progress, a report and (into IMAP) a verification",
 		Long: `Moves every message of a POP3 mailbox to an SMTP server, or of an IMAP
-mailbox (every folder, or those --folders names) or a POP3 mailbox into an
-IMAP mailbox, byte for byte (Date, Message-ID, every header kept; into IMAP
-with its folder, flags and date), with a progress bar. An IMAP source is
-left as it is (--delete-source empties it, only after a verification that
-found nothing missing). Into IMAP, a message the destination folder holds
-already (same Message-ID; without one, same Date, From, Subject and size)
-is not copied again, and the run ends with a verification, folder by
-folder, that every message of the source is at the destination. It is
-resumable: interrupt it (Ctrl-C) or kill it, run the same command again,
-and it goes on where it stopped. It ends with a report and exits 1 if
-anything is still on the old server to be retried, 3 if all that did not
-move was refused by the new server or quarantined ("mailflow quarantine
-resend" with the id the report gives).
+mailbox (every folder, or those --folders names), a POP3 mailbox or an mbox
+file (a Google Takeout) into an IMAP mailbox or into Gmail through its API,
+byte for byte (Date, Message-ID, every header kept; with its folder, flags
+and date: into Gmail a folder is a label), with a progress bar. An IMAP
+source is left as it is (--delete-source empties it, only after a
+verification that found nothing missing). Into IMAP, a message the
+destination folder holds already (same Message-ID; without one, same Date,
+From, Subject and size) is not copied again, and the run ends with a
+verification, folder by folder. It is resumable: interrupt it (Ctrl-C) or
+kill it, run the same command again, and it goes on where it stopped. It
+ends with a report and exits 1 if anything is still on the old server to be
+retried, 3 if all that did not move was refused by the new server or
+quarantined ("mailflow quarantine resend" with the id the report gives).
 
 ` + inDoubtNote + `
 
-URLs: pop3:// uses STLS, pop3s:// implicit TLS (port 995); imap:// STARTTLS,
-imaps:// implicit TLS (993); smtp:// STARTTLS (port 587), smtps:// implicit
-TLS (465). Add ?tls=none only for a server you reach in clear on purpose
-(with --allow-plaintext-auth to send a password that way). A user in the
---to URL logs in with AUTH.
+` + migrate.URLHelp + `
 
 What was moved is recorded in --state (by default a directory under
 $XDG_STATE_HOME/mailflow/migrate named after --from, --to and --rcpt).
-With -c FILE, the inputs of FILE are polled once instead, with the same
-progress and report.`,
+With -c FILE, the inputs of FILE are polled once instead.`,
 		Example: `  mailflow migrate --from pop3s://me@old.example --to smtp://mx.new.example --rcpt me@new.example
   mailflow migrate --from imaps://me@old.example --to imaps://me@new.example --to-password-env NEW_PW
+  mailflow migrate --from mbox:///home/me/Takeout.mbox --to 'gmail://me@gmail.com?client_id=ID'
   mailflow migrate batch mailboxes.csv --parallel 4`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -106,8 +102,8 @@ progress and report.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&p.From.URL, "from", "", "the mailbox `URL` to move from (pop3://, pop3s://, imap://, imaps://)")
-	f.StringVar(&p.To.URL, "to", "", "the `URL` to move to (smtp://, smtps://, imap://, imaps://)")
+	f.StringVar(&p.From.URL, "from", "", "the mailbox `URL` to move from (pop3://, pop3s://, imap://, imaps://, mbox:///FILE)")
+	f.StringVar(&p.To.URL, "to", "", "the `URL` to move to (smtp://, smtps://, imap://, imaps://, gmail://ADDRESS)")
 	f.StringVar(&p.Rcpt, "rcpt", "", "SMTP destination: the envelope recipient `ADDRESS` at the new server")
 	f.StringVar(&p.From.PasswordEnv, "password-env", "", "environment `VAR` holding the source's password (default MAILFLOW_PASSWORD)")
 	f.StringVar(&p.From.PasswordFile, "password-file", "", "`FILE` holding the source's password")
