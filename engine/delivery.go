@@ -15,7 +15,8 @@ import (
 //	new ──filtered──▶ filtered ──sending──▶ sending ──answered──▶ filtered
 //	new ──filtered(drop)──▶ settled          filtered ──finish──▶ settled | deferred | refused
 //	new ──filtered(leave)──▶ left            new | refused ──quarantined──▶ settled
-//	settled ──unrecorded──▶ deferred         (the ledger could not record it)
+//	settled ──unrecorded──▶ deferred         refused ──rejected──▶ settled (its source took it back)
+//	                                         (unrecorded: the ledger could not record it)
 //
 // Only a settled delivery may be committed at its source.
 type deliveryState int
@@ -43,6 +44,12 @@ type delivery struct {
 	doubted bool     // an output of this try may have it without having said so
 	temp    []string // temporary failures of this try, as text
 	perm    []string // permanent refusals of this try, as text
+	// refusedBy holds the recipients refused for good on this try, with
+	// their errors: a source that takes a refusal back answers each.
+	refusedBy map[string]error
+	// rejectedBy and rejectWhy are the filter that rejected the message
+	// (ActionReject) and its reason, as the filter gave it.
+	rejectedBy, rejectWhy string
 
 	// Messages a filter generated from this one (Verdict.Generated), by
 	// target: each is one more entry in outputs, its answers kept in the
@@ -85,7 +92,7 @@ func (d *delivery) filtered(v plugin.Verdict, outputs []string) error {
 		d.dropped, d.state = true, stateFiltered
 	case plugin.ActionLeave:
 		d.state = stateLeft
-	case plugin.ActionQuarantine:
+	case plugin.ActionQuarantine, plugin.ActionReject:
 		d.state = stateRefused
 		d.perm = append(d.perm, v.Reason)
 	default:
@@ -196,6 +203,10 @@ func (d *delivery) answered(results []plugin.RecipientResult, err error) error {
 			}
 			d.rec.Refused[name] = append(d.rec.Refused[name], r.Recipient)
 			d.rec.Reasons = append(d.rec.Reasons, fmt.Sprintf("%s: <%s>: %v", name, r.Recipient, r.Err))
+			if d.refusedBy == nil {
+				d.refusedBy = map[string]error{}
+			}
+			d.refusedBy[r.Recipient] = r.Err
 		default:
 			d.temp = append(d.temp, fmt.Sprintf("%s: <%s>: %v", name, r.Recipient, r.Err))
 		}
@@ -309,6 +320,16 @@ func (d *delivery) quarantined() error {
 		return err
 	}
 	d.state, d.rec.Settled = stateSettled, ledger.Quarantined
+	return nil
+}
+
+// rejected records that the source took the refused message back (an SMTP
+// client still waiting was told 5xx): it is settled without a copy kept.
+func (d *delivery) rejected() error {
+	if err := d.must(stateRefused); err != nil {
+		return err
+	}
+	d.state, d.rec.Settled = stateSettled, ledger.Rejected
 	return nil
 }
 

@@ -48,6 +48,9 @@ func (in *intake) take(it plugin.Item, r io.Reader, fetchErr error) error {
 		return err
 	}
 	msg.Folder, msg.FolderRole, msg.Flags, msg.InternalDate = it.Folder, it.FolderRole, it.Flags, it.Date
+	if it.Received != nil {
+		msg.Received, msg.Envelope = it.Received, it.Received.Envelope()
+	}
 	release := func() { msg.Close(); p.e.mem.give(held) }
 	p.fetched(it, msg.OriginalSize())
 	// The reader is the session's only while each runs: ask it now. What it

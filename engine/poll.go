@@ -113,6 +113,10 @@ type poll struct {
 	// carried): a delta checkpoint is kept only when there are none.
 	unfinished int
 
+	// answer is the session, when its source waits for each message's
+	// fate (answer.go).
+	answer plugin.Answerer
+
 	mu     sync.Mutex
 	stats  Stats
 	commit []plugin.Item
@@ -134,6 +138,7 @@ func (p *poll) run(ctx context.Context) error {
 		return errors.Join(err, sess.Close(ctx))
 	}
 	fetch := p.plan(listing)
+	p.answer, _ = sess.(plugin.Answerer)
 
 	// When ctx is cancelled (a shutdown) no more is fetched; a message
 	// already fetched is filtered, and released to its source unless an
@@ -491,7 +496,10 @@ func (p *poll) handle(ctx context.Context, it plugin.Item, msg *message.Message)
 		identity = message.Identity(&msg.Header, msg.OriginalSize())
 	}
 	start := time.Now()
-	res := p.e.settle(ctx, p.s, p.ic.Pipeline, msg, rec, ledgerRecorder{p.e.Ledger, name, it.ID, p.delivered, it.Folder + "\x00" + identity})
+	res := p.e.settle(ctx, p.s, p.ic.Pipeline, msg, rec, ledgerRecorder{p.e.Ledger, name, it.ID, p.delivered, it.Folder + "\x00" + identity, p.answer, it})
+	if p.answer != nil && !res.rejected {
+		p.answer.Answer(it, answerOf(res))
+	}
 	p.done(MessageEvent{Folder: it.Folder, Outcome: res.outcome, Bytes: msg.OriginalSize(), Took: time.Since(start), InDoubt: res.inDoubt})
 	if res.state == stateSettled {
 		p.toCommit(it)
@@ -573,6 +581,8 @@ type ledgerRecorder struct {
 	id        string
 	delivered map[string]map[string]int // see poll.delivered
 	kin       string                    // the message's folder and identity
+	answer    plugin.Answerer           // the session, if its source waits (answer.go)
+	it        plugin.Item
 }
 
 func (r ledgerRecorder) siblings(output string) int { return r.delivered[output][r.kin] }

@@ -35,6 +35,9 @@ type settleResult struct {
 	inDoubt bool   // delivered again after an earlier try that may have arrived
 	entry   string // the quarantine entry made, if any
 	err     error  // why it was deferred
+	// rejected is set when the source took a refusal back (its source
+	// was answered then); accepted when some output holds the message.
+	rejected, accepted bool
 }
 
 // settle takes msg through pipeline pipeName and its outputs, driving a
@@ -88,11 +91,14 @@ func (e *Engine) drive(ctx context.Context, s *Setup, pipeName string, msg *mess
 		v = plugin.Verdict{Action: plugin.ActionQuarantine, Reason: fmt.Sprintf("filter %s: %v", by, err)}
 	case v.Action == plugin.ActionQuarantine:
 		v.Reason = fmt.Sprintf("filter %s: %s", by, v.Reason)
+	case v.Action == plugin.ActionReject:
+		d.rejectedBy, d.rejectWhy = by, v.Reason
+		v.Reason = fmt.Sprintf("filter %s rejected it: %s", by, v.Reason)
 	}
 	if by != "" {
 		attrs = append(attrs, "script", by)
 	}
-	if v.Reason != "" && v.Action != plugin.ActionQuarantine {
+	if v.Reason != "" && v.Action != plugin.ActionQuarantine && v.Action != plugin.ActionReject {
 		attrs = append(attrs, "reason", v.Reason)
 	}
 	step(d.filtered(v, p.outputs))
@@ -114,6 +120,9 @@ func (e *Engine) drive(ctx context.Context, s *Setup, pipeName string, msg *mess
 			log.Warn("a generated message was refused for good; the message it was made from goes on", "err", why)
 		}
 		step(d.finish())
+	}
+	if d.state == stateRefused && e.takenBack(r, d, log, step) {
+		res.rejected = true
 	}
 	if d.state == stateRefused {
 		entry, err := e.Quarantine.Put(msg, quarantine.Entry{Pipeline: p.name, Reason: strings.Join(d.reasons(), "; "), Accepted: d.rec.Accepted})
@@ -227,7 +236,7 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 // ledger record says), left, or else deferred. A step the state machine
 // refused (res.err set with the state unchanged) defers the message.
 func (e *Engine) finished(log *slog.Logger, d *delivery, res settleResult, attrs []any) settleResult {
-	res.state = d.state
+	res.state, res.accepted = d.state, len(d.rec.Accepted) > 0
 	switch {
 	case d.state == stateSettled && res.err == nil:
 		res.outcome = Outcome(d.rec.Settled)
@@ -264,7 +273,7 @@ func (c *Chain) Run(ctx context.Context, msg *message.Message) (plugin.Verdict, 
 			out.Outputs, by = v.Outputs, f.name
 		case plugin.ActionRedirect:
 			msg.Envelope.Recipients, by = v.Recipients, f.name
-		case plugin.ActionDrop, plugin.ActionQuarantine, plugin.ActionLeave:
+		case plugin.ActionDrop, plugin.ActionQuarantine, plugin.ActionLeave, plugin.ActionReject:
 			v.Generated = out.Generated
 			return v, f.name, nil
 		}

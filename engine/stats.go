@@ -10,6 +10,7 @@ const (
 	Delivered   Outcome = "delivered"   // accepted by every output it was routed to
 	Dropped     Outcome = "dropped"     // dropped by a filter
 	Quarantined Outcome = "quarantined" // written to the quarantine
+	Rejected    Outcome = "rejected"    // refused for good back to the client that handed it over (SMTP 5xx)
 	Skipped     Outcome = "skipped"     // settled on an earlier poll; only committed now
 	Updated     Outcome = "updated"     // settled earlier; its flags changed at the source, and the outputs were told
 	Deleted     Outcome = "deleted"     // settled earlier, then deleted at the source; the outputs that mirror that deleted it
@@ -25,6 +26,7 @@ type Stats struct {
 	Delivered   int64 // accepted by every output it was routed to
 	Dropped     int64 // dropped by a filter
 	Quarantined int64 // written to the quarantine
+	Rejected    int64 // refused for good back to the client that handed it over (SMTP 5xx)
 	Deferred    int64 // left at the source to be tried again
 	Skipped     int64 // settled on an earlier poll; only committed at the source
 	Left        int64 // left at the source on purpose by a filter
@@ -43,6 +45,8 @@ func (s *Stats) count(o Outcome) {
 		s.Dropped++
 	case Quarantined:
 		s.Quarantined++
+	case Rejected:
+		s.Rejected++
 	case Skipped:
 		s.Skipped++
 	case Deferred:
@@ -64,6 +68,7 @@ func (s *Stats) Add(o Stats) {
 	s.Delivered += o.Delivered
 	s.Dropped += o.Dropped
 	s.Quarantined += o.Quarantined
+	s.Rejected += o.Rejected
 	s.Deferred += o.Deferred
 	s.Skipped += o.Skipped
 	s.Left += o.Left
@@ -76,6 +81,9 @@ func (s *Stats) Add(o Stats) {
 func (s Stats) String() string {
 	str := fmt.Sprintf("fetched=%d delivered=%d dropped=%d quarantined=%d deferred=%d skipped=%d",
 		s.Fetched, s.Delivered, s.Dropped, s.Quarantined, s.Deferred, s.Skipped)
+	if s.Rejected > 0 {
+		str += fmt.Sprintf(" rejected=%d", s.Rejected)
+	}
 	if s.Left > 0 {
 		str += fmt.Sprintf(" left=%d", s.Left)
 	}

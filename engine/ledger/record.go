@@ -12,6 +12,9 @@ const (
 	Dropped Outcome = "dropped"
 	// Quarantined: it is in the quarantine; the source may delete it.
 	Quarantined Outcome = "quarantined"
+	// Rejected: refused for good, and taken back by its source (an SMTP
+	// client that was still waiting was told 5xx): it was not kept.
+	Rejected Outcome = "rejected"
 	// Held: what was fetched did not match what the source announced, again
 	// and again; the fetched bytes are in the quarantine for a person to
 	// look at, and the source keeps its copy (it is not committed).

@@ -32,6 +32,9 @@ type Message struct {
 	// Envelope is the SMTP envelope. Recipients are empty unless a filter set
 	// them; an output then uses its own configured recipients.
 	Envelope Envelope
+	// Received is the envelope and client of a message that came over SMTP
+	// or LMTP; nil for one fetched from a mailbox (received.go).
+	Received *Received
 	// ReceivedAt is when mailflow read the message from its source.
 	ReceivedAt time.Time
 	// What the source knew of it, where it knew it: the folder it was in,

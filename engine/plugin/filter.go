@@ -34,10 +34,14 @@ const (
 	// untouched and undelivered: it is read again on the next poll (and
 	// filtered again). For "not yet" and "not this one" (migrate --since).
 	ActionLeave
+	// ActionReject ends the chain and refuses the message for good: a
+	// source still waiting for its fate (an SMTP client, see Answerer)
+	// is told 5xx with the reason; any other keeps it in the quarantine.
+	ActionReject
 )
 
 func (a Action) String() string {
-	return [...]string{"keep", "route", "redirect", "drop", "quarantine", "leave"}[a]
+	return [...]string{"keep", "route", "redirect", "drop", "quarantine", "leave", "reject"}[a]
 }
 
 // Verdict is a filter's decision about one message.
@@ -45,7 +49,7 @@ type Verdict struct {
 	Action     Action
 	Outputs    []string // with ActionRoute
 	Recipients []string // with ActionRedirect
-	Reason     string   // with ActionDrop, ActionQuarantine and ActionLeave
+	Reason     string   // with ActionDrop, ActionQuarantine, ActionLeave and ActionReject
 	// Generated are messages the filter made from this one (a vacation
 	// reply, a notification), whatever the action.
 	Generated []Generated

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"time"
+
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // Input is a source of messages, polled on a schedule.
@@ -94,6 +96,10 @@ type Item struct {
 	// Message-ID, or a digest of Date, From, Subject and size), where the
 	// listing knows it; a migration's verification looks for it.
 	Identity string
+	// Received is the envelope and client of a message that was handed
+	// over SMTP or LMTP (the smtp and lmtp inputs): the engine gives it to
+	// the message, whose envelope it becomes.
+	Received *message.Received
 	// Ref is the input's own handle for the message (a POP3 message
 	// number, a file path); the engine passes it back untouched.
 	Ref any

@@ -47,6 +47,9 @@ type Entry struct {
 	// it as held, after fetches that did not match the source's size):
 	// this is a copy for a person to look at, and deleting it loses nothing.
 	Held bool `json:"held,omitempty"`
+	// Received is the envelope and client of a message that came over
+	// SMTP or LMTP: a resend sends it to those recipients again.
+	Received *message.Received `json:"received,omitempty"`
 	// WasKept is Held as records before 2026-12 called it; read only.
 	WasKept bool `json:"kept,omitempty"`
 }
@@ -71,7 +74,7 @@ func (q *Store) Put(msg *message.Message, e Entry) (Entry, error) {
 	e.ID = time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(rnd[:])
 	e.At = time.Now().UTC()
 	e.Input, e.SourceID = msg.Source.Input, msg.Source.ID
-	e.MessageID, e.Size = msg.MessageID(), msg.OriginalSize()
+	e.MessageID, e.Size, e.Received = msg.MessageID(), msg.OriginalSize(), msg.Received
 	if err := fsync.WriteFile(filepath.Join(q.dir, e.ID+".eml"), msg.Original()); err != nil {
 		return e, fmt.Errorf("quarantine: %w", err)
 	}
@@ -132,6 +135,9 @@ func (q *Store) Get(id string) (Entry, *message.Message, error) {
 	}
 	defer f.Close()
 	msg, err := message.Read(f, message.Source{Input: e.Input, ID: e.SourceID}, message.DefaultSpool)
+	if err == nil && e.Received != nil {
+		msg.Received, msg.Envelope = e.Received, e.Received.Envelope()
+	}
 	return e, msg, err
 }
 
