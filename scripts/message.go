@@ -55,6 +55,8 @@ func (v *vm) openAPI() {
 		switch key {
 		case "sender":
 			L.Push(lua.LString(m.Envelope.Sender))
+		case "client":
+			pushClient(L, m) // clientapi.go
 		case "size":
 			L.Push(lua.LNumber(m.Size()))
 		case "input":

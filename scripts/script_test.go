@@ -287,6 +287,7 @@ func TestVerdicts(t *testing.T) {
 		{`return route({"c"})`, plugin.Verdict{Action: plugin.ActionRoute, Outputs: []string{"c"}}},
 		{`return redirect("x@example.com")`, plugin.Verdict{Action: plugin.ActionRedirect, Recipients: []string{"x@example.com"}}},
 		{`return leave("not yet")`, plugin.Verdict{Action: plugin.ActionLeave, Reason: "not yet"}},
+		{`return reject("5.7.1 spam")`, plugin.Verdict{Action: plugin.ActionReject, Reason: "5.7.1 spam"}},
 	}
 	for _, c := range cases {
 		s := load(t, "function filter(msg)\n"+c.ret+"\nend", plugin.ScriptLimits{})

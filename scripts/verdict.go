@@ -10,7 +10,7 @@ import (
 
 const verdictType = "mailflow.verdict"
 
-// openVerdicts defines keep, drop, route, redirect, quarantine and leave. Each
+// openVerdicts defines keep, drop, route, redirect, quarantine, reject and leave. Each
 // returns a verdict value that filter(msg) returns.
 func openVerdicts(L *lua.LState) {
 	L.NewTypeMetatable(verdictType)
@@ -31,6 +31,13 @@ func openVerdicts(L *lua.LState) {
 	}))
 	L.SetGlobal("quarantine", L.NewFunction(func(L *lua.LState) int {
 		L.Push(mk(plugin.Verdict{Action: plugin.ActionQuarantine, Reason: L.OptString(1, "")}))
+		return 1
+	}))
+	// reject refuses the message for good: an SMTP or LMTP client still
+	// waiting for the outcome (answer = "after_delivery") is told 5xx
+	// with the reason, and keeps it; otherwise it is quarantined.
+	L.SetGlobal("reject", L.NewFunction(func(L *lua.LState) int {
+		L.Push(mk(plugin.Verdict{Action: plugin.ActionReject, Reason: L.OptString(1, "rejected")}))
 		return 1
 	}))
 	L.SetGlobal("leave", L.NewFunction(func(L *lua.LState) int {
@@ -85,5 +92,5 @@ func toVerdict(v lua.LValue) (plugin.Verdict, error) {
 			return *vd, nil
 		}
 	}
-	return plugin.Verdict{}, fmt.Errorf("filter returned a %s; return keep(), drop(reason), route(outputs...), redirect(addresses...), quarantine(reason) or leave(reason)", v.Type())
+	return plugin.Verdict{}, fmt.Errorf("filter returned a %s; return keep(), drop(reason), route(outputs...), redirect(addresses...), quarantine(reason), reject(reason) or leave(reason)", v.Type())
 }
