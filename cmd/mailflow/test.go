@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mailflow/mailflow/connectors/mbox"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/config"
 	"github.com/mailflow/mailflow/engine/plugin"
@@ -18,14 +20,16 @@ func testCmd(g *globals) *cobra.Command {
 	var pipelineName, scriptLib string
 	var scripts []string
 	cmd := &cobra.Command{
-		Use:   "test -c FILE [--pipeline NAME | --script F.lua...] MSG.eml|DIR...",
+		Use:   "test -c FILE [--pipeline NAME | --script F.lua...] MSG.eml|MBOX|DIR|-...",
 		Short: "Show what the filter chain would do with saved messages; send nothing",
 		Long: `Runs a pipeline's filter chain (or the given scripts, in order) on messages
 read from files, and prints for each the verdict, the outputs and envelope
 recipients it would go to, what changed in its header, and the messages
 scripts generated (vacation replies, notifications). Nothing is sent,
-nothing is deleted, no state is written. A directory is read recursively
-(a Maildir works). Exits 1 if a script broke on any message.`,
+nothing is deleted, no state is written. A file is one message, or each
+message of an mbox; a Maildir is the messages in its cur/ and new/; another
+directory is every file under it; - is standard input (a message or an
+mbox). Exits 1 if a message could not be read or a script broke on one.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
@@ -60,31 +64,14 @@ nothing is deleted, no state is written. A directory is read recursively
 				return failed(cmd, exitConfig, err)
 			}
 			defer chain.Close()
-			files, err := trial.Files(args)
-			if err != nil {
+			if err := trial.Check(args); err != nil {
 				return failed(cmd, exitConfig, err)
 			}
-			out := cmd.OutOrStdout()
-			counts := map[string]int{}
-			for _, f := range files {
-				r := trial.Run(chain, f, defaultOutputs)
-				r.WriteText(out, defaultOutputs == nil)
-				if r.Err != nil {
-					counts["broke"]++
-				} else {
-					counts[r.Verdict]++
-				}
-			}
-			if len(files) > 1 {
-				var parts []string
-				for _, k := range []string{"keep", "route", "redirect", "drop", "quarantine", "leave", "broke"} {
-					if counts[k] > 0 {
-						parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
-					}
-				}
-				fmt.Fprintf(out, "\n%d messages: %s\n", len(files), strings.Join(parts, ", "))
-			}
-			if counts["broke"] > 0 {
+			msgs := trial.Messages(args, cmd.InOrStdin(), mboxes)
+			switch sum := trial.Try(chain, msgs, defaultOutputs, cmd.OutOrStdout()); {
+			case sum.Messages == 0:
+				return failed(cmd, exitConfig, fmt.Errorf("test: no message in %s", strings.Join(args, ", ")))
+			case sum.Broke() > 0:
 				return exitError(exitFailed)
 			}
 			return nil
@@ -95,6 +82,18 @@ nothing is deleted, no state is written. A directory is read recursively
 	cmd.Flags().StringVar(&scriptLib, "script-lib", "", "the `DIR` require() loads modules from (default: the config's script_lib)")
 	return cmd
 }
+
+// mboxes splits an mbox for "mailflow test" with connectors/mbox's Reader.
+var mboxes = trial.Mbox{Is: mbox.IsMbox, Read: func(r io.Reader) func() (string, io.Reader, error) {
+	mr := mbox.NewReader(r, mbox.Auto)
+	return func() (string, io.Reader, error) {
+		m, err := mr.Next()
+		if err != nil {
+			return "", nil, err
+		}
+		return m.From, m, nil
+	}
+}}
 
 func choosePipeline(cfg *config.Config, name string) (*config.Pipeline, error) {
 	var names []string

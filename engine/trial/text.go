@@ -11,7 +11,7 @@ import (
 // WriteText writes what the chain would do with the message, as "mailflow
 // test" shows it; loose is a chain of scripts given without a pipeline.
 func (r *Result) WriteText(w io.Writer, loose bool) {
-	fmt.Fprintf(w, "== %s\n", r.Path)
+	fmt.Fprintf(w, "== %s\n", r.Name)
 	switch {
 	case r.Err != nil && r.By != "":
 		fmt.Fprintf(w, "   verdict:    quarantine (script %s broke: %v)\n", r.By, r.Err)

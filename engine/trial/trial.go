@@ -2,17 +2,17 @@
 // what it would do with each — the verdict, where it would go, what
 // changed in it, what it would generate — sending nothing and changing
 // nothing ("mailflow test"). It is the chain of engine.Setup run the way a
-// poll runs it, without outputs, ledger or source.
+// poll runs it, without outputs, ledger or source. Messages reads the
+// messages from files, Maildirs, directories, mboxes (split by the reader
+// the caller gives: the engine imports no connector) and standard input.
 package trial
 
 import (
 	"context"
+	"fmt"
 	"io"
-	"io/fs"
+	"iter"
 	"mime/quotedprintable"
-	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 
 	gomessage "github.com/emersion/go-message"
@@ -24,9 +24,9 @@ import (
 
 // Result is what the chain would do with one message.
 type Result struct {
-	Path      string
-	Err       error // the message could not be read, or a script broke (then it would be quarantined)
-	HeaderErr error // its header could not be parsed: it flows on untouched
+	Name      string // the message's (Message.Name)
+	Err       error  // the message could not be read, or a script broke (then it would be quarantined)
+	HeaderErr error  // its header could not be parsed: it flows on untouched
 
 	Verdict string // keep, route, redirect, drop, quarantine, leave
 	By      string // the script that decided (or broke)
@@ -71,17 +71,14 @@ func (r *Result) Acts() bool {
 	return r.Verdict == "keep" || r.Verdict == "route" || r.Verdict == "redirect"
 }
 
-// Run runs chain on the message in the file at path. defaults are the
-// pipeline's outputs (nil for a chain of loose scripts).
-func Run(chain *engine.Chain, path string, defaults []string) *Result {
-	r := &Result{Path: path}
-	f, err := os.Open(path)
-	if err != nil {
-		r.Err = err
+// Run runs chain on the message m. defaults are the pipeline's outputs
+// (nil for a chain of loose scripts).
+func Run(chain *engine.Chain, m Message, defaults []string) *Result {
+	r := &Result{Name: m.Name, Err: m.Err}
+	if m.Err != nil {
 		return r
 	}
-	msg, err := message.Read(f, message.Source{Input: "test", ID: filepath.Base(path)}, message.DefaultSpool)
-	f.Close()
+	msg, err := message.Read(m.R, message.Source{Input: "test", ID: m.ID}, message.DefaultSpool)
 	if err != nil {
 		r.Err = err
 		return r
@@ -166,36 +163,43 @@ func textLines(s string) []string {
 	return strings.Split(strings.TrimRight(strings.ReplaceAll(s, "\r\n", "\n"), "\n"), "\n")
 }
 
-// Files expands directories into the regular files under them (a Maildir
-// works), in order; files are taken as they are.
-func Files(args []string) ([]string, error) {
-	var out []string
-	for _, a := range args {
-		st, err := os.Stat(a)
-		if err != nil {
-			return nil, err
+// Summary counts what a trial of several messages would do.
+type Summary struct {
+	Messages int
+	// Verdicts counts each verdict; "broke" counts the messages that
+	// could not be read or on which a script broke (they would be
+	// quarantined).
+	Verdicts map[string]int
+}
+
+// Broke is how many messages could not be read or broke a script.
+func (s Summary) Broke() int { return s.Verdicts["broke"] }
+
+// Try runs chain on each message of msgs in turn and writes what it would
+// do with each to w (WriteText), then, for more than one, a line that
+// counts the verdicts. defaults are as for Run.
+func Try(chain *engine.Chain, msgs iter.Seq[Message], defaults []string, w io.Writer) Summary {
+	sum := Summary{Verdicts: map[string]int{}}
+	for m := range msgs {
+		r := Run(chain, m, defaults)
+		r.WriteText(w, defaults == nil)
+		sum.Messages++
+		if r.Err != nil {
+			sum.Verdicts["broke"]++
+		} else {
+			sum.Verdicts[r.Verdict]++
 		}
-		if !st.IsDir() {
-			out = append(out, a)
-			continue
-		}
-		var found []string
-		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.Type().IsRegular() && !strings.HasPrefix(d.Name(), ".") {
-				found = append(found, p)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		sort.Strings(found)
-		out = append(out, found...)
 	}
-	return out, nil
+	if sum.Messages > 1 {
+		var parts []string
+		for _, k := range []string{"keep", "route", "redirect", "drop", "quarantine", "leave", "broke"} {
+			if n := sum.Verdicts[k]; n > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", n, k))
+			}
+		}
+		fmt.Fprintf(w, "\n%d messages: %s\n", sum.Messages, strings.Join(parts, ", "))
+	}
+	return sum
 }
 
 // FieldLines renders each header field as one line, as it would be
