@@ -138,11 +138,13 @@ func (p *poll) mirrorFlags(ctx context.Context, sess plugin.Session) {
 func (p *poll) mirrorFlagsOf(ctx context.Context, c change) {
 	added, removed := flagDiff(c.rec.Flags, c.it.Flags)
 	log := p.log.With("id", c.it.ID, "added", added, "removed", removed)
+	carried := false
 	for _, name := range mirrors(p.s, c.rec) {
 		fm, ok := p.s.outputs[name].(plugin.FlagMirror)
 		if !ok {
 			continue
 		}
+		carried = true
 		err := fm.SetFlags(ctx, placement(name, c.it, c.rec), added, removed)
 		switch {
 		case errors.Is(err, plugin.ErrNotHeld):
@@ -157,6 +159,13 @@ func (p *poll) mirrorFlagsOf(ctx context.Context, c change) {
 	if err := p.e.Ledger.Put(p.ic.Name, c.it.ID, c.rec); err != nil {
 		log.Warn("ledger: could not record the changed flags; changed again on the next poll", "err", err)
 		p.done(MessageEvent{Folder: c.it.Folder, Outcome: Deferred})
+		return
+	}
+	if !carried {
+		// No output that holds it can change flags (SMTP, a Maildir):
+		// the new flags are only recorded, and nothing is said to be
+		// updated that was not.
+		log.Debug("flags changed at the source; no output holding the message changes flags")
 		return
 	}
 	log.Debug("flags changed at the source carried to the outputs")

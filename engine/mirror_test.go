@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mailflow/mailflow/engine"
@@ -223,7 +224,7 @@ func (o *mirrorOutput) flags(id string) []string {
 	return f
 }
 
-func openKept(t *testing.T, box *keptBox, out *mirrorOutput) *engine.Engine {
+func openKept(t *testing.T, box *keptBox, out plugin.Output) *engine.Engine {
 	t.Helper()
 	reg := &plugins.Registry{}
 	reg.AddInput("kept", func() plugin.Input { return box })
@@ -276,6 +277,32 @@ func TestFlagChangesAtTheSourceReachTheOutput(t *testing.T) {
 				t.Fatalf("an unchanged mailbox listed %d messages", box.listed-listed)
 			}
 		})
+	}
+}
+
+// plainOutput takes messages and cannot change their flags (SMTP, a
+// Maildir).
+type plainOutput struct{ n atomic.Int32 }
+
+func (o *plainOutput) Deliver(context.Context, *message.Message, plugin.Delivery) ([]plugin.RecipientResult, error) {
+	o.n.Add(1)
+	return nil, nil
+}
+
+// Flags changed at the source of messages delivered to an output that
+// cannot change flags are recorded, and not reported as carried.
+func TestFlagChangesAnOutputCannotCarryAreNotReportedUpdated(t *testing.T) {
+	box, out := newKeptBox(false, 3), &plainOutput{}
+	e := openKept(t, box, out)
+	if st, err := e.PollOnce(context.Background(), "box"); err != nil || st.Delivered != 3 {
+		t.Fatalf("first poll: %v %v", st, err)
+	}
+	box.setFlags("m001", `\Flagged`)
+	if st, err := e.PollOnce(context.Background(), "box"); err != nil || st.Updated != 0 || st.Delivered != 0 {
+		t.Fatalf("second poll: %v %v; want nothing updated, nothing delivered", st, err)
+	}
+	if rec, _ := e.Ledger.Get("box", "m001"); !slices.Equal(rec.Flags, []string{`\Flagged`}) {
+		t.Fatalf("the new flags are not recorded: %v", rec.Flags)
 	}
 }
 
