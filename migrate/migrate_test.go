@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/migrate"
+	"github.com/mailflow/mailflow/migrate/survey"
 	_ "github.com/mailflow/mailflow/plugins/all"
 )
 
@@ -211,4 +213,17 @@ func TestMain(m *testing.M) {
 		os.Exit(serveChild())
 	}
 	os.Exit(m.Run())
+}
+
+// A verification against a destination that cannot say its flags shows
+// "-" for them and says so, rather than 0 as if they agreed.
+func TestVerificationSaysWhenFlagsWereNotCompared(t *testing.T) {
+	r := &migrate.Report{Verifications: []migrate.Verification{{Input: "src", Output: "dst", Folders: []survey.FolderCheck{
+		{Folder: "INBOX", Source: 3, Found: 3, FlagsNotCompared: true},
+	}}}}
+	var b strings.Builder
+	r.WriteText(&b, "")
+	if !regexp.MustCompile(`INBOX\s+3\s+3\s+0\s+-\s`).MatchString(b.String()) || !strings.Contains(b.String(), "dst cannot say the flags it holds; only presence was checked") {
+		t.Fatalf("report:\n%s", b.String())
+	}
 }

@@ -3,10 +3,12 @@ package migrate
 import (
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mailflow/mailflow/internal/human"
+	"github.com/mailflow/mailflow/migrate/survey"
 )
 
 // WriteText writes the report as a person reads it. conf is what to give
@@ -46,13 +48,19 @@ func (r *Report) WriteText(w io.Writer, conf string) {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  FOLDER\tAT SOURCE\tFOUND\tMISSING\tOTHER FLAGS\tWITHOUT MESSAGE-ID\tNOT CHECKED\t")
 		for _, c := range v.Folders {
-			note := ""
+			note, flags := "", fmt.Sprint(len(c.FlagsDiffer))
 			if c.Unchanged {
 				note = "unchanged since the last check"
 			}
-			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c.Folder, c.Source, c.Found, len(c.Missing), len(c.FlagsDiffer), c.Made, c.Unnamed, note)
+			if c.FlagsNotCompared {
+				flags = "-" // the destination cannot say its flags
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%s\t%d\t%d\t%s\n", c.Folder, c.Source, c.Found, len(c.Missing), flags, c.Made, c.Unnamed, note)
 		}
 		tw.Flush()
+		if slices.ContainsFunc(v.Folders, func(c survey.FolderCheck) bool { return c.FlagsNotCompared }) {
+			fmt.Fprintf(w, "  (OTHER FLAGS -: %s cannot say the flags it holds; only presence was checked)\n", v.Output)
+		}
 		for _, c := range v.Folders {
 			for _, id := range c.Missing {
 				fmt.Fprintf(w, "  missing in %s: <%s>\n", c.Folder, id)

@@ -29,6 +29,10 @@ type FolderCheck struct {
 	// flags or keywords than at the source (where the destination can say
 	// its flags: plugin.FlagFinder).
 	FlagsDiffer []string `json:"flags_differ,omitempty"`
+	// FlagsNotCompared is set when the destination cannot say its flags
+	// (an SMTP server): FlagsDiffer is then empty for want of a look, not
+	// because they agree.
+	FlagsNotCompared bool `json:"flags_not_compared,omitempty"`
 	// Unchanged is set when neither side changed since a verification
 	// found them equal (plugin.FolderStater): counted, not read again.
 	Unchanged bool `json:"unchanged,omitempty"`
@@ -135,6 +139,7 @@ func checkFolder(ctx context.Context, sess plugin.Session, finder plugin.Finder,
 		}
 		copies = held
 	} else {
+		c.FlagsNotCompared = true
 		held, err := finder.Holds(ctx, folder, role)
 		if err != nil {
 			return c, err
