@@ -20,6 +20,7 @@ require (
 	github.com/vbauerster/mpb/v8 v8.9.3
 	github.com/yuin/gopher-lua v1.1.2
 	go.etcd.io/bbolt v1.5.0
+	golang.org/x/crypto v0.58.0
 	golang.org/x/net v0.62.0
 	golang.org/x/oauth2 v0.38.0
 	golang.org/x/text v0.43.0
@@ -49,7 +50,6 @@ require (
 	github.com/rivo/uniseg v0.4.7 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
-	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
@@ -59,7 +59,8 @@ require (
 // the error of the commands it ends): third_party/README.md.
 replace github.com/emersion/go-imap/v2 => ./third_party/go-imap
 
-// go-smtp's server with two small changes (commands it does not know
+// go-smtp's server with three small changes (commands it does not know
 // offered to the session, for XCLIENT and XFORWARD; a failed STARTTLS
-// handshake ends the connection): third_party/README.md.
+// handshake ends the connection; a refused message's rest dropped
+// quickly): third_party/README.md.
 replace github.com/emersion/go-smtp => ./third_party/go-smtp

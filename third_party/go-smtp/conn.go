@@ -1013,8 +1013,7 @@ func (c *Conn) handleData(arg string) {
 
 	r := newDataReader(c)
 	code, enhancedCode, msg := dataErrorToStatus(c.Session().Data(r))
-	r.limited = false
-	io.Copy(ioutil.Discard, r) // Make sure all the data has been consumed
+	r.discard() // Make sure all the data has been consumed (mailflow: fast)
 	c.writeResponse(code, enhancedCode, msg)
 }
 
@@ -1268,8 +1267,7 @@ func (c *Conn) handleDataLMTP() {
 			}()
 
 			status.fillRemaining(lmtpSession.LMTPData(r, status))
-			r.limited = false
-			io.Copy(ioutil.Discard, r) // Make sure all the data has been consumed
+			r.discard() // Make sure all the data has been consumed (mailflow: fast)
 			done <- true
 		}()
 	}
