@@ -135,7 +135,13 @@ func Build(cfg *config.Config, reg plugin.Registry, log *slog.Logger, prev *Setu
 			ic.Plugin, s.built[key] = prev.Config.Input(ic.Name).Plugin, old
 			continue
 		}
-		if err := initPlugin(ic.Plugin, env(ic.Name)); err != nil {
+		ienv := env(ic.Name)
+		if ic.MaxMessageSize > 0 {
+			// The input's own bound: one that receives (smtp) refuses
+			// larger mail as it comes.
+			ienv.Spool.MaxSize = ic.MaxMessageSize
+		}
+		if err := initPlugin(ic.Plugin, ienv); err != nil {
 			return fail(&config.Error{File: cfg.Path, Line: ic.Line, Msg: fmt.Sprintf("input %q: %v", ic.Name, err)})
 		}
 		s.built[key] = provenance{fingerprint: fp, files: filesDigest(ic.Plugin)}

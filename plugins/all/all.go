@@ -8,5 +8,6 @@ import (
 	_ "github.com/mailflow/mailflow/connectors/mbox"
 	_ "github.com/mailflow/mailflow/connectors/pop3"
 	_ "github.com/mailflow/mailflow/connectors/smtp"
+	_ "github.com/mailflow/mailflow/connectors/smtpd"
 	_ "github.com/mailflow/mailflow/scripts"
 )
