@@ -35,6 +35,11 @@ func parseCmd(line string) (cmd string, arg string, err error) {
 
 	// If we made it here, command is long enough to have args
 	if line[4] != ' ' {
+		// mailflow: a longer command word (XCLIENT, XFORWARD), for a
+		// CommandSession.
+		if word, rest, _ := strings.Cut(line, " "); len(word) > 4 && isLetters(word) {
+			return strings.ToUpper(word), strings.TrimSpace(rest), nil
+		}
 		// There wasn't a space after the command?
 		return "", "", fmt.Errorf("mangled command: %q", line)
 	}
@@ -236,4 +241,14 @@ func (p *parser) parseLocalPart() (string, error) {
 			sb.WriteByte(ch)
 		}
 	}
+}
+
+// isLetters reports whether s is ASCII letters only (mailflow).
+func isLetters(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i] | 0x20; c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
 }
