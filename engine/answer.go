@@ -65,7 +65,10 @@ func answerOf(res settleResult) plugin.Answer {
 	case Left:
 		a.Outcome = plugin.Left
 	}
-	if res.err != nil {
+	switch {
+	case res.reason != "":
+		a.Reason, a.Filter = res.reason, res.filter
+	case res.err != nil:
 		a.Reason = res.err.Error()
 	}
 	return a

@@ -38,6 +38,8 @@ type settleResult struct {
 	// rejected is set when the source took a refusal back (its source
 	// was answered then); accepted when some output holds the message.
 	rejected, accepted bool
+	// reason is a filter's reason for a drop or a leave, filter its name.
+	reason, filter string
 }
 
 // settle takes msg through pipeline pipeName and its outputs, driving a
@@ -100,6 +102,7 @@ func (e *Engine) drive(ctx context.Context, s *Setup, pipeName string, msg *mess
 	}
 	if v.Reason != "" && v.Action != plugin.ActionQuarantine && v.Action != plugin.ActionReject {
 		attrs = append(attrs, "reason", v.Reason)
+		res.reason, res.filter = v.Reason, by
 	}
 	step(d.filtered(v, p.outputs))
 	if len(v.Generated) > 0 && d.generated == nil {
