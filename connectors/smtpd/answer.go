@@ -178,11 +178,15 @@ var replyCode = regexp.MustCompile(`\b([245][0-9][0-9])[ -]([245]\.[0-9]{1,3}\.[
 // script's reject("5.7.1 words") may name its own enhanced code).
 func permFail(text string) *smtp.SMTPError {
 	e := &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: oneLine(text)}
-	if m := replyCode.FindStringSubmatch(text); m != nil && m[1][0] == '5' {
-		e.Code, _ = strconv.Atoi(m[1])
+	if loc := replyCode.FindStringSubmatchIndex(text); loc != nil && text[loc[2]] == '5' {
+		e.Code, _ = strconv.Atoi(text[loc[2]:loc[3]])
 		e.EnhancedCode = smtp.EnhancedCode{5, 0, 0}
-		if m[2] != "" {
-			e.EnhancedCode = parseEnhanced(m[2])
+		if loc[4] >= 0 {
+			e.EnhancedCode = parseEnhanced(text[loc[4]:loc[5]])
+		}
+		// The server's words, without the output's account of the step.
+		if rest := oneLine(text[loc[1]:]); rest != "" {
+			e.Message = rest
 		}
 	} else if code, rest, ok := strings.Cut(text, " "); ok && strings.HasPrefix(code, "5.") && len(code) <= 9 {
 		if ec := parseEnhanced(code); ec[0] == 5 {

@@ -94,11 +94,13 @@ func (c *clients) connect(addr string, trusted bool, max, perClient int, r *rate
 		return false, "too many connections"
 	}
 	if !trusted {
-		if perClient > 0 && c.open[addr] >= perClient {
-			return false, "too many connections from " + addr
-		}
+		// Every attempt counts toward the rate, one refused included, as
+		// Postfix's anvil counts them.
 		if !count(c.conns, addr, r, time.Now()) {
 			return false, "too many connections from " + addr + " in a short time"
+		}
+		if perClient > 0 && c.open[addr] >= perClient {
+			return false, "too many connections from " + addr
 		}
 	}
 	c.total++

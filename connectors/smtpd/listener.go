@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -15,8 +16,9 @@ import (
 // the new one while the old one still serves: the new one takes the
 // listener over, so that the port never closes and no connection is
 // refused meanwhile; the old one finishes the sessions it has and lets go.
-// Each accepted connection goes to the newest input (its owner), after the
-// per-client limits, whose counts live here for the same reason.
+// Each accepted connection goes to the newest input that holds it (its
+// owner; if a reload fails after taking it, the one before is owner again),
+// after the per-client limits, whose counts live here for the same reason.
 type listener struct {
 	key     string
 	network string
@@ -25,9 +27,8 @@ type listener struct {
 	log     *slog.Logger
 	clients *clients
 
-	mu    sync.Mutex
-	owner *server
-	refs  int
+	mu      sync.Mutex
+	holders []*server // oldest first; the last is the owner
 }
 
 var listeners = struct {
@@ -60,8 +61,7 @@ func acquireListener(network, addr string, mode os.FileMode, log *slog.Logger, s
 		log.Info("listening", "address", ln.Addr().String(), "network", network)
 	}
 	l.mu.Lock()
-	l.refs++
-	l.owner = s
+	l.holders = append(l.holders, s)
 	l.mu.Unlock()
 	return l, nil
 }
@@ -104,11 +104,8 @@ func (l *listener) release(s *server) {
 	listeners.Lock()
 	defer listeners.Unlock()
 	l.mu.Lock()
-	if l.owner == s {
-		l.owner = nil
-	}
-	l.refs--
-	last := l.refs == 0
+	l.holders = slices.DeleteFunc(l.holders, func(h *server) bool { return h == s })
+	last := len(l.holders) == 0
 	l.mu.Unlock()
 	if last {
 		delete(listeners.m, l.key)
@@ -135,8 +132,11 @@ func (l *listener) accept() {
 			continue
 		}
 		delay = 0
+		var s *server
 		l.mu.Lock()
-		s := l.owner
+		if n := len(l.holders); n > 0 {
+			s = l.holders[n-1]
+		}
 		l.mu.Unlock()
 		if s == nil {
 			refuse(c, "421 4.3.2 Service shutting down, try again later")

@@ -364,3 +364,16 @@ func osStat(r *rig, name string) (int64, error) {
 func osWrite(r *rig, sub, name, content string) {
 	os.WriteFile(filepath.Join(r.state, "smtpd", "in", sub, name), []byte(content), 0o600)
 }
+
+type (
+	messageT  = message.Message
+	deliveryT = plugin.Delivery
+	resultsT  = []plugin.RecipientResult
+)
+
+// hello2 says EHLO after the greeting was read.
+func (w *wire) hello2() string {
+	w.t.Helper()
+	w.send("EHLO client.example.org")
+	return w.expect(250)
+}

@@ -347,9 +347,20 @@ func (in *Input) Probe(ctx context.Context) error {
 	return ln.Close()
 }
 
-// start opens the spool and starts listening, once: at the first poll,
-// so that "mailflow quarantine resend" and "mailflow check", which build
-// every input, neither listen nor touch the spool.
+// Start implements plugin.Starter. When this process listens on the
+// address already, this input is a reload's rebuilt one: it takes the
+// listener over now, before the config is swapped in, so that no
+// connection is refused meanwhile. Otherwise listening waits for the
+// first poll (Open), so that "mailflow quarantine resend", which builds
+// and starts every input, neither listens nor touches the spool.
+func (in *Input) Start(ctx context.Context) error {
+	if sharedListener(in.network, in.addr) == nil {
+		return nil
+	}
+	return in.start()
+}
+
+// start opens the spool and starts listening, once.
 func (in *Input) start() error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -399,5 +410,6 @@ var (
 	_ plugin.Checker     = (*Input)(nil)
 	_ plugin.Prober      = (*Input)(nil)
 	_ plugin.Closer      = (*Input)(nil)
+	_ plugin.Starter     = (*Input)(nil)
 	_ plugin.MailWaiter  = (*Input)(nil)
 )
