@@ -56,8 +56,8 @@ says so in its log, in /healthz and in "auth status".`,
 		Short: "Log the connector NAME in once",
 		Long: `login prints an address to open in a browser, and waits on 127.0.0.1 for the
 provider to send the browser back (authorization code with PKCE). With
---device, for a machine without a browser, it prints a code to enter on any
-other device instead.`,
+--device (Microsoft 365; Google's grants no Gmail scope) it prints a code to
+enter on any other device instead, for a machine without a browser.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, oc, err := named(cmd, args[0])
@@ -86,7 +86,7 @@ other device instead.`,
 			return nil
 		},
 	}
-	login.Flags().BoolVar(&device, "device", false, "use the device flow: print a code to enter on another device")
+	login.Flags().BoolVar(&device, "device", false, "use the device flow: print a code to enter on another device (not for Gmail)")
 	cmd.AddCommand(login, &cobra.Command{
 		Use:   "status -c FILE",
 		Short: "The account, scopes, token expiry, refresh token age, last refresh and error of each",

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,9 +77,20 @@ func LoginCode(ctx context.Context, cfg *Config, out io.Writer) (*Token, error) 
 // LoginDevice runs the device flow (RFC 8628) for a machine without a
 // browser: it prints a code and an address to enter it at from any device,
 // and polls the provider as it asks until the person has allowed access.
+//
+// Google's device flow grants a short list of scopes, and none of Gmail's
+// (https://mail.google.com/, gmail.*): Google answers invalid_scope. It is
+// refused here with what to do instead.
 func LoginDevice(ctx context.Context, cfg *Config, out io.Writer) (*Token, error) {
 	if cfg.endpoint.DeviceAuthURL == "" {
 		return nil, errors.New("this provider has no device flow configured (device_url)")
+	}
+	if cfg.Provider == "google" && slices.ContainsFunc(cfg.Scopes, func(s string) bool {
+		return s == "https://mail.google.com/" || strings.HasPrefix(s, "https://www.googleapis.com/auth/gmail.")
+	}) {
+		return nil, errors.New("Google's device flow does not grant Gmail's scopes; log in without --device where a browser can reach " +
+			"this machine's 127.0.0.1 (ssh -L PORT:127.0.0.1:PORT, PORT from the address it prints), or on another machine " +
+			"with the same config, and copy state_dir/tokens/NAME.json here (mode 0600)")
 	}
 	conf := cfg.oauth2Config("")
 	da, err := conf.DeviceAuth(ctx)
