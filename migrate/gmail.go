@@ -227,9 +227,13 @@ func checkLogin(cfg *config.Config, state string) error {
 		if !ok || u.OAuth() == nil {
 			continue
 		}
+		who := u.OAuth().Account // set by Init, which the engine has not run yet
+		if g, ok := oc.Plugin.(*gmail.Output); ok {
+			who = g.Username
+		}
 		if _, err := oauth.NewStore(cfg.StateDir).Load(oc.Name); errors.Is(err, oauth.ErrNoToken) {
 			return fmt.Errorf("log in to %s once, in a browser, then run this command again:\n  mailflow auth login -c %s %s",
-				u.OAuth().Account, state, oc.Name)
+				who, state, oc.Name)
 		}
 	}
 	return nil

@@ -131,7 +131,8 @@ func TestTakeoutIntoGmailWithAllItsLabels(t *testing.T) {
 	plan := migrate.Plan{From: migrate.Endpoint{URL: "mbox://" + path}, To: migrate.Endpoint{URL: gmailURL(fake, "")}, StateDir: state}
 
 	r := migrate.Run(context.Background(), plan, migrate.Options{})
-	if r.Class() != migrate.ClassPlan || !strings.Contains(r.Errors[0].Message, "mailflow auth login -c "+state+" gmail") {
+	if r.Class() != migrate.ClassPlan || !strings.Contains(r.Errors[0].Message, "log in to me@example.com once") ||
+		!strings.Contains(r.Errors[0].Message, "mailflow auth login -c "+state+" gmail") {
 		t.Fatalf("without a login: %+v; want the command that logs in", r.Errors)
 	}
 	if n := len(fake.Requests()); n != 0 {
