@@ -181,6 +181,11 @@ func (d *delivery) answered(results []plugin.RecipientResult, err error) error {
 			d.rec.InDoubt = append(d.rec.InDoubt, name)
 		}
 		d.doubted = true
+	case err != nil && isRefusedPlace(err):
+		// The destination refused where the message was to go, not the
+		// message: it stays at its source, out of the quarantine, until
+		// the config sends it elsewhere (plugin.RefusedPlaceError).
+		d.temp = append(d.temp, fmt.Sprintf("%s: %v", name, err))
 	case err != nil && plugin.IsPermanent(err):
 		d.perm = append(d.perm, fmt.Sprintf("%s: %v", name, err))
 	case err != nil:
@@ -212,6 +217,13 @@ func (d *delivery) answered(results []plugin.RecipientResult, err error) error {
 		}
 	}
 	return nil
+}
+
+// isRefusedPlace reports whether err is a destination's refusal of the
+// place a message was to go to (plugin.RefusedPlaceError).
+func isRefusedPlace(err error) bool {
+	_, ok := plugin.PlaceRefused(err)
+	return ok
 }
 
 // generatedAnswered is answered for a generated message: refusals for good

@@ -115,6 +115,24 @@ func TestDeliveryTransitions(t *testing.T) {
 			_ = d.answered(nil, perm)
 			return d
 		}, step: (*delivery).finish, want: stateRefused},
+		{name: "filtered → deferred (the destination refused the place, not the message)", start: func() *delivery {
+			d := sending("a")
+			_ = d.answered(nil, plugin.RefusedPlace("INBOX.Archive", plugin.Permanent(errors.New("CREATE: NO [NOPERM] Permission denied"))))
+			return d
+		}, step: (*delivery).finish, want: stateDeferred,
+			check: func(t *testing.T, d *delivery) {
+				if len(d.perm) != 0 || len(d.reasons()) != 0 || len(d.rec.Accepted["a"]) != 0 {
+					t.Fatalf("a refused place must not refuse the message: perm %v record %+v", d.perm, d.rec)
+				}
+			}},
+		{name: "filtered → deferred (a refused place at one output, another refused the message)", start: func() *delivery {
+			d := filtered("a", "b")
+			_ = d.started("a")
+			_ = d.answered(nil, plugin.RefusedPlace("Archive", errors.New("NO")))
+			_ = d.started("b")
+			_ = d.answered(nil, perm)
+			return d
+		}, step: (*delivery).finish, want: stateDeferred},
 		{name: "filtered → refused (recipients refused on an earlier try)", start: func() *delivery {
 			d := newDelivery(ledger.Record{Reasons: []string{"a: <y@t>: 550"}, Accepted: map[string][]string{"a": {"*"}}})
 			_ = d.filtered(plugin.Verdict{}, []string{"a"})

@@ -166,7 +166,7 @@ func newHarness(t *testing.T, msgs [][]byte, outputs []string, script string) *h
 }
 
 // newHarnessWith is newHarness with more top-level config lines.
-func newHarnessWith(t *testing.T, msgs [][]byte, outputs []string, script, top string) *harness {
+func newHarnessWith(t *testing.T, msgs [][]byte, outputs []string, script, top string, opts ...engine.Option) *harness {
 	t.Helper()
 	h := &harness{in: newMemInput(msgs),
 		outs: map[string]*memOutput{}, filters: map[string]testFilter{}}
@@ -194,7 +194,7 @@ func newHarnessWith(t *testing.T, msgs [][]byte, outputs []string, script, top s
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.Open(cfg, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e, err := engine.Open(cfg, reg, slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,6 +526,62 @@ func TestNoFetchingWhileEveryOutputBacksOff(t *testing.T) {
 		t.Fatalf("poll during the back-off fetched: %v %v", st, err)
 	}
 }
+
+// A destination that refuses the place a message goes to (an IMAP folder
+// it will not create) refuses no message: each stays at its source, out of
+// the quarantine, and the output is not backed off, so that the messages
+// for other places go on. The next poll tries them again.
+func TestRefusedPlaceLeavesTheMessageAtItsSource(t *testing.T) {
+	var mu sync.Mutex
+	var seen []engine.OutputEvent
+	obs := outputEvents(func(ev engine.OutputEvent) { mu.Lock(); seen = append(seen, ev); mu.Unlock() })
+	h := newHarnessWith(t, enginetest.Mix(6), []string{"out"}, "", "", engine.WithObserver(obs))
+	refusal := plugin.RefusedPlace("INBOX.Archive", errors.New(`imap CREATE "INBOX.Archive": NO [NOPERM] Permission denied`))
+	h.outs["out"].fail = func(m *message.Message) error {
+		if m.Source.ID == "1" || m.Source.ID == "4" {
+			return refusal
+		}
+		return nil
+	}
+	for poll := 1; poll <= 2; poll++ {
+		st, err := h.e.PollOnce(context.Background(), "mem")
+		want := engine.Stats{Fetched: 6, Delivered: 4, Deferred: 2}
+		if poll == 2 {
+			want = engine.Stats{Fetched: 2, Deferred: 2} // the 4 delivered left the source
+		}
+		if err != nil || st != want {
+			t.Fatalf("poll %d: %v %v; want %v", poll, st, err, want)
+		}
+		if h.in.committed("1") || h.in.committed("4") {
+			t.Fatalf("poll %d: a message whose place was refused left its source", poll)
+		}
+		if entries, _ := h.e.Quarantine.List(); len(entries) != 0 {
+			t.Fatalf("poll %d: a refused place quarantined %d messages", poll, len(entries))
+		}
+		if w := h.e.OutputWait("out"); w != 0 {
+			t.Fatalf("poll %d: the output backs off for %v after a refused place", poll, w)
+		}
+	}
+	refused := 0
+	for _, ev := range seen {
+		if r, ok := plugin.PlaceRefused(ev.Err); ok && r.Place == "INBOX.Archive" {
+			refused++
+		}
+	}
+	if refused != 4 {
+		t.Fatalf("observer saw %d refused places, want 4 (2 messages, 2 polls): %+v", refused, seen)
+	}
+}
+
+// outputEvents is an engine.Observer of OutputDone only.
+type outputEvents func(engine.OutputEvent)
+
+func (f outputEvents) MessageFetched(string, string, int64) {}
+func (f outputEvents) MessageDone(engine.MessageEvent)      {}
+func (f outputEvents) OutputDone(ev engine.OutputEvent)     { f(ev) }
+func (f outputEvents) PollDone(engine.PollEvent)            {}
+func (f outputEvents) Reloaded(error)                       {}
+func (f outputEvents) Waiting(engine.WaitEvent)             {}
 
 // A message whose fetched bytes never match the size the source announces
 // is held after fetch_attempts polls, and from then on passed over while

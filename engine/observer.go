@@ -49,7 +49,10 @@ type MessageEvent struct {
 // OutputEvent is an output's answer to one delivery attempt.
 type OutputEvent struct {
 	Output string
-	Err    error // nil: accepted; see plugin.IsPermanent, plugin.IsInDoubt
+	// Folder is the source folder of the message delivered ("" for a
+	// source without folders).
+	Folder string
+	Err    error // nil: accepted; see plugin.IsPermanent, plugin.IsInDoubt, plugin.PlaceRefused
 	Bytes  int64
 	Took   time.Duration
 }

@@ -215,7 +215,7 @@ func (e *Engine) deliver(ctx context.Context, s *Setup, msg *message.Message, d 
 				log.Warn("ledger journal", "err", err)
 			}
 		}
-		e.observer.OutputDone(OutputEvent{Output: outName, Err: err, Bytes: m.Size(), Took: time.Since(start)})
+		e.observer.OutputDone(OutputEvent{Output: outName, Folder: msg.Folder, Err: err, Bytes: m.Size(), Took: time.Since(start)})
 		if generated && err == nil {
 			log.Info("generated message sent", "generated", g.Name, "output", outName, "to", strings.Join(m.Envelope.Recipients, ","))
 		}

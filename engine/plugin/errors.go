@@ -86,3 +86,37 @@ func ThrottledFor(err error) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+// A destination may refuse the place a message is to go to rather than the
+// message: an IMAP server that will not CREATE its folder ("NO [NOPERM]
+// Permission denied", a name it does not allow). No try of any message for
+// that place can succeed while the config sends it there, so the error is
+// permanent; but the message is not at fault, so the engine neither
+// quarantines it nor backs the output off: the message stays at its
+// source (counted deferred), and the output's other messages go on. A
+// migration stops that folder for the run and says what to change.
+type RefusedPlaceError struct {
+	// Place is the destination's name for the place ("INBOX.Archive").
+	Place string
+	// Err is the refusal, with the destination's answer.
+	Err error
+}
+
+func (e *RefusedPlaceError) Error() string   { return e.Err.Error() }
+func (e *RefusedPlaceError) Unwrap() error   { return e.Err }
+func (e *RefusedPlaceError) Permanent() bool { return true }
+
+// RefusedPlace marks err as the destination refusing place (see above).
+func RefusedPlace(place string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &RefusedPlaceError{Place: place, Err: err}
+}
+
+// PlaceRefused returns the refusal err is, or wraps, if it is one.
+func PlaceRefused(err error) (*RefusedPlaceError, bool) {
+	var r *RefusedPlaceError
+	ok := errors.As(err, &r)
+	return r, ok
+}
