@@ -203,7 +203,9 @@ func (l *layout) ensure(ctx context.Context, folder string, use func(context.Con
 		l.mu.Unlock()
 		return nil
 	case errors.As(err, &ie) && createRefused(ie):
-		err = plugin.Permanent(fmt.Errorf("imap CREATE %q: the server refused it: %w", folder, err))
+		// The folder is refused, not the message (plugin.RefusedPlaceError):
+		// the engine leaves its messages at their source.
+		err = plugin.RefusedPlace(folder, fmt.Errorf("imap CREATE %q: the server refused it: %w", folder, err))
 		l.mu.Lock()
 		l.refused[folder] = err
 		l.mu.Unlock()

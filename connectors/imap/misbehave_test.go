@@ -135,9 +135,10 @@ func TestFetchGoesOnAfterTheServerDropsTheSession(t *testing.T) {
 	}
 }
 
-// A CREATE the server refuses is a permanent error with the server's
-// reason, asked once however many messages are for that folder; a folder
-// that came is CREATEd once, whatever comes after.
+// A CREATE the server refuses is a permanent refusal of the folder (not of
+// the message: plugin.RefusedPlaceError) with the server's reason, asked
+// once however many messages are for that folder; a folder that came is
+// CREATEd once, whatever comes after.
 func TestEachFolderIsCreatedOnceAndARefusalIsPermanent(t *testing.T) {
 	addr, p := probedServer(t)
 	p.refuse["Bad"] = &goimap.Error{Type: goimap.StatusResponseTypeNo, Code: goimap.ResponseCodeCannot, Text: "Character not allowed in mailbox name"}
@@ -148,8 +149,8 @@ func TestEachFolderIsCreatedOnceAndARefusalIsPermanent(t *testing.T) {
 	}
 	for i, r := range deliverAll(o, msgs, false) {
 		if msgs[i].Folder == "Bad" {
-			if !plugin.IsPermanent(r.err) || !strings.Contains(r.err.Error(), "Character not allowed") {
-				t.Errorf("message for Bad: %v, want a permanent error with the server's reason", r.err)
+			if rp, ok := plugin.PlaceRefused(r.err); !ok || rp.Place != "Bad" || !plugin.IsPermanent(r.err) || !strings.Contains(r.err.Error(), "Character not allowed") {
+				t.Errorf("message for Bad: %v, want the folder refused for good, with the server's reason", r.err)
 			}
 			continue
 		}
