@@ -19,6 +19,9 @@ type FetchOptions struct {
 	BinarySection     []*FetchItemBinarySection     // requires IMAP4rev2 or BINARY
 	BinarySectionSize []*FetchItemBinarySectionSize // requires IMAP4rev2 or BINARY
 	ModSeq            bool                          // requires CONDSTORE
+	// mailflow: Gmail's X-GM-MSGID and X-GM-LABELS (X-GM-EXT-1).
+	GmailMsgID  bool
+	GmailLabels bool
 
 	ChangedSince uint64 // requires CONDSTORE
 }

@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"io"
 	netmail "net/mail"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/internal"
 	"github.com/emersion/go-imap/v2/internal/imapwire"
+	"github.com/emersion/go-imap/v2/internal/utf7"
 	"github.com/emersion/go-message/mail"
 )
 
@@ -57,6 +59,8 @@ func writeFetchItems(enc *imapwire.Encoder, numKind imapwire.NumKind, options *i
 		"INTERNALDATE":  options.InternalDate,
 		"RFC822.SIZE":   options.RFC822Size,
 		"MODSEQ":        options.ModSeq,
+		"X-GM-MSGID":    options.GmailMsgID,  // mailflow: X-GM-EXT-1
+		"X-GM-LABELS":   options.GmailLabels, // mailflow: X-GM-EXT-1
 	}
 	for k, req := range m {
 		if req {
@@ -479,6 +483,27 @@ type FetchItemDataModSeq struct {
 
 func (FetchItemDataModSeq) fetchItemData() {}
 
+// mailflow: FetchItemDataGmailMsgID holds data returned by FETCH X-GM-MSGID:
+// Gmail's id of the message, the same in every folder that shows it.
+//
+// This requires the X-GM-EXT-1 extension.
+type FetchItemDataGmailMsgID struct {
+	MsgID uint64
+}
+
+func (FetchItemDataGmailMsgID) fetchItemData() {}
+
+// mailflow: FetchItemDataGmailLabels holds data returned by FETCH
+// X-GM-LABELS: the message's labels, decoded as mailbox names are; Gmail's
+// own begin with a backslash (\Inbox, \Sent, \Important).
+//
+// This requires the X-GM-EXT-1 extension.
+type FetchItemDataGmailLabels struct {
+	Labels []string
+}
+
+func (FetchItemDataGmailLabels) fetchItemData() {}
+
 // FetchBodySectionBuffer is a buffer for the data returned by
 // FetchItemBodySection.
 type FetchBodySectionBuffer struct {
@@ -507,7 +532,9 @@ type FetchMessageBuffer struct {
 	BodySection       []FetchBodySectionBuffer
 	BinarySection     []FetchBinarySectionBuffer
 	BinarySectionSize []FetchItemDataBinarySectionSize
-	ModSeq            uint64 // requires CONDSTORE
+	ModSeq            uint64   // requires CONDSTORE
+	GmailMsgID        uint64   // mailflow: requires X-GM-EXT-1
+	GmailLabels       []string // mailflow: requires X-GM-EXT-1
 }
 
 func (buf *FetchMessageBuffer) populateItemData(item FetchItemData) error {
@@ -554,6 +581,10 @@ func (buf *FetchMessageBuffer) populateItemData(item FetchItemData) error {
 		buf.BinarySectionSize = append(buf.BinarySectionSize, item)
 	case FetchItemDataModSeq:
 		buf.ModSeq = item.ModSeq
+	case FetchItemDataGmailMsgID:
+		buf.GmailMsgID = item.MsgID
+	case FetchItemDataGmailLabels:
+		buf.GmailLabels = item.Labels
 	default:
 		panic(fmt.Errorf("unsupported fetch item data %T", item))
 	}
@@ -801,6 +832,25 @@ func (c *Client) handleFetch(seqNum uint32) error {
 				return dec.Err()
 			}
 			item = FetchItemDataModSeq{ModSeq: modSeq}
+		case "X-GM-MSGID": // mailflow: X-GM-EXT-1
+			var s string
+			if !dec.ExpectSP() || !dec.Expect(dec.Func(&s, isDigit), "X-GM-MSGID") {
+				return dec.Err()
+			}
+			id, err := strconv.ParseUint(s, 10, 64)
+			if err != nil {
+				return fmt.Errorf("in X-GM-MSGID: %v", err)
+			}
+			item = FetchItemDataGmailMsgID{MsgID: id}
+		case "X-GM-LABELS": // mailflow: X-GM-EXT-1
+			if !dec.ExpectSP() {
+				return dec.Err()
+			}
+			labels, err := readGmailLabels(dec)
+			if err != nil {
+				return fmt.Errorf("in X-GM-LABELS: %v", err)
+			}
+			item = FetchItemDataGmailLabels{Labels: labels}
 		default:
 			return fmt.Errorf("unsupported msg-att name: %q", attName)
 		}
@@ -826,6 +876,37 @@ func (c *Client) handleFetch(seqNum uint32) error {
 
 func isMsgAttNameChar(ch byte) bool {
 	return ch != '[' && imapwire.IsAtomChar(ch)
+}
+
+func isDigit(ch byte) bool { return ch >= '0' && ch <= '9' }
+
+// mailflow: readGmailLabels reads the list of X-GM-LABELS. Gmail writes its
+// own labels as quoted strings ("\\Inbox") or, as its documentation shows,
+// bare (\Inbox); the others as mailbox names, in modified UTF-7 unless
+// UTF8=ACCEPT is enabled. A name that is not valid modified UTF-7 is kept
+// as it came rather than failing the whole FETCH.
+func readGmailLabels(dec *imapwire.Decoder) ([]string, error) {
+	labels := []string{}
+	err := dec.ExpectList(func() error {
+		if dec.Special('\\') {
+			var name string
+			if !dec.ExpectAtom(&name) {
+				return dec.Err()
+			}
+			labels = append(labels, "\\"+name)
+			return nil
+		}
+		var name string
+		if !dec.ExpectAString(&name) {
+			return dec.Err()
+		}
+		if decoded, err := utf7.Decode(name); err == nil {
+			name = decoded
+		}
+		labels = append(labels, name)
+		return nil
+	})
+	return labels, err
 }
 
 func readEnvelope(dec *imapwire.Decoder, options *Options) (*imap.Envelope, error) {

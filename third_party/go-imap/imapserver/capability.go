@@ -2,6 +2,8 @@ package imapserver
 
 import (
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/internal/imapwire"
@@ -102,6 +104,16 @@ func (c *Conn) availableCaps() []imap.Cap {
 			addAvailableCaps(&caps, available, []imap.Cap{imap.CapAppendLimit})
 		}
 	}
+	// mailflow: a vendor's own capability (Gmail's X-GM-EXT-1), which the
+	// session implements, is advertised as it is given.
+	var vendor []imap.Cap
+	for c := range available {
+		if strings.HasPrefix(string(c), "X-") {
+			vendor = append(vendor, c)
+		}
+	}
+	sort.Slice(vendor, func(i, j int) bool { return vendor[i] < vendor[j] })
+	caps = append(caps, vendor...)
 	return caps
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"mime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -180,6 +181,10 @@ func handleFetchAtt(dec *imapwire.Decoder, attName string, options *imap.FetchOp
 			return err
 		}
 		options.BodySection = append(options.BodySection, &section)
+	case "X-GM-MSGID": // mailflow: X-GM-EXT-1
+		options.GmailMsgID = true
+	case "X-GM-LABELS": // mailflow: X-GM-EXT-1
+		options.GmailLabels = true
 	default:
 		return newClientBugError("Unknown FETCH data item")
 	}
@@ -493,6 +498,26 @@ func (w *FetchResponseWriter) writeBodyStructure(bs imap.BodyStructure, extended
 	enc := w.enc.Encoder
 	enc.Atom(item).SP()
 	writeBodyStructure(enc, bs, extended)
+}
+
+// mailflow: WriteGmailMsgID writes the message's X-GM-MSGID (X-GM-EXT-1).
+func (w *FetchResponseWriter) WriteGmailMsgID(id uint64) {
+	w.writeItemSep()
+	w.enc.Atom("X-GM-MSGID").SP().Atom(strconv.FormatUint(id, 10))
+}
+
+// mailflow: WriteGmailLabels writes the message's X-GM-LABELS (X-GM-EXT-1):
+// a label beginning with a backslash (Gmail's own, \Inbox) as a quoted
+// string, as Gmail does, the others as mailbox names.
+func (w *FetchResponseWriter) WriteGmailLabels(labels []string) {
+	w.writeItemSep()
+	w.enc.Atom("X-GM-LABELS").SP().List(len(labels), func(i int) {
+		if strings.HasPrefix(labels[i], "\\") {
+			w.enc.Quoted(labels[i])
+		} else {
+			w.enc.Mailbox(labels[i])
+		}
+	})
 }
 
 // Close closes the FETCH message writer.
