@@ -216,6 +216,22 @@ func (l *layout) ensure(ctx context.Context, folder string, use func(context.Con
 	return nil
 }
 
+// MakePlace implements plugin.PlaceMaker: the folder mail from folder goes
+// to is made now, once, as a first delivery there would. A name the
+// destination cannot write (it holds its separator) is a refused place too.
+func (o *Output) MakePlace(ctx context.Context, folder, role string) error {
+	target, err := o.target(ctx, folder, role)
+	if err != nil {
+		if plugin.IsPermanent(err) {
+			return plugin.RefusedPlace(folder, err)
+		}
+		return err
+	}
+	return o.layout.ensure(ctx, target, o.use)
+}
+
+var _ plugin.PlaceMaker = (*Output)(nil)
+
 // state reports whether folder is known to exist, or the error its CREATE
 // was refused with.
 func (l *layout) state(folder string) (bool, error) {

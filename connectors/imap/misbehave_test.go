@@ -143,6 +143,14 @@ func TestEachFolderIsCreatedOnceAndARefusalIsPermanent(t *testing.T) {
 	addr, p := probedServer(t)
 	p.refuse["Bad"] = &goimap.Error{Type: goimap.StatusResponseTypeNo, Code: goimap.ResponseCodeCannot, Text: "Character not allowed in mailbox name"}
 	o := newOutput(t, addr, nil)
+	// Made ahead, as a migration checks its folders (MakePlace), then
+	// delivered to: still one CREATE each.
+	if err := o.MakePlace(context.Background(), "Archive", ""); err != nil {
+		t.Fatalf("MakePlace Archive: %v", err)
+	}
+	if rp, ok := plugin.PlaceRefused(o.MakePlace(context.Background(), "Bad", "")); !ok || rp.Place != "Bad" || !strings.Contains(rp.Error(), "Character not allowed") {
+		t.Fatalf("MakePlace Bad: %v, want the folder refused with the server's reason", rp)
+	}
 	var msgs []*message.Message
 	for i := range 12 {
 		msgs = append(msgs, testMessage(i, []string{"Bad", "Lists/go", "Lists", "Archive"}[i%4]))

@@ -80,3 +80,14 @@ type FolderStater interface {
 	// Finder, folder and role are the source folder's, as in Holds.
 	FolderState(ctx context.Context, folder, role string) (string, error)
 }
+
+// PlaceMaker is implemented by outputs that make the place a message goes
+// to before they deliver there (IMAP: CREATE of its folder), so that a
+// migration learns, before it moves anything, which places the destination
+// refuses.
+type PlaceMaker interface {
+	// MakePlace makes, unless it is there, the place mail from folder
+	// (whose SPECIAL-USE was role) goes to. A *RefusedPlaceError says the
+	// destination will not have it; another error says nothing for good.
+	MakePlace(ctx context.Context, folder, role string) error
+}
