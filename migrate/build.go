@@ -21,8 +21,9 @@ const (
 // buildConfig makes the engine's config for the plan: one input for the
 // source, one output for the destination, and a pipeline between them
 // that --since filters. deleteNow sets an IMAP source to delete what is
-// settled (only after a verification found nothing missing).
-func (p *Plan) buildConfig(from, to endpoint, stateDir string, deleteNow bool) (*config.Config, error) {
+// settled (only after a verification found nothing missing); an IMAP
+// source leaves out the folders of skip (those the destination refused).
+func (p *Plan) buildConfig(from, to endpoint, stateDir string, deleteNow bool, skip ...string) (*config.Config, error) {
 	if p.Config != "" {
 		return config.Load(p.Config, plugins.Default)
 	}
@@ -58,7 +59,7 @@ func (p *Plan) buildConfig(from, to endpoint, stateDir string, deleteNow bool) (
 		in := &imap.Input{}
 		in.Address, in.TLS, in.Username = from.addr, from.tls, from.user
 		p.From.secret(&in.PasswordEnv, &in.PasswordFile, "MAILFLOW_PASSWORD")
-		in.Folders, in.Parallel = p.Folders, parallel
+		in.Folders, in.Exclude, in.Parallel = p.Folders, skip, parallel
 		if len(in.Folders) == 0 {
 			in.Folders = []string{"*"}
 		}

@@ -3,7 +3,9 @@ package migrate
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +47,21 @@ func (t *Totals) add(items []survey.Item) {
 			t.Folders[it.Folder] = t.Folders[it.Folder].plus(1, it.Size)
 		}
 	}
+}
+
+// without is t less the folders of refused, which the run leaves out.
+func (t Totals) without(refused []RefusedFolder) Totals {
+	out := t
+	out.Folders = maps.Clone(t.Folders)
+	for _, f := range refused {
+		c, ok := out.Folders[f.Folder]
+		if !ok {
+			continue
+		}
+		delete(out.Folders, f.Folder)
+		out.ToMove = Count{out.ToMove.Messages - c.Messages, out.ToMove.Bytes - c.Bytes}
+	}
+	return out
 }
 
 // FolderNames are the surveyed folders with something to move, in order.
@@ -108,6 +125,9 @@ type Meter struct {
 	throttled time.Duration
 	why       string
 	waiting   string // what Progress says while the run waits
+	// refused are the source folders whose place the destination
+	// refused, with its answer and the messages of the pass refused so.
+	refused map[string]*RefusedFolder
 }
 
 func newMeter(next Observer) *Meter {
@@ -141,11 +161,49 @@ func (m *Meter) MessageDone(ev engine.MessageEvent) {
 	}
 }
 
-// OutputDone implements engine.Observer: a server's ask to wait is noted.
+// OutputDone implements engine.Observer: a server's ask to wait is noted,
+// and a place it refused (plugin.RefusedPlaceError) with the folder.
 func (m *Meter) OutputDone(ev engine.OutputEvent) {
 	if d, ok := plugin.ThrottledFor(ev.Err); ok {
 		m.noteThrottle(d, ev.Err)
 	}
+	if _, ok := plugin.PlaceRefused(ev.Err); ok {
+		m.mu.Lock()
+		if m.refused == nil {
+			m.refused = map[string]*RefusedFolder{}
+		}
+		f := m.refused[ev.Folder]
+		if f == nil {
+			f = &RefusedFolder{Folder: ev.Folder, Reason: ev.Err.Error()}
+			m.refused[ev.Folder] = f
+		}
+		f.Messages, f.Bytes = f.Messages+1, f.Bytes+ev.Bytes
+		m.mu.Unlock()
+	}
+}
+
+// newPass forgets the counts of refused folders of the pass before (a pass
+// deals with every message again).
+func (m *Meter) newPass() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, f := range m.refused {
+		f.Messages, f.Bytes = 0, 0
+	}
+}
+
+// refusedFolders are the folders refused in the last pass, by name.
+func (m *Meter) refusedFolders() []RefusedFolder {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []RefusedFolder
+	for _, f := range m.refused {
+		if f.Messages > 0 {
+			out = append(out, *f)
+		}
+	}
+	slices.SortFunc(out, func(a, b RefusedFolder) int { return strings.Compare(a.Folder, b.Folder) })
+	return out
 }
 
 // PollDone implements engine.Observer: likewise for the source.

@@ -43,6 +43,11 @@ type Report struct {
 	InDoubt int64 `json:"in_doubt"`
 	// Refused were refused by the destination or quarantined by a filter.
 	Refused []Refusal `json:"refused,omitempty"`
+	// RefusedFolders are source folders whose messages the destination
+	// would not take where they were to go (it refused to create the
+	// folder): they stay at the source, not counted Deferred, and only a
+	// change of the plan (--folder-map) or of the destination moves them.
+	RefusedFolders []RefusedFolder `json:"refused_folders,omitempty"`
 	// Verifications compare the source with the destination, folder by
 	// folder; none where the destination cannot be searched (SMTP,
 	// Gmail), which Unverified says, and why.
@@ -62,6 +67,15 @@ type Refusal struct {
 	MessageID    string `json:"message_id,omitempty"`
 	Reason       string `json:"reason"`
 	QuarantineID string `json:"quarantine_id"`
+}
+
+// RefusedFolder is a source folder the destination refused a place for.
+type RefusedFolder struct {
+	Folder string `json:"folder"` // the source's name
+	Reason string `json:"reason"` // the destination's answer
+	// Messages (and their Bytes) are what stays at the source for it.
+	Messages int64 `json:"messages"`
+	Bytes    int64 `json:"bytes"`
 }
 
 // Verification is what the closing check found.
@@ -94,8 +108,8 @@ type Class string
 
 const (
 	// ClassPlan: the plan cannot run as written (a mistake in it, a
-	// missing secret, its state in use by another run): running it again
-	// unchanged cannot help.
+	// missing secret, its state in use by another run, a folder the
+	// destination refuses): running it again unchanged cannot help.
 	ClassPlan Class = "plan"
 	// ClassConnection: a server could not be reached, refused the login,
 	// or a session broke. It may work later.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/mailflow/mailflow/engine"
@@ -73,6 +75,7 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 	// where the source can tell. What an earlier run moved, and is still
 	// at the source, is what the ledger has as settled.
 	settledBefore := settled(e)
+	var toMove []survey.Item
 	for _, ic := range cfg.Inputs {
 		items, err := survey.Changes(ctx, e, ic.Name, survey.PeekNone)
 		if err != nil {
@@ -80,10 +83,36 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 			return r
 		}
 		r.Surveyed.add(items)
+		for _, it := range items {
+			if !it.Settled && !it.TooLarge {
+				toMove = append(toMove, it)
+			}
+		}
 	}
 	r.Surveyed.MovedEarlier.Messages = max(r.Surveyed.MovedEarlier.Messages, settledBefore)
 	r.TooLarge = r.Surveyed.TooLarge.Messages
-	meter.begin(r.Surveyed)
+
+	// The folders mail is to go to are made first: a folder the
+	// destination refuses is a mistake of the plan, said now, and an IMAP
+	// source leaves it out of this run rather than fetch its messages to
+	// leave them where they are.
+	totals := r.Surveyed
+	if refused := makeFolders(ctx, cfg, toMove); len(refused) > 0 {
+		r.RefusedFolders = refused
+		totals = totals.without(refused)
+		if skip, ok := skippable(from, refused); ok && p.Config == "" {
+			next, err := p.buildConfig(from, to, state, false, skip...)
+			if err == nil {
+				err = e.Apply(next)
+			}
+			if err != nil {
+				r.fail(ClassPlan, err)
+				return r
+			}
+			cfg = next
+		}
+	}
+	meter.begin(totals)
 
 	total, runErr := passes(ctx, e, cfg, meter)
 	moved := meter.movedCount()
@@ -93,6 +122,20 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 	r.Moved, r.MovedBytes = total.Delivered-r.AlreadyThere, moved.Bytes
 	r.AlreadyMoved, r.FlagsUpdated, r.DeletedThere = settledBefore, total.Updated, total.Deleted
 	r.Left, r.Deferred, r.Held, r.InDoubt = total.Left, total.Deferred, total.Held, total.InDoubt
+	// Messages whose folder was refused during the poll stay at the
+	// source as deferred ones do, but a retry cannot help them.
+	for _, f := range meter.refusedFolders() {
+		r.Deferred -= f.Messages
+		if !slices.ContainsFunc(r.RefusedFolders, func(g RefusedFolder) bool { return g.Folder == f.Folder }) {
+			r.RefusedFolders = append(r.RefusedFolders, f)
+		}
+	}
+	r.Deferred = max(r.Deferred, 0)
+	for _, f := range r.RefusedFolders {
+		r.fail(ClassPlan, fmt.Errorf("the destination refused the folder %q (%s); its %d messages stay on the old server: "+
+			"give it a name the destination takes with --folder-map '%s=NAME' (or have its administrator allow the folder) and run again",
+			f.Folder, f.Reason, f.Messages, f.Folder))
+	}
 	if entries, err := e.Quarantine.List(); err == nil {
 		for _, q := range entries {
 			if !q.At.Before(r.Started) {
@@ -130,6 +173,7 @@ const maxPasses = 100
 func passes(ctx context.Context, e *engine.Engine, cfg *config.Config, meter *Meter) (engine.Stats, error) {
 	var total engine.Stats
 	for pass := 1; ; pass++ {
+		meter.newPass()
 		stats, err := e.RunOnce(ctx)
 		var this engine.Stats
 		for _, s := range stats {
@@ -150,6 +194,70 @@ func passes(ctx context.Context, e *engine.Engine, cfg *config.Config, meter *Me
 		}
 		meter.wait(ctx, why, asked)
 	}
+}
+
+// makeFolders makes, at every output that makes places (plugin.PlaceMaker),
+// the folders the messages of items are to go to, and returns those the
+// destination refused, with the messages that stay at the source for them.
+// Any other error is left for the poll to meet.
+func makeFolders(ctx context.Context, cfg *config.Config, items []survey.Item) []RefusedFolder {
+	type place struct{ folder, role string }
+	count := map[place]Count{}
+	var order []place
+	for _, it := range items {
+		pl := place{it.Folder, it.FolderRole}
+		if _, seen := count[pl]; !seen {
+			order = append(order, pl)
+		}
+		count[pl] = count[pl].plus(1, it.Size)
+	}
+	refused := map[string]*RefusedFolder{}
+	var out []RefusedFolder
+	for _, ic := range cfg.Inputs {
+		pc := cfg.Pipeline(ic.Pipeline)
+		if pc == nil {
+			continue
+		}
+		for _, name := range pc.Outputs {
+			pm, ok := cfg.Output(name).Plugin.(plugin.PlaceMaker)
+			if !ok {
+				continue
+			}
+			for _, pl := range order {
+				if refused[pl.folder] != nil {
+					continue
+				}
+				if rp, ok := plugin.PlaceRefused(pm.MakePlace(ctx, pl.folder, pl.role)); ok {
+					c := count[pl]
+					refused[pl.folder] = &RefusedFolder{Folder: pl.folder, Reason: rp.Error(), Messages: c.Messages, Bytes: c.Bytes}
+				}
+			}
+		}
+	}
+	for _, pl := range order {
+		if f := refused[pl.folder]; f != nil {
+			out = append(out, *f)
+			delete(refused, pl.folder)
+		}
+	}
+	return out
+}
+
+// skippable returns the LIST patterns that leave the refused folders out of
+// an IMAP source; not ok when the source is of another kind, or a name
+// holds a wildcard, which a pattern cannot name alone.
+func skippable(from endpoint, refused []RefusedFolder) ([]string, bool) {
+	if from.scheme != "imap" {
+		return nil, false
+	}
+	var skip []string
+	for _, f := range refused {
+		if f.Folder == "" || strings.ContainsAny(f.Folder, "*%") {
+			return nil, false
+		}
+		skip = append(skip, f.Folder)
+	}
+	return skip, true
 }
 
 // verify compares, folder by folder, what each input's source holds with

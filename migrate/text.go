@@ -39,6 +39,12 @@ func (r *Report) WriteText(w io.Writer, conf string) {
 	if r.Deferred > 0 {
 		fmt.Fprintf(w, "deferred, still on the old server: %d (run again to retry)\n", r.Deferred)
 	}
+	if len(r.RefusedFolders) > 0 {
+		fmt.Fprintf(w, "folders the destination refused, left on the old server: %d (a retry cannot help; see below)\n", len(r.RefusedFolders))
+		for _, f := range r.RefusedFolders {
+			fmt.Fprintf(w, "  %s: %d messages (%s): %s\n", f.Folder, f.Messages, human.Bytes(f.Bytes), human.Line(f.Reason))
+		}
+	}
 	for _, v := range r.Verifications {
 		if v.Error != "" {
 			fmt.Fprintf(w, "verification of %s → %s failed: %s\n", v.Input, v.Output, v.Error)

@@ -34,8 +34,9 @@ From, Subject and size) is not copied again, and the run ends with a
 verification, folder by folder. It is resumable: interrupt it (Ctrl-C) or
 kill it, run the same command again, and it goes on where it stopped. It
 ends with a report and exits 1 if anything is still on the old server to be
-retried, 3 if all that did not move was refused by the new server or
-quarantined ("mailflow quarantine resend" with the id the report gives).
+retried, 2 if the new server refused a folder (the report names it: give it
+another name with --folder-map), 3 if all that did not move was refused by
+the new server or quarantined ("mailflow quarantine resend" with the id).
 
 ` + inDoubtNote + `
 
@@ -89,7 +90,7 @@ With -c FILE, the inputs of FILE are polled once instead.`,
 			}
 			r := migrate.Run(ctx, p, migrate.Options{Log: log, Observer: obs})
 			prog.Finish()
-			if r.Class() == migrate.ClassPlan {
+			if r.Class() == migrate.ClassPlan && len(r.RefusedFolders) == 0 {
 				return failed(cmd, exitConfig, errors.New(r.Errors[0].Message))
 			}
 			r.WriteText(cmd.OutOrStdout(), configPath(g.config, r.StateDir))
@@ -98,7 +99,7 @@ With -c FILE, the inputs of FILE are polled once instead.`,
 					fmt.Fprintln(cmd.ErrOrStderr(), "mailflow: --report-json:", err)
 				}
 			}
-			return exitError(exitCode(r.Result()))
+			return exitError(exitCode(r))
 		},
 	}
 	f := cmd.Flags()
@@ -154,8 +155,11 @@ func childCmd(g *globals) *cobra.Command {
 	}
 }
 
-func exitCode(r migrate.Result) int {
-	return [...]int{exitOK, exitQuarantined, exitFailed}[r]
+func exitCode(r *migrate.Report) int {
+	if r.Class() == migrate.ClassPlan {
+		return exitConfig // a folder the destination refused: the plan must change
+	}
+	return [...]int{exitOK, exitQuarantined, exitFailed}[r.Result()]
 }
 
 // configPath is the -c to give "mailflow quarantine" for a run's state.
