@@ -104,8 +104,8 @@ func (c *Conn) availableCaps() []imap.Cap {
 			addAvailableCaps(&caps, available, []imap.Cap{imap.CapAppendLimit})
 		}
 	}
-	// mailflow: a vendor's own capability (Gmail's X-GM-EXT-1), which the
-	// session implements, is advertised as it is given.
+	// mailflow: a vendor's own capability (Gmail's X-GM-EXT-1) that the
+	// session implements is advertised as it is given.
 	var vendor []imap.Cap
 	for c := range available {
 		if strings.HasPrefix(string(c), "X-") {
