@@ -99,6 +99,8 @@ type Input struct {
 	users             *users
 	files             []string
 
+	free freeCache // the spool disk's free space, for roomFor
+
 	mu      sync.Mutex
 	spool   *spool
 	srv     *server
