@@ -109,10 +109,11 @@ func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "mailflow",
 		Short: "Move e-mail through a scriptable pipeline",
-		Long: `mailflow moves e-mail through a scriptable pipeline: inputs (Maildir, POP3,
-IMAP) fetch mail, Lua filter scripts rewrite, route or drop it, outputs
-(Maildir, SMTP, IMAP) deliver it. A message leaves its source only after every
-output it was routed to accepted it.
+		Long: `mailflow moves e-mail through a scriptable pipeline: inputs (POP3, IMAP,
+Maildir, mbox, or mail received over SMTP and LMTP) take mail in, Lua filter
+scripts rewrite, route or drop it, outputs (SMTP, IMAP, Maildir, mbox, the
+Gmail API) deliver it. A message leaves its source only after every output it
+was routed to accepted it.
 
 ` + exitCodes,
 		Version:           version,
