@@ -173,3 +173,52 @@ func TestLMTPAfterSpool(t *testing.T) {
 	}
 	r.waitFor(1)
 }
+
+// Stopping mailflow answers a client still waiting for an outcome no
+// poll will give (its message came after the last poll began) at once,
+// 451, rather than when answer_timeout is up or by closing on it.
+func TestStopAnswersWaitingClients(t *testing.T) {
+	r := newRig(t, "smtp", "answer = \"after_delivery\"\nanswer_timeout = \"1m\"", "")
+	block := make(chan struct{})
+	r.out.setFail(func(m *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
+		<-block
+		return nil, nil
+	})
+	send := func(subject string) chan error {
+		got := make(chan error, 1)
+		go func() {
+			got <- sendMail(r.addr, "alice@example.org", []string{"bob@example.net"}, strings.NewReader(msg(subject, "x\r\n")))
+		}()
+		return got
+	}
+	first := send("first")
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(r.log.String(), "msg=received") {
+		if time.Now().After(deadline) {
+			t.Fatal("never received")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // in the output now
+	second := send("second")
+	for len(r.spooled("wait")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the second was never spooled")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	go r.stop()
+	time.Sleep(200 * time.Millisecond)
+	close(block) // the poll under way ends; no other starts
+	for name, got := range map[string]chan error{"first": first, "second": second} {
+		select {
+		case err := <-got:
+			var se *smtp.SMTPError
+			if name == "first" && err != nil || name == "second" && (!errors.As(err, &se) || se.Code != 451) {
+				t.Errorf("%s: %v", name, err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s was not answered at shutdown", name)
+		}
+	}
+}

@@ -139,7 +139,7 @@ func (l *listener) accept() {
 		}
 		l.mu.Unlock()
 		if s == nil {
-			refuse(c, "421 4.3.2 Service shutting down, try again later")
+			go refuse(c, "421 4.3.2 Service shutting down, try again later")
 			continue
 		}
 		s.admit(l, c)

@@ -60,7 +60,7 @@ func (s *server) admit(l *listener, nc net.Conn) {
 		if in.TLS == "implicit" {
 			nc.Close() // a TLS client would read a reply in clear as garbage
 		} else {
-			refuse(nc, fmt.Sprintf("421 4.7.0 %s Error: %s", in.Hostname, why))
+			go refuse(nc, fmt.Sprintf("421 4.7.0 %s Error: %s", in.Hostname, why))
 		}
 		return
 	}
@@ -80,7 +80,7 @@ func (s *server) admit(l *listener, nc net.Conn) {
 	s.mu.Unlock()
 	if closing {
 		l.clients.closed(addr)
-		refuse(nc, "421 4.3.2 Service shutting down, try again later")
+		go refuse(nc, "421 4.3.2 Service shutting down, try again later")
 		return
 	}
 	var out net.Conn = c

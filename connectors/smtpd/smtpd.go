@@ -395,6 +395,12 @@ func (in *Input) Close() error {
 	srv, sp := in.srv, in.spool
 	in.srv, in.spool, in.stopped = nil, nil, true
 	in.mu.Unlock()
+	if sp != nil && sp.lastHolder() {
+		// mailflow is stopping, not reloading: no poll will answer the
+		// clients waiting for their outcome (after_delivery), so they
+		// are told now, and their transactions can end.
+		sp.stopWaiting("mailflow is stopping")
+	}
 	if srv != nil {
 		srv.stop()
 	}

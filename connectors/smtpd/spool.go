@@ -114,6 +114,13 @@ func openSpool(dir string, log *slog.Logger) (*spool, error) {
 	return s, nil
 }
 
+// lastHolder reports whether only one input holds s.
+func (s *spool) lastHolder() bool {
+	spools.Lock()
+	defer spools.Unlock()
+	return s.refs == 1
+}
+
 // release gives up one input's hold on s; the last one answers the
 // clients still waiting and forgets s.
 func (s *spool) release() {
