@@ -351,3 +351,32 @@ func TestStaleForgetAndMarkRemoved(t *testing.T) {
 		t.Fatal("a record outside the places swept was forgotten")
 	}
 }
+
+// Stats counts the settled records without decoding them, and counts
+// them right however a record is written: an output named "settled", and
+// a record written with its fields in another order than json.Marshal's.
+func TestStatsCountsSettledRecords(t *testing.T) {
+	l, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.Put("in", "delivered", Record{Settled: Delivered, Accepted: map[string][]string{"settled": {"*"}}})
+	l.Put("in", "quarantined", Record{Settled: Quarantined})
+	l.Put("in", "sending", Record{Sending: []string{"settled"}, Where: map[string]string{"settled": "INBOX;UIDVALIDITY=1/;UID=2"}})
+	l.Put("in", "none", Record{Digest: "d"})
+	err = l.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName("in"))
+		if err := b.Put([]byte("reordered"), []byte(`{"digest":"d","settled":"dropped"}`)); err != nil {
+			return err
+		}
+		return b.Put([]byte("reordered-unsettled"), []byte(`{"digest":"d","settled":""}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := l.Stats()
+	if len(st) != 1 || st[0].Records != 6 || st[0].Settled != 3 {
+		t.Fatalf("stats %+v; want 6 records, 3 settled", st)
+	}
+}

@@ -1,10 +1,13 @@
 package ledger
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -223,8 +226,7 @@ func (l *Ledger) Stats() []InputStats {
 				st := get(input)
 				return b.ForEach(func(_, v []byte) error {
 					st.Records++
-					var rec Record
-					if json.Unmarshal(v, &rec) == nil && rec.Settled != "" {
+					if settled(v) {
 						st.Settled++
 					}
 					return nil
@@ -247,6 +249,49 @@ func (l *Ledger) Stats() []InputStats {
 	return out
 }
 
+// settled reports whether the record encoded as v is settled, without
+// decoding the rest of it (a ledger of a large mailbox is counted at every
+// start): json.Marshal writes Settled first, and only when it is set, so a
+// record that starts so is settled and one that never names the field is
+// not; any other is decoded.
+func settled(v []byte) bool {
+	if bytes.HasPrefix(v, []byte(`{"settled":"`)) {
+		return true
+	}
+	if !bytes.Contains(v, []byte(`"settled"`)) {
+		return false
+	}
+	var rec struct {
+		Settled Outcome `json:"settled"`
+	}
+	return json.Unmarshal(v, &rec) == nil && rec.Settled != ""
+}
+
+// metas are the inputs the ledger holds records or meta for, each with its
+// meta, read without reading the records.
+func (l *Ledger) metas() map[string]Meta {
+	out := map[string]Meta{}
+	_ = l.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			if input, ok := strings.CutPrefix(string(name), "input/"); ok {
+				if _, seen := out[input]; !seen {
+					out[input] = Meta{}
+				}
+			}
+			if string(name) == string(metaBucket) {
+				return b.ForEach(func(k, v []byte) error {
+					var m Meta
+					_ = json.Unmarshal(v, &m)
+					out[string(k)] = m
+					return nil
+				})
+			}
+			return nil
+		})
+	})
+	return out
+}
+
 // ForgetOrphans is called with the inputs the config has now. An input
 // the ledger knows but the config does not is marked orphaned the first
 // time; once it has been orphaned for longer than grace, its records and
@@ -257,7 +302,10 @@ func (l *Ledger) ForgetOrphans(configured []string, grace time.Duration, now tim
 	for _, n := range configured {
 		want[n] = true
 	}
-	for _, st := range l.Stats() {
+	metas := l.metas()
+	inputs := slices.Sorted(maps.Keys(metas))
+	for _, input := range inputs {
+		st := InputStats{Input: input, Meta: metas[input]}
 		m := st.Meta
 		switch {
 		case want[st.Input] && !m.Orphaned.IsZero():
