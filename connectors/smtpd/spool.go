@@ -85,7 +85,7 @@ type spool struct {
 	bytes             int64 // of the messages spooled, for max_spool_size
 	notify            chan struct{}
 	seq               atomic.Uint64
-	newSync, waitSync dirSyncer
+	newSync, waitSync fsync.Group
 
 	refs int // inputs holding it (see spools)
 }
@@ -106,7 +106,7 @@ func openSpool(dir string, log *slog.Logger) (*spool, error) {
 		return s, nil
 	}
 	s := &spool{dir: dir, log: log, entries: map[string]*entry{}, notify: make(chan struct{}, 1), refs: 1}
-	s.newSync.dir, s.waitSync.dir = filepath.Join(dir, "new"), filepath.Join(dir, "wait")
+	s.newSync.Dir, s.waitSync.Dir = filepath.Join(dir, "new"), filepath.Join(dir, "wait")
 	if err := s.load(); err != nil {
 		return nil, err
 	}
@@ -285,7 +285,7 @@ func (sp *spooling) commit(wait bool) (*entry, error) {
 		os.Remove(filepath.Join(s.dir, "tmp", sp.id))
 		return nil, err
 	}
-	if err := syncer.sync(); err != nil {
+	if err := syncer.Sync(); err != nil {
 		os.Remove(filepath.Join(s.dir, dir, sp.id))
 		return nil, err
 	}
@@ -379,7 +379,7 @@ func (s *spool) keep(en *entry) error {
 	if err := os.Rename(filepath.Join(s.dir, "wait", en.id), filepath.Join(s.dir, "new", en.id)); err != nil {
 		return err
 	}
-	if err := s.newSync.sync(); err != nil {
+	if err := s.newSync.Sync(); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -393,41 +393,4 @@ func (s *spool) size() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.bytes
-}
-
-// dirSyncer syncs one directory for every caller that made a change in
-// it, sharing each sync among the callers that arrived while the previous
-// one ran: a caller waits for a sync that started after its change.
-type dirSyncer struct {
-	dir     string
-	mu      sync.Mutex
-	cond    *sync.Cond
-	started uint64 // syncs begun
-	done    uint64 // syncs finished
-	running bool
-	err     error // of the last finished sync
-}
-
-func (d *dirSyncer) sync() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cond == nil {
-		d.cond = sync.NewCond(&d.mu)
-	}
-	mine := d.started + 1 // the first sync to start from now on
-	for d.done < mine {
-		if d.running {
-			d.cond.Wait()
-			continue
-		}
-		d.running = true
-		d.started++
-		n := d.started
-		d.mu.Unlock()
-		err := fsync.Dir(d.dir)
-		d.mu.Lock()
-		d.running, d.done, d.err = false, n, err
-		d.cond.Broadcast()
-	}
-	return d.err
 }
