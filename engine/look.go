@@ -17,7 +17,16 @@ import (
 // is closed after fn; it holds the generation of the config it was opened
 // with, as a poll does.
 func (e *Engine) Look(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
-	return e.look(ctx, input, false, fn)
+	return e.look(ctx, input, false, true, fn)
+}
+
+// LookListing is Look without the ledger's records, for a look that does
+// not need them (a verification): decoding the records of a large
+// mailbox costs more memory than the listing itself.
+func (e *Engine) LookListing(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing) error) error {
+	return e.look(ctx, input, false, false, func(sess plugin.Session, l plugin.Listing, _ map[string]ledger.Record) error {
+		return fn(sess, l)
+	})
 }
 
 // LookChanges is Look on what changed since the input's last delta
@@ -25,10 +34,10 @@ func (e *Engine) Look(ctx context.Context, input string, fn func(plugin.Session,
 // now would be given. Settled messages that did not change are not
 // listed; the ledger counts them (Ledger.Stats).
 func (e *Engine) LookChanges(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
-	return e.look(ctx, input, true, fn)
+	return e.look(ctx, input, true, true, fn)
 }
 
-func (e *Engine) look(ctx context.Context, input string, changes bool, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
+func (e *Engine) look(ctx context.Context, input string, changes, records bool, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
 	if e.Ledger == nil {
 		return errors.New("engine opened without its ledger cannot look at a source")
 	}
@@ -53,6 +62,10 @@ func (e *Engine) look(ctx context.Context, input string, changes bool, fn func(p
 	if err != nil {
 		return errors.Join(err, sess.Close(ctx))
 	}
-	err = fn(sess, listing, e.Ledger.GetMany(input, listingIDs(listing)))
+	var recs map[string]ledger.Record
+	if records {
+		recs = e.Ledger.GetMany(input, listingIDs(listing))
+	}
+	err = fn(sess, listing, recs)
 	return errors.Join(err, sess.Close(ctx))
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/mailflow/mailflow/engine"
-	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
 )
@@ -77,7 +76,7 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 	}
 	var checks []FolderCheck
 	clean := Tokens{}
-	err := e.Look(ctx, input, func(sess plugin.Session, listing plugin.Listing, _ map[string]ledger.Record) error {
+	err := e.LookListing(ctx, input, func(sess plugin.Session, listing plugin.Listing) error {
 		by := map[string][]plugin.Item{}
 		role := map[string]string{}
 		for _, it := range listing.Items {
