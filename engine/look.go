@@ -37,20 +37,44 @@ func (e *Engine) LookChanges(ctx context.Context, input string, fn func(plugin.S
 	return e.look(ctx, input, true, true, fn)
 }
 
-func (e *Engine) look(ctx context.Context, input string, changes, records bool, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
-	if e.Ledger == nil {
-		return errors.New("engine opened without its ledger cannot look at a source")
-	}
-	g := e.gens.pin()
-	defer g.unpin()
-	ic := g.setup.Config.Input(input)
-	if ic == nil {
-		return fmt.Errorf("no input %q", input)
-	}
-	sess, err := ic.Plugin.Open(ctx)
+// LookUnlisted is Look without the listing: fn is given the session
+// alone, and lists it (Session.List) only if it needs to, as a
+// verification that finds from the folders' states (plugin.FolderLister)
+// that nothing changed does not.
+func (e *Engine) LookUnlisted(ctx context.Context, input string, fn func(plugin.Session) error) error {
+	sess, unpin, err := e.openLook(ctx, input)
 	if err != nil {
 		return err
 	}
+	defer unpin()
+	return errors.Join(fn(sess), sess.Close(ctx))
+}
+
+// openLook opens a session of the named input, of the config in force,
+// whose generation stays pinned until unpin.
+func (e *Engine) openLook(ctx context.Context, input string) (sess plugin.Session, unpin func(), err error) {
+	if e.Ledger == nil {
+		return nil, nil, errors.New("engine opened without its ledger cannot look at a source")
+	}
+	g := e.gens.pin()
+	ic := g.setup.Config.Input(input)
+	if ic == nil {
+		g.unpin()
+		return nil, nil, fmt.Errorf("no input %q", input)
+	}
+	if sess, err = ic.Plugin.Open(ctx); err != nil {
+		g.unpin()
+		return nil, nil, err
+	}
+	return sess, g.unpin, nil
+}
+
+func (e *Engine) look(ctx context.Context, input string, changes, records bool, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
+	sess, unpin, err := e.openLook(ctx, input)
+	if err != nil {
+		return err
+	}
+	defer unpin()
 	var listing plugin.Listing
 	if ds, ok := sess.(plugin.DeltaSession); ok && changes {
 		var d plugin.Delta

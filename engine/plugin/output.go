@@ -81,6 +81,33 @@ type FolderStater interface {
 	FolderState(ctx context.Context, folder, role string) (string, error)
 }
 
+// Folder is one folder of a source, as a FolderLister lists it.
+type Folder struct {
+	Name string // mailflow's name for it ("Archive/2024"), as Item.Folder
+	Role string // its SPECIAL-USE, as Item.FolderRole
+	// State is its FolderState token ("" when the source cannot tell),
+	// and Messages how many messages it holds (-1: not known).
+	State    string
+	Messages int
+}
+
+// FolderLister is implemented by sessions that can list the folders the
+// input reads, each with its FolderState token, in one command (IMAP:
+// LIST ... RETURN (STATUS ...)), so that a verification of a mailbox that
+// changed nowhere reads no listing.
+type FolderLister interface {
+	Folders(ctx context.Context) ([]Folder, error)
+}
+
+// FolderStatesFinder is implemented by Finders that can say the
+// FolderState tokens of many folders at once (IMAP: a STATUS each, sent
+// together).
+type FolderStatesFinder interface {
+	// FolderStates returns, for each of folders (the source's, as in
+	// Holds), the token of the folder where its mail goes.
+	FolderStates(ctx context.Context, folders []Folder) ([]string, error)
+}
+
 // PlaceMaker is implemented by outputs that make the place a message goes
 // to before they deliver there (IMAP: CREATE of its folder), so that a
 // migration learns, before it moves anything, which places the destination

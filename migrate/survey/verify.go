@@ -3,8 +3,8 @@ package survey
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/mailflow/mailflow/engine"
@@ -50,6 +50,14 @@ type Tokens map[string]FolderTokens
 type FolderTokens struct {
 	Source      string `json:"source"`
 	Destination string `json:"destination"`
+	// Messages is how many the verification that found the folder clean
+	// checked: what it holds while the tokens hold.
+	Messages int `json:"messages,omitempty"`
+}
+
+// holds reports whether both sides' tokens are known and those of was.
+func (t FolderTokens) holds(was FolderTokens) bool {
+	return t.Source != "" && t.Destination != "" && t.Source == was.Source && t.Destination == was.Destination
 }
 
 // Verify checks that every message the input's source holds is at the
@@ -76,23 +84,54 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 	}
 	var checks []FolderCheck
 	clean := Tokens{}
-	err := e.LookListing(ctx, input, func(sess plugin.Session, listing plugin.Listing) error {
+	err := e.LookUnlisted(ctx, input, func(sess plugin.Session) error {
+		// The tokens are taken before anything is read, so that a change
+		// made while a folder is checked shows in the next ones; where
+		// both sides can say them all at once (plugin.FolderLister,
+		// plugin.FolderStatesFinder), a mailbox that changed nowhere costs
+		// a command a side, and no listing.
+		now, whole := folderStates(ctx, sess, finder)
+		if whole && len(known) > 0 {
+			var same []FolderCheck
+			for _, f := range sortedKeys(now) {
+				at := now[f]
+				if at.messages == 0 {
+					continue // nothing to check, as a listing would list nothing there
+				}
+				if !at.tok.holds(known[f]) {
+					same = nil
+					break
+				}
+				n := known[f].Messages
+				if n == 0 {
+					n = at.messages
+				}
+				same = append(same, FolderCheck{Folder: f, Source: n, Found: n, Unchanged: true})
+				clean[f] = FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: n}
+			}
+			if same != nil {
+				checks = same
+				return nil
+			}
+			clear(clean)
+		}
+		listing, err := sess.List(ctx)
+		if err != nil {
+			return err
+		}
 		by := map[string][]plugin.Item{}
 		role := map[string]string{}
 		for _, it := range listing.Items {
 			by[it.Folder] = append(by[it.Folder], it)
 			role[it.Folder] = it.FolderRole
 		}
-		folders := make([]string, 0, len(by))
-		for f := range by {
-			folders = append(folders, f)
-		}
-		sort.Strings(folders)
-		for _, f := range folders {
-			// The tokens are taken before anything is read: a change
-			// made while the folder is checked shows in the next ones.
-			tok := FolderTokens{Source: folderState(ctx, sess, f, role[f]), Destination: folderState(ctx, finder, f, role[f])}
-			if tok.Source != "" && tok.Destination != "" && known[f] == tok {
+		for _, f := range sortedKeys(by) {
+			at, ok := now[f]
+			if !ok {
+				at.tok = FolderTokens{Source: folderState(ctx, sess, f, role[f]), Destination: folderState(ctx, finder, f, role[f])}
+			}
+			tok := FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: len(by[f])}
+			if tok.holds(known[f]) {
 				checks = append(checks, FolderCheck{Folder: f, Source: len(by[f]), Found: len(by[f]), Unchanged: true})
 				clean[f] = tok
 				continue
@@ -109,6 +148,52 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 		return nil
 	})
 	return checks, clean, err
+}
+
+// folderAt is a source folder's tokens, and how many messages it holds
+// (-1: not known).
+type folderAt struct {
+	tok      FolderTokens
+	messages int
+}
+
+// folderStates asks the source for its folders with their tokens
+// (plugin.FolderLister), and the destination for the tokens of where each
+// folder's mail goes, in one go where it can (plugin.FolderStatesFinder).
+// whole is false when the source cannot list them so: the tokens are then
+// asked folder by folder, once the listing named the folders.
+func folderStates(ctx context.Context, sess plugin.Session, finder plugin.Finder) (map[string]folderAt, bool) {
+	fl, ok := sess.(plugin.FolderLister)
+	if !ok {
+		return nil, false
+	}
+	folders, err := fl.Folders(ctx)
+	if err != nil {
+		return nil, false
+	}
+	folders = slices.DeleteFunc(folders, func(f plugin.Folder) bool { return f.Messages == 0 })
+	var dst []string
+	if fs, ok := finder.(plugin.FolderStatesFinder); ok {
+		if dst, err = fs.FolderStates(ctx, folders); err != nil || len(dst) != len(folders) {
+			dst = nil
+		}
+	}
+	now := make(map[string]folderAt, len(folders))
+	for i, f := range folders {
+		at := folderAt{tok: FolderTokens{Source: f.State}, messages: f.Messages}
+		if dst != nil {
+			at.tok.Destination = dst[i]
+		} else {
+			at.tok.Destination = folderState(ctx, finder, f.Name, f.Role)
+		}
+		now[f.Name] = at
+	}
+	return now, true
+}
+
+// sortedKeys are m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
 }
 
 func folderState(ctx context.Context, side any, folder, role string) string {
