@@ -150,8 +150,17 @@ func markOf(s *goimap.StatusData) mark {
 }
 
 // ListSince implements plugin.DeltaSession. Without CONDSTORE it lists
-// everything, with no checkpoint.
+// everything, with no checkpoint; so does Gmail's view (gmail.go). A
+// server's ask to wait is marked with how long.
 func (s *session) ListSince(ctx context.Context, raw []byte) (plugin.Delta, error) {
+	if s.gm != nil {
+		return s.gmailList(ctx)
+	}
+	d, err := s.listSince(ctx, raw)
+	return d, s.in.throttled(err)
+}
+
+func (s *session) listSince(ctx context.Context, raw []byte) (plugin.Delta, error) {
 	if !s.c.condStore() {
 		return s.listAll(ctx, nil)
 	}
@@ -269,6 +278,9 @@ func (s *session) listChanged(f mailbox, old mark) (items []plugin.Item, m mark,
 // FolderState implements plugin.FolderStater: a token of folder's STATUS
 // (UIDVALIDITY.HIGHESTMODSEQ.MESSAGES), "" without CONDSTORE.
 func (s *session) FolderState(ctx context.Context, folder, role string) (string, error) {
+	if s.gm != nil {
+		return s.gmailState()
+	}
 	n, err := s.c.names()
 	if err != nil {
 		return "", err

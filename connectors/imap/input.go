@@ -35,10 +35,19 @@ type Input struct {
 	Unseen  bool   `toml:"unseen"`
 	MinSize int64  `toml:"min_size"`
 	MaxSize int64  `toml:"max_size"`
+	// GmailSource: read Gmail's All Mail once and make its labels folders
+	// (gmail.go).
+	GmailSource
+	// MaxBytesPerDay bounds the bytes fetched in a day (Gmail lets about
+	// 2,500 MB a day be read over IMAP); 0: no bound.
+	MaxBytesPerDay int64 `toml:"max_bytes_per_day"`
 
 	action string // delete, move, flag, keep
 	arg    string // the folder or flag
 	since  func() time.Time
+	spool  string     // where a message with several copies may be held (gmail.go)
+	day    *dayBudget // max_bytes_per_day
+	streak int        // throttling replies without a wait in a row (in.mu)
 
 	mu      sync.Mutex
 	watched string // the folder IDLE watches
@@ -51,6 +60,7 @@ func (*Input) SampleConfig() string { return sampleConfig }
 // Provision implements plugin.Provisioner.
 func (in *Input) Provision(env plugin.Env) error {
 	in.provision(env)
+	in.spool = env.Spool.Dir
 	return nil
 }
 
@@ -85,6 +95,13 @@ func (in *Input) Init() error {
 	default:
 		return fmt.Errorf(`on_settled must be "delete", "keep", "move:FOLDER" or "flag:FLAG", not %q`, in.OnSettled)
 	}
+	if err := in.initGmail(in.action); err != nil {
+		return err
+	}
+	if in.MaxBytesPerDay < 0 {
+		return fmt.Errorf("max_bytes_per_day must not be negative")
+	}
+	in.day = newDayBudget(in.MaxBytesPerDay)
 	return in.init()
 }
 
@@ -94,12 +111,18 @@ func (in *Input) Open(ctx context.Context) (plugin.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", in.Address, err)
 	}
-	return &session{in: in, c: c}, nil
+	gm, err := in.gmailView(c)
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	return &session{in: in, c: c, gm: gm}, nil
 }
 
 type session struct {
 	in *Input
 	c  *conn
+	gm *gmailView // Gmail's view (gmail.go), or nil
 }
 
 // ref is where a listed message is: the input's handle for it.
@@ -114,8 +137,12 @@ type ref struct {
 // engine match messages by content for that poll, never taking them all for
 // new or all for settled.
 func (s *session) List(ctx context.Context) (plugin.Listing, error) {
+	if s.gm != nil {
+		d, err := s.gmailList(ctx)
+		return d.Listing, err
+	}
 	d, err := s.listAll(ctx, nil)
-	return d.Listing, err
+	return d.Listing, s.in.throttled(err)
 }
 
 // listAll lists every folder whole, and says where each stood (the
@@ -273,8 +300,18 @@ func uidsOf(items []plugin.Item) []uint32 {
 
 // Fetch implements plugin.Session: per folder, one UID FETCH BODY.PEEK[]
 // of every message asked for (the UIDs as ranges, "1:40,45"), each handed
-// on as it streams in.
+// on as it streams in; a message with several copies (Gmail's labels) is
+// fetched once and handed on as each. Past max_bytes_per_day, what does
+// not fit is not fetched, and Fetch says how long until it would.
 func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
+	items, over := s.in.withinDay(items)
+	if err := s.fetch(ctx, items, each); err != nil {
+		return err
+	}
+	return over
+}
+
+func (s *session) fetch(ctx context.Context, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
 	folders, of := byFolder(items)
 	workers := min(s.in.Parallel, len(folders))
 	if workers <= 1 {
@@ -341,12 +378,13 @@ const (
 // *c. When the server ends the session midway (it closed it, or said BYE),
 // it logs in again, replacing *c, and fetches the rest.
 func (in *Input) fetchFolder(ctx context.Context, c **conn, f string, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
-	todo := make(map[uint32]plugin.Item, len(items))
+	todo := make(map[uint32][]plugin.Item, len(items))
 	for _, it := range items {
-		todo[it.Ref.(ref).uid] = it
+		uid := it.Ref.(ref).uid
+		todo[uid] = append(todo[uid], it)
 	}
 	for try := 0; ; try++ {
-		err := fetchOnce(ctx, *c, f, todo, each)
+		err := in.fetchOnce(ctx, *c, f, todo, each)
 		if err == nil {
 			break
 		}
@@ -356,7 +394,7 @@ func (in *Input) fetchFolder(ctx context.Context, c **conn, f string, items []pl
 		}
 		wait, _ := serverWait(err)
 		if !gone(*c) || try == fetchRetries || wait > fetchRetryWait || ctx.Err() != nil {
-			return throttled(err)
+			return in.throttled(err)
 		}
 		in.log.Info("the server ended the session in the middle of a FETCH; logging in again", "folder", f, "left", len(todo), "err", err)
 		if err := sleep(ctx, wait); err != nil {
@@ -369,17 +407,19 @@ func (in *Input) fetchFolder(ctx context.Context, c **conn, f string, items []pl
 		(*c).c.Close()
 		*c = nc
 	}
-	for _, it := range todo {
-		if err := each(it, nil, errors.New("the server no longer has it")); err != nil {
-			return err
+	for _, its := range todo {
+		for _, it := range its {
+			if err := each(it, nil, errors.New("the server no longer has it")); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
 // fetchOnce is one UID FETCH of the messages of todo in folder f; each
-// message handed on leaves todo.
-func fetchOnce(ctx context.Context, c *conn, f string, todo map[uint32]plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
+// message handed on (as each of its copies) leaves todo.
+func (in *Input) fetchOnce(ctx context.Context, c *conn, f string, todo map[uint32][]plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
 	if err := ctx.Err(); err != nil {
 		return &handError{err}
 	}
@@ -394,14 +434,24 @@ func fetchOnce(ctx context.Context, c *conn, f string, todo map[uint32]plugin.It
 		uids = append(uids, u)
 	}
 	return c.fetch(uids, func(uid uint32, r io.Reader) error {
-		it, ok := todo[uid]
+		its, ok := todo[uid]
 		if !ok {
 			return nil
 		}
+		if len(its) > 1 {
+			err := handCopies(its, r, in.spool, each)
+			var he *handError
+			if err == nil || errors.As(err, &he) {
+				delete(todo, uid)
+				in.calm()
+			}
+			return err
+		}
 		delete(todo, uid)
-		if err := each(it, r, nil); err != nil {
+		if err := each(its[0], r, nil); err != nil {
 			return &handError{err}
 		}
+		in.calm()
 		return nil
 	})
 }
@@ -434,11 +484,11 @@ func (s *session) Identify(ctx context.Context, items []plugin.Item) error {
 			return err
 		}
 		if _, _, err := s.c.examine(f, false); err != nil {
-			return err
+			return s.in.throttled(err)
 		}
 		infos, err := s.c.identify(uidSet(uidsOf(of[f])))
 		if err != nil {
-			return err
+			return s.in.throttled(err)
 		}
 		for _, m := range infos {
 			found[ref{f, m.UID}] = m.Identity
@@ -464,8 +514,12 @@ func (s *session) Commit(ctx context.Context, items []plugin.Item) ([]plugin.Ite
 		s.c.c.Close()
 		s.c = c
 	}
+	var later []plugin.Item
+	if s.gm != nil {
+		items, later = s.gmailCommit(items)
+	}
 	folders, of := byFolder(items)
-	var failed []plugin.Item
+	failed := later
 	for _, f := range folders {
 		uids := uidsOf(of[f])
 		_, _, err := s.c.examine(f, true)

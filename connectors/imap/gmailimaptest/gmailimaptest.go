@@ -82,8 +82,9 @@ const (
 
 // Fault is what the server does instead of answering a command.
 type Fault struct {
-	// Command is the command it hits: FETCH (a FETCH of message bodies:
-	// a listing's FETCH is left alone), SELECT, LIST, STATUS or LOGIN.
+	// Command is the command it hits: FETCH (a FETCH of whole messages:
+	// one of flags or headers is left alone), SELECT, LIST, STATUS or
+	// LOGIN.
 	Command string
 	// After is how many messages a FETCH sends before the fault.
 	After int
@@ -575,7 +576,10 @@ func seqStar(set imap.SeqSet, seq, last uint32) bool {
 }
 
 func (ss *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.FetchOptions) error {
-	bodies := len(opts.BodySection) > 0
+	// A whole message's body, not a header a listing reads.
+	bodies := slices.ContainsFunc(opts.BodySection, func(b *imap.FetchItemBodySection) bool {
+		return b.Specifier == imap.PartSpecifierNone && len(b.Part) == 0 && b.Partial == nil
+	})
 	ss.s.mu.Lock()
 	seqs, msgs := ss.at(set)
 	var f *Fault
