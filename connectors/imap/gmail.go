@@ -426,6 +426,11 @@ func (s *session) gmailCommit(items []plugin.Item) (now, later []plugin.Item) {
 	return now, later
 }
 
+// errGmailFolders: in Gmail's view, the places a listing gives (a label's
+// copies, Archive) are not the server's folders, whose states a LIST would
+// say; a verification asks each place's state (gmailState) once listed.
+var errGmailFolders = errors.New("gmail: the places of Gmail's view are known from a listing")
+
 // gmailState is FolderState in Gmail's view: All Mail's, for every folder,
 // since a change anywhere may change any label's folder; with the rule, so
 // that a rule changed since a verification is not taken for no change.

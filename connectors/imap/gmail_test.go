@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	goimap "github.com/emersion/go-imap/v2"
+
 	"github.com/mailflow/mailflow/connectors/imap/gmailimaptest"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/plugin"
@@ -354,5 +356,14 @@ func TestMaxBytesPerDayOfTheInput(t *testing.T) {
 	d, ok := plugin.ThrottledFor(err)
 	if len(got) != 3 || got[2].ID != "b" || !ok || d <= 0 || d > 24*time.Hour || !strings.Contains(err.Error(), "2 messages wait") {
 		t.Fatalf("%v; %v (%v)", got, err, d)
+	}
+}
+
+// Gmail's folders are not the places its view lists: a verification is
+// not given their states as if they were.
+func TestGmailViewListsNoServerFolders(t *testing.T) {
+	s := &session{in: &Input{}, c: &conn{caps: goimap.CapSet{goimap.CapCondStore: {}}}, gm: &gmailView{}}
+	if _, err := s.Folders(context.Background()); err != errGmailFolders {
+		t.Fatalf("Folders in Gmail's view: %v", err)
 	}
 }

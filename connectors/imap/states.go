@@ -28,6 +28,9 @@ func (s *session) Folders(ctx context.Context) ([]plugin.Folder, error) {
 	if !s.c.condStore() {
 		return nil, errNoModSeq
 	}
+	if s.gm != nil {
+		return nil, errGmailFolders // its folders are no places (gmail.go)
+	}
 	folders, err := s.folders(&goimap.StatusOptions{UIDValidity: true, HighestModSeq: true, NumMessages: true})
 	if err != nil {
 		return nil, err
