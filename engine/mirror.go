@@ -117,59 +117,119 @@ func (p *poll) mirrorFlags(ctx context.Context, sess plugin.Session) {
 			}
 		}
 	}
+	p.carryFlags(ctx)
+}
+
+// carryFlags tells each output that holds a changed message, and can
+// change flags, what changed: one that carries many changes at once
+// (plugin.FlagBatchMirror) all of its changes in one call, any other
+// change by change, at most max_in_flight at once. The flags of what was
+// carried are then recorded in one commit; a change an output failed to
+// carry for now is not, and is tried again on the next poll.
+func (p *poll) carryFlags(ctx context.Context) {
+	type result struct{ carried, failed bool }
+	res := make([]result, len(p.changes))
+	var mu sync.Mutex
+	answered := func(i int, output string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		res[i].carried = true
+		c := p.changes[i]
+		switch {
+		case errors.Is(err, plugin.ErrNotHeld):
+			p.log.Warn("flags changed at the source for a message the output no longer holds; left as it is", "id", c.it.ID, "output", output)
+		case err != nil:
+			p.log.Warn("could not change the flags at the output; tried again on the next poll", "id", c.it.ID, "output", output, "err", err)
+			res[i].failed = true
+		}
+	}
+	change := func(i int, output string) plugin.FlagChange {
+		c := p.changes[i]
+		added, removed := flagDiff(c.rec.Flags, c.it.Flags)
+		return plugin.FlagChange{Placement: placement(output, c.it, c.rec), Added: added, Removed: removed}
+	}
+	batches := map[string][]int{}
+	type single struct {
+		i      int
+		output string
+		fm     plugin.FlagMirror
+	}
+	var singles []single
+	for i, c := range p.changes {
+		for _, name := range mirrors(p.s, c.rec) {
+			switch o := p.s.outputs[name].(type) {
+			case plugin.FlagBatchMirror:
+				batches[name] = append(batches[name], i)
+			case plugin.FlagMirror:
+				singles = append(singles, single{i, name, o})
+			}
+		}
+	}
 	var wg sync.WaitGroup
-	for _, c := range p.changes {
+	for name, at := range batches {
+		changes := make([]plugin.FlagChange, len(at))
+		for j, i := range at {
+			changes[j] = change(i, name)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs := p.s.outputs[name].(plugin.FlagBatchMirror).SetFlagsMany(ctx, changes)
+			for j, i := range at {
+				err := errors.New("the output gave no answer for this change")
+				if j < len(errs) {
+					err = errs[j]
+				}
+				answered(i, name, err)
+			}
+		}()
+	}
+	for _, s := range singles {
 		select {
 		case p.e.sem <- struct{}{}:
 		case <-ctx.Done():
-			p.done(MessageEvent{Folder: c.it.Folder, Outcome: Deferred})
+			answered(s.i, s.output, ctx.Err())
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-p.e.sem; wg.Done() }()
-			p.mirrorFlagsOf(ctx, c)
+			ch := change(s.i, s.output)
+			answered(s.i, s.output, s.fm.SetFlags(ctx, ch.Placement, ch.Added, ch.Removed))
 		}()
 	}
 	wg.Wait()
-}
 
-// mirrorFlagsOf carries one message's flag change.
-func (p *poll) mirrorFlagsOf(ctx context.Context, c change) {
-	added, removed := flagDiff(c.rec.Flags, c.it.Flags)
-	log := p.log.With("id", c.it.ID, "added", added, "removed", removed)
-	carried := false
-	for _, name := range mirrors(p.s, c.rec) {
-		fm, ok := p.s.outputs[name].(plugin.FlagMirror)
-		if !ok {
+	recs := map[string]ledger.Record{}
+	for i, c := range p.changes {
+		if res[i].failed {
+			p.done(MessageEvent{Folder: c.it.Folder, Outcome: Deferred})
 			continue
 		}
-		carried = true
-		err := fm.SetFlags(ctx, placement(name, c.it, c.rec), added, removed)
+		c.rec.Flags = c.it.Flags
+		recs[c.it.ID] = c.rec
+	}
+	if err := p.e.Ledger.PutMany(p.ic.Name, recs); err != nil {
+		p.log.Warn("ledger: could not record the changed flags; changed again on the next poll", "err", err)
+		for i, c := range p.changes {
+			if !res[i].failed {
+				p.done(MessageEvent{Folder: c.it.Folder, Outcome: Deferred})
+			}
+		}
+		return
+	}
+	for i, c := range p.changes {
 		switch {
-		case errors.Is(err, plugin.ErrNotHeld):
-			log.Warn("flags changed at the source for a message the output no longer holds; left as it is", "output", name)
-		case err != nil:
-			log.Warn("could not change the flags at the output; tried again on the next poll", "output", name, "err", err)
-			p.done(MessageEvent{Folder: c.it.Folder, Outcome: Deferred})
-			return
+		case res[i].failed:
+		case res[i].carried:
+			p.done(MessageEvent{Folder: c.it.Folder, Outcome: Updated})
+		default:
+			// No output that holds it can change flags (SMTP, a Maildir):
+			// the new flags are only recorded, and nothing is said to be
+			// updated that was not.
+			p.log.Debug("flags changed at the source; no output holding the message changes flags", "id", c.it.ID)
 		}
 	}
-	c.rec.Flags = c.it.Flags
-	if err := p.e.Ledger.Put(p.ic.Name, c.it.ID, c.rec); err != nil {
-		log.Warn("ledger: could not record the changed flags; changed again on the next poll", "err", err)
-		p.done(MessageEvent{Folder: c.it.Folder, Outcome: Deferred})
-		return
-	}
-	if !carried {
-		// No output that holds it can change flags (SMTP, a Maildir):
-		// the new flags are only recorded, and nothing is said to be
-		// updated that was not.
-		log.Debug("flags changed at the source; no output holding the message changes flags")
-		return
-	}
-	log.Debug("flags changed at the source carried to the outputs")
-	p.done(MessageEvent{Folder: c.it.Folder, Outcome: Updated})
 }
 
 // mirrorDeletes deletes at the outputs that mirror deletions the messages

@@ -280,6 +280,63 @@ func TestFlagChangesAtTheSourceReachTheOutput(t *testing.T) {
 	}
 }
 
+// batchOutput is a mirrorOutput that carries flag changes many at once,
+// and fails those for the places of fail.
+type batchOutput struct {
+	*mirrorOutput
+	calls [][]plugin.FlagChange
+	fail  map[string]bool
+}
+
+func (o *batchOutput) SetFlagsMany(ctx context.Context, changes []plugin.FlagChange) []error {
+	o.mu.Lock()
+	o.calls = append(o.calls, changes)
+	o.mu.Unlock()
+	errs := make([]error, len(changes))
+	for i, ch := range changes {
+		if o.fail[ch.Placement.Where] {
+			errs[i] = errors.New("NO [SERVERBUG] try later")
+			continue
+		}
+		errs[i] = o.SetFlags(ctx, ch.Placement, ch.Added, ch.Removed)
+	}
+	return errs
+}
+
+// An output that carries many flag changes at once is given every change
+// of a poll in one call; each change is answered on its own: one it failed
+// is tried again on the next poll, one whose copy is gone is not, and the
+// rest are recorded.
+func TestFlagChangesGoToABatchMirrorInOneCall(t *testing.T) {
+	box := newKeptBox(true, 6)
+	out := &batchOutput{mirrorOutput: &mirrorOutput{held: map[string][]string{}}, fail: map[string]bool{"at-m003": true}}
+	e := openKept(t, box, out)
+	if st, err := e.PollOnce(context.Background(), "box"); err != nil || st.Delivered != 6 {
+		t.Fatalf("first poll: %v %v", st, err)
+	}
+	out.mu.Lock()
+	delete(out.held, "at-m004") // someone deleted it at the destination
+	out.mu.Unlock()
+	for _, id := range []string{"m001", "m002", "m003", "m004"} {
+		box.setFlags(id, `\Flagged`)
+	}
+	st, err := e.PollOnce(context.Background(), "box")
+	if err != nil || st.Updated != 3 || st.Deferred != 1 || len(out.calls) != 1 || len(out.calls[0]) != 4 {
+		t.Fatalf("second poll: %v %v, %d calls; want 3 updated, 1 deferred, in one call of 4", st, err, len(out.calls))
+	}
+	if got := out.flags("m001"); !slices.Equal(got, []string{`\Flagged`}) {
+		t.Fatalf("m001 at the output: %v", got)
+	}
+	if rec, _ := e.Ledger.Get("box", "m003"); len(rec.Flags) != 0 {
+		t.Fatalf("a change the output failed was recorded as carried: %v", rec.Flags)
+	}
+	out.fail = nil
+	st, err = e.PollOnce(context.Background(), "box")
+	if err != nil || st.Updated != 1 || len(out.calls) != 2 || len(out.calls[1]) != 1 || out.calls[1][0].Placement.Where != "at-m003" {
+		t.Fatalf("third poll: %v %v; want m003 alone carried again", st, err)
+	}
+}
+
 // plainOutput takes messages and cannot change their flags (SMTP, a
 // Maildir).
 type plainOutput struct{ n atomic.Int32 }

@@ -251,9 +251,9 @@ func (l *Ledger) Stats() []InputStats {
 
 // settled reports whether the record encoded as v is settled, without
 // decoding the rest of it (a ledger of a large mailbox is counted at every
-// start): json.Marshal writes Settled first, and only when it is set, so a
-// record that starts so is settled and one that never names the field is
-// not; any other is decoded.
+// start): appendRecord, as json.Marshal, writes Settled first and only
+// when it is set, so a record that starts so is settled and one that never
+// names the field is not; any other is decoded.
 func settled(v []byte) bool {
 	if bytes.HasPrefix(v, []byte(`{"settled":"`)) {
 		return true

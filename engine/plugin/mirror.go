@@ -28,6 +28,22 @@ type FlagMirror interface {
 	SetFlags(ctx context.Context, p Placement, added, removed []string) error
 }
 
+// FlagChange is one message's flag change for FlagBatchMirror.
+type FlagChange struct {
+	Placement      Placement
+	Added, Removed []string
+}
+
+// FlagBatchMirror is implemented by FlagMirrors that carry many changes at
+// once (IMAP: per folder one SELECT, one SEARCH for the copies still
+// there, one UID STORE per kind of change), so that a pass after a hundred
+// flag changes costs a few round trips, not a few a message.
+type FlagBatchMirror interface {
+	// SetFlagsMany does SetFlags for each of changes, and returns its
+	// error for each, in order (ErrNotHeld as SetFlags does).
+	SetFlagsMany(ctx context.Context, changes []FlagChange) []error
+}
+
 // DeleteMirror is implemented by outputs that can delete a message they
 // hold when someone deleted it at the source.
 type DeleteMirror interface {
