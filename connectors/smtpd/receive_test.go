@@ -3,6 +3,7 @@ package smtpd
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -339,4 +340,70 @@ func sendMail(addr, from string, to []string, body *strings.Reader) error {
 		return err
 	}
 	return c.Quit()
+}
+
+// Several inputs in one process, each on its own address with its own
+// spool: an smtp one on TCP and an lmtp one on a Unix socket.
+func TestSeveralInputs(t *testing.T) {
+	r := &rig{t: t, out: &memOut{}, dir: t.TempDir(), log: &syncBuffer{}}
+	r.state = r.dir + "/state"
+	memOuts.Store("several", r.out)
+	sock := r.dir + "/lmtp.sock"
+	conf := fmt.Sprintf(`state_dir = %q
+[[input]]
+name = "in"
+type = "smtp"
+pipeline = "p"
+address = "127.0.0.1:0"
+[[input]]
+name = "local"
+type = "lmtp"
+pipeline = "p"
+address = "unix:%s"
+[[pipeline]]
+name = "p"
+outputs = ["several"]
+[[output]]
+name = "several"
+type = "smtpdtest"
+`, r.state, sock)
+	os.WriteFile(r.dir+"/mailflow.toml", []byte(conf), 0o600)
+	r.start(r.dir + "/mailflow.toml")
+	if err := sendMail(r.addr, "alice@example.org", []string{"bob@example.net"}, strings.NewReader(msg("over smtp", "x\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lmtp input never listened")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	lr := *r
+	lr.addr = "unix:" + sock
+	w := lr.dial()
+	w.lmtp = true
+	w.hello()
+	w.send("MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>", "DATA")
+	w.expect(250)
+	w.expect(250)
+	w.expect(354)
+	w.send("Subject: over lmtp", "", "x", ".")
+	w.expect(250)
+	got := r.waitFor(2)
+	protocols := map[string]bool{}
+	for _, g := range got {
+		protocols[g.client.Client.Protocol] = true
+	}
+	if !protocols["ESMTP"] || !protocols["LMTP"] {
+		t.Fatalf("protocols %v", protocols)
+	}
+	for _, name := range []string{"in", "local"} {
+		if _, err := os.Stat(r.state + "/smtpd/" + name + "/new"); err != nil {
+			t.Errorf("no spool of its own for %s: %v", name, err)
+		}
+	}
 }

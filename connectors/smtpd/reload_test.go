@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"crypto/tls"
 	"os"
 	"strings"
 	"testing"
@@ -76,4 +77,35 @@ func TestFailedReloadKeepsServing(t *testing.T) {
 		t.Fatalf("after a failed reload: %q", greet)
 	}
 	w.hello2()
+}
+
+// A new certificate (the files' bytes changed) is served after a reload,
+// without the port closing.
+func TestNewCertificateAfterReload(t *testing.T) {
+	cert, key, oldClient := tlsFiles(t)
+	r := newRig(t, "smtp", "tls = \"starttls\"\ntls_cert_file = \""+cert+"\"\ntls_key_file = \""+key+"\"", "")
+	handshake := func(cfg *tls.Config) error {
+		w := r.dial()
+		w.hello()
+		w.send("STARTTLS")
+		w.expect(220)
+		return tls.Client(w.c, cfg).Handshake()
+	}
+	if err := handshake(oldClient); err != nil {
+		t.Fatal(err)
+	}
+	newCert, newKey, newClient := tlsFiles(t)
+	for src, dst := range map[string]string{newCert: cert, newKey: key} {
+		b, _ := os.ReadFile(src)
+		os.WriteFile(dst, b, 0o600)
+	}
+	if ok, err := r.e.Reload(); !ok || err != nil {
+		t.Fatalf("reload: %v %v", ok, err)
+	}
+	if err := handshake(newClient); err != nil {
+		t.Fatalf("the new certificate is not served: %v", err)
+	}
+	if err := handshake(oldClient); err == nil {
+		t.Fatal("the old certificate is still served")
+	}
 }
