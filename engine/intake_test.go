@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,15 +18,26 @@ import (
 	"github.com/mailflow/mailflow/engine/quarantine"
 )
 
-// countingObserver counts events by outcome.
+// countingObserver counts events by outcome. Messages are settled on
+// goroutines of their own, so it is called from several at once.
 type countingObserver struct {
 	NopObserver
+	mu      sync.Mutex
 	fetched int
 	done    map[Outcome]int
 }
 
-func (o *countingObserver) MessageFetched(string, string, int64) { o.fetched++ }
-func (o *countingObserver) MessageDone(ev MessageEvent)          { o.done[ev.Outcome]++ }
+func (o *countingObserver) MessageFetched(string, string, int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.fetched++
+}
+
+func (o *countingObserver) MessageDone(ev MessageEvent) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.done[ev.Outcome]++
+}
 
 // intakeRig is a poll of one input whose pipeline's only output accepts
 // everything, with a memory_budget of budget bytes and spill_over of
