@@ -70,6 +70,7 @@ func (p *Plan) buildConfig(from, to endpoint, stateDir string, deleteNow bool, s
 			in.OnSettled = "delete"
 		}
 		in.AllowPlaintextAuth, in.CAFile = p.AllowPlaintextAuth, p.CAFile
+		p.gmailInput(in, to)
 		source = in
 	case "mbox":
 		source = mboxInput(from, to)
@@ -97,6 +98,7 @@ func (p *Plan) buildConfig(from, to endpoint, stateDir string, deleteNow bool, s
 		// over from another machine, copies nothing twice.
 		out.SkipExisting, out.MaxConnections = true, parallel
 		out.AddMessageID, out.MaxBytesPerSecond = p.AddMessageID, p.MaxBytesPerSecond
+		out.MaxBytesPerDay = p.MaxBytesPerDay
 		out.AllowPlaintextAuth, out.CAFile = p.AllowPlaintextAuth, p.CAFile
 		dest = out
 	case "gmail":

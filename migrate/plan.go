@@ -64,6 +64,11 @@ type Plan struct {
 	Rate string `json:"rate,omitempty"`
 	// MaxBytesPerSecond paces uploads into an IMAP destination.
 	MaxBytesPerSecond int64 `json:"max_bytes_per_second,omitempty"`
+	// MaxBytesPerDay bounds what is read from an IMAP source, and stored
+	// at an IMAP destination, in a day (Gmail's daily limits).
+	MaxBytesPerDay int64 `json:"max_bytes_per_day,omitempty"`
+	// GmailSource says how a Gmail source is read (gmailsource.go).
+	GmailSource
 	// MaxMessageSize leaves larger messages at the source (0: no limit).
 	MaxMessageSize int64 `json:"max_message_size,omitempty"`
 	// AddMessageID gives a message without a Message-ID one on its way
@@ -254,6 +259,9 @@ func (p *Plan) check() (from, to endpoint, err error) {
 		return from, to, planErrorf("--delete-source is for an IMAP source; a POP3 source is emptied as it goes unless --keep, an mbox is never changed")
 	case to.scheme == "gmail" && len(p.FolderMap) > 0:
 		return from, to, planErrorf("--folder-map is for an IMAP destination; into Gmail each folder is a label of its name")
+	}
+	if err := p.checkGmail(from, to); err != nil {
+		return from, to, planErrorf("%v", err)
 	}
 	if err := checkLabels(from, to); err != nil {
 		return from, to, planErrorf("%v", err)

@@ -146,6 +146,7 @@ func (p *Plan) Resume() (bool, error) {
 	if p.MaxMessageSize == 0 {
 		p.MaxMessageSize = saved.MaxMessageSize
 	}
+	p.resumeGmail(saved)
 	p.Keep = p.Keep || saved.Keep
 	p.AddMessageID = p.AddMessageID || saved.AddMessageID
 	p.AllowPlaintextAuth = p.AllowPlaintextAuth || saved.AllowPlaintextAuth

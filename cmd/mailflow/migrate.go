@@ -121,6 +121,7 @@ With -c FILE, the inputs of FILE are polled once instead.`,
 	f.StringVar(&folderMap, "folder-map", "", "IMAP destination: rename folders, `FROM=TO,...` (\"Sent=Sent Items,Archive/*=Old/*\")")
 	f.IntVar(&p.Parallel, "parallel", 4, "IMAP: `N` folders fetched and N messages stored at once")
 	f.Int64Var(&p.MaxBytesPerSecond, "max-bytes-per-second", 0, "IMAP destination: upload at most `N` bytes per second (0: no limit)")
+	p.GmailFlags(f)
 	f.BoolVar(&p.AddMessageID, "add-message-id", false, "IMAP destination: give a message without a Message-ID one (made from Date, From, Subject, size)")
 	f.BoolVar(&p.DeleteSource, "delete-source", false, "IMAP source: delete the moved messages, once the verification found none missing")
 	f.BoolVar(&dryRun, "dry-run", false, "list what would move, and the total size; send nothing")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 	goimap "github.com/emersion/go-imap/v2"
 
 	"github.com/mailflow/mailflow/connectors/imap/gmailimaptest"
-	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/plugin"
 )
 
@@ -46,105 +44,6 @@ password = "p"
 `, g.Addr, g.User, g.Password, onSettled, extra, dst)
 }
 
-// wantCopies is what the destination must hold of msgs under a rule, by
-// folder, body and flags, worked out from the labels here rather than by
-// the code under test: "folder|digest|flags" → copies.
-func wantCopies(rule string, msgs []gmailimaptest.Message, spamTrash bool) map[string]int {
-	out := map[string]int{}
-	for _, m := range msgs {
-		flags := slices.Clone(m.Flags)
-		var own []string
-		var inbox, sent, draft bool
-		for _, l := range m.Labels {
-			switch l {
-			case `\Inbox`:
-				inbox = true
-			case `\Sent`:
-				sent = true
-			case `\Draft`:
-				draft = true
-				flags = append(flags, `\Draft`)
-			case `\Important`:
-				flags = append(flags, "$Important")
-			case `\Starred`:
-				flags = append(flags, `\Flagged`)
-			default:
-				own = append(own, l)
-			}
-		}
-		sort.Strings(own)
-		var system []string
-		if inbox {
-			system = append(system, "INBOX")
-		}
-		if sent {
-			system = append(system, "Sent")
-		}
-		if draft {
-			system = append(system, "Drafts")
-		}
-		var folders []string
-		switch {
-		case m.Spam || m.Trash:
-			if !spamTrash {
-				continue
-			}
-			folders = []string{map[bool]string{true: "Spam", false: "Trash"}[m.Spam]}
-		case rule == "keywords":
-			folders = append(system, "Archive")[:1]
-			for _, l := range own {
-				flags = append(flags, strings.NewReplacer(" ", "_", "ç", "_").Replace(l))
-			}
-		case rule == "first":
-			folders = append(append(own, system...), "Archive")[:1]
-		default:
-			folders = append(own, system...)
-			if len(folders) == 0 {
-				folders = []string{"Archive"}
-			}
-		}
-		// go-imap's memory server keeps keywords in lower case.
-		for i := range flags {
-			flags[i] = strings.ToLower(flags[i])
-		}
-		sort.Strings(flags)
-		flags = slices.Compact(flags)
-		for _, f := range folders {
-			out[fmt.Sprintf("%s|%s|%v", f, enginetest.Digest(m.Body), flags)]++
-		}
-	}
-	return out
-}
-
-// held is what the destination holds, as wantCopies says it.
-func held(t *testing.T, addr string) map[string]int {
-	t.Helper()
-	out := map[string]int{}
-	for _, s := range dump(t, login(t, addr, "dst")) {
-		for i := range s.flags {
-			s.flags[i] = strings.ToLower(s.flags[i])
-		}
-		sort.Strings(s.flags)
-		out[fmt.Sprintf("%s|%s|%v", s.folder, enginetest.Digest(s.data), s.flags)]++
-	}
-	return out
-}
-
-func diffCopies(want, got map[string]int) string {
-	var b strings.Builder
-	for k, n := range want {
-		if got[k] != n {
-			fmt.Fprintf(&b, "\n  %s: %d, want %d", k, got[k], n)
-		}
-	}
-	for k, n := range got {
-		if _, ok := want[k]; !ok {
-			fmt.Fprintf(&b, "\n  %s: %d, want none", k, n)
-		}
-	}
-	return b.String()
-}
-
 // Gmail's All Mail is read once; under each rule the destination holds
 // each message once per place the rule gives it, with its flags, \Starred
 // as \Flagged and \Important as $Important; Spam and Trash only when
@@ -161,16 +60,13 @@ func TestGmailLabelsBecomeFoldersKeywordsOrTheFirst(t *testing.T) {
 			g.Add(msgs...)
 			dst := memServer(t)
 			e := newEngine(t, gmailToIMAP(g, dst, "keep", fmt.Sprintf("gmail_labels = %q\ngmail_spam_trash = %v", c.rule, c.spamTrash)))
-			want := wantCopies(c.rule, msgs, c.spamTrash)
-			copies := int64(0)
-			for _, n := range want {
-				copies += int64(n)
-			}
+			want := gmailimaptest.Want(c.rule, msgs, c.spamTrash)
+			copies := int64(gmailimaptest.Copies(want))
 			st, err := e.PollOnce(context.Background(), "gmail")
 			if err != nil || st.Delivered != copies || st.Deferred != 0 || st.Quarantined != 0 {
 				t.Fatalf("%+v %v; want %d delivered", st, err, copies)
 			}
-			if d := diffCopies(want, held(t, dst)); d != "" {
+			if d := gmailimaptest.Diff(want, gmailimaptest.Holds(t, dst, "dst", "p")); d != "" {
 				t.Fatalf("the destination holds:%s", d)
 			}
 			for id, n := range g.Fetches() {
@@ -206,7 +102,7 @@ func TestALabelAddedLaterAddsOneCopy(t *testing.T) {
 	if err != nil || st.Delivered != 1 || st.Skipped != first.Delivered {
 		t.Fatalf("after a label was added: %+v %v", st, err)
 	}
-	if d := diffCopies(wantCopies("folders", g.Messages(), false), held(t, dst)); d != "" {
+	if d := gmailimaptest.Diff(gmailimaptest.Want("folders", g.Messages(), false), gmailimaptest.Holds(t, dst, "dst", "p")); d != "" {
 		t.Fatalf("the destination holds:%s", d)
 	}
 	fresh := newEngine(t, conf)
@@ -214,7 +110,7 @@ func TestALabelAddedLaterAddsOneCopy(t *testing.T) {
 	if err != nil || st.Delivered != first.Delivered+1 {
 		t.Fatalf("with a fresh ledger: %+v %v", st, err)
 	}
-	if d := diffCopies(wantCopies("folders", g.Messages(), false), held(t, dst)); d != "" {
+	if d := gmailimaptest.Diff(gmailimaptest.Want("folders", g.Messages(), false), gmailimaptest.Holds(t, dst, "dst", "p")); d != "" {
 		t.Fatalf("with a fresh ledger the destination holds:%s", d)
 	}
 }
@@ -231,11 +127,8 @@ func TestGmailThrottlingStopsThePollAndTheNextGoesOn(t *testing.T) {
 	g.Add(msgs...)
 	dst := memServer(t)
 	e := newEngine(t, gmailToIMAP(g, dst, "keep", ""))
-	want := wantCopies("folders", msgs, false)
-	copies := int64(0)
-	for _, n := range want {
-		copies += int64(n)
-	}
+	want := gmailimaptest.Want("folders", msgs, false)
+	copies := int64(gmailimaptest.Copies(want))
 	g.Storm(0, 1, gmailimaptest.Fault{Command: "FETCH", After: 10, Reply: gmailimaptest.Throttled})
 	g.Storm(0, 1, gmailimaptest.Fault{Command: "FETCH", Reply: gmailimaptest.Throttled})
 	g.Storm(0, 1, gmailimaptest.Fault{Command: "FETCH", After: 10, Reply: gmailimaptest.Backoff, Wait: 300 * time.Millisecond})
@@ -258,7 +151,7 @@ func TestGmailThrottlingStopsThePollAndTheNextGoesOn(t *testing.T) {
 	if calm, faults := g.Calm(); !calm || faults != 4 || delivered != copies {
 		t.Fatalf("calm %v after %d faults; %d delivered, want %d", calm, faults, delivered, copies)
 	}
-	if d := diffCopies(want, held(t, dst)); d != "" {
+	if d := gmailimaptest.Diff(want, gmailimaptest.Holds(t, dst, "dst", "p")); d != "" {
 		t.Fatalf("the destination holds:%s", d)
 	}
 }
