@@ -283,15 +283,15 @@ func name(ctx context.Context, sess plugin.Session, items []plugin.Item) error {
 	return nil
 }
 
-// sameFlags compares two sets of flags, case-insensitively for system
-// flags, leaving out \Recent (a session's, never stored).
+// sameFlags compares two sets of flags case-insensitively, leaving out
+// \Recent (a session's, never stored). Keywords are compared without case
+// too: IMAP atoms are, and servers differ in the case they give back
+// (go-imap's lowers every flag; Gmail's labels are case-insensitive).
 func sameFlags(a, b []string) bool {
 	norm := func(fs []string) []string {
 		var out []string
 		for _, f := range fs {
-			if strings.HasPrefix(f, `\`) {
-				f = strings.ToLower(f)
-			}
+			f = strings.ToLower(f)
 			if f != `\recent` {
 				out = append(out, f)
 			}
