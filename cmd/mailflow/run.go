@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 
@@ -46,10 +47,19 @@ messages went to the quarantine (so that cron notices).`,
 			var opts []engine.Option
 			var srv *status.Server
 			var e *engine.Engine
+			var opened atomic.Pointer[engine.Engine]
 			if h := cfg.HTTP; h.Listen != "" {
 				m, t := metrics.New(), status.NewTracker()
 				opts = append(opts, engine.WithObserver(engine.Observers(m, t)))
-				if srv, err = serveStatus(ctx, h, t, m, log, func() []metrics.AuthStatus { return metrics.OAuthStatuses(e.Config()) }); err != nil {
+				// The page serves before the engine is open: until then
+				// there are no connectors to read.
+				auth := func() []metrics.AuthStatus {
+					if e := opened.Load(); e != nil {
+						return metrics.OAuthStatuses(e.Config())
+					}
+					return nil
+				}
+				if srv, err = serveStatus(ctx, h, t, m, log, auth); err != nil {
 					return failed(cmd, exitConfig, fmt.Errorf("http: %w", err))
 				}
 			}
@@ -57,6 +67,7 @@ messages went to the quarantine (so that cron notices).`,
 				return failed(cmd, exitConfig, err)
 			}
 			defer e.Close()
+			opened.Store(e)
 			if srv != nil {
 				srv.SetEngine(e)
 			}
@@ -126,6 +137,7 @@ Exits 0 when all is well (warnings allowed), 2 when not.`,
 // serveStatus starts the status page, the health endpoints and the
 // metrics on h.Listen.
 func serveStatus(ctx context.Context, h config.HTTP, t *status.Tracker, m *metrics.Metrics, log *slog.Logger, auth func() []metrics.AuthStatus) (*status.Server, error) {
+	m.SetAuth(auth) // mailflow_oauth_token_expiry_seconds, mailflow_auth_failures_total
 	srv, err := status.NewServer(t, status.Options{DegradedAfter: h.DegradedAfter, AdminTokenFile: h.AdminTokenFile,
 		Metrics: m.Handler(), Auth: auth, Log: log})
 	if err != nil {
