@@ -56,6 +56,7 @@ type options struct {
 	mix, modes     string
 	base, out      string
 	port           int
+	mailflow       string // a built mailflow to run instead of building one
 }
 
 func main() {
@@ -68,6 +69,7 @@ func main() {
 	flag.StringVar(&o.base, "dir", os.TempDir(), "where the Maildirs, spool and queue live")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.IntVar(&o.port, "port-base", 33000, "ports: +25 Postfix, +26 mailflow")
+	flag.StringVar(&o.mailflow, "mailflow", "", "run this mailflow binary (default: build ./cmd/mailflow)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "smtpdbench:", err)
@@ -103,8 +105,8 @@ func run(o options) error {
 		}
 		defer pf.stop()
 	}
-	var mailflowBin string
-	if slices.ContainsFunc(modes, func(m string) bool { return strings.HasPrefix(m, "mailflow") }) {
+	mailflowBin := o.mailflow
+	if mailflowBin == "" && slices.ContainsFunc(modes, func(m string) bool { return strings.HasPrefix(m, "mailflow") }) {
 		mailflowBin = filepath.Join(work, "mailflow-bin")
 		build := exec.Command("go", "build", "-o", mailflowBin, "./cmd/mailflow")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
