@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,5 +175,81 @@ func TestRunAgainWithOnlyTheStateFollowsTheSavedPlan(t *testing.T) {
 	other.From.URL = "imap://someone@" + addr + "?tls=none"
 	if _, err := other.Resume(); err == nil {
 		t.Fatal("a state holding another migration's record was taken")
+	}
+}
+
+// --sync-deletes: messages deleted at the source after they were moved
+// are deleted at the destination on the next pass, and only with the
+// flag; a pass with other --folders than the last one's is refused, since
+// the folders left out would look deleted.
+func TestSyncDeletesCarriesDeletionsAtTheSource(t *testing.T) {
+	addr := imapServer(t)
+	src := imapLogin(t, addr, "src")
+	src.Create("Archive", nil).Wait()
+	for i := range 6 {
+		m := enginetest.CRLF([][]byte{enginetest.Message(enginetest.Plain, i, 2<<10)})[0]
+		cmd := src.Append("Archive", int64(len(m)), nil)
+		cmd.Write(m)
+		cmd.Close()
+		if _, err := cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("MF_MIGRATE_TEST_PW", "p")
+	state := filepath.Join(t.TempDir(), "state")
+	plan := migrate.Plan{
+		From:               migrate.Endpoint{URL: "imap://src@" + addr + "?tls=none", PasswordEnv: "MF_MIGRATE_TEST_PW"},
+		To:                 migrate.Endpoint{URL: "imap://dst@" + addr + "?tls=none", PasswordEnv: "MF_MIGRATE_TEST_PW"},
+		AllowPlaintextAuth: true,
+		StateDir:           state,
+	}
+	if r := migrate.Run(context.Background(), plan, migrate.Options{}); r.Moved != 6 || r.Result() != migrate.Done {
+		t.Fatalf("first pass: moved %d, %+v", r.Moved, r.Errors)
+	}
+	if _, err := src.Select("Archive", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	deleteAtSource := func(uid uint32) {
+		t.Helper()
+		uids := goimap.UIDSetNum(goimap.UID(uid))
+		if err := src.Store(uids, &goimap.StoreFlags{Op: goimap.StoreFlagsAdd, Flags: []goimap.Flag{goimap.FlagDeleted}}, nil).Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := src.Expunge().Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pass := func(sync bool, folders []string) (*migrate.Report, error) {
+		p := migrate.Plan{StateDir: state, SyncDeletes: sync, Folders: folders}
+		if _, err := p.Resume(); err != nil {
+			return nil, err
+		}
+		return migrate.Run(context.Background(), p, migrate.Options{}), nil
+	}
+	// Someone deletes two messages at the source.
+	deleteAtSource(1)
+	deleteAtSource(2)
+	if _, err := pass(true, []string{"INBOX"}); err == nil || !strings.Contains(err.Error(), "--folders") {
+		t.Fatalf("--sync-deletes with other --folders: %v", err)
+	}
+	if count(t, addr, "dst", "Archive") != 6 {
+		t.Fatal("a refused pass deleted at the destination")
+	}
+	r, err := pass(true, nil)
+	if err != nil || r.Result() != migrate.Done || r.DeletedThere != 2 || r.Verified() != "yes" {
+		t.Fatalf("with --sync-deletes: deleted there %d, verified %s, %v %+v", r.DeletedThere, r.Verified(), err, r.Errors)
+	}
+	if n := count(t, addr, "dst", "Archive"); n != 4 {
+		t.Fatalf("%d at the destination after --sync-deletes, want 4", n)
+	}
+	// Without the flag the destination keeps what the source lost (and
+	// the verification, which looks for the source's messages, is clean).
+	deleteAtSource(3)
+	r, _ = pass(false, nil)
+	if r.Result() != migrate.Done || r.DeletedThere != 0 || r.Verified() != "yes" {
+		t.Fatalf("without --sync-deletes: deleted there %d, %+v", r.DeletedThere, r.Errors)
+	}
+	if n := count(t, addr, "dst", "Archive"); n != 4 {
+		t.Fatalf("%d at the destination after --sync-deletes, want 4", n)
 	}
 }

@@ -49,6 +49,11 @@ type Plan struct {
 	// DeleteSource empties an IMAP source of what was moved, once the
 	// verification found nothing missing.
 	DeleteSource bool `json:"delete_source,omitempty"`
+	// SyncDeletes deletes at an IMAP destination what was moved by an
+	// earlier run and deleted at the source since (mbsync's Expunge, or
+	// imapsync's --delete2). Like DeleteSource it is asked for on each
+	// run, never taken from the saved plan.
+	SyncDeletes bool `json:"sync_deletes,omitempty"`
 	// Since moves only messages dated on or after it; older ones stay.
 	Since time.Time `json:"since,omitzero"`
 	// Folders are the IMAP source's folders to move, as LIST patterns
@@ -255,6 +260,10 @@ func (p *Plan) check() (from, to endpoint, err error) {
 		return from, to, planErrorf("--to names a user: give its password with --to-password-env or --to-password-file")
 	case to.scheme != "imap" && (p.AddMessageID || p.MaxBytesPerSecond > 0):
 		return from, to, planErrorf("--add-message-id and --max-bytes-per-second are for an IMAP destination")
+	case p.SyncDeletes && to.scheme != "imap":
+		return from, to, planErrorf("--sync-deletes is for an IMAP destination")
+	case p.DeleteSource && p.SyncDeletes:
+		return from, to, planErrorf("--delete-source and --sync-deletes together would empty both sides: give one")
 	case p.DeleteSource && from.scheme != "imap":
 		return from, to, planErrorf("--delete-source is for an IMAP source; a POP3 source is emptied as it goes unless --keep, an mbox is never changed")
 	case to.scheme == "gmail" && len(p.FolderMap) > 0:

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/mailflow/mailflow/engine/config"
 	"github.com/mailflow/mailflow/migrate/survey"
@@ -136,6 +138,15 @@ func (p *Plan) Resume() (bool, error) {
 	}
 	if p.Folders == nil {
 		p.Folders = saved.Folders
+	}
+	if p.SyncDeletes && !slices.Equal(p.Folders, saved.Folders) {
+		// The messages of a folder left out would look deleted at the
+		// source.
+		was := "every folder"
+		if saved.Folders != nil {
+			was = strings.Join(saved.Folders, ",")
+		}
+		return false, planErrorf("--sync-deletes with other --folders than the last run's (%s) would delete at the destination what the folders left out hold: give the same --folders", was)
 	}
 	if p.FolderMap == nil {
 		p.FolderMap = saved.FolderMap

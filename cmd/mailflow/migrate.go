@@ -124,6 +124,7 @@ With -c FILE, the inputs of FILE are polled once instead.`,
 	p.GmailFlags(f)
 	f.BoolVar(&p.AddMessageID, "add-message-id", false, "IMAP destination: give a message without a Message-ID one (made from Date, From, Subject, size)")
 	f.BoolVar(&p.DeleteSource, "delete-source", false, "IMAP source: delete the moved messages, once the verification found none missing")
+	f.BoolVar(&p.SyncDeletes, "sync-deletes", false, "IMAP destination: delete there what an earlier run moved and was deleted at the source since")
 	f.BoolVar(&dryRun, "dry-run", false, "list what would move, and the total size; send nothing")
 	f.StringVar(&progress, "progress", "auto", "bar, log (a line every 5 s), none, or auto (bar on a terminal)")
 	f.StringVar(&reportJSON, "report-json", "", "also write the report as JSON to `FILE` (- for stdout)")
