@@ -82,6 +82,18 @@ var columns = map[string]func(p *migrate.Plan, v string) error{
 		p.MaxBytesPerSecond, err = strconv.ParseInt(v, 10, 64)
 		return err
 	},
+	"max_bytes_per_day": func(p *migrate.Plan, v string) (err error) {
+		p.MaxBytesPerDay, err = strconv.ParseInt(v, 10, 64)
+		return err
+	},
+	"gmail": func(p *migrate.Plan, v string) error {
+		b, err := strconv.ParseBool(v)
+		p.Gmail = &b
+		return err
+	},
+	"labels":               func(p *migrate.Plan, v string) error { p.Labels = v; return nil },
+	"include_spam_trash":   boolColumn(func(p *migrate.Plan) *bool { return &p.IncludeSpamTrash }),
+	"sync_deletes":         boolColumn(func(p *migrate.Plan) *bool { return &p.SyncDeletes }),
 	"ca_file":              func(p *migrate.Plan, v string) error { p.CAFile = v; return nil },
 	"keep":                 boolColumn(func(p *migrate.Plan) *bool { return &p.Keep }),
 	"add_message_id":       boolColumn(func(p *migrate.Plan) *bool { return &p.AddMessageID }),
