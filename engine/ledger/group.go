@@ -120,13 +120,11 @@ func (l *Ledger) waiting(input, id string) (Record, bool) {
 }
 
 // withWaiting lays the records waiting for a Flush over out.
-func (l *Ledger) withWaiting(input string, out map[string]Record, only map[string]bool) {
+func (l *Ledger) withWaiting(input string, out map[string]Record) {
 	l.pmu.Lock()
 	defer l.pmu.Unlock()
 	for id, rec := range l.pending[input] {
-		if only == nil || only[id] {
-			out[id] = rec
-		}
+		out[id] = rec
 	}
 }
 

@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -378,5 +379,15 @@ func TestStatsCountsSettledRecords(t *testing.T) {
 	st := l.Stats()
 	if len(st) != 1 || st[0].Records != 6 || st[0].Settled != 3 {
 		t.Fatalf("stats %+v; want 6 records, 3 settled", st)
+	}
+	// Outcomes reads the same field, and sees a record waiting for the
+	// group commit over the one in the database.
+	if err := l.Settle("in", "none", Record{Settled: Held}); err != nil {
+		t.Fatal(err)
+	}
+	got := l.Outcomes("in", []string{"delivered", "quarantined", "sending", "none", "reordered", "reordered-unsettled", "absent"})
+	want := map[string]Outcome{"delivered": Delivered, "quarantined": Quarantined, "none": Held, "reordered": Dropped}
+	if !maps.Equal(got, want) {
+		t.Fatalf("Outcomes = %v, want %v", got, want)
 	}
 }
