@@ -10,21 +10,22 @@ import (
 )
 
 // Look opens a session of the named input to look at its source without
-// polling it: fn is given the session, its full listing and the ledger's
-// records of the listed ids. fn may read headers (plugin.HeaderPeeker)
+// polling it: fn is given the session, its full listing and how the ledger
+// has each listed id settled (Ledger.Outcomes: not the whole records, which
+// would cost a kilobyte each for a large mailbox; an id not in it is not
+// settled). fn may read headers (plugin.HeaderPeeker)
 // and identities (plugin.Identifier), but neither fetches to deliver nor
 // commits. For surveys, dry runs and verifications (migrate). The session
 // is closed after fn; it holds the generation of the config it was opened
 // with, as a poll does.
-func (e *Engine) Look(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
+func (e *Engine) Look(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error {
 	return e.look(ctx, input, false, true, fn)
 }
 
-// LookListing is Look without the ledger's records, for a look that does
-// not need them (a verification): decoding the records of a large
-// mailbox costs more memory than the listing itself.
+// LookListing is Look without the ledger's outcomes, for a look that
+// does not need them (a verification).
 func (e *Engine) LookListing(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing) error) error {
-	return e.look(ctx, input, false, false, func(sess plugin.Session, l plugin.Listing, _ map[string]ledger.Record) error {
+	return e.look(ctx, input, false, false, func(sess plugin.Session, l plugin.Listing, _ map[string]ledger.Outcome) error {
 		return fn(sess, l)
 	})
 }
@@ -33,7 +34,7 @@ func (e *Engine) LookListing(ctx context.Context, input string, fn func(plugin.S
 // listing (plugin.DeltaSession), where the session can tell: what a poll
 // now would be given. Settled messages that did not change are not
 // listed; the ledger counts them (Ledger.Stats).
-func (e *Engine) LookChanges(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
+func (e *Engine) LookChanges(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error {
 	return e.look(ctx, input, true, true, fn)
 }
 
@@ -69,7 +70,7 @@ func (e *Engine) openLook(ctx context.Context, input string) (sess plugin.Sessio
 	return sess, g.unpin, nil
 }
 
-func (e *Engine) look(ctx context.Context, input string, changes, records bool, fn func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error {
+func (e *Engine) look(ctx context.Context, input string, changes, outcomes bool, fn func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error {
 	sess, unpin, err := e.openLook(ctx, input)
 	if err != nil {
 		return err
@@ -86,10 +87,10 @@ func (e *Engine) look(ctx context.Context, input string, changes, records bool, 
 	if err != nil {
 		return errors.Join(err, sess.Close(ctx))
 	}
-	var recs map[string]ledger.Record
-	if records {
-		recs = e.Ledger.GetMany(input, listingIDs(listing))
+	var settled map[string]ledger.Outcome
+	if outcomes {
+		settled = e.Ledger.Outcomes(input, listingIDs(listing))
 	}
-	err = fn(sess, listing, recs)
+	err = fn(sess, listing, settled)
 	return errors.Join(err, sess.Close(ctx))
 }

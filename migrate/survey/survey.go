@@ -48,7 +48,7 @@ func Changes(ctx context.Context, e *engine.Engine, input string, headers Peek) 
 	return survey(ctx, e, input, headers, e.LookChanges)
 }
 
-type looker func(context.Context, string, func(plugin.Session, plugin.Listing, map[string]ledger.Record) error) error
+type looker func(context.Context, string, func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error
 
 func survey(ctx context.Context, e *engine.Engine, input string, headers Peek, look looker) ([]Item, error) {
 	cfg := e.Config()
@@ -57,7 +57,7 @@ func survey(ctx context.Context, e *engine.Engine, input string, headers Peek, l
 		max = ic.MaxMessageSize
 	}
 	var out []Item
-	err := look(ctx, input, func(sess plugin.Session, listing plugin.Listing, recs map[string]ledger.Record) error {
+	err := look(ctx, input, func(sess plugin.Session, listing plugin.Listing, settled map[string]ledger.Outcome) error {
 		if id, ok := sess.(plugin.Identifier); ok && headers == PeekAll {
 			if err := id.Identify(ctx, listing.Items); err != nil {
 				return err
@@ -66,10 +66,10 @@ func survey(ctx context.Context, e *engine.Engine, input string, headers Peek, l
 		peek, _ := sess.(plugin.HeaderPeeker)
 		out = make([]Item, 0, len(listing.Items))
 		for _, it := range listing.Items {
-			rec, known := recs[it.ID]
+			outcome := settled[it.ID]
 			si := Item{Item: it}
-			si.Held = known && rec.Settled == ledger.Held
-			si.Settled = known && rec.Settled != "" && !si.Held
+			si.Held = outcome == ledger.Held
+			si.Settled = outcome != "" && !si.Held
 			si.TooLarge = max > 0 && it.Size > max
 			if peek != nil && (headers == PeekAll && si.Identity == "" || headers == PeekUnsettled && !si.Settled) {
 				var err error
