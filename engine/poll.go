@@ -123,7 +123,6 @@ type poll struct {
 }
 
 func (p *poll) run(ctx context.Context) error {
-	name := p.ic.Name
 	sess, err := p.ic.Plugin.Open(ctx)
 	if err != nil {
 		return err
@@ -133,11 +132,10 @@ func (p *poll) run(ctx context.Context) error {
 		return errors.Join(err, sess.Close(ctx))
 	}
 	listing := delta.Listing
-	p.records = p.e.Ledger.GetMany(name, listingIDs(listing))
-	if err := p.identifySettled(ctx, sess, listing.Items); err != nil {
+	fetch, err := p.plan(ctx, sess, listing)
+	if err != nil {
 		return errors.Join(err, sess.Close(ctx))
 	}
-	fetch := p.plan(listing)
 	p.answer, _ = sess.(plugin.Answerer)
 
 	// When ctx is cancelled (a shutdown) no more is fetched; a message
@@ -317,61 +315,54 @@ func (p *poll) toCommit(it plugin.Item) {
 	p.mu.Unlock()
 }
 
-// listingIDs are the ids of a listing's items.
-func listingIDs(l plugin.Listing) []string {
-	ids := make([]string, len(l.Items))
-	for i, it := range l.Items {
+// itemIDs are the ids of items.
+func itemIDs(items []plugin.Item) []string {
+	ids := make([]string, len(items))
+	for i, it := range items {
 		ids[i] = it.ID
 	}
 	return ids
 }
 
-// identifySettled asks a session that names its messages only on request
-// (Identifier) for the identities of the listed messages an output has
-// accepted before: plan counts them as siblings (Delivery.Siblings).
-func (p *poll) identifySettled(ctx context.Context, sess plugin.Session, items []plugin.Item) error {
-	id, ok := sess.(plugin.Identifier)
-	if !ok {
-		return nil
-	}
-	var need []int
-	for i, it := range items {
-		if rec, ok := p.records[it.ID]; ok && it.Identity == "" && acceptedWhole(rec) {
-			need = append(need, i)
+// listingIDs are the ids of a listing's items.
+func listingIDs(l plugin.Listing) []string { return itemIDs(l.Items) }
+
+// wholeAt are the outputs that accepted the whole message of rec.
+func wholeAt(rec ledger.Record) []string {
+	var out []string
+	for name, who := range rec.Accepted {
+		if slices.Contains(who, "*") {
+			out = append(out, name)
 		}
 	}
-	if len(need) == 0 {
-		return nil
-	}
-	some := make([]plugin.Item, len(need))
-	for j, i := range need {
-		some[j] = items[i]
-	}
-	if err := id.Identify(ctx, some); err != nil {
-		return err
-	}
-	for j, i := range need {
-		items[i].Identity = some[j].Identity
-	}
-	return nil
+	return out
 }
 
-// acceptedWhole reports whether some output accepted the whole message.
-func acceptedWhole(rec ledger.Record) bool {
-	for _, who := range rec.Accepted {
-		if slices.Contains(who, "*") {
-			return true
-		}
-	}
-	return false
-}
+// planChunk is how many records plan decodes at a time. It keeps the
+// records of the messages it fetches, not those of every listed one: a
+// decoded record costs about a kilobyte, and a run again over a migrated
+// mailbox of 10,000 messages held 10 MB of them for nothing.
+const planChunk = 512
+
+// decision is what plan decided for one listed message.
+type decision uint8
+
+const (
+	leave    decision = iota // held: a person has to look at it
+	tooLarge                 // over max_message_size: it stays at the source
+	skip                     // settled earlier: committed only
+	carry                    // settled earlier, its flags changed: committed, the change carried (mirror.go)
+	fetchIt                  // fetched and taken through its pipeline (handle)
+)
 
 // plan decides, for each listed message, from its record: commit only
 // (settled earlier, and the listing shows the same message), leave it
-// (over the size bound, or held), or fetch it.
-// The records of the listed ids are in p.records already (run reads them
-// once, before identifySettled).
-func (p *poll) plan(listing plugin.Listing) []plugin.Item {
+// (over the size bound, or held), or fetch it. p.records keeps the records
+// of those it fetches. It also counts, per output, the listed messages an
+// output accepted whole (p.delivered, for Delivery.Siblings), asking a
+// session that names its messages only on request (plugin.Identifier) to
+// name those first.
+func (p *poll) plan(ctx context.Context, sess plugin.Session, listing plugin.Listing) ([]plugin.Item, error) {
 	name := p.ic.Name
 	meta := p.e.Ledger.Meta(name)
 	p.byContent = !listing.Stable
@@ -389,47 +380,48 @@ func (p *poll) plan(listing plugin.Listing) []plugin.Item {
 			}
 		}
 	}
+	items := listing.Items
+	p.records = map[string]ledger.Record{}
 	p.delivered = map[string]map[string]int{}
-	for _, it := range listing.Items {
-		rec, ok := p.records[it.ID]
-		if !ok || it.Identity == "" {
-			continue
-		}
-		// Settled or not: an output that accepted the whole message (a
-		// kill can come between its answer and the settle) holds its copy.
-		for out, who := range rec.Accepted {
-			if !slices.Contains(who, "*") {
-				continue
-			}
+	count := func(outputs []string, it plugin.Item) {
+		for _, out := range outputs {
 			if p.delivered[out] == nil {
 				p.delivered[out] = map[string]int{}
 			}
 			p.delivered[out][it.Folder+"\x00"+it.Identity]++
 		}
 	}
+	identifier, _ := sess.(plugin.Identifier)
+	var need []int        // listed messages accepted whole, to be named
+	var needAt [][]string // and the outputs that accepted each
+	decided := make([]decision, len(items))
+	changed := map[int]ledger.Record{}
 	max := p.spool().MaxSize
-	var fetch []plugin.Item
-	for _, it := range listing.Items {
-		rec, known := p.records[it.ID]
-		sameSize := known && rec.Listed > 0 && rec.Listed == it.Size
-		// A held record always has the size it was held at, 0 included (an
-		// empty file); another record's 0 may be one made before sizes were
-		// kept.
-		heldSize := known && rec.Settled == ledger.Held && rec.Listed == it.Size
-		switch {
-		case heldSize || known && rec.Settled == ledger.Held && !listing.Stable:
-			// A person has to look at it (see the quarantine); fetching
-			// it again would give the same wrong bytes.
-		case max > 0 && it.Size > max:
-			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "size", it.Size, "max", max)
-			p.unfinished++
-		case known && rec.Settled != "" && sameSize && !p.byContent && (listing.Keeps || listing.Unique):
-			switch {
-			case rec.Settled == ledger.Delivered && flagsChanged(rec, it):
-				// Its flags are carried to the outputs after the fetch
-				// (mirror.go), and it counts as updated, not skipped.
-				p.changes = append(p.changes, change{it: it, rec: rec})
-			default:
+	for from := 0; from < len(items); from += planChunk {
+		chunk := items[from:min(from+planChunk, len(items))]
+		recs := p.e.Ledger.GetMany(name, itemIDs(chunk))
+		for j, it := range chunk {
+			i := from + j
+			rec, known := recs[it.ID]
+			// Settled or not: an output that accepted the whole message (a
+			// kill can come between its answer and the settle) holds its copy.
+			if outputs := wholeAt(rec); len(outputs) > 0 {
+				switch {
+				case it.Identity != "":
+					count(outputs, it)
+				case identifier != nil:
+					need, needAt = append(need, i), append(needAt, outputs)
+				}
+			}
+			decided[i] = p.decide(it, rec, known, listing, max)
+			switch decided[i] {
+			case fetchIt:
+				if known {
+					p.records[it.ID] = rec
+				}
+			case carry:
+				changed[i] = rec
+			case skip:
 				if rec.Settled == ledger.Delivered && rec.Flags == nil && it.Flags != nil {
 					// Settled before flags were kept: from now on they are.
 					rec.Flags = it.Flags
@@ -438,14 +430,67 @@ func (p *poll) plan(listing plugin.Listing) []plugin.Item {
 					}
 					p.baseline[it.ID] = rec
 				}
-				p.done(MessageEvent{Folder: it.Folder, Outcome: Skipped})
 			}
+		}
+	}
+	if len(need) > 0 {
+		some := make([]plugin.Item, len(need))
+		for j, i := range need {
+			some[j] = items[i]
+		}
+		if err := identifier.Identify(ctx, some); err != nil {
+			return nil, err
+		}
+		for j, i := range need {
+			items[i].Identity = some[j].Identity
+			if items[i].Identity != "" {
+				count(needAt[j], items[i])
+			}
+		}
+	}
+	var fetch []plugin.Item
+	for i, it := range items {
+		switch decided[i] {
+		case tooLarge:
+			p.log.Warn("message is over max_message_size; it stays at the source", "id", it.ID, "size", it.Size, "max", max)
+			p.unfinished++
+		case carry:
+			// Its flags are carried to the outputs after the fetch
+			// (mirror.go), and it counts as updated, not skipped.
+			p.changes = append(p.changes, change{it: it, rec: changed[i]})
 			p.toCommit(it)
-		default:
+		case skip:
+			p.done(MessageEvent{Folder: it.Folder, Outcome: Skipped})
+			p.toCommit(it)
+		case fetchIt:
 			fetch = append(fetch, it)
 		}
 	}
-	return fetch
+	return fetch, nil
+}
+
+// decide is plan's decision for one listed message, from its record (if
+// known), under the size bound max.
+func (p *poll) decide(it plugin.Item, rec ledger.Record, known bool, listing plugin.Listing, max int64) decision {
+	sameSize := known && rec.Listed > 0 && rec.Listed == it.Size
+	// A held record always has the size it was held at, 0 included (an
+	// empty file); another record's 0 may be one made before sizes were
+	// kept.
+	heldSize := known && rec.Settled == ledger.Held && rec.Listed == it.Size
+	switch {
+	case heldSize || known && rec.Settled == ledger.Held && !listing.Stable:
+		// A person has to look at it (see the quarantine); fetching
+		// it again would give the same wrong bytes.
+		return leave
+	case max > 0 && it.Size > max:
+		return tooLarge
+	case known && rec.Settled != "" && sameSize && !p.byContent && (listing.Keeps || listing.Unique):
+		if rec.Settled == ledger.Delivered && flagsChanged(rec, it) {
+			return carry
+		}
+		return skip
+	}
+	return fetchIt
 }
 
 // handle settles one fetched message: a message the ledger has as settled
