@@ -68,7 +68,7 @@ func (l *Ledger) Flush() error {
 	}
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		for input, recs := range batch {
-			b, err := tx.CreateBucketIfNotExists(bucketName(input))
+			b, err := records(tx, input)
 			if err != nil {
 				return err
 			}

@@ -195,6 +195,7 @@ func (l *Ledger) MarkRemoved(input string, ids []string) error {
 		if b == nil {
 			return nil
 		}
+		b.FillPercent = recordFill
 		for _, id := range ids {
 			v := b.Get([]byte(id))
 			var rec Record
