@@ -68,7 +68,11 @@ func (e *Endpoint) dialWith(ctx context.Context, h *imapclient.UnilateralDataHan
 	opts := &imapclient.Options{TLSConfig: e.TLSConfig(), UnilateralDataHandler: h}
 	var c *imapclient.Client
 	if e.TLS == "starttls" {
-		c, err = imapclient.NewStartTLS(raw, opts)
+		// go-imap does the handshake: its certificate errors are put in
+		// the words the endpoint's own handshakes use.
+		if c, err = imapclient.NewStartTLS(raw, opts); err != nil {
+			err = e.TLSWords(err)
+		}
 	} else {
 		c = imapclient.New(raw, opts)
 	}

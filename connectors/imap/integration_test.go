@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -343,5 +344,32 @@ skip_existing = true
 	}
 	if n := len(dump(t, dovecot(t, srv, "u12"))); n != 40 {
 		t.Fatalf("%d at the destination after a run with a fresh ledger, want 40", n)
+	}
+}
+
+// STARTTLS to Dovecot with a certificate this machine cannot check: the
+// error says which key fixes it, as POP3's and SMTP's do, not only what
+// crypto/x509 said.
+func TestDovecotSTARTTLSCertificateErrorsNameTheFix(t *testing.T) {
+	srv := enginetest.RealServers(t)
+	for _, c := range []struct {
+		ca, name, want string
+	}{
+		{"", "", "set tls_ca_file to its PEM file"},
+		{srv.CA, "mail.example", `set tls_server_name = "`},
+	} {
+		e := &Endpoint{Settings: endpoint.Settings{Address: srv.IMAP, TLS: "starttls", Username: "u2", Password: srv.Password}}
+		e.Options.CAFile, e.Options.ServerName = c.ca, c.name
+		if err := e.init(); err != nil {
+			t.Fatal(err)
+		}
+		conn, err := e.dial(context.Background())
+		if err == nil {
+			conn.close()
+			t.Fatalf("ca %q, name %q: logged in", c.ca, c.name)
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ca %q, name %q: %v; want it to say %q", c.ca, c.name, err, c.want)
+		}
 	}
 }

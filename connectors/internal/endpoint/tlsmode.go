@@ -250,6 +250,11 @@ func tlsWords(err error, cfg *tls.Config) error {
 	return err
 }
 
+// TLSWords is tlsWords for a connector that does its own handshake
+// (STARTTLS inside a protocol library): a certificate error names the key
+// that fixes it, as the endpoint's own dials do.
+func (s *Settings) TLSWords(err error) error { return tlsWords(err, s.TLSConfig()) }
+
 type wordsError struct {
 	msg string
 	err error
