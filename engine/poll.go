@@ -448,7 +448,19 @@ func (p *poll) plan(ctx context.Context, sess plugin.Session, listing plugin.Lis
 			}
 		}
 	}
-	var fetch []plugin.Item
+	counts := [fetchIt + 1]int{}
+	for _, d := range decided {
+		counts[d]++
+	}
+	// What is committed is known but for the fetched messages that will
+	// settle: room for them all at once, not copies as the list grows.
+	p.commit = make([]plugin.Item, 0, counts[skip]+counts[carry]+counts[fetchIt])
+	if counts[fetchIt] == len(items) {
+		// Every message is fetched (a first import): the listing is the
+		// list, without a copy of it (Session.Fetch does not change it).
+		return items, nil
+	}
+	fetch := make([]plugin.Item, 0, counts[fetchIt])
 	for i, it := range items {
 		switch decided[i] {
 		case tooLarge:

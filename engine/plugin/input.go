@@ -36,7 +36,8 @@ type Session interface {
 	// that one message could not be read but the session is still usable
 	// (it vanished, the server refused it). When each returns an error,
 	// Fetch stops and returns it. Fetch's own error means the session broke
-	// (the connection dropped, the stream is out of step).
+	// (the connection dropped, the stream is out of step). Fetch does not
+	// change items: they may be the listing's own.
 	Fetch(ctx context.Context, items []Item, each func(Item, io.Reader, error) error) error
 	// Commit applies the source's settle action (delete, move, flag, or
 	// nothing for a source that keeps its mail) to items: the engine
