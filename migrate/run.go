@@ -75,7 +75,7 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 	// where the source can tell. What an earlier run moved, and is still
 	// at the source, is what the ledger has as settled.
 	settledBefore := settled(e)
-	var toMove []survey.Item
+	var toMove places
 	for _, ic := range cfg.Inputs {
 		items, err := survey.Changes(ctx, e, ic.Name, survey.PeekNone)
 		if err != nil {
@@ -85,7 +85,7 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 		r.Surveyed.add(items)
 		for _, it := range items {
 			if !it.Settled && !it.TooLarge {
-				toMove = append(toMove, it)
+				toMove.add(it.Folder, it.FolderRole, it.Size)
 			}
 		}
 	}
@@ -196,21 +196,34 @@ func passes(ctx context.Context, e *engine.Engine, cfg *config.Config, meter *Me
 	}
 }
 
-// makeFolders makes, at every output that makes places (plugin.PlaceMaker),
-// the folders the messages of items are to go to, and returns those the
-// destination refused, with the messages that stay at the source for them.
-// Any other error is left for the poll to meet.
-func makeFolders(ctx context.Context, cfg *config.Config, items []survey.Item) []RefusedFolder {
-	type place struct{ folder, role string }
-	count := map[place]Count{}
-	var order []place
-	for _, it := range items {
-		pl := place{it.Folder, it.FolderRole}
-		if _, seen := count[pl]; !seen {
-			order = append(order, pl)
-		}
-		count[pl] = count[pl].plus(1, it.Size)
+// place is a folder, with its SPECIAL-USE role, that mail is to go to.
+type place struct{ folder, role string }
+
+// places are the places mail is to go to, in the order first seen, with
+// what goes to each: the survey's messages are counted as they come,
+// rather than kept (a copy of the listing, for a folder name and a size).
+type places struct {
+	order []place
+	count map[place]Count
+}
+
+func (ps *places) add(folder, role string, size int64) {
+	pl := place{folder, role}
+	if ps.count == nil {
+		ps.count = map[place]Count{}
 	}
+	if _, seen := ps.count[pl]; !seen {
+		ps.order = append(ps.order, pl)
+	}
+	ps.count[pl] = ps.count[pl].plus(1, size)
+}
+
+// makeFolders makes, at every output that makes places (plugin.PlaceMaker),
+// the folders of to, and returns those the destination refused, with the
+// messages that stay at the source for them. Any other error is left for
+// the poll to meet.
+func makeFolders(ctx context.Context, cfg *config.Config, to places) []RefusedFolder {
+	order, count := to.order, to.count
 	refused := map[string]*RefusedFolder{}
 	var out []RefusedFolder
 	for _, ic := range cfg.Inputs {

@@ -119,10 +119,13 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 		if err != nil {
 			return err
 		}
-		by := map[string][]plugin.Item{}
+		// Each folder's messages are copied when it is checked (naming them
+		// fills in their Identity), not all at once: one folder's copy at a
+		// time, not the listing's.
+		by := map[string][]int{}
 		role := map[string]string{}
-		for _, it := range listing.Items {
-			by[it.Folder] = append(by[it.Folder], it)
+		for i, it := range listing.Items {
+			by[it.Folder] = append(by[it.Folder], i)
 			role[it.Folder] = it.FolderRole
 		}
 		for _, f := range sortedKeys(by) {
@@ -136,7 +139,11 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 				clean[f] = tok
 				continue
 			}
-			c, err := checkFolder(ctx, sess, finder, f, role[f], by[f])
+			items := make([]plugin.Item, len(by[f]))
+			for j, i := range by[f] {
+				items[j] = listing.Items[i]
+			}
+			c, err := checkFolder(ctx, sess, finder, f, role[f], items)
 			if err != nil {
 				return fmt.Errorf("output %q, folder %q: %w", output, f, err)
 			}
