@@ -316,12 +316,21 @@ func (c *conn) fetchInfo(set goimap.NumSet, identity bool) ([]msgInfo, error) {
 func (c *conn) fetchInfoWith(set goimap.NumSet, opts *goimap.FetchOptions) ([]msgInfo, error) {
 	defer c.wd.begin()()
 	identity := len(opts.BodySection) > 0
-	msgs, err := c.c.Fetch(set, opts).Collect()
-	if err != nil {
-		return nil, fmt.Errorf("imap FETCH: %w", err)
-	}
-	out := make([]msgInfo, 0, len(msgs))
-	for _, m := range msgs {
+	// Each message's data is taken in as it comes, not collected for the
+	// whole folder first (FetchCommand.Collect): with the header fields of
+	// an identity that is a kilobyte a message, held until the last.
+	cmd := c.c.Fetch(set, opts)
+	defer cmd.Close()
+	var out []msgInfo
+	for {
+		next := cmd.Next()
+		if next == nil {
+			break
+		}
+		m, err := next.Collect()
+		if err != nil {
+			return nil, fmt.Errorf("imap FETCH: %w", err)
+		}
 		mi := msgInfo{UID: uint32(m.UID), Size: m.RFC822Size, Date: m.InternalDate}
 		if identity {
 			mi.Identity = message.HeaderIdentity(m.FindBodySection(identityFields), m.RFC822Size)
@@ -334,6 +343,9 @@ func (c *conn) fetchInfoWith(set goimap.NumSet, opts *goimap.FetchOptions) ([]ms
 			}
 		}
 		out = append(out, mi)
+	}
+	if err := cmd.Close(); err != nil {
+		return nil, fmt.Errorf("imap FETCH: %w", err)
 	}
 	slices.SortFunc(out, func(a, b msgInfo) int { return int(a.UID) - int(b.UID) })
 	return out, nil
