@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -36,8 +37,12 @@ type heldIndex struct {
 // take reports whether folder holds a copy of identity that no message
 // delivered before has claimed (siblings: those the ledger has as
 // delivered, whose copies are among those the folder holds), and claims
-// it, saying which in at; read lists the folder the first time.
-func (h *heldIndex) take(folder, identity string, siblings int, read func() (*folderCopies, error), at *heldCopy) (bool, error) {
+// it, saying which in at; read lists the folder the first time. With same
+// (not nil), only a copy same says holds the message's bytes is claimed:
+// two messages may share an identity (no Message-ID, the same Date, From,
+// Subject and size), and after a kill the copy of one whose APPEND was in
+// doubt must not be taken for the other, which would then never be sent.
+func (h *heldIndex) take(folder, identity string, siblings int, read func() (*folderCopies, error), same func(uid uint32) (bool, error), at *heldCopy) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	idx, ok := h.folders[folder]
@@ -52,9 +57,21 @@ func (h *heldIndex) take(folder, identity string, siblings int, read func() (*fo
 		h.folders[folder] = idx
 	}
 	uids := idx.uids[identity]
-	if len(uids)-siblings > 0 {
-		*at = heldCopy{validity: idx.validity, uid: uids[len(uids)-1]}
-		idx.uids[identity] = uids[:len(uids)-1]
+	if len(uids)-siblings <= 0 {
+		return false, nil
+	}
+	for i := len(uids) - 1; i >= 0; i-- {
+		if same != nil {
+			ok, err := same(uids[i])
+			if err != nil {
+				return false, err
+			}
+			if !ok {
+				continue
+			}
+		}
+		*at = heldCopy{validity: idx.validity, uid: uids[i]}
+		idx.uids[identity] = slices.Delete(uids, i, i+1)
 		return true, nil
 	}
 	return false, nil
@@ -238,4 +255,24 @@ func crlfDigest(r io.Reader) ([32]byte, error) {
 	var sum [32]byte
 	h.Sum(sum[:0])
 	return sum, nil
+}
+
+// holdsBytes reports whether the copy at uid in folder holds body's bytes,
+// line ends aside (a server may change them).
+func (o *Output) holdsBytes(ctx context.Context, folder string, uid uint32, body func() io.Reader) (bool, error) {
+	want, err := crlfDigest(body())
+	if err != nil {
+		return false, err
+	}
+	var got [32]byte
+	err = o.use(ctx, func(c *conn) error {
+		if _, _, err := c.examine(folder, false); err != nil {
+			return err
+		}
+		return c.fetch([]uint32{uid}, func(_ uint32, r io.Reader) (err error) {
+			got, err = crlfDigest(r)
+			return err
+		})
+	})
+	return err == nil && got == want, err
 }

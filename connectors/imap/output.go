@@ -153,13 +153,26 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 		}
 	}
 	identity := msg.Identity()
+	size, body := msg.Size(), msg.Reader
+	if o.AddMessageID && msg.MessageID() == "" {
+		// Prepended, not set through the header: the other bytes stay as
+		// they are, and a message whose header could not be parsed gets
+		// one too.
+		field := "Message-ID: <" + identity + ">\r\n"
+		size, body = size+int64(len(field)), func() io.Reader { return io.MultiReader(strings.NewReader(field), msg.Reader()) }
+	}
 	if o.SkipExisting {
 		var at heldCopy
+		var same func(uint32) (bool, error)
+		if msg.MessageID() == "" {
+			// An identity made from the header may be another message's.
+			same = func(uid uint32) (bool, error) { return o.holdsBytes(ctx, folder, uid, body) }
+		}
 		there, err := o.held.take(folder, identity, d.Siblings, func() (*folderCopies, error) {
 			var fc *folderCopies
 			err := o.use(ctx, func(c *conn) (err error) { fc, err = c.copies(folder); return err })
 			return fc, err
-		}, &at)
+		}, same, &at)
 		if err != nil {
 			return nil, fmt.Errorf("imap: reading what %q holds: %w", folder, err)
 		}
@@ -195,14 +208,6 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 				date = t
 			}
 		}
-	}
-	size, body := msg.Size(), msg.Reader
-	if o.AddMessageID && msg.MessageID() == "" {
-		// Prepended, not set through the header: the other bytes stay as
-		// they are, and a message whose header could not be parsed gets
-		// one too.
-		field := "Message-ID: <" + identity + ">\r\n"
-		size, body = size+int64(len(field)), func() io.Reader { return io.MultiReader(strings.NewReader(field), msg.Reader()) }
 	}
 	if limit, ok := o.layout.appendLimit(); ok && size > limit {
 		return nil, plugin.Permanent(fmt.Errorf("imap: the message has %d bytes; the server takes at most %d (APPENDLIMIT)", size, limit))
