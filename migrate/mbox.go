@@ -73,15 +73,15 @@ func mboxInput(from, to endpoint) *mbox.Input {
 }
 
 // checkLabels checks ?labels= against the destination: a message is
-// imported into Gmail once, with every label it had, so "copies" (a
-// message per label) and "keywords" (IMAP's) are not for Gmail, and "all"
-// is only for it.
+// imported into Gmail once, with every label it had, so "copies" or
+// "folders" (a message per label) and "keywords" (IMAP's) are not for
+// Gmail, and "all" is only for it.
 func checkLabels(from, to endpoint) error {
 	if from.scheme != "mbox" {
 		return nil
 	}
 	l := from.opts.Get("labels")
-	ok := []string{"", "first", "copies", "keywords", "none"}
+	ok := []string{"", "first", "copies", "folders", "keywords", "none"}
 	if to.scheme == "gmail" {
 		ok = []string{"", "all", "first", "none"}
 	}

@@ -10,11 +10,12 @@ import (
 )
 
 // A Takeout into IMAP: each message in the folder of its first label, or
-// with ?labels=copies in the folder of each; the verification finds
+// with ?labels=copies (or folders, the IMAP source's word) in the folder
+// of each; the verification finds
 // every one; a run again moves nothing. The file is named by a relative
 // path and kept absolute in the saved plan.
 func TestTakeoutIntoIMAPFoldersFromLabels(t *testing.T) {
-	for _, mode := range []string{"first", "copies"} {
+	for _, mode := range []string{"first", "copies", "folders"} {
 		t.Run(mode, func(t *testing.T) {
 			addr := imapServer(t)
 			dir := t.TempDir()
@@ -29,12 +30,12 @@ func TestTakeoutIntoIMAPFoldersFromLabels(t *testing.T) {
 			plan := migrate.Plan{From: migrate.Endpoint{URL: "mbox:takeout.mbox?labels=" + mode},
 				To: migrate.Endpoint{URL: "imap://dst@" + addr + "?tls=none", PasswordEnv: "MF_MIGRATE_TEST_PW"}, StateDir: "state", AllowPlaintextAuth: true}
 			r := migrate.Run(context.Background(), plan, migrate.Options{})
-			moved := map[string]int64{"first": 3, "copies": 4}[mode]
+			moved := map[string]int64{"first": 3, "copies": 4, "folders": 4}[mode]
 			if r.Result() != migrate.Done || r.Moved != moved || r.Verified() != "yes" {
 				t.Fatalf("moved %d (want %d), verified %s, errors %+v", r.Moved, moved, r.Verified(), r.Errors)
 			}
 			want := map[string]uint32{"INBOX": 1, "Work": 2, "Receipts": 0}
-			if mode == "copies" {
+			if mode != "first" {
 				want["Receipts"] = 1
 			}
 			for folder, n := range want {
@@ -64,7 +65,7 @@ func TestMboxAndGmailURLsAreChecked(t *testing.T) {
 		{"mbox without a file", "mbox:///", gm, "names no file"},
 		{"unknown option", "mbox:///x.mbox?label=first", gm, "?label= is no option of mbox:// URLs"},
 		{"copies into Gmail", "mbox:///x.mbox?labels=copies", gm, "into gmail:// it is one of all, first, none"},
-		{"all into IMAP", "mbox:///x.mbox?labels=all", "imap://u@h", "into imap:// it is one of first, copies, keywords, none"},
+		{"all into IMAP", "mbox:///x.mbox?labels=all", "imap://u@h", "into imap:// it is one of first, copies, folders, keywords, none"},
 		{"not a bool", "mbox:///x.mbox?include_spam_trash=maybe", gm, "give true or false"},
 		{"a variant that is none", "mbox:///x.mbox?variant=mboxq", gm, "variant"},
 		{"gmail without a client id", "mbox:///x.mbox", "gmail://me@example.com", "client id of your Google Cloud app"},

@@ -23,14 +23,14 @@ func parseLabelMode(s string) (labelMode, error) {
 	switch s {
 	case "", "first":
 		return labelsFirst, nil
-	case "copies":
+	case "copies", "folders": // "folders": the word a Gmail IMAP source takes (--labels)
 		return labelsCopies, nil
 	case "keywords":
 		return labelsKeywords, nil
 	case "none":
 		return labelsNone, nil
 	}
-	return 0, fmt.Errorf(`labels must be "first", "copies", "keywords" or "none", not %q`, s)
+	return 0, fmt.Errorf(`labels must be "first", "copies" (or "folders"), "keywords" or "none", not %q`, s)
 }
 
 // place is a folder a message goes to.
