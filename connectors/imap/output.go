@@ -10,11 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	goimap "github.com/emersion/go-imap/v2"
 
+	"github.com/mailflow/mailflow/connectors/internal/rate"
 	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // Output stores messages in an IMAP mailbox. Its exported fields are its
@@ -50,6 +50,9 @@ type Output struct {
 	// average, MaxBytesPerDay to that many a day (0: no bound).
 	MaxBytesPerSecond int64 `toml:"max_bytes_per_second"`
 	MaxBytesPerDay    int64 `toml:"max_bytes_per_day"`
+	// Rate stores at most that many messages a second, minute or hour
+	// ("10/s", "600/m"): providers that count an account's messages.
+	Rate string `toml:"rate"`
 	// SyncDeletes: a message deleted at the source after it was delivered
 	// (a source that keeps its mail) is deleted here too.
 	SyncDeletes bool `toml:"sync_deletes"`
@@ -59,6 +62,7 @@ type Output struct {
 	layout layout
 	pace   *pace
 	day    *dayBudget
+	rate   *rate.Limiter
 	there  atomic.Int64 // messages found at the destination and not appended
 }
 
@@ -93,6 +97,12 @@ func (o *Output) Init() error {
 	for from := range o.FolderMap {
 		if strings.Contains(strings.TrimSuffix(from, "/*"), "*") && from != "*" || strings.Contains(from, "%") {
 			return fmt.Errorf(`folder_map: %q: a wildcard may only end a name ("Archive/*") or be the whole of it ("*")`, from)
+		}
+	}
+	if o.Rate != "" {
+		var err error
+		if o.rate, err = rate.Parse(o.Rate); err != nil {
+			return err
 		}
 	}
 	o.pace = &pace{perSecond: o.MaxBytesPerSecond}
@@ -211,6 +221,11 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 	}
 	if limit, ok := o.layout.appendLimit(); ok && size > limit {
 		return nil, plugin.Permanent(fmt.Errorf("imap: the message has %d bytes; the server takes at most %d (APPENDLIMIT)", size, limit))
+	}
+	if o.rate != nil {
+		if err := o.rate.Wait(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := o.pace.wait(ctx, size); err != nil {
 		return nil, err

@@ -2,8 +2,12 @@ package imap
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailflow/mailflow/connectors/internal/endpoint"
+	"github.com/mailflow/mailflow/engine/message"
 )
 
 // 10 bookings of 100 bytes at 2,000 bytes a second: the last may start no
@@ -59,5 +63,32 @@ func TestDayBudget(t *testing.T) {
 	var none *dayBudget
 	if _, ok := none.take(1 << 40); !ok {
 		t.Fatal("no budget, no bound")
+	}
+}
+
+// rate = "20/s": four messages delivered at once go 50 ms apart, all
+// stored; a rate that cannot be read is refused at Init.
+func TestOutputRateSpacesMessages(t *testing.T) {
+	addr := memServer(t)
+	o := newOutput(t, addr, func(o *Output) { o.Rate = "20/s" })
+	var msgs []*message.Message
+	for i := range 4 {
+		msgs = append(msgs, testMessage(i, "INBOX"))
+	}
+	start := time.Now()
+	for i, d := range deliverAll(o, msgs, false) {
+		if d.err != nil {
+			t.Fatalf("message %d: %v", i, d.err)
+		}
+	}
+	if took := time.Since(start); took < 150*time.Millisecond {
+		t.Fatalf("4 messages at 20/s stored in %v, want at least 150 ms (3 × 50 ms)", took)
+	}
+	if n := len(dump(t, login(t, addr, "dst"))); n != 4 {
+		t.Fatalf("%d stored, want 4", n)
+	}
+	bad := &Output{Endpoint: Endpoint{Settings: endpoint.Settings{Address: addr, TLS: "none", Username: "dst", Password: "p", AllowPlaintextAuth: true}}, Rate: "fast"}
+	if err := bad.Init(); err == nil || !strings.Contains(err.Error(), `rate "fast"`) {
+		t.Fatalf("rate = \"fast\": %v", err)
 	}
 }

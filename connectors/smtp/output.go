@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -25,6 +24,7 @@ import (
 
 	"github.com/mailflow/mailflow/connectors/internal/endpoint"
 	"github.com/mailflow/mailflow/connectors/internal/pool"
+	"github.com/mailflow/mailflow/connectors/internal/rate"
 	"github.com/mailflow/mailflow/connectors/internal/sasl"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/plugins"
@@ -57,7 +57,7 @@ type Output struct {
 	env     plugin.Env
 	dataFor time.Duration
 	idleFor time.Duration
-	limiter *limiter
+	limiter *rate.Limiter
 	pool    *pool.Pool[*Client]
 }
 
@@ -146,7 +146,7 @@ func (o *Output) Init() error {
 		return fmt.Errorf("eight_bit must be \"convert\" or \"refuse\", not %q", o.EightBit)
 	}
 	if o.Rate != "" {
-		if o.limiter, err = parseRate(o.Rate); err != nil {
+		if o.limiter, err = rate.Parse(o.Rate); err != nil {
 			return err
 		}
 	}
@@ -330,7 +330,7 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 	env := Envelope{From: from, To: todo, Size: size,
 		SMTPUTF8: !isASCII(from) || slices.ContainsFunc(todo, func(s string) bool { return !isASCII(s) })}
 	if o.limiter != nil {
-		if err := o.limiter.wait(ctx); err != nil {
+		if err := o.limiter.Wait(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -477,44 +477,6 @@ func (o *Output) Close() error {
 		o.pool.Close()
 	}
 	return nil
-}
-
-// limiter spaces messages evenly to at most n per period.
-type limiter struct {
-	mu       sync.Mutex
-	interval time.Duration
-	next     time.Time
-}
-
-// parseRate reads "10/s", "600/m" or "1000/h".
-func parseRate(s string) (*limiter, error) {
-	n, per, ok := strings.Cut(s, "/")
-	count, err := strconv.Atoi(strings.TrimSpace(n))
-	if !ok || err != nil || count <= 0 {
-		return nil, fmt.Errorf("rate %q: want a count per unit like \"10/s\" or \"600/m\"", s)
-	}
-	unit := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[strings.TrimSpace(per)]
-	if unit == 0 {
-		return nil, fmt.Errorf("rate %q: the unit must be s, m or h", s)
-	}
-	return &limiter{interval: unit / time.Duration(count)}, nil
-}
-
-func (l *limiter) wait(ctx context.Context) error {
-	l.mu.Lock()
-	now := time.Now()
-	if l.next.Before(now) {
-		l.next = now
-	}
-	at := l.next
-	l.next = l.next.Add(l.interval)
-	l.mu.Unlock()
-	select {
-	case <-time.After(time.Until(at)):
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 var (
