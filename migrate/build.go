@@ -98,7 +98,7 @@ func (p *Plan) buildConfig(from, to endpoint, stateDir string, deleteNow bool, s
 		// over from another machine, copies nothing twice.
 		out.SkipExisting, out.MaxConnections = true, parallel
 		out.AddMessageID, out.MaxBytesPerSecond = p.AddMessageID, p.MaxBytesPerSecond
-		out.MaxBytesPerDay, out.SyncDeletes = p.MaxBytesPerDay, p.SyncDeletes
+		out.MaxBytesPerDay, out.SyncDeletes, out.Rate = p.MaxBytesPerDay, p.SyncDeletes, p.Rate
 		out.AllowPlaintextAuth, out.CAFile = p.AllowPlaintextAuth, p.CAFile
 		dest = out
 	case "gmail":

@@ -65,7 +65,8 @@ type Plan struct {
 	// Parallel is how many folders are fetched, and messages stored, at
 	// once (IMAP).
 	Parallel int `json:"parallel,omitempty"`
-	// Rate bounds an SMTP destination's sending: "10/s", "100/m".
+	// Rate bounds what an SMTP or IMAP destination is sent: "10/s",
+	// "100/m" messages.
 	Rate string `json:"rate,omitempty"`
 	// MaxBytesPerSecond paces uploads into an IMAP destination.
 	MaxBytesPerSecond int64 `json:"max_bytes_per_second,omitempty"`
@@ -260,6 +261,8 @@ func (p *Plan) check() (from, to endpoint, err error) {
 		return from, to, planErrorf("--to names a user: give its password with --to-password-env or --to-password-file")
 	case to.scheme != "imap" && (p.AddMessageID || p.MaxBytesPerSecond > 0):
 		return from, to, planErrorf("--add-message-id and --max-bytes-per-second are for an IMAP destination")
+	case p.Rate != "" && to.scheme == "gmail":
+		return from, to, planErrorf("--rate is for an SMTP or IMAP destination; into Gmail the import waits as Google asks")
 	case p.SyncDeletes && to.scheme != "imap":
 		return from, to, planErrorf("--sync-deletes is for an IMAP destination")
 	case p.DeleteSource && p.SyncDeletes:

@@ -112,7 +112,7 @@ With -c FILE, the inputs of FILE are polled once instead.`,
 	f.StringVar(&p.To.PasswordFile, "to-password-file", "", "`FILE` holding the destination's password")
 	f.BoolVar(&p.Keep, "keep", false, "POP3 source: leave the messages on the old server (default: delete each once it was accepted)")
 	f.StringVar(&since, "since", "", "move only messages dated on or after `DATE` (2006-01-02); older ones stay")
-	f.StringVar(&p.Rate, "rate", "", "SMTP destination: send at most this many messages per second or minute (`10/s`, 100/m)")
+	f.StringVar(&p.Rate, "rate", "", "SMTP or IMAP destination: send at most this many messages per second, minute or hour (`10/s`, 100/m)")
 	f.StringVar(&p.StateDir, "state", "", "`DIR` for the record of what was moved (for resuming)")
 	f.StringVar(&p.CAFile, "ca-file", "", "PEM `FILE` of the CA that signed the servers' certificates (private CAs)")
 	f.BoolVar(&p.AllowPlaintextAuth, "allow-plaintext-auth", false, "allow passwords over a connection without TLS (?tls=none)")

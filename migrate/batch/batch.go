@@ -94,6 +94,7 @@ var columns = map[string]func(p *migrate.Plan, v string) error{
 	"labels":               func(p *migrate.Plan, v string) error { p.Labels = v; return nil },
 	"include_spam_trash":   boolColumn(func(p *migrate.Plan) *bool { return &p.IncludeSpamTrash }),
 	"sync_deletes":         boolColumn(func(p *migrate.Plan) *bool { return &p.SyncDeletes }),
+	"rate":                 func(p *migrate.Plan, v string) error { p.Rate = v; return nil },
 	"ca_file":              func(p *migrate.Plan, v string) error { p.CAFile = v; return nil },
 	"keep":                 boolColumn(func(p *migrate.Plan) *bool { return &p.Keep }),
 	"add_message_id":       boolColumn(func(p *migrate.Plan) *bool { return &p.AddMessageID }),
