@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/mailflow/mailflow/connectors/internal/rate"
 )
 
 // quota paces requests to a budget of quota units a second, the way Gmail
@@ -38,15 +40,5 @@ func (q *quota) wait(ctx context.Context, units int) error {
 	q.tat = q.tat.Add(time.Duration(units) * q.perUnit)
 	d := q.tat.Sub(now) - q.burst
 	q.mu.Unlock()
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return rate.Sleep(ctx, d)
 }

@@ -10,9 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mailflow/mailflow/engine/plugin"
-
 	goimap "github.com/emersion/go-imap/v2"
+
+	"github.com/mailflow/mailflow/connectors/internal/rate"
+	"github.com/mailflow/mailflow/engine/plugin"
 )
 
 // Input fetches mail from IMAP folders. Its exported fields are its config.
@@ -397,7 +398,7 @@ func (in *Input) fetchFolder(ctx context.Context, c **conn, f string, items []pl
 			return in.throttled(err)
 		}
 		in.log.Info("the server ended the session in the middle of a FETCH; logging in again", "folder", f, "left", len(todo), "err", err)
-		if err := sleep(ctx, wait); err != nil {
+		if err := rate.Sleep(ctx, wait); err != nil {
 			return err
 		}
 		nc, derr := in.dial(ctx)
@@ -458,21 +459,6 @@ func (in *Input) fetchOnce(ctx context.Context, c *conn, f string, todo map[uint
 
 // gone reports whether the server closed c, or said BYE.
 func gone(c *conn) bool { return !c.open() }
-
-// sleep waits d, or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
 
 // Identify implements plugin.Identifier: per folder, one UID FETCH of the
 // header fields that name a message.

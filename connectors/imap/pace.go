@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/mailflow/mailflow/connectors/internal/rate"
 )
 
 // pace spaces uploads so that they average at most perSecond bytes a
@@ -11,9 +13,7 @@ import (
 // the time its bytes take at that rate, after the bookings before it.
 type pace struct {
 	perSecond int64
-
-	mu   sync.Mutex
-	next time.Time // when the next upload may start
+	turns     rate.Spacer
 }
 
 // wait returns when n more bytes may be sent, or with ctx's error.
@@ -21,26 +21,7 @@ func (p *pace) wait(ctx context.Context, n int64) error {
 	if p == nil || p.perSecond <= 0 {
 		return nil
 	}
-	p.mu.Lock()
-	now := time.Now()
-	if p.next.Before(now) {
-		p.next = now
-	}
-	start := p.next
-	p.next = p.next.Add(time.Duration(float64(n) / float64(p.perSecond) * float64(time.Second)))
-	p.mu.Unlock()
-	d := time.Until(start)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return rate.Sleep(ctx, p.turns.Book(time.Duration(float64(n)/float64(p.perSecond)*float64(time.Second))))
 }
 
 // dayBudget bounds the bytes uploaded in a day (max_bytes_per_day; Gmail

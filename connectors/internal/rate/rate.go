@@ -1,7 +1,7 @@
-// Package rate spaces an output's messages evenly to at most a count per
-// second, minute or hour ("10/s", "600/m", "1000/h"): the smtp output's
-// rate and the imap output's (a provider that counts messages per account,
-// as many hosted servers do, more than bytes).
+// Package rate spaces what the connectors send: messages evenly to at
+// most a count per second, minute or hour ("10/s", "600/m", "1000/h": the
+// smtp and imap outputs' rate, for providers that count an account's
+// messages), bytes to a rate (Spacer), and the waits between (Sleep).
 package rate
 
 import (
@@ -13,11 +13,46 @@ import (
 	"time"
 )
 
+// Spacer books turns one after the other: each takes a share of time
+// after the turns booked before it.
+type Spacer struct {
+	mu   sync.Mutex
+	next time.Time // when the turns booked so far are over
+}
+
+// Book books a turn of cost and returns how long until it starts: at once
+// when the turns before it are over.
+func (s *Spacer) Book(cost time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if s.next.Before(now) {
+		s.next = now
+	}
+	start := s.next
+	s.next = s.next.Add(cost)
+	return start.Sub(now)
+}
+
+// Sleep waits d, or returns ctx's error when ctx ends first.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Limiter spaces messages evenly: one every interval, the first at once.
 type Limiter struct {
-	mu       sync.Mutex
 	interval time.Duration
-	next     time.Time
+	turns    Spacer
 }
 
 // Parse reads "10/s", "600/m" or "1000/h".
@@ -38,20 +73,5 @@ func Parse(s string) (*Limiter, error) {
 // ends first (the turn it took is then not given back: the spacing stays
 // even for those after it).
 func (l *Limiter) Wait(ctx context.Context) error {
-	l.mu.Lock()
-	now := time.Now()
-	if l.next.Before(now) {
-		l.next = now
-	}
-	at := l.next
-	l.next = l.next.Add(l.interval)
-	l.mu.Unlock()
-	t := time.NewTimer(time.Until(at))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return Sleep(ctx, l.turns.Book(l.interval))
 }
