@@ -12,6 +12,7 @@ import (
 
 	goimap "github.com/emersion/go-imap/v2"
 
+	"github.com/mailflow/mailflow/connectors/internal/labels"
 	"github.com/mailflow/mailflow/engine/plugin"
 )
 
@@ -297,7 +298,7 @@ var (
 // rule, in the rule's order (for "first" the first that the folder
 // patterns take is the one), and the flags of its copies. A message from
 // Spam or Trash goes to bin whatever its labels.
-func (rule labelRule) places(labels, imapFlags []string, bin *place) ([]place, []string) {
+func (rule labelRule) places(gmLabels, imapFlags []string, bin *place) ([]place, []string) {
 	flags := slices.Clone(imapFlags)
 	add := func(f string) {
 		if !containsFold(flags, f) {
@@ -306,7 +307,7 @@ func (rule labelRule) places(labels, imapFlags []string, bin *place) ([]place, [
 	}
 	var own, system []place
 	var keywords []string
-	for _, l := range labels {
+	for _, l := range gmLabels {
 		switch strings.ToLower(l) {
 		case `\inbox`:
 			system = append(system, inboxPlace)
@@ -324,7 +325,7 @@ func (rule labelRule) places(labels, imapFlags []string, bin *place) ([]place, [
 				continue // Gmail's own, and no place: \Muted, \Chats, …
 			}
 			own = append(own, place{folder: l})
-			keywords = append(keywords, keyword(l))
+			keywords = append(keywords, labels.Keyword(l))
 		}
 	}
 	slices.SortFunc(own, func(a, b place) int { return strings.Compare(a.folder, b.folder) })
@@ -352,21 +353,6 @@ func (rule labelRule) places(labels, imapFlags []string, bin *place) ([]place, [
 		out = []place{archivePlace} // in All Mail only: archived
 	}
 	return out, flags
-}
-
-// keyword makes an IMAP keyword of a label: an atom (RFC 3501), so a
-// space and what an atom cannot hold (non-ASCII, "(){%*\"\\]") each become
-// "_", as the mbox input makes them of a Takeout's labels.
-func keyword(label string) string {
-	var b strings.Builder
-	for _, r := range strings.TrimSpace(label) {
-		if r > 0x20 && r < 0x7f && !strings.ContainsRune(`(){%*"\]`, r) {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return b.String()
 }
 
 // copyLimit is how large a message with several copies may be to be held

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/mailflow/mailflow/connectors/internal/labels"
 )
 
 // labelMode is what the input makes of Takeout's X-Gmail-Labels.
@@ -182,17 +184,17 @@ func (l *labeller) labels(raw string) marks {
 			addFlag("$Important")
 		case lower == "opened":
 		case strings.HasPrefix(lower, "category "):
-			if k := keyword(label); k != "" {
+			if k := labels.Keyword(label); k != "" {
 				addFlag(k)
 			}
 		case strings.HasPrefix(lower, "imap_"):
 			// A keyword an IMAP client set on the message at Gmail.
-			if k := keyword(label[len("imap_"):]); k != "" {
+			if k := labels.Keyword(label[len("imap_"):]); k != "" {
 				addFlag(k)
 			}
 		default:
 			places = append(places, place{folder: label})
-			if k := keyword(label); k != "" {
+			if k := labels.Keyword(label); k != "" {
 				keywords = append(keywords, k)
 			}
 		}
@@ -286,21 +288,6 @@ func splitLabels(v string) []string {
 }
 
 var labelDecoder = &mime.WordDecoder{}
-
-// keyword makes an IMAP keyword of a label: an atom (RFC 3501), so a
-// space and what an atom cannot hold (non-ASCII, "(){%*\"\\]") each
-// become "_".
-func keyword(label string) string {
-	var b strings.Builder
-	for _, r := range strings.TrimSpace(label) {
-		if r > 0x20 && r < 0x7f && !strings.ContainsRune(`(){%*"\]`, r) {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return b.String()
-}
 
 // statusFlags reads the flags a mail reader kept in the header: Status
 // and X-Status (mutt, pine, elm: R read, A answered, F flagged, T draft)
