@@ -484,6 +484,11 @@ func TestServerThatStopsAnsweringFailsThePoll(t *testing.T) {
 	if took > 5*time.Second {
 		t.Fatalf("the poll took %v with timeout = 1s", took)
 	}
+	// Not taken for a session the server ended (and fetched again three
+	// times over): the error says the server stopped answering.
+	if !strings.Contains(err.Error(), "no answer within 1s") {
+		t.Fatalf("the error does not say the server stopped answering: %v", err)
+	}
 	fault.Store("")
 	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != 6 {
 		t.Fatalf("next poll: %v %v", st, err)

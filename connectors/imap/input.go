@@ -393,6 +393,11 @@ func (in *Input) fetchFolder(ctx context.Context, c **conn, f string, items []pl
 		if errors.As(err, &he) {
 			return he.err
 		}
+		if (*c).wd.silenced() {
+			// A server that stopped answering once is not asked again
+			// within this poll: the next one tries, and the messages wait.
+			return in.throttled(fmt.Errorf("imap FETCH in %q: no answer within %v (timeout): %w", f, (*c).wd.timeout, err))
+		}
 		wait, _ := serverWait(err)
 		if !gone(*c) || try == fetchRetries || wait > fetchRetryWait || ctx.Err() != nil {
 			return in.throttled(err)

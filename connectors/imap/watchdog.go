@@ -15,6 +15,7 @@ type watchdog struct {
 	timeout time.Duration
 	last    atomic.Int64 // when a byte last went in or out (UnixNano)
 	busy    atomic.Int32 // commands waiting on the server
+	fired   atomic.Bool  // it closed the connection: the server stopped answering
 }
 
 // watchedConn counts every byte read or written as progress.
@@ -72,9 +73,14 @@ func (w *watchdog) watch(done <-chan struct{}, kill func()) {
 			return
 		case <-t.C:
 			if w.busy.Load() > 0 && time.Since(time.Unix(0, w.last.Load())) > w.timeout {
+				w.fired.Store(true)
 				kill()
 				return
 			}
 		}
 	}
 }
+
+// silenced reports whether w closed its connection because the server
+// stopped answering (the error the command got then reads only "EOF").
+func (w *watchdog) silenced() bool { return w != nil && w.fired.Load() }
