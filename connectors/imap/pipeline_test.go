@@ -202,7 +202,7 @@ func TestASessionClosedWhileIdleIsNotUsed(t *testing.T) {
 // new one.
 func TestAStaleSessionIsCheckedFirst(t *testing.T) {
 	srv, addr := newScripted(t, scriptedCaps)
-	o := newOutput(t, addr, func(o *Output) { o.MaxConnections = 1 })
+	o := newOutput(t, addr, func(o *Output) { o.MaxConnections, o.Timeout = 1, "1s" })
 	o.lanes.checkAfter = time.Millisecond
 	first := make(chan delivered)
 	go func() { first <- deliverAll(o, []*message.Message{testMessage(1, "INBOX")}, false)[0] }()
@@ -213,8 +213,8 @@ func TestAStaleSessionIsCheckedFirst(t *testing.T) {
 	}
 	time.Sleep(5 * time.Millisecond)
 	// The server forgot the session without closing it: the NOOP gets
-	// nothing back, the watchdog (timeout 5 s) ends it.
-	a.s.conn.(interface{ CloseRead() error }).CloseRead()
+	// nothing back, the watchdog (timeout 1 s) ends it.
+	a.s.deaf.Store(true)
 	second := make(chan delivered)
 	go func() { second <- deliverAll(o, []*message.Message{testMessage(2, "INBOX")}, false)[0] }()
 	b := srv.next(t)

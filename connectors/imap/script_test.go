@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -45,6 +46,9 @@ type scriptedAppend struct {
 type scriptedSession struct {
 	conn net.Conn
 	wmu  sync.Mutex
+	// deaf: the server forgot the session without closing it, and
+	// answers nothing more on it.
+	deaf atomic.Bool
 }
 
 // reply writes a line to the client.
@@ -101,6 +105,9 @@ func (srv *scripted) serve(s *scriptedSession) {
 		line, err := br.ReadString('\n')
 		if err != nil {
 			return
+		}
+		if s.deaf.Load() {
+			continue
 		}
 		line = strings.TrimRight(line, "\r\n")
 		tag, rest, _ := strings.Cut(line, " ")
