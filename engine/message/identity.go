@@ -1,6 +1,7 @@
 package message
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -36,7 +37,7 @@ func MadeIdentity(h *Header, size int64) string {
 // IMAP server returns for BODY.PEEK[HEADER.FIELDS (...)]), for listings that
 // do not fetch the whole message.
 func HeaderIdentity(block []byte, size int64) string {
-	h, _, err := readHeader(strings.NewReader(string(block)), int64(len(block))+1)
+	h, _, err := readHeader(bytes.NewReader(block), int64(len(block))+1)
 	if err != nil {
 		return MadeIdentity(&Header{}, size)
 	}
