@@ -29,33 +29,56 @@ type folderCopies struct {
 
 // heldIndex is what each target folder held when the output first
 // delivered to it: identity → the copies not yet matched to a message.
+// Each folder has its own lock, so that the folders a pass delivers to are
+// read at once, each on a session of its own, rather than one after the
+// other while every delivery waits.
 type heldIndex struct {
 	mu      sync.Mutex
-	folders map[string]*folderCopies
+	folders map[string]*heldFolder
+}
+
+// heldFolder is one folder's entry: copies is nil until it was read.
+type heldFolder struct {
+	mu     sync.Mutex
+	copies *folderCopies
+}
+
+// folder returns folder's entry, made empty the first time.
+func (h *heldIndex) folder(folder string) *heldFolder {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hf, ok := h.folders[folder]
+	if !ok {
+		if h.folders == nil {
+			h.folders = map[string]*heldFolder{}
+		}
+		hf = &heldFolder{}
+		h.folders[folder] = hf
+	}
+	return hf
 }
 
 // take reports whether folder holds a copy of identity that no message
 // delivered before has claimed (siblings: those the ledger has as
 // delivered, whose copies are among those the folder holds), and claims
-// it, saying which in at; read lists the folder the first time. With same
-// (not nil), only a copy same says holds the message's bytes is claimed:
-// two messages may share an identity (no Message-ID, the same Date, From,
-// Subject and size), and after a kill the copy of one whose APPEND was in
-// doubt must not be taken for the other, which would then never be sent.
+// it, saying which in at; read lists the folder the first time (again
+// after a failed read). With same (not nil), only a copy same says holds
+// the message's bytes is claimed: two messages may share an identity (no
+// Message-ID, the same Date, From, Subject and size), and after a kill the
+// copy of one whose APPEND was in doubt must not be taken for the other,
+// which would then never be sent.
 func (h *heldIndex) take(folder, identity string, siblings int, read func() (*folderCopies, error), same func(uid uint32) (bool, error), at *heldCopy) (bool, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	idx, ok := h.folders[folder]
-	if !ok {
-		var err error
-		if idx, err = read(); err != nil {
+	hf := h.folder(folder)
+	hf.mu.Lock()
+	defer hf.mu.Unlock()
+	if hf.copies == nil {
+		idx, err := read()
+		if err != nil {
 			return false, err
 		}
-		if h.folders == nil {
-			h.folders = map[string]*folderCopies{}
-		}
-		h.folders[folder] = idx
+		hf.copies = idx
 	}
+	idx := hf.copies
 	uids := idx.uids[identity]
 	if len(uids)-siblings <= 0 {
 		return false, nil
