@@ -57,6 +57,7 @@ type options struct {
 	base, out      string
 	port           int
 	mailflow       string // a built mailflow to run instead of building one
+	other          string // a second built mailflow, mode "other", to compare revisions side by side
 }
 
 func main() {
@@ -65,11 +66,12 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 8, "client connections sending at once")
 	flag.IntVar(&o.runs, "runs", 3, "runs of each mode (the median is reported)")
 	flag.StringVar(&o.mix, "mix", "small", "\"small\" (2 KB each) or \"mixed\" (1-20 KB, every kind of enginetest.Mix)")
-	flag.StringVar(&o.modes, "modes", "mailflow,postfix", "modes to run, in order: mailflow, mailflow-after-delivery, postfix")
+	flag.StringVar(&o.modes, "modes", "mailflow,postfix", "modes to run, in order: mailflow, mailflow-after-delivery, postfix, other")
 	flag.StringVar(&o.base, "dir", os.TempDir(), "where the Maildirs, spool and queue live")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.IntVar(&o.port, "port-base", 33000, "ports: +25 Postfix, +26 mailflow")
 	flag.StringVar(&o.mailflow, "mailflow", "", "run this mailflow binary (default: build ./cmd/mailflow)")
+	flag.StringVar(&o.other, "other", "", "mode \"other\" runs this mailflow binary (after_spool), to compare two revisions in alternating rounds")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "smtpdbench:", err)
@@ -127,6 +129,12 @@ func run(o options) error {
 				r, err = pf.measure(msgs, o.conns)
 			case "mailflow", "mailflow-after-delivery":
 				r, err = measureMailflow(mailflowBin, work, o.port+26, mode == "mailflow-after-delivery", msgs, o.conns)
+			case "other":
+				if o.other == "" {
+					err = errors.New("mode other needs -other BINARY")
+					break
+				}
+				r, err = measureMailflow(o.other, work, o.port+26, false, msgs, o.conns)
 			default:
 				err = fmt.Errorf("no mode %q", mode)
 			}
@@ -519,6 +527,40 @@ func report(w io.Writer, o options, n int, total int64, modes []string, results 
 		fmt.Fprintf(w, "| %s | %.0f | %.2f | %.3f | %.2f s | %s |\n", mode, float64(n)/med.wall.Seconds(), cpu.Seconds(),
 			cpu.Seconds()*1000/float64(n), med.wall.Seconds(), strings.Join(walls, " / "))
 	}
+	// The machine's load moves from one round to the next: a mode is
+	// compared with Postfix (and "other" with "mailflow") round by round,
+	// each round's two runs having been made one after the other.
+	pairs := [][2]string{{"mailflow", "postfix"}, {"mailflow-after-delivery", "postfix"}, {"other", "postfix"}, {"other", "mailflow"}}
+	for _, pr := range pairs {
+		a, b := results[pr[0]], results[pr[1]]
+		if len(a) == 0 || len(a) != len(b) {
+			continue
+		}
+		var rates, cpus []float64
+		for i := range a {
+			rates = append(rates, b[i].wall.Seconds()/a[i].wall.Seconds())
+			cpus = append(cpus, a[i].cpu.Seconds()/b[i].cpu.Seconds())
+		}
+		fmt.Fprintf(w, "\n%s/%s, round by round: rate %s (median **%.2f**); CPU %s (median **%.2f**)\n",
+			pr[0], pr[1], ratios(rates), median(rates), ratios(cpus), median(cpus))
+	}
+}
+
+func ratios(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(s, ", ")
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func cpuModel() string {
