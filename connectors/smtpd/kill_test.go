@@ -4,6 +4,7 @@ package smtpd
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -194,8 +195,8 @@ path = %q
 						return
 					}
 					id := fmt.Sprintf("%d.%d", n, k)
-					body := fmt.Sprintf("From: a@example.org\r\nTo: b@example.net\r\nMessage-ID: <%s@kill.test>\r\nX-Msg: %d\r\nX-Attempt: %s\r\nSubject: message %d\r\n\r\n%s\r\n",
-						id, n, id, n, strings.Repeat("body line of a test message\r\n", 20+n%50))
+					body := fmt.Sprintf("From: a@example.org\r\nTo: b@example.net\r\nMessage-ID: <%s@kill.test>\r\nX-Msg: %d\r\nX-Attempt: %s\r\nSubject: message %d\r\n\r\n%send of attempt %s\r\n",
+						id, n, id, n, strings.Repeat("body line of a test message\r\n", 20+n%50), id)
 					if c == nil {
 						conn, err := net.DialTimeout("tcp", addr, time.Second)
 						if err != nil {
@@ -277,6 +278,11 @@ path = %q
 			m := attemptRe.FindSubmatch(b)
 			if m == nil {
 				t.Fatalf("%s has no X-Attempt", e.Name())
+			}
+			// Whole, to its last line: a spool file a kill cut short is
+			// removed at start-up, never delivered.
+			if !bytes.HasSuffix(b, []byte("\r\nend of attempt "+string(m[1])+"\r\n")) {
+				t.Errorf("%s (attempt %s) arrived cut short", e.Name(), m[1])
 			}
 			arrived[string(m[1])]++
 		}

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"runtime"
 	"slices"
@@ -107,7 +108,7 @@ func TestSizeLimit(t *testing.T) {
 	w.expect(354)
 	stop := make(chan struct{})
 	biggest := make(chan [2]int64)
-	go func() { // what the spool's tmp/ and the heap hold while the data comes
+	go func() { // what the spool's new/ and the heap hold while the data comes
 		var most, heap int64
 		var ms runtime.MemStats
 		for {
@@ -117,7 +118,7 @@ func TestSizeLimit(t *testing.T) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			for _, name := range r.spooled("tmp") {
+			for _, name := range r.spooled("new") {
 				if fi, err := osStat(r, name); err == nil && fi > most {
 					most = fi
 				}
@@ -145,8 +146,8 @@ func TestSizeLimit(t *testing.T) {
 	if most := <-biggest; most[0] > 26214400+1<<20 || most[1] > 64<<20 {
 		t.Errorf("the spool held %d bytes of the message, the heap %d bytes", most[0], most[1])
 	}
-	if len(r.spooled("tmp")) != 0 {
-		t.Errorf("the refused message left %v behind", r.spooled("tmp"))
+	if len(r.spooled("new")) != 0 {
+		t.Errorf("the refused message left %v behind", r.spooled("new"))
 	}
 	t.Logf("552 %s", msg)
 	// The session goes on.
@@ -295,8 +296,9 @@ func TestDisconnectMidData(t *testing.T) {
 }
 
 // A spooled message is delivered even when mailflow stopped before the
-// engine took it: the next start takes it. What tmp/ and wait/ hold (never
-// answered 250) is removed.
+// engine took it: the next start takes it. What tmp/ and wait/ hold, and
+// a file in new/ whose writing was cut short (never answered 250), is
+// removed.
 func TestSpoolSurvivesARestart(t *testing.T) {
 	r := newRig(t, "smtp", "", "")
 	r.out.setFail(func(m *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
@@ -319,14 +321,29 @@ func TestSpoolSurvivesARestart(t *testing.T) {
 	for _, sub := range []string{"tmp", "wait"} {
 		osWrite(r, sub, "leftover", "never answered")
 	}
+	// Cut short before its mark was finished, and finished but torn (the
+	// rest is not what the mark sums), each after a whole head line.
+	head := `{"v":1,"at":"2026-12-03T00:00:00Z","received":{"sender":"a@example.org","recipients":["bob@example.net"]}}` + "\n"
+	rest := head + msg("torn", "x\r\n")
+	osWrite(r, "new", "1.unfinished", string(unfinishedMark)+rest)
+	osWrite(r, "new", "2.torn", string(finishedMark(int64(len(rest)), crc32.Checksum([]byte(rest), castagnoli)))+strings.Replace(rest, "torn", "tOrn", 1))
+	osWrite(r, "new", "3.short", string(finishedMark(int64(len(rest)), crc32.Checksum([]byte(rest), castagnoli)))+rest[:len(rest)-1])
+	osWrite(r, "new", "4.empty", "")
+	// What an older mailflow spooled has no mark, and is whole.
+	osWrite(r, "new", "5.older", head+msg("older", "y\r\n"))
 	r.out.setFail(nil)
 	r.log = &syncBuffer{}
 	r.start(r.dir + "/mailflow.toml")
-	got := r.waitFor(1)
-	if !strings.Contains(string(got[0].msg), "Subject: survivor") || got[0].rcpts[0] != "bob@example.net" {
-		t.Fatalf("after the restart: %+v", got[0])
+	got := r.waitFor(2)
+	slices.SortFunc(got, func(a, b delivered) int { return strings.Compare(string(a.msg), string(b.msg)) })
+	if !strings.Contains(string(got[0].msg), "Subject: older") || !strings.Contains(string(got[1].msg), "Subject: survivor") || got[1].rcpts[0] != "bob@example.net" {
+		t.Fatalf("after the restart: %+v", got)
 	}
 	r.waitSpoolEmpty()
+	time.Sleep(100 * time.Millisecond)
+	if got := r.out.all(); len(got) != 2 {
+		t.Fatalf("%d deliveries after the restart, want 2 (no unfinished file delivered)", len(got))
+	}
 }
 
 // sendMail sends one message without STARTTLS.

@@ -354,7 +354,7 @@ func msg(subject, body string) string {
 }
 
 func osStat(r *rig, name string) (int64, error) {
-	fi, err := os.Stat(filepath.Join(r.state, "smtpd", "in", "tmp", name))
+	fi, err := os.Stat(filepath.Join(r.state, "smtpd", "in", "new", name))
 	if err != nil {
 		return 0, err
 	}

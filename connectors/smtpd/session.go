@@ -245,7 +245,7 @@ func (se *session) receive(r io.Reader) (*entry, error) {
 	if rcvd.Sender == "" {
 		rcvd.Sender = message.NullSender
 	}
-	sp, err := se.s.spool.create(rcvd)
+	sp, err := se.s.spool.create(rcvd, in.afterDelivery)
 	if err != nil {
 		in.log.Error("cannot spool a message", "err", err)
 		return nil, tempFail("4.3.0", "cannot store the message now, try again later")
@@ -276,7 +276,7 @@ func (se *session) receive(r io.Reader) (*entry, error) {
 		in.log.Info("client gone before the end of its message; nothing was kept", "client", se.raw.addr, "err", err)
 		return nil, err
 	}
-	en, err := sp.commit(in.afterDelivery)
+	en, err := sp.commit()
 	if err != nil {
 		in.log.Error("cannot spool a message", "err", err)
 		return nil, tempFail("4.3.0", "cannot store the message now, try again later")

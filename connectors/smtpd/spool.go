@@ -2,17 +2,21 @@ package smtpd
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,26 +28,77 @@ import (
 
 // The spool is where a received message is kept from the moment its
 // client is told it was taken until the engine settled it: one file per
-// message under state_dir/smtpd/INPUT, written to tmp/, synced, renamed
-// into place, and the directory synced, before the client hears 250. The
-// input lists it as a Maildir input lists its folder, and the engine's
-// commit removes it; so a crash at any point after the 250 leaves the
-// message here, and the first poll after the restart takes it through
-// the pipeline again. The ledger keeps what the engine did with it, as
-// for every source: a message settled before the crash is only removed.
+// message under state_dir/smtpd/INPUT. The input lists it as a Maildir
+// input lists its folder, and the engine's commit removes it; so a crash
+// at any point after the 250 leaves the message here, and the first poll
+// after the restart takes it through the pipeline again. The ledger keeps
+// what the engine did with it, as for every source: a message settled
+// before the crash is only removed.
 //
-//	tmp/   messages being received; whatever a crash leaves here was never
-//	       answered 250, and is removed at start-up
-//	new/   messages taken (answered 250), waiting for the engine
+//	new/   messages taken (answered 250), waiting for the engine, and the
+//	       message being received, until its file is finished (below)
 //	wait/  messages whose client still waits for the outcome
 //	       (answer = "after_delivery"); a crash leaves their clients
 //	       unanswered, so they send them again: removed at start-up
+//	tmp/   where an older mailflow received messages; what it holds was
+//	       never answered 250, and is removed at start-up
 //
-// A file is one line of JSON (the envelope and the client: spoolHead),
-// then the message as it will be delivered (the Received field mailflow
-// added, then the data with every line end CRLF).
+// A message is written where it will stay (new/ or wait/), not renamed
+// there from tmp/: the rename could only follow the file's sync, and the
+// directory's sync the rename, so each client waited for two syncs one
+// after the other before its 250, and receiving was slower than Postfix
+// (smtpdbench). Now the directory's sync starts as the file is created,
+// and runs while the data comes in and the file is synced; the 250 waits
+// for both. A file is finished when its first line, the mark, holds the
+// length and CRC-32C of the rest of the file; it is written last, before
+// the file's sync. So a file whose mark is unfinished, or whose rest
+// does not have the length and checksum the mark says (a crash of the
+// machine before the sync ended may keep any part of it), was never
+// answered 250, and start-up removes it.
+//
+// After the mark, a file is one line of JSON (the envelope and the
+// client: spoolHead), then the message as it will be delivered (the
+// Received field mailflow added, then the data with every line end
+// CRLF). A file an older mailflow spooled has no mark (it begins with the
+// JSON line); it was renamed into new/ once synced, so it is whole.
 
-// spoolHead is the first line of a spool file.
+// The mark: markPrefix, the length of the rest of the file (16 hex
+// digits), a space, its CRC-32C (Castagnoli, 8 hex digits), a line end.
+// While the file is written its digits are dashes.
+const (
+	markPrefix = "mailflow-spool "
+	markLen    = len(markPrefix) + 16 + 1 + 8 + 1
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// unfinishedMark is the mark of a file being written.
+var unfinishedMark = []byte(markPrefix + strings.Repeat("-", 16) + " " + strings.Repeat("-", 8) + "\n")
+
+// finishedMark is the mark of a file whose rest is n bytes with checksum sum.
+func finishedMark(n int64, sum uint32) []byte {
+	return fmt.Appendf(nil, "%s%016x %08x\n", markPrefix, n, sum)
+}
+
+// parseMark reads a finished mark.
+func parseMark(b []byte) (n int64, sum uint32, ok bool) {
+	if len(b) != markLen || !bytes.HasPrefix(b, []byte(markPrefix)) || b[markLen-1] != '\n' || b[markLen-10] != ' ' {
+		return 0, 0, false
+	}
+	digits := b[len(markPrefix) : markLen-1]
+	l, err1 := strconv.ParseUint(string(digits[:16]), 16, 63)
+	c, err2 := strconv.ParseUint(string(digits[17:]), 16, 32)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	return int64(l), uint32(c), true
+}
+
+// errUnfinished is a spool file whose writing a crash cut short: its
+// client never heard 250.
+var errUnfinished = errors.New("the file was never finished")
+
+// spoolHead is the JSON line of a spool file.
 type spoolHead struct {
 	V        int               `json:"v"`
 	At       time.Time         `json:"at"`
@@ -86,6 +141,10 @@ type spool struct {
 	notify            chan struct{}
 	seq               atomic.Uint64
 	newSync, waitSync fsync.Group
+	// syncFile and syncDir make a file and a directory durable; a test
+	// sees through them in which order a message's syncs came.
+	syncFile func(*os.File) error
+	syncDir  func(*fsync.Group) error
 
 	refs int // inputs holding it (see spools)
 }
@@ -105,7 +164,8 @@ func openSpool(dir string, log *slog.Logger) (*spool, error) {
 		s.refs++
 		return s, nil
 	}
-	s := &spool{dir: dir, log: log, entries: map[string]*entry{}, notify: make(chan struct{}, 1), refs: 1}
+	s := &spool{dir: dir, log: log, entries: map[string]*entry{}, notify: make(chan struct{}, 1), refs: 1,
+		syncFile: (*os.File).Sync, syncDir: (*fsync.Group).Sync}
 	s.newSync.Dir, s.waitSync.Dir = filepath.Join(dir, "new"), filepath.Join(dir, "wait")
 	if err := s.load(); err != nil {
 		return nil, err
@@ -139,7 +199,8 @@ func (s *spool) release() {
 // load makes the spool's directories and reads what is spooled: a file in
 // tmp/ was never answered 250 and is removed; a file in wait/ belonged to
 // a client that waited for its outcome and never got it (it sends the
-// message again), and is removed too.
+// message again), and is removed too; so is a file in new/ that was
+// never finished.
 func (s *spool) load() error {
 	for _, sub := range []string{"tmp", "new", "wait"} {
 		if err := os.MkdirAll(filepath.Join(s.dir, sub), 0o700); err != nil {
@@ -169,8 +230,17 @@ func (s *spool) load() error {
 	if err != nil {
 		return err
 	}
+	unfinished := 0
 	for _, e := range ents {
 		en, err := readEntry(filepath.Join(s.dir, "new", e.Name()))
+		if errors.Is(err, errUnfinished) {
+			if err := os.Remove(filepath.Join(s.dir, "new", e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			s.log.Info("removed a message whose receiving mailflow stopped before its end; its client was never answered, and sends it again", "id", e.Name())
+			unfinished++
+			continue
+		}
 		if err != nil {
 			// Kept for a person to look at: it was answered 250.
 			s.log.Error("a spooled message cannot be read; it stays in the spool", "file", filepath.Join(s.dir, "new", e.Name()), "err", err)
@@ -179,13 +249,20 @@ func (s *spool) load() error {
 		s.entries[en.id] = en
 		s.bytes += en.size
 	}
+	if unfinished > 0 {
+		if err := fsync.Dir(filepath.Join(s.dir, "new")); err != nil {
+			return err
+		}
+	}
 	if len(s.entries) > 0 {
 		s.log.Info("messages received before a restart are in the spool; they go through the pipeline now", "count", len(s.entries))
 	}
 	return nil
 }
 
-// readEntry reads the head of a spooled file.
+// readEntry reads the head of a spooled file, after checking that the
+// file was finished (errUnfinished if not). A file an older mailflow
+// spooled, without a mark, is whole.
 func readEntry(path string) (*entry, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -196,7 +273,26 @@ func readEntry(path string) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	br := bufio.NewReaderSize(f, 4096)
+	br := bufio.NewReaderSize(f, 64<<10)
+	var mark int64
+	if first, _ := br.Peek(1); len(first) == 0 || first[0] != '{' {
+		b := make([]byte, markLen)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return nil, errUnfinished
+		}
+		n, sum, ok := parseMark(b)
+		if !ok || info.Size() != int64(markLen)+n {
+			return nil, errUnfinished
+		}
+		h := crc32.New(castagnoli)
+		if _, err := io.Copy(h, io.NewSectionReader(f, int64(markLen), n)); err != nil {
+			return nil, fmt.Errorf("reading it: %w", err)
+		}
+		if h.Sum32() != sum {
+			return nil, errUnfinished
+		}
+		mark = int64(markLen)
+	}
 	line, err := br.ReadSlice('\n')
 	for errors.Is(err, bufio.ErrBufferFull) && len(line) < 16<<20 {
 		var more []byte
@@ -210,7 +306,8 @@ func readEntry(path string) (*entry, error) {
 	if err := json.Unmarshal(line, &h); err != nil || h.V != 1 || h.Received == nil {
 		return nil, fmt.Errorf("its head is not a spool head: %v", err)
 	}
-	return &entry{id: filepath.Base(path), dir: "new", head: int64(len(line)), size: info.Size() - int64(len(line)), at: h.At, rcvd: h.Received}, nil
+	head := mark + int64(len(line))
+	return &entry{id: filepath.Base(path), dir: "new", head: head, size: info.Size() - head, at: h.At, rcvd: h.Received}, nil
 }
 
 // newID makes a spool id: the time, a counter and random bytes, so that
@@ -225,70 +322,108 @@ func (s *spool) newID() string {
 type spooling struct {
 	s    *spool
 	id   string
+	dir  string // "new", or "wait" when its client waits for the outcome
 	f    *os.File
 	bw   *bufio.Writer
-	head int64
+	sum  *summer
+	head int64 // bytes of the mark and the head line
 	at   time.Time
 	rcvd *message.Received
+	// dirSynced gets the error of the sync of dir that began once the
+	// file was created there.
+	dirSynced chan error
 	// Message is where the message's bytes go: through it every line
 	// end is made CRLF.
 	Message *crlfWriter
 }
 
-// create starts a message in tmp/ with its head line.
-func (s *spool) create(rcvd *message.Received) (*spooling, error) {
+// summer writes to the file, counting and checksumming what comes after
+// the mark (skip bytes).
+type summer struct {
+	w    io.Writer
+	skip int
+	n    int64
+	crc  uint32
+}
+
+func (s *summer) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	q := p[:n]
+	if s.skip > 0 {
+		k := min(s.skip, len(q))
+		q, s.skip = q[k:], s.skip-k
+	}
+	s.crc = crc32.Update(s.crc, castagnoli, q)
+	s.n += int64(len(q))
+	return n, err
+}
+
+// create starts a message in new/ (wait/ when its client waits for the
+// outcome) with an unfinished mark and its head line, and starts the
+// sync of that directory, which makes its name durable while the data
+// comes in (one sync for the files created meanwhile: group commit).
+func (s *spool) create(rcvd *message.Received, wait bool) (*spooling, error) {
 	id := s.newID()
-	f, err := os.OpenFile(filepath.Join(s.dir, "tmp", id), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	dir, syncer := "new", &s.newSync
+	if wait {
+		dir, syncer = "wait", &s.waitSync
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, dir, id), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
 	}
+	synced := make(chan error, 1)
+	go func() { synced <- s.syncDir(syncer) }()
 	at := time.Now().UTC()
 	head, _ := json.Marshal(spoolHead{V: 1, At: at, Received: rcvd})
 	head = append(head, '\n')
-	sp := &spooling{s: s, id: id, f: f, bw: bufio.NewWriterSize(f, 64<<10), head: int64(len(head)), at: at, rcvd: rcvd}
+	sum := &summer{w: f, skip: markLen}
+	sp := &spooling{s: s, id: id, dir: dir, f: f, bw: bufio.NewWriterSize(sum, 64<<10), sum: sum,
+		head: int64(markLen + len(head)), at: at, rcvd: rcvd, dirSynced: synced}
 	sp.Message = &crlfWriter{w: sp.bw}
+	sp.bw.Write(unfinishedMark)
 	sp.bw.Write(head)
 	return sp, nil
 }
 
-// abort removes a message that will not be taken.
+// abort removes a message that will not be taken. Its directory is not
+// synced: should the name come back after a crash, the file is
+// unfinished, and start-up removes it.
 func (sp *spooling) abort() {
 	sp.f.Close()
-	os.Remove(filepath.Join(sp.s.dir, "tmp", sp.id))
+	os.Remove(filepath.Join(sp.s.dir, sp.dir, sp.id))
 }
 
-// commit makes the message durable: synced, renamed into new/ (or wait/
-// when its client waits for the outcome), the directory synced (one sync
-// for the messages that arrive meanwhile: group commit). Only then is it
-// listed, and the engine woken. The entry is returned for a waiting
-// client to wait on.
-func (sp *spooling) commit(wait bool) (*entry, error) {
+// commit makes the message durable: the mark finished, the file synced,
+// and the sync of its directory that began after the file was created
+// ended. Only then is it listed, and the engine woken. The entry is
+// returned for a waiting client to wait on.
+func (sp *spooling) commit() (*entry, error) {
 	s := sp.s
 	err := sp.Message.Close()
 	if err == nil {
 		err = sp.bw.Flush()
 	}
 	if err == nil {
-		err = sp.f.Sync()
+		// Last, so that a mark that says finished is never written before
+		// the rest it sums (a crash before the sync below ended may still
+		// keep the mark and lose some of the rest: the checksum tells).
+		_, err = sp.f.WriteAt(finishedMark(sp.sum.n, sp.sum.crc), 0)
+	}
+	if err == nil {
+		err = s.syncFile(sp.f)
 	}
 	if cerr := sp.f.Close(); err == nil {
 		err = cerr
 	}
-	dir, syncer := "new", &s.newSync
-	if wait {
-		dir, syncer = "wait", &s.waitSync
-	}
 	if err == nil {
-		err = os.Rename(filepath.Join(s.dir, "tmp", sp.id), filepath.Join(s.dir, dir, sp.id))
+		err = <-sp.dirSynced
 	}
 	if err != nil {
-		os.Remove(filepath.Join(s.dir, "tmp", sp.id))
+		os.Remove(filepath.Join(s.dir, sp.dir, sp.id))
 		return nil, err
 	}
-	if err := syncer.Sync(); err != nil {
-		os.Remove(filepath.Join(s.dir, dir, sp.id))
-		return nil, err
-	}
+	dir, wait := sp.dir, sp.dir == "wait"
 	en := &entry{id: sp.id, dir: dir, head: sp.head, size: sp.Message.nwrote, at: sp.at, rcvd: sp.rcvd}
 	if wait {
 		en.state, en.answer = waiting, make(chan fate, 1)
