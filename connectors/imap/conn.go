@@ -260,9 +260,17 @@ func (c *conn) selectWith(folder string, opts *goimap.SelectOptions) (*goimap.Se
 // matching lists the messages of the selected folder (n of them) that
 // match criteria (nil: all), by UID SEARCH.
 func (c *conn) matching(n uint32, criteria *goimap.SearchCriteria) ([]msgInfo, error) {
+	return c.matchingWith(n, criteria, c.list)
+}
+
+// matchingWith is matching with list to fetch what is wanted of them.
+func (c *conn) matchingWith(n uint32, criteria *goimap.SearchCriteria, list func(goimap.NumSet) ([]msgInfo, error)) ([]msgInfo, error) {
 	defer c.wd.begin()()
-	if criteria == nil || n == 0 {
-		return c.messages(n)
+	if n == 0 {
+		return nil, nil
+	}
+	if criteria == nil {
+		return list(goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}})
 	}
 	data, err := c.c.UIDSearch(criteria, nil).Wait()
 	if err != nil {
@@ -274,7 +282,7 @@ func (c *conn) matching(n uint32, criteria *goimap.SearchCriteria) ([]msgInfo, e
 	}
 	set := goimap.UIDSet{}
 	set.AddNum(uids...)
-	return c.list(set)
+	return list(set)
 }
 
 // messages lists the selected folder: UID, size, flags, INTERNALDATE.

@@ -124,6 +124,8 @@ type session struct {
 	in *Input
 	c  *conn
 	gm *gmailView // Gmail's view (gmail.go), or nil
+	// named are the folders Folders last listed, by path, for ListNamed.
+	named map[string]mailbox
 }
 
 // ref is where a listed message is: the input's handle for it.

@@ -259,7 +259,8 @@ password = %q
 	if _, _, err := dst.examine("INBOX", false); err != nil {
 		t.Fatal(err)
 	}
-	infos, err := dst.identify(goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}})
+	infos, err := dst.fetchInfoWith(goimap.SeqSet{goimap.SeqRange{Start: 1, Stop: 0}}, &goimap.FetchOptions{
+		UID: true, RFC822Size: true, InternalDate: true, BodySection: []*goimap.FetchItemBodySection{identityFields}})
 	if err != nil || len(infos) != 50 {
 		t.Fatalf("%d in the destination INBOX (%v)", len(infos), err)
 	}

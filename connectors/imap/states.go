@@ -36,7 +36,9 @@ func (s *session) Folders(ctx context.Context) ([]plugin.Folder, error) {
 		return nil, err
 	}
 	out := make([]plugin.Folder, 0, len(folders))
+	s.named = make(map[string]mailbox, len(folders))
 	for _, f := range folders {
+		s.named[f.path] = f
 		pf := plugin.Folder{Name: f.path, Role: f.role, Messages: -1}
 		if f.status != nil {
 			pf.State = stateToken(f.status)
@@ -47,6 +49,35 @@ func (s *session) Folders(ctx context.Context) ([]plugin.Folder, error) {
 		out = append(out, pf)
 	}
 	return out, nil
+}
+
+// ListNamed implements plugin.FolderNamer: the messages of a folder
+// Folders listed, as List lists them, with their identities, from one
+// UID FETCH of flags and the header fields that name a message (after a
+// UID SEARCH where the input selects some).
+func (s *session) ListNamed(ctx context.Context, folder string) ([]plugin.Item, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, ok := s.named[folder]
+	if !ok {
+		return nil, fmt.Errorf("imap: folder %q was not among those listed", folder)
+	}
+	data, err := s.c.selectFolder(f.name)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := s.c.matchingWith(data.NumMessages, s.in.criteria(), s.c.identify)
+	if err != nil {
+		return nil, err
+	}
+	var items []plugin.Item
+	for _, m := range msgs {
+		if it, ok := item(f, data.UIDValidity, m); ok {
+			items = append(items, it)
+		}
+	}
+	return items, nil
 }
 
 // FolderStates implements plugin.FolderStatesFinder: the tokens of the

@@ -99,6 +99,15 @@ type FolderLister interface {
 	Folders(ctx context.Context) ([]Folder, error)
 }
 
+// FolderNamer is implemented by sessions that can list one folder's
+// messages, as their listing would, each with its Identity (IMAP: one UID
+// FETCH of flags and the header fields that name a message), so that a
+// verification reads only the folders that changed, and each once rather
+// than a listing and then the identities. folder is a Folder's Name.
+type FolderNamer interface {
+	ListNamed(ctx context.Context, folder string) ([]Item, error)
+}
+
 // FolderStatesFinder is implemented by Finders that can say the
 // FolderState tokens of many folders at once (IMAP: a STATUS each, sent
 // together).

@@ -115,6 +115,14 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 			}
 			clear(clean)
 		}
+		if nl, ok := sess.(plugin.FolderNamer); ok && whole {
+			named, err := checkNamed(ctx, sess, nl, finder, now, known, clean)
+			checks = named
+			if err != nil {
+				return fmt.Errorf("output %q, %w", output, err)
+			}
+			return nil
+		}
 		listing, err := sess.List(ctx)
 		if err != nil {
 			return err
@@ -155,6 +163,47 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 		return nil
 	})
 	return checks, clean, err
+}
+
+// checkNamed checks the folders of now that changed on either side
+// since known, each read on its own with its messages' identities
+// (plugin.FolderNamer): no listing of the whole source, and no second
+// command for the identities. The tokens of the folders found clean go
+// into clean.
+func checkNamed(ctx context.Context, sess plugin.Session, nl plugin.FolderNamer, finder plugin.Finder, now map[string]folderAt, known, clean Tokens) ([]FolderCheck, error) {
+	var checks []FolderCheck
+	for _, f := range sortedKeys(now) {
+		at := now[f]
+		if at.messages == 0 {
+			continue
+		}
+		if at.tok.holds(known[f]) {
+			n := known[f].Messages
+			if n == 0 {
+				n = at.messages
+			}
+			checks = append(checks, FolderCheck{Folder: f, Source: n, Found: n, Unchanged: true})
+			clean[f] = FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: n}
+			continue
+		}
+		items, err := nl.ListNamed(ctx, f)
+		if err != nil {
+			return checks, fmt.Errorf("folder %q: %w", f, err)
+		}
+		if len(items) == 0 {
+			continue // as a listing would list nothing there
+		}
+		role := items[0].FolderRole
+		c, err := checkFolder(ctx, sess, finder, f, role, items)
+		if err != nil {
+			return checks, fmt.Errorf("folder %q: %w", f, err)
+		}
+		if c.Clean() && at.tok.Source != "" && at.tok.Destination != "" {
+			clean[f] = FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: len(items)}
+		}
+		checks = append(checks, c)
+	}
+	return checks, nil
 }
 
 // folderAt is a source folder's tokens, and how many messages it holds

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 
@@ -144,5 +145,86 @@ func TestVerifyListsNothingWhereNothingChanged(t *testing.T) {
 	checks, _, err = survey.VerifySince(ctx, e, "old", "new", known)
 	if err != nil || src.lists != 2 || len(checks) != 2 || !checks[0].Unchanged || checks[1].Unchanged || checks[1].Found != 2 {
 		t.Fatalf("B changed: checks %+v, %d listings, %v", checks, src.lists, err)
+	}
+}
+
+// namedBox is a box whose sessions read one folder with its identities
+// (plugin.FolderNamer), counting which folders they read.
+type namedBox struct {
+	*box
+	read []string
+}
+
+func (b *namedBox) Open(context.Context) (plugin.Session, error) {
+	return namedSession{sourceSession{b.box}, b}, nil
+}
+
+type namedSession struct {
+	sourceSession
+	nb *namedBox
+}
+
+func (s namedSession) ListNamed(_ context.Context, folder string) ([]plugin.Item, error) {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.nb.read = append(s.nb.read, folder)
+	var out []plugin.Item
+	for _, it := range s.b.items {
+		if it.Folder == folder {
+			out = append(out, it)
+		}
+	}
+	return out, nil
+}
+
+// A source that reads a folder with its identities is never listed whole:
+// the verification reads the folders that changed, each once, and finds
+// what is missing there.
+func TestVerifyReadsOnlyTheFoldersThatChanged(t *testing.T) {
+	src := &namedBox{box: &box{tokens: map[string]string{"A": "a1", "B": "b1", "Empty": "e1"}}}
+	for i := range 6 {
+		f := []string{"A", "B", "A"}[i%3]
+		src.items = append(src.items, plugin.Item{ID: fmt.Sprint(i), Folder: f, Size: 10, Identity: fmt.Sprintf("m%d@x", i)})
+	}
+	dst := dest{&box{tokens: map[string]string{"A": "a1", "B": "b1"}, items: append([]plugin.Item(nil), src.items...)}}
+	cfg, err := config.New(t.TempDir(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched, _ := config.ParseSchedule("")
+	cfg.Inputs = []*config.Input{{Name: "old", Type: "box", Pipeline: "p", Plugin: src, Sched: sched}}
+	cfg.Pipelines = []*config.Pipeline{{Name: "p", Outputs: []string{"new"}}}
+	cfg.Outputs = []*config.Output{{Name: "new", Type: "box", Plugin: dst}}
+	e, err := engine.Open(cfg, plugins.Default, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+
+	checks, known, err := survey.VerifySince(ctx, e, "old", "new", nil)
+	if err != nil || len(checks) != 2 || len(known) != 2 || src.lists != 0 || fmt.Sprint(src.read) != "[A B]" {
+		t.Fatalf("first: checks %+v, tokens %+v, %d listings, read %v, %v", checks, known, src.lists, src.read, err)
+	}
+	for _, c := range checks {
+		if want := map[string]int{"A": 4, "B": 2}[c.Folder]; c.Unchanged || c.Source != want || c.Found != want {
+			t.Fatalf("first: %+v, want %d found", c, want)
+		}
+	}
+	// A message of B goes missing at the destination, which says so.
+	dst.mu.Lock()
+	dst.tokens["B"] = "b2"
+	dst.items = slices.DeleteFunc(dst.items, func(it plugin.Item) bool { return it.Identity == "m1@x" })
+	dst.mu.Unlock()
+	src.read = nil
+	checks, known, err = survey.VerifySince(ctx, e, "old", "new", known)
+	if err != nil || src.lists != 0 || fmt.Sprint(src.read) != "[B]" || len(checks) != 2 {
+		t.Fatalf("B changed: checks %+v, %d listings, read %v, %v", checks, src.lists, src.read, err)
+	}
+	if a, b := checks[0], checks[1]; !a.Unchanged || a.Found != 4 || b.Unchanged || b.Found != 1 || fmt.Sprint(b.Missing) != "[m1@x]" {
+		t.Fatalf("B changed: %+v", checks)
+	}
+	if _, ok := known["B"]; ok || len(known) != 1 {
+		t.Fatalf("B is not clean and must be checked again next time: tokens %+v", known)
 	}
 }
