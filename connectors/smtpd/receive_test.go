@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -321,28 +322,54 @@ func TestSpoolSurvivesARestart(t *testing.T) {
 	for _, sub := range []string{"tmp", "wait"} {
 		osWrite(r, sub, "leftover", "never answered")
 	}
-	// Cut short before its mark was finished, and finished but torn (the
-	// rest is not what the mark sums), each after a whole head line.
+	// A file whose head is not in the journal, or says another length or
+	// checksum (torn, cut short), was never finished.
 	head := `{"v":1,"at":"2026-12-03T00:00:00Z","received":{"sender":"a@example.org","recipients":["bob@example.net"]}}` + "\n"
+	bare := "Received: by test\r\n" + msg("bare", "z\r\n")
+	journal, err := os.OpenFile(filepath.Join(r.state, "smtpd", "in", "heads"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"6.torn", "7.short", "8.bare"} {
+		line := fmt.Sprintf(`{"id":%q,"len":%d,"crc":%d,"v":1,"at":"2026-12-03T00:00:00Z","received":{"sender":"a@example.org","recipients":["bob@example.net"]}}`+"\n",
+			name, len(bare), crc32.Checksum([]byte(bare), castagnoli))
+		journal.WriteString(line)
+	}
+	journal.WriteString(`{"id":"9.cut","len":`) // a line a crash cut short
+	journal.Close()
+	osWrite(r, "new", "5.nohead", bare)
+	osWrite(r, "new", "6.torn", strings.Replace(bare, "bare", "bAre", 1))
+	osWrite(r, "new", "7.short", bare[:len(bare)-1])
+	osWrite(r, "new", "8.bare", bare)
+	osWrite(r, "new", "9.cut", bare)
+	osWrite(r, "new", "a.empty", "")
+	// The release before this one began a file with a mark: cut short
+	// before it was finished, finished but torn (the rest is not what the
+	// mark sums), or short.
 	rest := head + msg("torn", "x\r\n")
-	osWrite(r, "new", "1.unfinished", string(unfinishedMark)+rest)
+	osWrite(r, "new", "1.unfinished", markPrefix+strings.Repeat("-", 16)+" "+strings.Repeat("-", 8)+"\n"+rest)
 	osWrite(r, "new", "2.torn", string(finishedMark(int64(len(rest)), crc32.Checksum([]byte(rest), castagnoli)))+strings.Replace(rest, "torn", "tOrn", 1))
 	osWrite(r, "new", "3.short", string(finishedMark(int64(len(rest)), crc32.Checksum([]byte(rest), castagnoli)))+rest[:len(rest)-1])
-	osWrite(r, "new", "4.empty", "")
-	// What an older mailflow spooled has no mark, and is whole.
-	osWrite(r, "new", "5.older", head+msg("older", "y\r\n"))
+	marked := head + msg("marked", "w\r\n")
+	osWrite(r, "new", "4.marked", string(finishedMark(int64(len(marked)), crc32.Checksum([]byte(marked), castagnoli)))+marked)
+	// Older still: the head line first, no mark; whole.
+	osWrite(r, "new", "0.older", head+msg("older", "y\r\n"))
 	r.out.setFail(nil)
 	r.log = &syncBuffer{}
 	r.start(r.dir + "/mailflow.toml")
-	got := r.waitFor(2)
-	slices.SortFunc(got, func(a, b delivered) int { return strings.Compare(string(a.msg), string(b.msg)) })
-	if !strings.Contains(string(got[0].msg), "Subject: older") || !strings.Contains(string(got[1].msg), "Subject: survivor") || got[1].rcpts[0] != "bob@example.net" {
-		t.Fatalf("after the restart: %+v", got)
+	got := r.waitFor(4)
+	var subjects []string
+	for _, d := range got {
+		subjects = append(subjects, d.msg2subject())
+	}
+	slices.Sort(subjects)
+	if strings.Join(subjects, ",") != "bare,marked,older,survivor" {
+		t.Fatalf("after the restart: %v", subjects)
 	}
 	r.waitSpoolEmpty()
 	time.Sleep(100 * time.Millisecond)
-	if got := r.out.all(); len(got) != 2 {
-		t.Fatalf("%d deliveries after the restart, want 2 (no unfinished file delivered)", len(got))
+	if got := r.out.all(); len(got) != 4 {
+		t.Fatalf("%d deliveries after the restart, want 4 (no unfinished file delivered)", len(got))
 	}
 }
 
@@ -423,4 +450,16 @@ type = "smtpdtest"
 			t.Errorf("no spool of its own for %s: %v", name, err)
 		}
 	}
+}
+
+// msg2subject is a delivered message's Subject.
+func (d delivered) msg2subject() string {
+	_, rest, _ := strings.Cut(string(d.msg), "Subject: ")
+	subject, _, _ := strings.Cut(rest, "\r\n")
+	return subject
+}
+
+// finishedMark is the mark of a file of the release before this one.
+func finishedMark(n int64, sum uint32) []byte {
+	return fmt.Appendf(nil, "%s%016x %08x\n", markPrefix, n, sum)
 }

@@ -16,11 +16,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/mailflow/mailflow/connectors/smtpd/spoolfile"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
 	"github.com/mailflow/mailflow/internal/fsync"
@@ -36,49 +36,46 @@ import (
 // before the crash is only removed.
 //
 //	new/   messages taken (answered 250), waiting for the engine, and the
-//	       message being received, until its file is finished (below)
+//	       message being received, until it is finished (below)
 //	wait/  messages whose client still waits for the outcome
 //	       (answer = "after_delivery"); a crash leaves their clients
 //	       unanswered, so they send them again: removed at start-up
+//	heads  the journal of the messages' heads (heads.go)
 //	tmp/   where an older mailflow received messages; what it holds was
 //	       never answered 250, and is removed at start-up
+//
+// A file holds the message as it will be delivered, and nothing else (the
+// Received field mailflow added, then the data with every line end CRLF),
+// so that the Maildir output can link it (spoolfile). Its head (the
+// envelope and the client, and the file's length and CRC-32C) is a line
+// of the heads journal.
 //
 // A message is written where it will stay (new/ or wait/), not renamed
 // there from tmp/: the rename could only follow the file's sync, and the
 // directory's sync the rename, so each client waited for two syncs one
 // after the other before its 250, and receiving was slower than Postfix
-// (smtpdbench). Now the directory's sync starts as the file is created,
-// and runs while the data comes in and the file is synced; the 250 waits
-// for both. A file is finished when its first line, the mark, holds the
-// length and CRC-32C of the rest of the file; it is written last, before
-// the file's sync. So a file whose mark is unfinished, or whose rest
-// does not have the length and checksum the mark says (a crash of the
-// machine before the sync ended may keep any part of it), was never
+// (smtpdbench). The directory's sync starts as the file is created, and
+// runs while the data comes in; once the data is in, the head is
+// appended to the journal, and the file and the journal are synced at
+// the same time; the 250 waits for all three. A file whose head does not
+// say its length and checksum (a crash of the machine before the syncs
+// ended may keep any part of the file and of the journal) was never
 // answered 250, and start-up removes it.
 //
-// After the mark, a file is one line of JSON (the envelope and the
-// client: spoolHead), then the message as it will be delivered (the
-// Received field mailflow added, then the data with every line end
-// CRLF). A file an older mailflow spooled has no mark (it begins with the
-// JSON line); it was renamed into new/ once synced, so it is whole.
+// Files an older mailflow spooled begin with their head: one line of JSON
+// (spoolHead), after a mark line ("mailflow-spool LEN CRC") in the files
+// of the release before this one; they are read as they were.
 
-// The mark: markPrefix, the length of the rest of the file (16 hex
-// digits), a space, its CRC-32C (Castagnoli, 8 hex digits), a line end.
-// While the file is written its digits are dashes.
+// The mark that begins a file of the release before this one:
+// markPrefix, the length of the rest of the file (16 hex digits), a
+// space, its CRC-32C (Castagnoli, 8 hex digits), a line end; dashes for
+// the digits while the file was written.
 const (
 	markPrefix = "mailflow-spool "
 	markLen    = len(markPrefix) + 16 + 1 + 8 + 1
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// unfinishedMark is the mark of a file being written.
-var unfinishedMark = []byte(markPrefix + strings.Repeat("-", 16) + " " + strings.Repeat("-", 8) + "\n")
-
-// finishedMark is the mark of a file whose rest is n bytes with checksum sum.
-func finishedMark(n int64, sum uint32) []byte {
-	return fmt.Appendf(nil, "%s%016x %08x\n", markPrefix, n, sum)
-}
 
 // parseMark reads a finished mark.
 func parseMark(b []byte) (n int64, sum uint32, ok bool) {
@@ -120,7 +117,8 @@ type entry struct {
 	id      string
 	dir     string // "new" or "wait"
 	size    int64  // bytes of the message, without the head line
-	head    int64  // bytes of the head line
+	head    int64  // bytes of the head line (a file an older mailflow spooled)
+	crc     uint32 // of the file (with no head line in it)
 	at      time.Time
 	rcvd    *message.Received
 	state   entryState
@@ -132,8 +130,10 @@ type entry struct {
 // spool is one input's spool directory. One spool serves the input across
 // reloads (spools): the input a reload builds takes it over.
 type spool struct {
-	dir string
-	log *slog.Logger
+	dir   string
+	input string // its name: the spool's directory's
+	log   *slog.Logger
+	heads *heads
 
 	mu                sync.Mutex
 	entries           map[string]*entry
@@ -164,7 +164,7 @@ func openSpool(dir string, log *slog.Logger) (*spool, error) {
 		s.refs++
 		return s, nil
 	}
-	s := &spool{dir: dir, log: log, entries: map[string]*entry{}, notify: make(chan struct{}, 1), refs: 1,
+	s := &spool{dir: dir, input: filepath.Base(dir), log: log, entries: map[string]*entry{}, notify: make(chan struct{}, 1), refs: 1,
 		syncFile: (*os.File).Sync, syncDir: (*fsync.Group).Sync}
 	s.newSync.Dir, s.waitSync.Dir = filepath.Join(dir, "new"), filepath.Join(dir, "wait")
 	if err := s.load(); err != nil {
@@ -193,6 +193,14 @@ func (s *spool) release() {
 	spools.Unlock()
 	if last {
 		s.stopWaiting("mailflow is stopping")
+		s.mu.Lock()
+		for id, en := range s.entries {
+			if en.head == 0 {
+				spoolfile.Remove(s.input, id)
+			}
+		}
+		s.mu.Unlock()
+		s.heads.close()
 	}
 }
 
@@ -230,9 +238,17 @@ func (s *spool) load() error {
 	if err != nil {
 		return err
 	}
+	hs, err := readHeads(s.dir)
+	if err != nil {
+		return err
+	}
+	live := map[string][]byte{}
 	unfinished := 0
 	for _, e := range ents {
-		en, err := readEntry(filepath.Join(s.dir, "new", e.Name()))
+		en, line, err := readEntry(filepath.Join(s.dir, "new", e.Name()), hs)
+		if line != nil {
+			live[en.id] = line
+		}
 		if errors.Is(err, errUnfinished) {
 			if err := os.Remove(filepath.Join(s.dir, "new", e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
@@ -254,44 +270,79 @@ func (s *spool) load() error {
 			return err
 		}
 	}
+	// A fresh journal of the heads of what is spooled.
+	if s.heads, err = openHeads(s.dir, live, func(f *os.File) error { return s.syncFile(f) }); err != nil {
+		return err
+	}
+	for _, en := range s.entries {
+		if en.head == 0 {
+			spoolfile.Add(s.input, en.id, spoolfile.File{Path: filepath.Join(s.dir, "new", en.id), Size: en.size, CRC: en.crc})
+		}
+	}
 	if len(s.entries) > 0 {
 		s.log.Info("messages received before a restart are in the spool; they go through the pipeline now", "count", len(s.entries))
 	}
 	return nil
 }
 
-// readEntry reads the head of a spooled file, after checking that the
-// file was finished (errUnfinished if not). A file an older mailflow
-// spooled, without a mark, is whole.
-func readEntry(path string) (*entry, error) {
+// readEntry reads a spooled file, after checking that it was finished
+// (errUnfinished if not): its head in the journal (hs) says its length
+// and checksum. For such a file it returns the head's line, for the
+// journal to keep. A file an older mailflow spooled begins with its head
+// line: without a mark it is whole; with one, the mark says its length
+// and checksum.
+func readEntry(path string, hs map[string]headLine) (*entry, []byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	br := bufio.NewReaderSize(f, 64<<10)
-	var mark int64
-	if first, _ := br.Peek(1); len(first) == 0 || first[0] != '{' {
-		b := make([]byte, markLen)
-		if _, err := io.ReadFull(br, b); err != nil {
-			return nil, errUnfinished
-		}
-		n, sum, ok := parseMark(b)
-		if !ok || info.Size() != int64(markLen)+n {
-			return nil, errUnfinished
+	id := filepath.Base(path)
+	sums := func(off, n int64, sum uint32) error {
+		if info.Size() != off+n {
+			return errUnfinished
 		}
 		h := crc32.New(castagnoli)
-		if _, err := io.Copy(h, io.NewSectionReader(f, int64(markLen), n)); err != nil {
-			return nil, fmt.Errorf("reading it: %w", err)
+		if _, err := io.Copy(h, io.NewSectionReader(f, off, n)); err != nil {
+			return fmt.Errorf("reading it: %w", err)
 		}
 		if h.Sum32() != sum {
-			return nil, errUnfinished
+			return errUnfinished
+		}
+		return nil
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	first, _ := br.Peek(len(markPrefix))
+	var mark int64
+	switch {
+	case len(first) > 0 && first[0] == '{':
+	case bytes.Equal(first, []byte(markPrefix)):
+		b := make([]byte, markLen)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return nil, nil, errUnfinished
+		}
+		n, sum, ok := parseMark(b)
+		if !ok {
+			return nil, nil, errUnfinished
+		}
+		if err := sums(int64(markLen), n, sum); err != nil {
+			return nil, nil, err
 		}
 		mark = int64(markLen)
+	default:
+		hl, ok := hs[id]
+		if !ok {
+			return nil, nil, errUnfinished
+		}
+		if err := sums(0, hl.Len, hl.CRC); err != nil {
+			return nil, nil, err
+		}
+		line, _ := json.Marshal(hl)
+		return &entry{id: id, dir: "new", size: hl.Len, crc: hl.CRC, at: hl.At, rcvd: hl.Received}, append(line, '\n'), nil
 	}
 	line, err := br.ReadSlice('\n')
 	for errors.Is(err, bufio.ErrBufferFull) && len(line) < 16<<20 {
@@ -300,14 +351,14 @@ func readEntry(path string) (*entry, error) {
 		line = append(append([]byte(nil), line...), more...)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading its head: %w", err)
+		return nil, nil, fmt.Errorf("reading its head: %w", err)
 	}
 	var h spoolHead
 	if err := json.Unmarshal(line, &h); err != nil || h.V != 1 || h.Received == nil {
-		return nil, fmt.Errorf("its head is not a spool head: %v", err)
+		return nil, nil, fmt.Errorf("its head is not a spool head: %v", err)
 	}
 	head := mark + int64(len(line))
-	return &entry{id: filepath.Base(path), dir: "new", head: head, size: info.Size() - head, at: h.At, rcvd: h.Received}, nil
+	return &entry{id: id, dir: "new", head: head, size: info.Size() - head, at: h.At, rcvd: h.Received}, nil, nil
 }
 
 // newID makes a spool id: the time, a counter and random bytes, so that
@@ -326,7 +377,6 @@ type spooling struct {
 	f    *os.File
 	bw   *bufio.Writer
 	sum  *summer
-	head int64 // bytes of the mark and the head line
 	at   time.Time
 	rcvd *message.Received
 	// dirSynced gets the error of the sync of dir that began once the
@@ -337,31 +387,24 @@ type spooling struct {
 	Message *crlfWriter
 }
 
-// summer writes to the file, counting and checksumming what comes after
-// the mark (skip bytes).
+// summer writes to the file, counting and checksumming.
 type summer struct {
-	w    io.Writer
-	skip int
-	n    int64
-	crc  uint32
+	w   io.Writer
+	n   int64
+	crc uint32
 }
 
 func (s *summer) Write(p []byte) (int, error) {
 	n, err := s.w.Write(p)
-	q := p[:n]
-	if s.skip > 0 {
-		k := min(s.skip, len(q))
-		q, s.skip = q[k:], s.skip-k
-	}
-	s.crc = crc32.Update(s.crc, castagnoli, q)
-	s.n += int64(len(q))
+	s.crc = crc32.Update(s.crc, castagnoli, p[:n])
+	s.n += int64(n)
 	return n, err
 }
 
 // create starts a message in new/ (wait/ when its client waits for the
-// outcome) with an unfinished mark and its head line, and starts the
-// sync of that directory, which makes its name durable while the data
-// comes in (one sync for the files created meanwhile: group commit).
+// outcome), and starts the sync of that directory, which makes its name
+// durable while the data comes in (one sync for the files created
+// meanwhile: group commit).
 func (s *spool) create(rcvd *message.Received, wait bool) (*spooling, error) {
 	id := s.newID()
 	dir, syncer := "new", &s.newSync
@@ -374,29 +417,25 @@ func (s *spool) create(rcvd *message.Received, wait bool) (*spooling, error) {
 	}
 	synced := make(chan error, 1)
 	go func() { synced <- s.syncDir(syncer) }()
-	at := time.Now().UTC()
-	head, _ := json.Marshal(spoolHead{V: 1, At: at, Received: rcvd})
-	head = append(head, '\n')
-	sum := &summer{w: f, skip: markLen}
+	sum := &summer{w: f}
 	sp := &spooling{s: s, id: id, dir: dir, f: f, bw: bufio.NewWriterSize(sum, 64<<10), sum: sum,
-		head: int64(markLen + len(head)), at: at, rcvd: rcvd, dirSynced: synced}
+		at: time.Now().UTC(), rcvd: rcvd, dirSynced: synced}
 	sp.Message = &crlfWriter{w: sp.bw}
-	sp.bw.Write(unfinishedMark)
-	sp.bw.Write(head)
 	return sp, nil
 }
 
 // abort removes a message that will not be taken. Its directory is not
-// synced: should the name come back after a crash, the file is
-// unfinished, and start-up removes it.
+// synced: should the name come back after a crash, no head says it was
+// finished, and start-up removes it.
 func (sp *spooling) abort() {
 	sp.f.Close()
 	os.Remove(filepath.Join(sp.s.dir, sp.dir, sp.id))
 }
 
-// commit makes the message durable: the mark finished, the file synced,
-// and the sync of its directory that began after the file was created
-// ended. Only then is it listed, and the engine woken. The entry is
+// commit makes the message durable: its head, with the file's length and
+// checksum, appended to the journal, and three syncs at once: the file,
+// the journal, and the sync of the directory that began after the file
+// was created. Only then is it listed, and the engine woken. The entry is
 // returned for a waiting client to wait on.
 func (sp *spooling) commit() (*entry, error) {
 	s := sp.s
@@ -404,13 +443,13 @@ func (sp *spooling) commit() (*entry, error) {
 	if err == nil {
 		err = sp.bw.Flush()
 	}
+	var n uint64
 	if err == nil {
-		// Last, so that a mark that says finished is never written before
-		// the rest it sums (a crash before the sync below ended may still
-		// keep the mark and lose some of the rest: the checksum tells).
-		_, err = sp.f.WriteAt(finishedMark(sp.sum.n, sp.sum.crc), 0)
+		n, err = s.heads.add(sp.id, headLine{ID: sp.id, Len: sp.sum.n, CRC: sp.sum.crc, spoolHead: spoolHead{V: 1, At: sp.at, Received: sp.rcvd}})
 	}
+	headSynced := make(chan error, 1)
 	if err == nil {
+		go func() { headSynced <- s.heads.sync(n) }()
 		err = s.syncFile(sp.f)
 	}
 	if cerr := sp.f.Close(); err == nil {
@@ -419,19 +458,23 @@ func (sp *spooling) commit() (*entry, error) {
 	if err == nil {
 		err = <-sp.dirSynced
 	}
+	if err == nil {
+		err = <-headSynced
+	}
 	if err != nil {
+		s.heads.forget(sp.id)
 		os.Remove(filepath.Join(s.dir, sp.dir, sp.id))
 		return nil, err
 	}
-	dir, wait := sp.dir, sp.dir == "wait"
-	en := &entry{id: sp.id, dir: dir, head: sp.head, size: sp.Message.nwrote, at: sp.at, rcvd: sp.rcvd}
-	if wait {
+	en := &entry{id: sp.id, dir: sp.dir, size: sp.sum.n, crc: sp.sum.crc, at: sp.at, rcvd: sp.rcvd}
+	if sp.dir == "wait" {
 		en.state, en.answer = waiting, make(chan fate, 1)
 	}
 	s.mu.Lock()
 	s.entries[en.id] = en
 	s.bytes += en.size
 	s.mu.Unlock()
+	spoolfile.Add(s.input, en.id, spoolfile.File{Path: filepath.Join(s.dir, en.dir, en.id), Size: en.size, CRC: en.crc})
 	s.wake()
 	return en, nil
 }
@@ -482,6 +525,10 @@ func (s *spool) remove(ens []*entry) (failed []*entry) {
 		s.mu.Lock()
 		dir := en.dir
 		s.mu.Unlock()
+		// No output links it from now on; one that found it may still
+		// (a link to a name just removed fails, and the output writes a
+		// copy).
+		spoolfile.Remove(s.input, en.id)
 		if err := os.Remove(filepath.Join(s.dir, dir, en.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			s.log.Warn("could not remove a spooled message", "id", en.id, "err", err)
 			failed = append(failed, en)
@@ -506,6 +553,7 @@ func (s *spool) forget(en *entry) {
 		delete(s.entries, en.id)
 		s.bytes -= en.size
 	}
+	s.heads.forget(en.id)
 }
 
 // keep moves a message whose client waited into new/: the client is about
@@ -520,6 +568,9 @@ func (s *spool) keep(en *entry) error {
 	s.mu.Lock()
 	en.dir, en.state = "new", taken
 	s.mu.Unlock()
+	if en.head == 0 {
+		spoolfile.Add(s.input, en.id, spoolfile.File{Path: filepath.Join(s.dir, "new", en.id), Size: en.size, CRC: en.crc})
+	}
 	return nil
 }
 
