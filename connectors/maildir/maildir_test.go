@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/mailflow/mailflow/engine/plugin"
 
 	"github.com/mailflow/mailflow/connectors/maildir"
+	"github.com/mailflow/mailflow/connectors/smtpd/spoolfile"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/message"
@@ -182,5 +184,88 @@ func TestOldDeleteKeyKeepsAndWarns(t *testing.T) {
 	}
 	if err := (&maildir.Input{Path: dir, OnSettled: "flag:$Forwarded"}).Init(); err == nil {
 		t.Fatal(`on_settled = "flag:…" must be an error for a Maildir`)
+	}
+}
+
+// A message that is, byte for byte, a file the smtp input spooled is
+// delivered as a second name of that file (a hard link), which holds the
+// whole message at once; any other (changed by a filter, a spool file
+// whose length or checksum is not the message's, one gone, or none) is
+// written as a copy.
+func TestOutputLinksASpooledFileOnlyWhenItIsTheMessage(t *testing.T) {
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "out")
+	o := &maildir.Output{Path: dir}
+	o.Provision(plugin.Env{})
+	if err := o.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	raw := enginetest.Mix(1)[0]
+	sum := crc32.Checksum(raw, crc32.MakeTable(crc32.Castagnoli))
+	spoolFile := func(name string) string {
+		p := filepath.Join(tmp, name)
+		if err := os.WriteFile(p, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name   string
+		file   *spoolfile.File
+		edit   bool
+		linked bool
+	}{
+		{"spooled", &spoolfile.File{Path: spoolFile("a"), Size: int64(len(raw)), CRC: sum}, false, true},
+		{"changed by a filter", &spoolfile.File{Path: spoolFile("b"), Size: int64(len(raw)), CRC: sum}, true, false},
+		{"another checksum", &spoolfile.File{Path: spoolFile("c"), Size: int64(len(raw)), CRC: sum + 1}, false, false},
+		{"another length", &spoolfile.File{Path: spoolFile("d"), Size: int64(len(raw)) - 1, CRC: sum}, false, false},
+		{"gone from the spool", &spoolfile.File{Path: filepath.Join(tmp, "gone"), Size: int64(len(raw)), CRC: sum}, false, false},
+		{"not spooled", nil, false, false},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			id := fmt.Sprintf("link-test-%d", i)
+			if c.file != nil {
+				spoolfile.Add("in", id, *c.file)
+				defer spoolfile.Remove("in", id)
+			}
+			msg := message.New(raw, message.Source{Input: "in", ID: id})
+			want := raw
+			if c.edit {
+				msg.Header.Set("X-Edited", "yes")
+				msg.MarkHeaderChanged()
+				var b bytes.Buffer
+				msg.WriteTo(&b)
+				want = b.Bytes()
+			}
+			key := fmt.Sprintf("k%d", i)
+			if _, err := o.Deliver(context.Background(), msg, plugin.Delivery{Key: key}); err != nil {
+				t.Fatal(err)
+			}
+			matches, _ := filepath.Glob(filepath.Join(dir, "new", key+".*"))
+			if len(matches) != 1 {
+				t.Fatalf("new/ holds %v", matches)
+			}
+			got, _ := os.ReadFile(matches[0])
+			if !bytes.Equal(got, want) {
+				t.Fatalf("delivered %q", got)
+			}
+			fi, _ := os.Stat(matches[0])
+			linked := false
+			if c.file != nil {
+				if si, err := os.Stat(c.file.Path); err == nil {
+					linked = os.SameFile(fi, si)
+				}
+			}
+			if linked != c.linked {
+				t.Fatalf("linked = %v, want %v", linked, c.linked)
+			}
+			if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+				t.Fatalf("tmp/ holds %d files", len(ents))
+			}
+		})
 	}
 }

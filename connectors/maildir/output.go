@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/mailflow/mailflow/connectors/smtpd/spoolfile"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
 	"github.com/mailflow/mailflow/internal/fscheck"
@@ -90,6 +93,22 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 	if _, err := os.Stat(final); err == nil {
 		return nil, nil // written on an earlier try
 	}
+	if f, ok := spooled(msg); ok {
+		// The message is, byte for byte, a file the smtp input spooled:
+		// synced before its client heard 250, never written again, and
+		// kept by the input until the engine recorded this delivery. A
+		// second name for it in new/ is the whole message at once (no
+		// reader sees it partial, so tmp/ is not needed), and durable once
+		// new/ is synced, below, before Deliver returns. On another file
+		// system, or when the spool has just removed its name, the link
+		// fails and a copy is written.
+		switch err := os.Link(f.Path, final); {
+		case err == nil:
+			return nil, o.newSync.Sync()
+		case errors.Is(err, fs.ErrExist):
+			return nil, nil // made by an earlier try
+		}
+	}
 	err := fsync.Replace(filepath.Join(o.dir, "tmp", name), final, func(w io.Writer) error {
 		_, err := msg.WriteTo(w)
 		return err
@@ -101,6 +120,27 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 	// max_in_flight deliveries at once, a sync each was most of a small
 	// message's cost.
 	return nil, o.newSync.Sync()
+}
+
+// castagnoli is the CRC-32C table, as the spool sums its files.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// spooled returns the spool file that holds msg exactly as it would be
+// written: no filter changed it, and the file has its length and
+// checksum.
+func spooled(msg *message.Message) (spoolfile.File, bool) {
+	if msg.HeaderChanged() || msg.BodyChanged() {
+		return spoolfile.File{}, false
+	}
+	f, ok := spoolfile.Find(msg.Source.Input, msg.Source.ID)
+	if !ok || f.Size != msg.Size() {
+		return spoolfile.File{}, false
+	}
+	h := crc32.New(castagnoli)
+	if n, err := msg.WriteTo(h); err != nil || n != f.Size || h.Sum32() != f.CRC {
+		return spoolfile.File{}, false
+	}
+	return f, true
 }
 
 var (
