@@ -247,7 +247,11 @@ path = %q
 		left := 0
 		for _, sub := range []string{"new", "wait"} {
 			ents, _ := os.ReadDir(filepath.Join(spool, sub))
-			left += len(ents)
+			for _, e := range ents {
+				if info, err := e.Info(); err == nil && info.Size() > 0 { // not a blank file made ahead
+					left++
+				}
+			}
 		}
 		if left == 0 {
 			break
@@ -261,8 +265,10 @@ path = %q
 	child.Process.Signal(syscall.SIGTERM)
 	mu.Unlock()
 	time.Sleep(500 * time.Millisecond)
-	if ents, _ := os.ReadDir(filepath.Join(spool, "tmp")); len(ents) != 0 {
-		t.Errorf("tmp/ holds %d files at the end", len(ents))
+	for _, sub := range []string{"tmp", "new", "wait"} {
+		if ents, _ := os.ReadDir(filepath.Join(spool, sub)); len(ents) != 0 {
+			t.Errorf("%s/ holds %d files after the stop", sub, len(ents))
+		}
 	}
 
 	// What arrived.

@@ -229,12 +229,15 @@ func (r *rig) waitFor(n int) []delivered {
 	}
 }
 
-// spooled lists the files in the spool's sub-directory sub.
+// spooled lists the files in the spool's sub-directory sub, but for the
+// blank ones made ahead (blank.go).
 func (r *rig) spooled(sub string) []string {
 	ents, _ := os.ReadDir(filepath.Join(r.state, "smtpd", "in", sub))
 	var names []string
 	for _, e := range ents {
-		names = append(names, e.Name())
+		if info, err := e.Info(); err == nil && info.Size() > 0 {
+			names = append(names, e.Name())
+		}
 	}
 	return names
 }

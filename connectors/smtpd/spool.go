@@ -146,6 +146,11 @@ type spool struct {
 	syncFile func(*os.File) error
 	syncDir  func(*fsync.Group) error
 
+	// Blank files made ahead in new/ (blank.go).
+	blanks   chan *blank
+	stopFill chan struct{}
+	fillDone chan struct{}
+
 	refs int // inputs holding it (see spools)
 }
 
@@ -170,6 +175,7 @@ func openSpool(dir string, log *slog.Logger) (*spool, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
+	s.startFilling()
 	spools.m[dir] = s
 	return s, nil
 }
@@ -193,6 +199,7 @@ func (s *spool) release() {
 	spools.Unlock()
 	if last {
 		s.stopWaiting("mailflow is stopping")
+		s.stopFilling()
 		s.mu.Lock()
 		for id, en := range s.entries {
 			if en.head == 0 {
@@ -250,10 +257,13 @@ func (s *spool) load() error {
 			live[en.id] = line
 		}
 		if errors.Is(err, errUnfinished) {
+			info, _ := e.Info()
 			if err := os.Remove(filepath.Join(s.dir, "new", e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
-			s.log.Info("removed a message whose receiving mailflow stopped before its end; its client was never answered, and sends it again", "id", e.Name())
+			if info == nil || info.Size() > 0 { // else a blank file (blank.go)
+				s.log.Info("removed a message whose receiving mailflow stopped before its end; its client was never answered, and sends it again", "id", e.Name())
+			}
 			unfinished++
 			continue
 		}
@@ -402,24 +412,28 @@ func (s *summer) Write(p []byte) (int, error) {
 }
 
 // create starts a message in new/ (wait/ when its client waits for the
-// outcome), and starts the sync of that directory, which makes its name
-// durable while the data comes in (one sync for the files created
-// meanwhile: group commit).
+// outcome): in a blank file made ahead, or a file made now. The sync of
+// the directory that began once the file was made (one sync for the
+// files made meanwhile: group commit) makes its name durable while the
+// data comes in.
 func (s *spool) create(rcvd *message.Received, wait bool) (*spooling, error) {
-	id := s.newID()
 	dir, syncer := "new", &s.newSync
 	if wait {
 		dir, syncer = "wait", &s.waitSync
 	}
-	f, err := os.OpenFile(filepath.Join(s.dir, dir, id), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, err
+	var b *blank
+	if !wait {
+		b = s.takeBlank()
 	}
-	synced := make(chan error, 1)
-	go func() { synced <- s.syncDir(syncer) }()
-	sum := &summer{w: f}
-	sp := &spooling{s: s, id: id, dir: dir, f: f, bw: bufio.NewWriterSize(sum, 64<<10), sum: sum,
-		at: time.Now().UTC(), rcvd: rcvd, dirSynced: synced}
+	if b == nil {
+		var err error
+		if b, err = s.makeFile(dir, syncer); err != nil {
+			return nil, err
+		}
+	}
+	sum := &summer{w: b.f}
+	sp := &spooling{s: s, id: b.id, dir: dir, f: b.f, bw: bufio.NewWriterSize(sum, 64<<10), sum: sum,
+		at: time.Now().UTC(), rcvd: rcvd, dirSynced: b.synced}
 	sp.Message = &crlfWriter{w: sp.bw}
 	return sp, nil
 }

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mailflow/mailflow/connectors/smtpd/spoolfile"
 	"github.com/mailflow/mailflow/engine/message"
@@ -22,67 +24,79 @@ import (
 // whole, the journal is synced with its head (the file's length and
 // checksum), and a sync of its directory that began after the file was
 // there has ended: a crash after the 250 keeps it, a crash before keeps
-// nothing that start-up would take. The order is seen through the
-// spool's sync functions.
+// nothing that start-up would take. What each sync covered is seen
+// through the spool's sync functions, for a file made ahead (blank.go)
+// and one made when the message came.
 func TestSpoolCommitWaitsForItsSyncs(t *testing.T) {
+	for _, ahead := range []bool{true, false} {
+		t.Run(map[bool]string{true: "made ahead", false: "made now"}[ahead], func(t *testing.T) {
+			testSpoolCommitWaitsForItsSyncs(t, ahead)
+		})
+	}
+}
+
+func testSpoolCommitWaitsForItsSyncs(t *testing.T, ahead bool) {
 	dir := t.TempDir()
 	body := "Received: by test\r\nSubject: x\r\n\r\n" + strings.Repeat("a line\r\n", 5000)
+	sum := crc32.Checksum([]byte(body), castagnoli)
 	s, err := openSpool(dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.stopFilling() // the hooks go in while nothing syncs
 	var mu sync.Mutex
-	var events []string
-	event := func(e string) {
-		mu.Lock()
-		events = append(events, e)
-		mu.Unlock()
-	}
-	var id string
+	named := map[string]bool{}  // names a finished sync of new/ made durable
+	whole := map[string]bool{}  // files synced whole
+	headed := map[string]bool{} // heads a finished sync of the journal holds
 	s.syncDir = func(g *fsync.Group) error {
-		mu.Lock()
-		path := filepath.Join(g.Dir, id)
-		mu.Unlock()
-		if _, err := os.Stat(path); err != nil {
-			event("dir sync began before the file was there")
-		}
+		ents, _ := os.ReadDir(g.Dir) // before the sync begins
 		err := g.Sync()
-		event("dir synced")
+		mu.Lock()
+		for _, e := range ents {
+			named[e.Name()] = true
+		}
+		mu.Unlock()
 		return err
 	}
 	s.syncFile = func(f *os.File) error {
 		if strings.HasPrefix(filepath.Base(f.Name()), "heads") {
 			b, _ := os.ReadFile(filepath.Join(dir, "heads"))
-			mu.Lock()
-			h := headLine{ID: id, Len: int64(len(body)), CRC: crc32.Checksum([]byte(body), castagnoli)}
-			mu.Unlock()
-			if !strings.Contains(string(b), fmt.Sprintf(`{"id":%q,"len":%d,"crc":%d,`, h.ID, h.Len, h.CRC)) {
-				event("journal synced without the message's head")
-			}
 			err := f.Sync()
-			event("journal synced")
+			mu.Lock()
+			for _, line := range strings.Split(string(b), "\n") {
+				var h headLine
+				if json.Unmarshal([]byte(line), &h) == nil && h.Len == int64(len(body)) && h.CRC == sum {
+					headed[h.ID] = true
+				}
+			}
+			mu.Unlock()
 			return err
 		}
 		b, err := os.ReadFile(f.Name())
 		if err != nil {
 			return err
 		}
-		if string(b) != body {
-			event("file synced before it was whole")
-		}
 		err = f.Sync()
-		event("file synced")
+		mu.Lock()
+		whole[filepath.Base(f.Name())] = string(b) == body
+		mu.Unlock()
 		return err
 	}
-	mu.Lock() // the id is known once create returns: the dir sync waits for it
+	if ahead {
+		s.startFilling()
+		for len(s.blanks) < blankAhead {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	before, _ := os.ReadDir(filepath.Join(dir, "new"))
 	rcvd := &message.Received{Sender: "a@example.org", Recipients: []string{"b@example.net"}}
 	sp, err := s.create(rcvd, false)
 	if err != nil {
-		mu.Unlock()
 		t.Fatal(err)
 	}
-	id = sp.id
-	mu.Unlock()
+	if made := slices.ContainsFunc(before, func(e os.DirEntry) bool { return e.Name() == sp.id }); made != ahead {
+		t.Fatalf("the message's file was made ahead: %v, want %v", made, ahead)
+	}
 	if _, err := sp.Message.Write([]byte(body)); err != nil {
 		t.Fatal(err)
 	}
@@ -90,16 +104,16 @@ func TestSpoolCommitWaitsForItsSyncs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	event("answered")
 	mu.Lock()
-	got := events
-	mu.Unlock()
-	slices.Sort(got[:len(got)-1])
-	if strings.Join(got, ", ") != "dir synced, file synced, journal synced, answered" {
-		t.Fatalf("events: %s", strings.Join(got, ", "))
+	if !named[en.id] || !whole[en.id] || !headed[en.id] {
+		t.Fatalf("answered with its name durable %v, its file synced whole %v, its head synced %v", named[en.id], whole[en.id], headed[en.id])
 	}
-	if f, ok := spoolfile.Find(s.input, en.id); !ok || f.Size != int64(len(body)) || f.CRC != crc32.Checksum([]byte(body), castagnoli) {
+	mu.Unlock()
+	if f, ok := spoolfile.Find(s.input, en.id); !ok || f.Size != int64(len(body)) || f.CRC != sum {
 		t.Fatalf("the spooled file is not offered to outputs as it is: %+v %v", f, ok)
+	}
+	if !ahead {
+		s.startFilling() // for release
 	}
 
 	// Read back as the engine reads it, and again after a restart.
@@ -206,6 +220,8 @@ func TestSpoolCommitFailsWhenASyncFails(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.release()
+			s.stopFilling() // the hooks go in while nothing syncs
+			defer s.startFilling()
 			if which == "file" {
 				s.syncFile = func(*os.File) error { return boom }
 			} else {
@@ -219,8 +235,8 @@ func TestSpoolCommitFailsWhenASyncFails(t *testing.T) {
 			if _, err := sp.commit(); !errors.Is(err, boom) {
 				t.Fatalf("commit: %v, want the sync's error", err)
 			}
-			if ents, _ := os.ReadDir(filepath.Join(dir, "new")); len(ents) != 0 || len(s.list()) != 0 {
-				t.Fatalf("a message not taken is left: %v, listed %d", ents, len(s.list()))
+			if _, err := os.Stat(filepath.Join(dir, "new", sp.id)); err == nil || len(s.list()) != 0 {
+				t.Fatalf("a message not taken is left: %v, listed %d", err, len(s.list()))
 			}
 		})
 	}
