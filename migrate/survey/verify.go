@@ -2,6 +2,7 @@ package survey
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -268,25 +269,28 @@ func folderState(ctx context.Context, side any, folder, role string) string {
 // destination.
 func checkFolder(ctx context.Context, sess plugin.Session, finder plugin.Finder, folder, role string, items []plugin.Item) (FolderCheck, error) {
 	c := FolderCheck{Folder: folder, Source: len(items)}
-	if err := name(ctx, sess, items); err != nil {
-		return c, err
-	}
+	// The two sides are read at once: two servers (or two sessions), and
+	// over a distance each read is mostly waiting.
 	copies := map[string][][]string{} // identity → flags of each copy (nil flags: not known)
-	if ff, ok := finder.(plugin.FlagFinder); ok {
-		held, err := ff.HoldsFlags(ctx, folder, role)
-		if err != nil {
-			return c, err
+	var heldErr error
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		if ff, ok := finder.(plugin.FlagFinder); ok {
+			copies, heldErr = ff.HoldsFlags(ctx, folder, role)
+			return
 		}
-		copies = held
-	} else {
 		c.FlagsNotCompared = true
 		held, err := finder.Holds(ctx, folder, role)
-		if err != nil {
-			return c, err
-		}
 		for id, n := range held {
 			copies[id] = make([][]string, n)
 		}
+		heldErr = err
+	}()
+	nameErr := name(ctx, sess, items)
+	<-read
+	if err := errors.Join(nameErr, heldErr); err != nil {
+		return c, err
 	}
 	for _, it := range items {
 		if it.Identity == "" {
@@ -317,9 +321,25 @@ func checkFolder(ctx context.Context, sess plugin.Session, finder plugin.Finder,
 // name fills in the identity of items that have none, from the session
 // (plugin.Identifier), else from their headers (plugin.HeaderPeeker).
 func name(ctx context.Context, sess plugin.Session, items []plugin.Item) error {
+	var unnamed []int // those a FolderNamer's listing did not name
+	for i, it := range items {
+		if it.Identity == "" {
+			unnamed = append(unnamed, i)
+		}
+	}
+	if len(unnamed) == 0 {
+		return nil
+	}
 	if id, ok := sess.(plugin.Identifier); ok {
-		if err := id.Identify(ctx, items); err != nil {
+		some := make([]plugin.Item, len(unnamed))
+		for j, i := range unnamed {
+			some[j] = items[i]
+		}
+		if err := id.Identify(ctx, some); err != nil {
 			return err
+		}
+		for j, i := range unnamed {
+			items[i] = some[j]
 		}
 	}
 	peek, ok := sess.(plugin.HeaderPeeker)

@@ -152,7 +152,8 @@ func TestVerifyListsNothingWhereNothingChanged(t *testing.T) {
 // (plugin.FolderNamer), counting which folders they read.
 type namedBox struct {
 	*box
-	read []string
+	read       []string
+	identified int // items asked to be named (plugin.Identifier)
 }
 
 func (b *namedBox) Open(context.Context) (plugin.Session, error) {
@@ -162,6 +163,11 @@ func (b *namedBox) Open(context.Context) (plugin.Session, error) {
 type namedSession struct {
 	sourceSession
 	nb *namedBox
+}
+
+func (s namedSession) Identify(_ context.Context, items []plugin.Item) error {
+	s.nb.identified += len(items)
+	return nil
 }
 
 func (s namedSession) ListNamed(_ context.Context, folder string) ([]plugin.Item, error) {
@@ -226,5 +232,8 @@ func TestVerifyReadsOnlyTheFoldersThatChanged(t *testing.T) {
 	}
 	if _, ok := known["B"]; ok || len(known) != 1 {
 		t.Fatalf("B is not clean and must be checked again next time: tokens %+v", known)
+	}
+	if src.identified != 0 {
+		t.Fatalf("%d messages named again after the folder's read named them", src.identified)
 	}
 }
