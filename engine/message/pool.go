@@ -89,8 +89,40 @@ func readChunks(r io.Reader, limit int64, pool *BufferPool) (*chunkData, error) 
 }
 
 func (d *chunkData) Size() int64           { return d.size }
-func (d *chunkData) Reader() io.Reader     { return io.NewSectionReader(d, 0, d.size) }
+func (d *chunkData) Reader() io.Reader     { return &chunkReader{io.NewSectionReader(d, 0, d.size), d} }
 func (d *chunkData) ReaderAt() io.ReaderAt { return d }
+
+// chunkReader reads a message held in chunks. Its WriteTo hands each chunk
+// to the writer as it is: an output copying the message to a connection
+// (io.Copy, an IMAP literal) needs no buffer of its own for it, which would
+// be one more copy of the bytes and, per message in flight, more heap.
+type chunkReader struct {
+	*io.SectionReader
+	d *chunkData
+}
+
+// WriteTo writes what is left to read, and leaves nothing to read.
+func (r *chunkReader) WriteTo(w io.Writer) (int64, error) {
+	off, _ := r.Seek(0, io.SeekCurrent)
+	var n int64
+	for off < r.d.size {
+		if r.d.released.Load() {
+			return n, errReleased
+		}
+		c := r.d.chunks[off/ChunkSize][off%ChunkSize:]
+		m, err := w.Write(c)
+		n += int64(m)
+		off += int64(m)
+		r.Seek(off, io.SeekStart)
+		if err != nil {
+			return n, err
+		}
+		if m < len(c) {
+			return n, io.ErrShortWrite
+		}
+	}
+	return n, nil
+}
 
 // WriteTo writes every byte to w, chunk by chunk (used when it spills).
 func (d *chunkData) WriteTo(w io.Writer) (int64, error) {
