@@ -106,5 +106,12 @@ func (in *intake) reserve(it plugin.Item) (opts message.SpoolOptions, held int64
 	return opts, held, nil
 }
 
-// wait returns once every message taken in is settled.
-func (in *intake) wait() { in.wg.Wait() }
+// wait returns once every message taken in is settled, and gives the
+// memory of the chunks they were held in back to the system: the peak of
+// a poll is not kept through the verification, the commit and the wait
+// for the next poll (chunks lent to another input's poll meanwhile stay
+// lent).
+func (in *intake) wait() {
+	in.wg.Wait()
+	in.p.e.buffers.Trim()
+}

@@ -17,8 +17,8 @@ const ChunkSize = 64 << 10
 // read into chunks that go round (and live outside the heap, see
 // newChunk), the memory of the messages in flight is taken once and used
 // again. The engine's memory_budget bounds how much is in flight, so the
-// pool, which keeps every chunk it made, never holds more than that
-// budget's peak.
+// pool, which keeps every chunk it made until Trim, never holds more than
+// that budget's peak.
 type BufferPool struct {
 	mu   sync.Mutex
 	free [][]byte
@@ -46,7 +46,22 @@ func (p *BufferPool) put(c []byte) {
 	p.free = append(p.free, c[:ChunkSize])
 }
 
-// Held reports the bytes of chunks the pool made, and of those unused.
+// Trim gives the memory of the chunks not lent out back to the system:
+// for when no message is in flight (a poll is over), so that the most a
+// poll ever held is not kept until the next. What is lent out comes back
+// to the pool as before.
+func (p *BufferPool) Trim() {
+	p.mu.Lock()
+	free := p.free
+	p.free, p.made = nil, p.made-len(free)
+	p.mu.Unlock()
+	for _, c := range free {
+		freeChunk(c)
+	}
+}
+
+// Held reports the bytes of chunks the pool holds (made and not trimmed),
+// and of those unused.
 func (p *BufferPool) Held() (made, free int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -81,3 +81,37 @@ func TestPooledMessageSpillsAndGivesItsChunksBack(t *testing.T) {
 		t.Fatalf("refused: pool made %d, %d free", made, free)
 	}
 }
+
+// Trim lets go of the chunks not lent out and keeps the ones a message
+// holds: that message still reads back byte for byte, and its chunks come
+// back to the pool when it is closed; the pool lends again after.
+func TestPoolTrimKeepsWhatIsLent(t *testing.T) {
+	pool := message.NewBufferPool()
+	raw := enginetest.Message(enginetest.Huge, 1, 1<<20)
+	read := func() *message.Message {
+		msg, err := message.Read(bytes.NewReader(raw), message.Source{}, message.SpoolOptions{InMemory: 4 << 20, SizeHint: int64(len(raw)), Pool: pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	a, b := read(), read()
+	a.Close()
+	held, _ := pool.Held()
+	pool.Trim()
+	if made, free := pool.Held(); free != 0 || made != held/2 {
+		t.Fatalf("after Trim: pool holds %d (%d free), want %d (none free)", made, free, held/2)
+	}
+	if got, _ := io.ReadAll(b.Reader()); !bytes.Equal(got, raw) {
+		t.Fatal("a message held in chunks changed when the pool was trimmed")
+	}
+	b.Close()
+	if made, free := pool.Held(); free != made || made != held/2 {
+		t.Fatalf("closed: pool holds %d, %d free; want %d, all free", made, free, held/2)
+	}
+	c := read()
+	defer c.Close()
+	if got, _ := io.ReadAll(c.Reader()); !bytes.Equal(got, raw) {
+		t.Fatal("a message read after Trim changed")
+	}
+}
