@@ -105,6 +105,7 @@ func open(cfg *config.Config, reg plugin.Registry, log *slog.Logger, l *ledger.L
 	e := &Engine{Log: log, Ledger: l, Quarantine: q, Registry: reg, observer: NopObserver{},
 		sem: make(chan struct{}, cfg.MaxInFlight), mem: newMemBudget(cfg.MemoryBudget),
 		buffers: message.NewBufferPool(), polling: map[string]*sync.Mutex{}}
+	limitMemory(cfg.MemoryBudget)
 	for _, o := range opts {
 		o(e)
 	}
