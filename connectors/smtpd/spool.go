@@ -551,8 +551,15 @@ func (s *spool) remove(ens []*entry) (failed []*entry) {
 		dirs[dir] = true
 		s.forget(en)
 	}
+	// One sync that began after the removals, shared with the messages
+	// being received (group commit): a poll's commit is not one more
+	// sync of new/ of its own.
 	for dir := range dirs {
-		if err := fsync.Dir(filepath.Join(s.dir, dir)); err != nil {
+		syncer := &s.newSync
+		if dir == "wait" {
+			syncer = &s.waitSync
+		}
+		if err := s.syncDir(syncer); err != nil {
 			s.log.Warn("could not sync the spool after removing messages", "err", err)
 		}
 	}

@@ -241,3 +241,45 @@ func TestSpoolCommitFailsWhenASyncFails(t *testing.T) {
 		})
 	}
 }
+
+// remove returns only once a sync of the directory that began after the
+// file was unlinked has ended: the engine forgets a message's record on a
+// later poll, and a name a crash brought back without its record would
+// be delivered again.
+func TestSpoolRemoveSyncsAfterTheUnlink(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openSpool(dir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.release()
+	sp, err := s.create(&message.Received{Sender: "a@example.org"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp.Message.Write([]byte("Received: by test\r\nSubject: x\r\n\r\nx\r\n"))
+	en, err := sp.commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.stopFilling() // the hook goes in while nothing syncs
+	defer s.startFilling()
+	var mu sync.Mutex
+	goneAt := false // a finished sync began with the file gone
+	s.syncDir = func(g *fsync.Group) error {
+		_, statErr := os.Stat(filepath.Join(g.Dir, en.id))
+		err := g.Sync()
+		mu.Lock()
+		goneAt = goneAt || errors.Is(statErr, os.ErrNotExist)
+		mu.Unlock()
+		return err
+	}
+	if failed := s.remove([]*entry{en}); len(failed) != 0 {
+		t.Fatal("not removed")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !goneAt {
+		t.Fatal("remove returned before a sync of new/ that began after the unlink ended")
+	}
+}
