@@ -8,7 +8,7 @@ import (
 	"github.com/mailflow/mailflow/internal/fsync"
 )
 
-// Creating a file was a quarter of a client's wait for its 250: on a
+// Creating a file was 30% of a client's wait for its 250: on a
 // file system busy syncing (every message syncs its file, the journal and
 // new/), a create waits for the journal. So the spool keeps blankAhead
 // empty files made ahead in new/, each with the sync of new/ that began
