@@ -23,9 +23,11 @@ import (
 // whose bytes do not match, was never answered.
 //
 // The journal is rewritten with only the heads of the messages still
-// spooled at start-up, and when it outgrows headsRotateAt: the new one is
-// written beside it, synced, renamed over it and the directory synced,
-// while no line is appended.
+// spooled at start-up, and when it outgrows headsRotateAt and twice what
+// those heads take (so that a large spool, kept while an output is down,
+// is not rewritten at every message): the new one is written beside it,
+// synced, renamed over it and the directory synced, while no line is
+// appended.
 
 // headsRotateAt is the size at which the journal is rewritten.
 const headsRotateAt = 4 << 20
@@ -46,8 +48,10 @@ type heads struct {
 	cond *sync.Cond
 	f    *os.File
 	size int64
-	// live are the lines of the messages spooled, or being answered.
+	// live are the lines of the messages spooled, or being answered;
+	// liveBytes their length.
 	live               map[string][]byte
+	liveBytes          int64
 	appended, synced   uint64 // lines appended; of them, those synced
 	running            bool   // a sync is under way, mu not held
 	rotateAt           int64
@@ -84,6 +88,9 @@ func readHeads(dir string) (map[string]headLine, error) {
 // openHeads starts the journal in dir afresh with the lines of live.
 func openHeads(dir string, live map[string][]byte, syncFile func(*os.File) error) (*heads, error) {
 	h := &heads{dir: dir, syncFile: syncFile, live: live, rotateAt: headsRotateAt}
+	for _, line := range live {
+		h.liveBytes += int64(len(line))
+	}
 	h.cond = sync.NewCond(&h.mu)
 	if err := h.rewriteLocked(); err != nil {
 		return nil, err
@@ -146,7 +153,11 @@ func (h *heads) add(id string, hl headLine) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if old, ok := h.live[id]; ok {
+		h.liveBytes -= int64(len(old))
+	}
 	h.live[id] = line
+	h.liveBytes += int64(len(line))
 	h.appended++
 	return h.appended, nil
 }
@@ -162,7 +173,7 @@ func (h *heads) sync(n uint64) error {
 			h.cond.Wait()
 			continue
 		}
-		if h.size > h.rotateAt {
+		if h.size > h.rotateAt && h.size > 2*h.liveBytes {
 			err := h.rewriteLocked()
 			h.rotations++
 			h.cond.Broadcast()
@@ -191,7 +202,10 @@ func (h *heads) sync(n uint64) error {
 // at start-up.
 func (h *heads) forget(id string) {
 	h.mu.Lock()
-	delete(h.live, id)
+	if line, ok := h.live[id]; ok {
+		h.liveBytes -= int64(len(line))
+		delete(h.live, id)
+	}
 	h.mu.Unlock()
 }
 

@@ -206,6 +206,28 @@ func TestSpoolHeadsRotate(t *testing.T) {
 	if len(hs) != len(kept) {
 		t.Fatalf("the journal rewritten at start holds %d heads, want %d", len(hs), len(kept))
 	}
+
+	// A spool that keeps all it takes (an output down) outgrows the bound
+	// with live heads alone: the journal is rewritten only once half of it
+	// is heads of messages gone, not at every message.
+	s.heads.rotateAt = 4 << 10
+	before := s.heads.rewrite
+	for i := range 300 {
+		sp, err := s.create(&message.Received{Sender: "a@example.org", Recipients: []string{fmt.Sprintf("k%d@example.net", i)}}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(sp.Message, "Received: by test\r\nSubject: %d\r\n\r\nx\r\n", i)
+		if _, err := sp.commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.heads.rewrite - before; n > 1 {
+		t.Fatalf("the journal was rewritten %d times for 300 messages kept", n)
+	}
+	if got := len(s.list()); got != len(kept)+300 {
+		t.Fatalf("%d messages spooled, want %d", got, len(kept)+300)
+	}
 }
 
 // A message whose file or directory could not be synced is not taken: the
