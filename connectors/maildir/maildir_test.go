@@ -17,8 +17,8 @@ import (
 
 	"github.com/mailflow/mailflow/engine/plugin"
 
+	"github.com/mailflow/mailflow/connectors/internal/spoolfile"
 	"github.com/mailflow/mailflow/connectors/maildir"
-	"github.com/mailflow/mailflow/connectors/smtpd/spoolfile"
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/message"

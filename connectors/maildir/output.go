@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/mailflow/mailflow/connectors/smtpd/spoolfile"
+	"github.com/mailflow/mailflow/connectors/internal/spoolfile"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
 	"github.com/mailflow/mailflow/internal/fscheck"

@@ -20,7 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mailflow/mailflow/connectors/smtpd/spoolfile"
+	"github.com/mailflow/mailflow/connectors/internal/spoolfile"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
 	"github.com/mailflow/mailflow/internal/fsync"

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailflow/mailflow/connectors/smtpd/spoolfile"
+	"github.com/mailflow/mailflow/connectors/internal/spoolfile"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/internal/fsync"
 )
