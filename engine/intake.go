@@ -95,6 +95,9 @@ func (in *intake) reserve(it plugin.Item) (opts message.SpoolOptions, held int64
 	case held > opts.InMemory:
 		held, opts.InMemory = 0, spoolFirst
 	case held > 0:
+		// It is read into a chunk of the pool at least: that is what it
+		// holds (no more than the budget, which could never give it).
+		held = min(max(held, message.ChunkSize), opts.InMemory)
 		if !p.e.mem.wait(in.ctx, held) {
 			return opts, 0, in.ctx.Err()
 		}

@@ -101,8 +101,9 @@ type SpoolOptions struct {
 	// when unknown): the memory for it is taken once, up front, instead of
 	// doubling as the bytes come in.
 	SizeHint int64
-	// Pool, if set, lends the memory for a message announced at ChunkSize
-	// or more; it goes back when the message is closed.
+	// Pool, if set, lends the memory for a message of announced size (a
+	// chunk at least: a small message then leaves no garbage on the heap);
+	// it goes back when the message is closed.
 	Pool *BufferPool
 }
 
@@ -130,7 +131,7 @@ func Read(r io.Reader, src Source, opts SpoolOptions) (*Message, error) {
 		io.WriterTo
 	}
 	var n int64
-	if opts.Pool != nil && opts.SizeHint >= ChunkSize {
+	if opts.Pool != nil && opts.SizeHint > 0 {
 		d, err := readChunks(in, limit, opts.Pool)
 		if err != nil {
 			return nil, fmt.Errorf("reading message: %w", err)
