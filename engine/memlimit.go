@@ -11,7 +11,7 @@ import (
 // runtimeBase is what the process holds in the Go runtime besides the
 // messages memory_budget bounds: the runtime's own metadata and stacks,
 // the sessions' buffers, a listing of some ten thousand messages.
-const runtimeBase = 10 << 20
+const runtimeBase = 12 << 20
 
 // The runtime's soft memory limit (debug.SetMemoryLimit), kept at
 // runtimeBase + memory_budget. The collector lets the heap grow to twice
