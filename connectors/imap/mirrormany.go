@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	goimap "github.com/emersion/go-imap/v2"
 
@@ -46,57 +47,77 @@ func (o *Output) SetFlagsMany(ctx context.Context, changes []plugin.FlagChange) 
 		groups[pl] = append(groups[pl], i)
 		uids[i] = uid
 	}
+	// The folders are carried at once, each on a session of its own (as
+	// many as the output may open): one after the other, each folder's
+	// round trips were waited for in turn.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, pl := range order {
-		at := groups[pl]
-		again := false
-		err := o.use(ctx, func(c *conn) error {
-			v, _, err := c.examine(pl.folder, true)
-			if err != nil && !missing(err) {
-				return err
-			}
-			if err != nil || v != pl.validity {
-				again = true // gone, or made again: the copies are looked for by identity
-				return nil
-			}
-			want := make([]uint32, len(at))
-			for j, i := range at {
-				want[j] = uids[i]
-			}
-			there, err := c.present(want)
-			if err != nil {
-				return err
-			}
-			var stores []store
-			for _, i := range at {
-				if !slices.Contains(there, uids[i]) {
-					errs[i] = plugin.ErrNotHeld // someone deleted it there
-					continue
-				}
-				add, rm := withoutRecent(changes[i].Added), withoutRecent(changes[i].Removed)
-				k := slices.IndexFunc(stores, func(s store) bool { return slices.Equal(s.add, add) && slices.Equal(s.rm, rm) })
-				if k < 0 {
-					stores = append(stores, store{add: add, rm: rm})
-					k = len(stores) - 1
-				}
-				stores[k].uids = append(stores[k].uids, uids[i])
-			}
-			return c.storeAll(stores)
-		})
-		switch {
-		case again:
-			rest = append(rest, at...)
-		case err != nil:
-			for _, i := range at {
-				if errs[i] == nil {
-					errs[i] = err
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			again, err := o.storeFolder(ctx, pl.folder, pl.validity, groups[pl], uids, changes, errs)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case again:
+				rest = append(rest, groups[pl]...)
+			case err != nil:
+				for _, i := range groups[pl] {
+					if errs[i] == nil {
+						errs[i] = err
+					}
 				}
 			}
-		}
+		}()
 	}
+	wg.Wait()
+	slices.Sort(rest)
 	for _, i := range rest {
 		errs[i] = o.SetFlags(ctx, changes[i].Placement, changes[i].Added, changes[i].Removed)
 	}
 	return errs
+}
+
+// storeFolder carries the changes at (indexes into changes, whose copies
+// have the UIDs uids) in folder, made with UIDVALIDITY validity, setting
+// errs of those whose copy is gone; again when the folder is gone or was
+// made again, and the copies are to be looked for by identity.
+func (o *Output) storeFolder(ctx context.Context, folder string, validity uint32, at []int, uids []uint32, changes []plugin.FlagChange, errs []error) (again bool, err error) {
+	err = o.use(ctx, func(c *conn) error {
+		v, _, err := c.examine(folder, true)
+		if err != nil && !missing(err) {
+			return err
+		}
+		if err != nil || v != validity {
+			again = true
+			return nil
+		}
+		want := make([]uint32, len(at))
+		for j, i := range at {
+			want[j] = uids[i]
+		}
+		there, err := c.present(want)
+		if err != nil {
+			return err
+		}
+		var stores []store
+		for _, i := range at {
+			if !slices.Contains(there, uids[i]) {
+				errs[i] = plugin.ErrNotHeld // someone deleted it there
+				continue
+			}
+			add, rm := withoutRecent(changes[i].Added), withoutRecent(changes[i].Removed)
+			k := slices.IndexFunc(stores, func(s store) bool { return slices.Equal(s.add, add) && slices.Equal(s.rm, rm) })
+			if k < 0 {
+				stores = append(stores, store{add: add, rm: rm})
+				k = len(stores) - 1
+			}
+			stores[k].uids = append(stores[k].uids, uids[i])
+		}
+		return c.storeAll(stores)
+	})
+	return again, err
 }
 
 // store is one kind of change and the UIDs it is made to.

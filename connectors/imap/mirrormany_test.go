@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -116,5 +117,81 @@ func TestManyFlagChangesAreOneStorePerFolderAndKind(t *testing.T) {
 	defer n.mu.Unlock()
 	if n.stores > 5 || n.searches > 4 {
 		t.Fatalf("%d SELECTs, %d SEARCHes, %d STOREs for %d changes in 2 folders; want at most 4 SEARCHes and 5 STOREs", n.selects, n.searches, n.stores, len(changes))
+	}
+}
+
+// barrierSession holds a SELECT, once armed, until SELECTs of two folders
+// have come, or refuses it after 10 s.
+type barrierSession struct {
+	imapserver.SessionIMAP4rev2
+	b *selectBarrier
+}
+
+type selectBarrier struct {
+	mu       sync.Mutex
+	armed    bool
+	seen     map[string]bool
+	both     chan struct{}
+	timedOut bool
+}
+
+func (s barrierSession) Select(name string, opts *goimap.SelectOptions) (*goimap.SelectData, error) {
+	s.b.mu.Lock()
+	armed := s.b.armed
+	if armed && !s.b.seen[name] {
+		s.b.seen[name] = true
+		if len(s.b.seen) == 2 {
+			close(s.b.both)
+		}
+	}
+	s.b.mu.Unlock()
+	if armed {
+		select {
+		case <-s.b.both:
+		case <-time.After(10 * time.Second):
+			s.b.mu.Lock()
+			s.b.timedOut = true
+			s.b.mu.Unlock()
+			return nil, errors.New("the other folder's SELECT never came")
+		}
+	}
+	return s.SessionIMAP4rev2.Select(name, opts)
+}
+
+// The changes of two folders are carried at once, each on a session of
+// its own: a folder's round trips do not wait for another's.
+func TestFlagChangesOfTwoFoldersGoAtOnce(t *testing.T) {
+	b := &selectBarrier{seen: map[string]bool{}, both: make(chan struct{})}
+	addr := memServerWith(t, func(_ *imapserver.Conn, s imapserver.Session) imapserver.Session {
+		return barrierSession{SessionIMAP4rev2: s.(imapserver.SessionIMAP4rev2), b: b}
+	})
+	o := newOutput(t, addr, func(o *Output) { o.MaxConnections = 2 })
+	msgs := []*message.Message{testMessage(1, "Archive"), testMessage(2, "Lists")}
+	res := deliverAll(o, msgs, false)
+	var changes []plugin.FlagChange
+	for i, r := range res {
+		if r.err != nil || r.placed == "" {
+			t.Fatalf("message %d: %v, placed %q", i, r.err, r.placed)
+		}
+		changes = append(changes, plugin.FlagChange{Placement: plugin.Placement{Where: r.placed}, Added: []string{`\Flagged`}})
+	}
+	b.mu.Lock()
+	b.armed = true
+	b.mu.Unlock()
+	for i, err := range o.SetFlagsMany(context.Background(), changes) {
+		if err != nil {
+			t.Fatalf("change %d: %v", i, err)
+		}
+	}
+	b.mu.Lock()
+	timedOut := b.timedOut
+	b.mu.Unlock()
+	if timedOut {
+		t.Fatal("one folder's SELECT waited 10 s for the other's: the folders went one after the other")
+	}
+	for _, m := range dump(t, login(t, addr, "dst")) {
+		if !slices.Contains(m.flags, `\Flagged`) {
+			t.Fatalf("flags %v, want \\Flagged", m.flags)
+		}
 	}
 }
