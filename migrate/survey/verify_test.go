@@ -97,17 +97,9 @@ func (d dest) FolderState(_ context.Context, folder, _ string) (string, error) {
 	return d.token(folder), nil
 }
 
-// A verification asks both sides' folder states before it lists anything:
-// when no folder changed on either side since it found them equal, it
-// lists nothing; when one changed, it checks that one and passes over the
-// others.
-func TestVerifyListsNothingWhereNothingChanged(t *testing.T) {
-	src := &box{tokens: map[string]string{"A": "a1", "B": "b1", "Empty": "e1"}}
-	for i := range 6 {
-		f := []string{"A", "B", "A"}[i%3]
-		src.items = append(src.items, plugin.Item{ID: fmt.Sprint(i), Folder: f, Size: 10, Identity: fmt.Sprintf("m%d@x", i)})
-	}
-	dst := dest{&box{tokens: map[string]string{"A": "a1", "B": "b1"}, items: src.items}}
+// verifyEngine is an engine moving input "old" (src) to output "new" (dst).
+func verifyEngine(t *testing.T, src plugin.Input, dst plugin.Output) *engine.Engine {
+	t.Helper()
 	cfg, err := config.New(t.TempDir(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +112,22 @@ func TestVerifyListsNothingWhereNothingChanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// A verification asks both sides' folder states before it lists anything:
+// when no folder changed on either side since it found them equal, it
+// lists nothing; when one changed, it checks that one and passes over the
+// others.
+func TestVerifyListsNothingWhereNothingChanged(t *testing.T) {
+	src := &box{tokens: map[string]string{"A": "a1", "B": "b1", "Empty": "e1"}}
+	for i := range 6 {
+		f := []string{"A", "B", "A"}[i%3]
+		src.items = append(src.items, plugin.Item{ID: fmt.Sprint(i), Folder: f, Size: 10, Identity: fmt.Sprintf("m%d@x", i)})
+	}
+	dst := dest{&box{tokens: map[string]string{"A": "a1", "B": "b1"}, items: src.items}}
+	e := verifyEngine(t, src, dst)
 	ctx := context.Background()
 
 	checks, known, err := survey.VerifySince(ctx, e, "old", "new", nil)
@@ -193,19 +200,7 @@ func TestVerifyReadsOnlyTheFoldersThatChanged(t *testing.T) {
 		src.items = append(src.items, plugin.Item{ID: fmt.Sprint(i), Folder: f, Size: 10, Identity: fmt.Sprintf("m%d@x", i)})
 	}
 	dst := dest{&box{tokens: map[string]string{"A": "a1", "B": "b1"}, items: append([]plugin.Item(nil), src.items...)}}
-	cfg, err := config.New(t.TempDir(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sched, _ := config.ParseSchedule("")
-	cfg.Inputs = []*config.Input{{Name: "old", Type: "box", Pipeline: "p", Plugin: src, Sched: sched}}
-	cfg.Pipelines = []*config.Pipeline{{Name: "p", Outputs: []string{"new"}}}
-	cfg.Outputs = []*config.Output{{Name: "new", Type: "box", Plugin: dst}}
-	e, err := engine.Open(cfg, plugins.Default, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := verifyEngine(t, src, dst)
 	ctx := context.Background()
 
 	checks, known, err := survey.VerifySince(ctx, e, "old", "new", nil)
