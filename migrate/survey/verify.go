@@ -103,12 +103,9 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 					same = nil
 					break
 				}
-				n := known[f].Messages
-				if n == 0 {
-					n = at.messages
-				}
-				same = append(same, FolderCheck{Folder: f, Source: n, Found: n, Unchanged: true})
-				clean[f] = FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: n}
+				c, tok := unchanged(f, at, known[f])
+				same = append(same, c)
+				clean[f] = tok
 			}
 			if same != nil {
 				checks = same
@@ -166,6 +163,18 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 	return checks, clean, err
 }
 
+// unchanged is the check of folder f, whose tokens are those of was (a
+// verification found it clean): as many messages as it counted then
+// (else as the source says it holds now), all found, none read.
+func unchanged(f string, at folderAt, was FolderTokens) (FolderCheck, FolderTokens) {
+	n := was.Messages
+	if n == 0 {
+		n = at.messages
+	}
+	return FolderCheck{Folder: f, Source: n, Found: n, Unchanged: true},
+		FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: n}
+}
+
 // checkNamed checks the folders of now that changed on either side
 // since known, each read on its own with its messages' identities
 // (plugin.FolderNamer): no listing of the whole source, and no second
@@ -179,12 +188,9 @@ func checkNamed(ctx context.Context, sess plugin.Session, nl plugin.FolderNamer,
 			continue
 		}
 		if at.tok.holds(known[f]) {
-			n := known[f].Messages
-			if n == 0 {
-				n = at.messages
-			}
-			checks = append(checks, FolderCheck{Folder: f, Source: n, Found: n, Unchanged: true})
-			clean[f] = FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: n}
+			c, tok := unchanged(f, at, known[f])
+			checks = append(checks, c)
+			clean[f] = tok
 			continue
 		}
 		items, err := nl.ListNamed(ctx, f)
