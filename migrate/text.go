@@ -58,6 +58,9 @@ func (r *Report) WriteText(w io.Writer, conf string) {
 			if c.Unchanged {
 				note = "unchanged since the last check"
 			}
+			if c.ReadChanged > 0 {
+				note = fmt.Sprintf("%d changed since the last check, read with their copies", c.ReadChanged)
+			}
 			if c.FlagsNotCompared {
 				flags = "-" // the destination cannot say its flags
 			}

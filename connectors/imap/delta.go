@@ -276,7 +276,7 @@ func (s *session) listChanged(f mailbox, old mark) (items []plugin.Item, m mark,
 }
 
 // FolderState implements plugin.FolderStater: a token of folder's STATUS
-// (UIDVALIDITY.HIGHESTMODSEQ.MESSAGES), "" without CONDSTORE.
+// (stateToken), "" without CONDSTORE.
 func (s *session) FolderState(ctx context.Context, folder, role string) (string, error) {
 	if s.gm != nil {
 		return s.gmailState()

@@ -481,3 +481,103 @@ func mustFolders(t *testing.T, c *conn) []mailbox {
 	sort.Slice(fs, func(i, j int) bool { return fs[i].name < fs[j].name })
 	return fs
 }
+
+// A verification after a pass asks each side what changed in a folder
+// since the token it kept when it found the two equal: on Dovecot, with
+// CONDSTORE, nothing when nothing moved; the message flagged and the one
+// that came, named, with their flags; and not ok (read it whole) once a
+// message left, or for a token of an older mailflow.
+func TestDovecotChangesSinceAToken(t *testing.T) {
+	srv := enginetest.RealServers(t)
+	src, dst := dovecot(t, srv, "u16"), dovecot(t, srv, "u15")
+	empty(t, src)
+	empty(t, dst)
+	var msgs []stored
+	for i := range 12 {
+		msgs = append(msgs, stored{folder: []string{"INBOX", "Archive"}[i%2], flags: []string{`\Seen`},
+			data: fmt.Appendf(nil, "Message-ID: <m%d@x.test>\r\nSubject: %d\r\n\r\nbody %d\r\n", i, i, i)})
+	}
+	seed(t, src, msgs)
+	seed(t, dst, msgs)
+	in := &Input{Endpoint: Endpoint{Settings: endpoint.Settings{Address: srv.IMAP, TLS: "none", Username: "u16", Password: srv.Password,
+		AllowPlaintextAuth: true}}, Folders: []string{"*"}, OnSettled: "keep"}
+	in.Provision(plugin.Env{Name: "in", Logger: slog.New(slog.NewTextHandler(testLog, nil)), BaseDir: t.TempDir()})
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	out := dovecotOutput(t, srv, srv.IMAP, "u15", nil)
+	ctx := context.Background()
+	sess, err := in.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close(ctx)
+	folders, err := sess.(plugin.FolderLister).Folders(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(folders, func(f plugin.Folder) bool { return f.Name == "Archive" })
+	if i < 0 {
+		t.Fatalf("no Archive among %+v", folders)
+	}
+	stok := folders[i].State
+	dtok, err := out.FolderState(ctx, "Archive", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := func(stok, dtok string) ([]plugin.Item, bool, map[string][][]string, bool) {
+		t.Helper()
+		items, sok, err := sess.(plugin.FolderChangeNamer).ListNamedSince(ctx, "Archive", stok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copies, dok, err := out.HoldsFlagsSince(ctx, "Archive", "", dtok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return items, sok, copies, dok
+	}
+	if items, sok, copies, dok := since(stok, dtok); !sok || !dok || len(items) != 0 || len(copies) != 0 {
+		t.Fatalf("unchanged: %v %+v, %v %v", sok, items, dok, copies)
+	}
+
+	// A pass: the second message of Archive flagged, a message came; on
+	// both sides.
+	for _, c := range []*conn{src, dst} {
+		if _, _, err := c.examine("Archive", true); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.addFlags([]uint32{2}, `\Flagged`, "$Work"); err != nil {
+			t.Fatal(err)
+		}
+		seed(t, c, []stored{{folder: "Archive", data: []byte("Message-ID: <new@x.test>\r\nSubject: new\r\n\r\nnew\r\n")}})
+	}
+	items, sok, copies, dok := since(stok, dtok)
+	if !sok || !dok || len(items) != 2 || len(copies) != 2 {
+		t.Fatalf("after a pass: %v %+v, %v %v", sok, items, dok, copies)
+	}
+	for _, it := range items {
+		want := map[string]string{"m3@x.test": `[$Work \Flagged \Seen]`, "new@x.test": `[]`}[it.Identity]
+		fl := slices.Sorted(slices.Values(it.Flags))
+		if want == "" || fmt.Sprint(fl) != want || fmt.Sprint(copies[it.Identity]) != "["+want+"]" {
+			t.Errorf("changed: %+v (flags %v), copies %v", it, fl, copies[it.Identity])
+		}
+	}
+
+	// A message gone at the destination: its change list is not the
+	// whole story. A token without UIDNEXT (an older mailflow's) is not
+	// understood.
+	if _, _, err := dst.examine("Archive", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.remove([]uint32{1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, sok, _, dok := since(stok, dtok); !sok || dok {
+		t.Fatalf("after an expunge at the destination: source ok %v, destination ok %v (want true, false)", sok, dok)
+	}
+	old := stok[:strings.LastIndex(stok, ".")]
+	if _, sok, _, _ := since(old, dtok); sok {
+		t.Fatalf("a token of three numbers (%q) was taken", old)
+	}
+}

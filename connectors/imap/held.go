@@ -158,6 +158,11 @@ func (c *conn) flagsByIdentity(folder string) (map[string][][]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return flagsOf(infos), nil
+}
+
+// flagsOf is flagsByIdentity of the messages infos.
+func flagsOf(infos []msgInfo) map[string][][]string {
 	out := make(map[string][][]string, len(infos))
 	for _, m := range infos {
 		fl := slices.DeleteFunc(slices.Clone(m.Flags), func(f string) bool { return f == `\Recent` })
@@ -167,7 +172,7 @@ func (c *conn) flagsByIdentity(folder string) (map[string][][]string, error) {
 		}
 		out[m.Identity] = append(out[m.Identity], fl)
 	}
-	return out, nil
+	return out
 }
 
 // find looks in folder for a copy of the message with this identity, by

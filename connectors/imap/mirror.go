@@ -3,7 +3,9 @@ package imap
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -175,15 +177,15 @@ func (c *conn) setFlags(uids []uint32, added, removed []string) error {
 }
 
 // folderState is a token that changes whenever what folder holds or a
-// flag in it changes: UIDVALIDITY.HIGHESTMODSEQ.MESSAGES (CONDSTORE), from
-// one STATUS; "absent" for a folder that does not exist; "" without
+// flag in it changes: UIDVALIDITY.HIGHESTMODSEQ.MESSAGES.UIDNEXT
+// (CONDSTORE), from one STATUS; "absent" for a folder that does not exist; "" without
 // CONDSTORE, where a flag changes nothing STATUS shows.
 func (c *conn) folderState(folder string) (string, error) {
 	if !c.condStore() {
 		return "", nil
 	}
 	defer c.wd.begin()()
-	data, err := c.c.Status(folder, &goimap.StatusOptions{UIDValidity: true, HighestModSeq: true, NumMessages: true}).Wait()
+	data, err := c.c.Status(folder, tokenStatus).Wait()
 	if err != nil {
 		if missing(err) {
 			return "absent", nil
@@ -193,13 +195,33 @@ func (c *conn) folderState(folder string) (string, error) {
 	return stateToken(data), nil
 }
 
-// stateToken is folderState's token for a STATUS answer.
+// tokenStatus asks STATUS for what stateToken needs.
+var tokenStatus = &goimap.StatusOptions{UIDValidity: true, HighestModSeq: true, NumMessages: true, UIDNext: true}
+
+// stateToken is folderState's token for a STATUS answer (tokenStatus):
+// where the folder stood, as a mark, so that a verification can later
+// ask what changed since (markOfToken).
 func stateToken(s *goimap.StatusData) string {
-	var n uint32
-	if s.NumMessages != nil {
-		n = *s.NumMessages
+	m := markOf(s)
+	return fmt.Sprintf("%d.%d.%d.%d", m.validity, m.modSeq, m.messages, m.uidNext)
+}
+
+// markOfToken reads back a token of stateToken; not ok for anything
+// else ("absent", "", a token of an older mailflow without UIDNEXT).
+func markOfToken(tok string) (mark, bool) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 4 {
+		return mark{}, false
 	}
-	return fmt.Sprintf("%d.%d.%d", s.UIDValidity, s.HighestModSeq, n)
+	var n [4]uint64
+	for i, p := range parts {
+		v, err := strconv.ParseUint(p, 10, 64)
+		if err != nil || (i != 1 && v > math.MaxUint32) {
+			return mark{}, false
+		}
+		n[i] = v
+	}
+	return mark{validity: uint32(n[0]), modSeq: n[1], messages: uint32(n[2]), uidNext: uint32(n[3])}, true
 }
 
 var (

@@ -31,7 +31,7 @@ func (s *session) Folders(ctx context.Context) ([]plugin.Folder, error) {
 	if s.gm != nil {
 		return nil, errGmailFolders // its folders are no places (gmail.go)
 	}
-	folders, err := s.folders(&goimap.StatusOptions{UIDValidity: true, HighestModSeq: true, NumMessages: true})
+	folders, err := s.folders(tokenStatus)
 	if err != nil {
 		return nil, err
 	}
@@ -104,12 +104,11 @@ func (c *conn) folderStates(folders []string) ([]string, error) {
 		return out, nil
 	}
 	defer c.wd.begin()()
-	opts := &goimap.StatusOptions{UIDValidity: true, HighestModSeq: true, NumMessages: true}
 	cmds := make([]interface {
 		Wait() (*goimap.StatusData, error)
 	}, len(folders))
 	for i, f := range folders {
-		cmds[i] = c.c.Status(f, opts)
+		cmds[i] = c.c.Status(f, tokenStatus)
 	}
 	var errs []error
 	for i, cmd := range cmds {

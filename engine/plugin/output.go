@@ -108,6 +108,26 @@ type FolderNamer interface {
 	ListNamed(ctx context.Context, folder string) ([]Item, error)
 }
 
+// FolderChangeNamer is implemented by FolderNamers that can list only the
+// messages of a folder that came, or whose flags changed, since it stood
+// at one of its FolderState tokens (IMAP: UID FETCH ... (CHANGEDSINCE
+// m)), so that a verification after a pass that changed a few messages
+// reads those, not the folder. ok is false when that cannot be told
+// soundly: the token is of another folder life (UIDVALIDITY) or not
+// understood, a message left the folder since, or the input selects
+// which messages it reads. The folder must then be read whole.
+type FolderChangeNamer interface {
+	ListNamedSince(ctx context.Context, folder, since string) (items []Item, ok bool, err error)
+}
+
+// FlagFinderSince is FolderChangeNamer's counterpart for a FlagFinder:
+// HoldsFlags of only the copies that came, or whose flags changed, since
+// the destination folder stood at the FolderState token since; ok is
+// false when that cannot be told soundly (as for FolderChangeNamer).
+type FlagFinderSince interface {
+	HoldsFlagsSince(ctx context.Context, folder, role, since string) (copies map[string][][]string, ok bool, err error)
+}
+
 // FolderStatesFinder is implemented by Finders that can say the
 // FolderState tokens of many folders at once (IMAP: a STATUS each, sent
 // together).

@@ -36,6 +36,11 @@ type FolderCheck struct {
 	// Unchanged is set when neither side changed since a verification
 	// found them equal (plugin.FolderStater): counted, not read again.
 	Unchanged bool `json:"unchanged,omitempty"`
+	// ReadChanged is set when only what changed on either side since a
+	// verification found them equal was read (plugin.FolderChangeNamer):
+	// the source's messages that came or changed, this many, each with
+	// its copy. Made counts among those only.
+	ReadChanged int `json:"read_changed,omitempty"`
 }
 
 // Clean reports whether the folder checked out: nothing missing, no flags
@@ -54,6 +59,11 @@ type FolderTokens struct {
 	// Messages is how many the verification that found the folder clean
 	// checked: what it holds while the tokens hold.
 	Messages int `json:"messages,omitempty"`
+	// Held is how many the source said the folder held then
+	// (plugin.Folder's Messages: with those its listing leaves out, such
+	// as messages marked \Deleted), so that a later check by changes
+	// counts as a whole read would.
+	Held int `json:"held,omitempty"`
 }
 
 // holds reports whether both sides' tokens are known and those of was.
@@ -172,7 +182,7 @@ func unchanged(f string, at folderAt, was FolderTokens) (FolderCheck, FolderToke
 		n = at.messages
 	}
 	return FolderCheck{Folder: f, Source: n, Found: n, Unchanged: true},
-		FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: n}
+		FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: n, Held: at.messages}
 }
 
 // checkNamed checks the folders of now that changed on either side
@@ -193,6 +203,13 @@ func checkNamed(ctx context.Context, sess plugin.Session, nl plugin.FolderNamer,
 			clean[f] = tok
 			continue
 		}
+		if c, ok, err := checkSince(ctx, sess, finder, f, at, known[f]); err != nil {
+			return checks, fmt.Errorf("folder %q: %w", f, err)
+		} else if ok {
+			checks = append(checks, c)
+			clean[f] = FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: c.Source, Held: at.messages}
+			continue
+		}
 		items, err := nl.ListNamed(ctx, f)
 		if err != nil {
 			return checks, fmt.Errorf("folder %q: %w", f, err)
@@ -206,11 +223,74 @@ func checkNamed(ctx context.Context, sess plugin.Session, nl plugin.FolderNamer,
 			return checks, fmt.Errorf("folder %q: %w", f, err)
 		}
 		if c.Clean() && at.tok.Source != "" && at.tok.Destination != "" {
-			clean[f] = FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: len(items)}
+			clean[f] = FolderTokens{Source: at.tok.Source, Destination: at.tok.Destination, Messages: len(items), Held: at.messages}
 		}
 		checks = append(checks, c)
 	}
 	return checks, nil
+}
+
+// checkSince checks folder f, which stands at at and was found clean at
+// was, by what changed on either side since (plugin.FolderChangeNamer,
+// plugin.FlagFinderSince): after a pass, every message that came or
+// changed at the source must have a copy that came or changed at the
+// destination with its flags, and nothing else may have changed there.
+// ok is false, and the folder is to be read whole, when a side cannot
+// say its changes soundly (a message left, another folder life), a
+// changed message has no identity or no such copy, or a copy changed
+// that no change at the source explains (a change made at the
+// destination, which the whole read reports). Only messages are read.
+func checkSince(ctx context.Context, sess plugin.Session, finder plugin.Finder, f string, at folderAt, was FolderTokens) (FolderCheck, bool, error) {
+	src, ok := sess.(plugin.FolderChangeNamer)
+	dst, ok2 := finder.(plugin.FlagFinderSince)
+	if !ok || !ok2 || was.Source == "" || was.Destination == "" || at.messages < 0 {
+		return FolderCheck{}, false, nil
+	}
+	var (
+		copies map[string][][]string
+		dstOK  bool
+		dstErr error
+		read   = make(chan struct{})
+	)
+	go func() { // both sides at once, as checkFolder reads them
+		defer close(read)
+		copies, dstOK, dstErr = dst.HoldsFlagsSince(ctx, f, at.role, was.Destination)
+	}()
+	items, srcOK, srcErr := src.ListNamedSince(ctx, f, was.Source)
+	<-read
+	if err := errors.Join(srcErr, dstErr); err != nil || !srcOK || !dstOK {
+		return FolderCheck{}, false, err
+	}
+	changedThere := 0
+	for _, n := range copies {
+		changedThere += len(n)
+	}
+	// No message left either side since (else not ok): what the folder
+	// holds now is what was checked then and what came.
+	n := at.messages
+	if was.Held > 0 {
+		n = was.Messages + at.messages - was.Held
+	}
+	c := FolderCheck{Folder: f, Source: n, Found: n, ReadChanged: len(items)}
+	for _, it := range items {
+		if it.Identity == "" {
+			return FolderCheck{}, false, nil
+		}
+		if strings.HasSuffix(it.Identity, "@"+message.IdentityDomain) {
+			c.Made++
+		}
+		there := copies[it.Identity]
+		i := slices.IndexFunc(there, func(fl []string) bool { return sameFlags(fl, it.Flags) })
+		if i < 0 {
+			return FolderCheck{}, false, nil
+		}
+		copies[it.Identity] = slices.Delete(there, i, i+1)
+		changedThere--
+	}
+	if changedThere != 0 {
+		return FolderCheck{}, false, nil
+	}
+	return c, true, nil
 }
 
 // folderAt is a source folder's tokens, and how many messages it holds
@@ -218,6 +298,7 @@ func checkNamed(ctx context.Context, sess plugin.Session, nl plugin.FolderNamer,
 type folderAt struct {
 	tok      FolderTokens
 	messages int
+	role     string // its SPECIAL-USE, as plugin.Folder's
 }
 
 // folderStates asks the source for its folders with their tokens
@@ -243,7 +324,7 @@ func folderStates(ctx context.Context, sess plugin.Session, finder plugin.Finder
 	}
 	now := make(map[string]folderAt, len(folders))
 	for i, f := range folders {
-		at := folderAt{tok: FolderTokens{Source: f.State}, messages: f.Messages}
+		at := folderAt{tok: FolderTokens{Source: f.State}, messages: f.Messages, role: f.Role}
 		if dst != nil {
 			at.tok.Destination = dst[i]
 		} else {

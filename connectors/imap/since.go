@@ -1,0 +1,126 @@
+package imap
+
+import (
+	"context"
+	"fmt"
+
+	goimap "github.com/emersion/go-imap/v2"
+
+	"github.com/mailflow/mailflow/engine/plugin"
+)
+
+// A later pass changes a few messages of a folder; its verification need
+// not read the folder's thousands on both sides to see those. Each side
+// says what came or changed since it stood at the token a verification
+// that found the folder equal kept (stateToken): UID FETCH 1:* (UID FLAGS
+// RFC822.SIZE <identity fields>) (CHANGEDSINCE m), RFC 7162. What that
+// cannot show is a message that left: as in a delta listing (delta.go),
+// the folder must hold what it held then plus what came, or the change
+// list is not the whole story (ok false) and the folder is read whole.
+
+// namedSince lists, named (conn.identify's fields), the messages of the
+// selected folder that came or whose flags changed since it stood at was;
+// now is where it stands (its SELECT answer). ok is false when that list
+// cannot stand for every change: no CONDSTORE, a folder made again (other
+// UIDVALIDITY), a message gone since or marked \Deleted (on its way out).
+func (c *conn) namedSince(was, now mark) (msgs []msgInfo, ok bool, err error) {
+	if !c.condStore() || was.modSeq == 0 || now.validity != was.validity {
+		return nil, false, nil
+	}
+	if now.messages == was.messages && now.uidNext == was.uidNext && now.modSeq == was.modSeq && now.modSeq != 0 {
+		return nil, true, nil // nothing moved (the SELECT says so)
+	}
+	msgs, err = c.fetchInfoWith(goimap.UIDSet{goimap.UIDRange{Start: 1, Stop: 0}},
+		&goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true,
+			BodySection: []*goimap.FetchItemBodySection{identityFields}, ChangedSince: was.modSeq})
+	if err != nil {
+		return nil, false, err
+	}
+	came := uint32(0)
+	for _, m := range msgs {
+		if containsFold(m.Flags, `\Deleted`) {
+			return nil, false, nil
+		}
+		if m.UID >= was.uidNext {
+			came++
+		}
+	}
+	return msgs, now.messages == was.messages+came, nil
+}
+
+// markOfSelect is where a folder stands by its SELECT answer.
+func markOfSelect(d *goimap.SelectData) mark {
+	return mark{validity: d.UIDValidity, modSeq: d.HighestModSeq, uidNext: uint32(d.UIDNext), messages: d.NumMessages}
+}
+
+// ListNamedSince implements plugin.FolderChangeNamer: ListNamed of only
+// what changed since the token since. Not for a selection (a SEARCH) nor
+// Gmail's view, whose places are not the server's folders.
+func (s *session) ListNamedSince(ctx context.Context, folder, since string) ([]plugin.Item, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	was, ok := markOfToken(since)
+	if !ok || s.gm != nil || s.in.criteria() != nil {
+		return nil, false, nil
+	}
+	f, ok := s.named[folder]
+	if !ok {
+		return nil, false, fmt.Errorf("imap: folder %q was not among those listed", folder)
+	}
+	data, err := s.c.selectFolder(f.name)
+	if err != nil {
+		return nil, false, err
+	}
+	msgs, ok, err := s.c.namedSince(was, markOfSelect(data))
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	items := make([]plugin.Item, 0, len(msgs))
+	for _, m := range msgs {
+		it, _ := item(f, data.UIDValidity, m) // none is \Deleted (namedSince)
+		items = append(items, it)
+	}
+	return items, true, nil
+}
+
+// HoldsFlagsSince implements plugin.FlagFinderSince: HoldsFlags of only
+// the copies that came or changed since the token since.
+func (o *Output) HoldsFlagsSince(ctx context.Context, folder, role, since string) (map[string][][]string, bool, error) {
+	was, ok := markOfToken(since)
+	if !ok {
+		return nil, false, nil
+	}
+	target, err := o.target(ctx, folder, role)
+	if err != nil {
+		return nil, false, err
+	}
+	var (
+		out  map[string][][]string
+		sure bool
+	)
+	err = o.use(ctx, func(c *conn) error {
+		data, err := c.selectWith(target, &goimap.SelectOptions{ReadOnly: true, CondStore: c.condStore()})
+		if err != nil {
+			if missing(err) {
+				return nil // gone since it was found equal: not ok, read whole
+			}
+			return err
+		}
+		msgs, whole, err := c.namedSince(was, markOfSelect(data))
+		if err != nil || !whole {
+			return err
+		}
+		sure, out = true, flagsOf(msgs)
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, sure, nil
+}
+
+var (
+	_ plugin.FolderChangeNamer = (*session)(nil)
+	_ plugin.FlagFinderSince   = (*Output)(nil)
+)

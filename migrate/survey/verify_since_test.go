@@ -1,0 +1,264 @@
+package survey_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/mailflow/mailflow/engine/message"
+	"github.com/mailflow/mailflow/engine/plugin"
+	"github.com/mailflow/mailflow/migrate/survey"
+)
+
+// modBox is one side of a migration whose folders keep modification
+// sequences, as CONDSTORE's: every change gives a message the next one,
+// a folder's token is its highest, and either side can say what changed
+// since a token. lost marks a folder that lost a message (what a count
+// check shows), where a change list is not the whole story.
+type modBox struct {
+	mu    sync.Mutex
+	mod   int
+	items []modItem
+	lost  map[string]bool
+	whole []string // folders read whole
+	since []string // folders read by their changes
+}
+
+type modItem struct {
+	plugin.Item
+	mod int
+}
+
+func (b *modBox) add(folder, id string, flags ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mod++
+	b.items = append(b.items, modItem{plugin.Item{ID: id, Folder: folder, Size: 10, Identity: id, Flags: flags}, b.mod})
+}
+
+func (b *modBox) flag(id string, flags ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mod++
+	for i := range b.items {
+		if b.items[i].Identity == id {
+			b.items[i].Flags, b.items[i].mod = flags, b.mod
+		}
+	}
+}
+
+func (b *modBox) remove(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.items = slices.DeleteFunc(b.items, func(it modItem) bool { return it.Identity == id })
+	b.lost[id[:1]] = true // identities begin with their folder's name
+}
+
+func (b *modBox) token(folder string) string {
+	n, top := 0, 0
+	for _, it := range b.items {
+		if it.Folder == folder {
+			n++
+			top = max(top, it.mod)
+		}
+	}
+	return fmt.Sprintf("%d", top*1000+n)
+}
+
+// changed lists folder's items changed since the token since, or not ok.
+func (b *modBox) changed(folder, since string) ([]plugin.Item, bool) {
+	tok, err := strconv.Atoi(since)
+	if err != nil || b.lost[folder] {
+		return nil, false
+	}
+	b.since = append(b.since, folder)
+	var out []plugin.Item
+	for _, it := range b.items {
+		if it.Folder == folder && it.mod > tok/1000 {
+			out = append(out, it.Item)
+		}
+	}
+	return out, true
+}
+
+func (b *modBox) Open(context.Context) (plugin.Session, error) { return modSession{b}, nil }
+
+type modSession struct{ b *modBox }
+
+func (s modSession) List(context.Context) (plugin.Listing, error) {
+	return plugin.Listing{}, fmt.Errorf("a source that names its folders is never listed whole")
+}
+func (s modSession) Fetch(context.Context, []plugin.Item, func(plugin.Item, io.Reader, error) error) error {
+	return nil
+}
+func (s modSession) Commit(context.Context, []plugin.Item) ([]plugin.Item, error) { return nil, nil }
+func (s modSession) Close(context.Context) error                                  { return nil }
+func (s modSession) FolderState(_ context.Context, folder, _ string) (string, error) {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	return s.b.token(folder), nil
+}
+
+func (s modSession) Folders(context.Context) ([]plugin.Folder, error) {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	var out []plugin.Folder
+	for _, f := range []string{"A", "B"} {
+		n := 0
+		for _, it := range s.b.items {
+			if it.Folder == f {
+				n++
+			}
+		}
+		out = append(out, plugin.Folder{Name: f, State: s.b.token(f), Messages: n})
+	}
+	return out, nil
+}
+
+func (s modSession) ListNamed(_ context.Context, folder string) ([]plugin.Item, error) {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.b.whole = append(s.b.whole, folder)
+	var out []plugin.Item
+	for _, it := range s.b.items {
+		if it.Folder == folder {
+			out = append(out, it.Item)
+		}
+	}
+	return out, nil
+}
+
+func (s modSession) ListNamedSince(_ context.Context, folder, since string) ([]plugin.Item, bool, error) {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	items, ok := s.b.changed(folder, since)
+	return items, ok, nil
+}
+
+// modDest is the destination side.
+type modDest struct{ *modBox }
+
+func (d modDest) Deliver(context.Context, *message.Message, plugin.Delivery) ([]plugin.RecipientResult, error) {
+	return nil, nil
+}
+
+func (d modDest) Holds(context.Context, string, string) (map[string]int, error) {
+	return nil, fmt.Errorf("not asked: HoldsFlags is")
+}
+
+func (d modDest) HoldsFlags(_ context.Context, folder, _ string) (map[string][][]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.whole = append(d.whole, folder)
+	out := map[string][][]string{}
+	for _, it := range d.items {
+		if it.Folder == folder {
+			out[it.Identity] = append(out[it.Identity], append([]string{}, it.Flags...)) // known: never nil
+		}
+	}
+	return out, nil
+}
+
+func (d modDest) HoldsFlagsSince(_ context.Context, folder, _, since string) (map[string][][]string, bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	items, ok := d.changed(folder, since)
+	if !ok {
+		return nil, false, nil
+	}
+	out := map[string][][]string{}
+	for _, it := range items {
+		out[it.Identity] = append(out[it.Identity], append([]string{}, it.Flags...)) // known: never nil
+	}
+	return out, true, nil
+}
+
+func (d modDest) FolderState(_ context.Context, folder, _ string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.token(folder), nil
+}
+
+// After a pass that changed a few messages, a verification reads only
+// those on both sides, each matched to a copy that changed with it; what
+// it cannot account for so (a copy changed at the destination alone, a
+// change at the source not carried, a message gone) it reads whole, and
+// reports.
+func TestVerifyReadsOnlyWhatChangedSinceItFoundTheFolderEqual(t *testing.T) {
+	src := &modBox{lost: map[string]bool{}}
+	dst := modDest{&modBox{lost: map[string]bool{}}}
+	for i := range 6 {
+		f := []string{"A", "B"}[i%2]
+		id := fmt.Sprintf("%s%d@x", f, i)
+		src.add(f, id)
+		dst.add(f, id)
+	}
+	e := verifyEngine(t, src, dst)
+	ctx := context.Background()
+	verify := func(known survey.Tokens) ([]survey.FolderCheck, survey.Tokens) {
+		t.Helper()
+		src.whole, src.since, dst.whole, dst.since = nil, nil, nil, nil
+		checks, known, err := survey.VerifySince(ctx, e, "old", "new", known)
+		if err != nil || len(checks) != 2 {
+			t.Fatalf("checks %+v, %v", checks, err)
+		}
+		return checks, known
+	}
+	_, known := verify(nil)
+	if len(known) != 2 {
+		t.Fatalf("first verification: tokens %+v", known)
+	}
+
+	// A pass: a flag at the source carried, a new message copied.
+	src.flag("A0@x", `\Flagged`)
+	dst.flag("A0@x", `\Flagged`)
+	src.add("A", "A6@x", `\Seen`)
+	dst.add("A", "A6@x", `\Seen`)
+	checks, known := verify(known)
+	a, b := checks[0], checks[1]
+	if !a.Clean() || a.ReadChanged != 2 || a.Source != 4 || a.Found != 4 || !b.Unchanged {
+		t.Fatalf("after a pass: %+v", checks)
+	}
+	if src.whole != nil || dst.whole != nil || fmt.Sprint(src.since, dst.since) != "[A] [A]" || len(known) != 2 {
+		t.Fatalf("after a pass, read whole %v %v, by changes %v %v; tokens %+v", src.whole, dst.whole, src.since, dst.since, known)
+	}
+
+	// A flag changed at the destination alone: no change at the source
+	// explains it, so the folder is read and the difference reported.
+	dst.flag("B1@x", `\Deleted`)
+	checks, known = verify(known)
+	if b := checks[1]; b.Clean() || fmt.Sprint(b.FlagsDiffer) != "[B1@x]" || b.ReadChanged != 0 || fmt.Sprint(src.whole) != "[B]" {
+		t.Fatalf("changed at the destination: %+v, read whole %v", checks, src.whole)
+	}
+	if _, ok := known["B"]; ok {
+		t.Fatalf("B differs and must be read again next time: tokens %+v", known)
+	}
+	dst.flag("B1@x")
+	_, known = verify(known)
+
+	// A change at the source that did not reach the destination.
+	src.flag("A2@x", `\Answered`)
+	checks, known = verify(known)
+	if a := checks[0]; fmt.Sprint(a.FlagsDiffer) != "[A2@x]" || fmt.Sprint(src.whole) != "[A]" {
+		t.Fatalf("not carried: %+v, read whole %v", checks, src.whole)
+	}
+	dst.flag("A2@x", `\Answered`)
+	_, known = verify(known)
+	if len(known) != 2 {
+		t.Fatalf("mended: tokens %+v", known)
+	}
+
+	// A message gone at the destination, with another change there that
+	// a change list would account for.
+	src.flag("B3@x", `\Seen`)
+	dst.flag("B3@x", `\Seen`)
+	dst.remove("B5@x")
+	checks, _ = verify(known)
+	if b := checks[1]; fmt.Sprint(b.Missing) != "[B5@x]" || fmt.Sprint(src.whole) != "[B]" {
+		t.Fatalf("gone at the destination: %+v, read whole %v", checks, src.whole)
+	}
+}
