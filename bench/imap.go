@@ -72,6 +72,8 @@ func runIMAP(o options, root, work string, e *env, mailflow, base, cache string,
 		"mailflow": func() *exec.Cmd {
 			cmd := exec.Command(mailflow, "migrate", "--from", "imap://"+imapSrc+"@"+r.addr+"?tls=none", "--to", "imap://"+imapDst+"@"+r.addr+"?tls=none",
 				"--allow-plaintext-auth", "--to-password-env", "MAILFLOW_PASSWORD", "--state", r.state, "--progress", "none", "--log-level", "warn")
+			// To see where a run's time goes: BENCH_MAILFLOW_ARGS="--log-level debug" (later flags win).
+			cmd.Args = append(cmd.Args, strings.Fields(os.Getenv("BENCH_MAILFLOW_ARGS"))...)
 			cmd.Env = append(os.Environ(), "MAILFLOW_PASSWORD="+e.password)
 			return cmd
 		},
