@@ -19,33 +19,35 @@ import (
 // list is not the whole story (ok false) and the folder is read whole.
 
 // namedSince lists, named (conn.identify's fields), the messages of the
-// selected folder that came or whose flags changed since it stood at was;
-// now is where it stands (its SELECT answer). ok is false when that list
-// cannot stand for every change: no CONDSTORE, a folder made again (other
-// UIDVALIDITY), a message gone since or marked \Deleted (on its way out).
-func (c *conn) namedSince(was, now mark) (msgs []msgInfo, ok bool, err error) {
+// selected folder that came (came) or were there and whose flags changed
+// (changed) since it stood at was; now is where it stands (its SELECT
+// answer). ok is false when that cannot stand for every change: no
+// CONDSTORE, a folder made again (other UIDVALIDITY), a message gone
+// since or marked \Deleted (on its way out).
+func (c *conn) namedSince(was, now mark) (came, changed []msgInfo, ok bool, err error) {
 	if !c.condStore() || was.modSeq == 0 || now.validity != was.validity {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	if now.messages == was.messages && now.uidNext == was.uidNext && now.modSeq == was.modSeq && now.modSeq != 0 {
-		return nil, true, nil // nothing moved (the SELECT says so)
+		return nil, nil, true, nil // nothing moved (the SELECT says so)
 	}
-	msgs, err = c.fetchInfoWith(goimap.UIDSet{goimap.UIDRange{Start: 1, Stop: 0}},
+	msgs, err := c.fetchInfoWith(goimap.UIDSet{goimap.UIDRange{Start: 1, Stop: 0}},
 		&goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true,
 			BodySection: []*goimap.FetchItemBodySection{identityFields}, ChangedSince: was.modSeq})
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
-	came := uint32(0)
 	for _, m := range msgs {
 		if containsFold(m.Flags, `\Deleted`) {
-			return nil, false, nil
+			return nil, nil, false, nil
 		}
 		if m.UID >= was.uidNext {
-			came++
+			came = append(came, m)
+		} else {
+			changed = append(changed, m)
 		}
 	}
-	return msgs, now.messages == was.messages+came, nil
+	return came, changed, now.messages == was.messages+uint32(len(came)), nil
 }
 
 // markOfSelect is where a folder stands by its SELECT answer.
@@ -56,68 +58,68 @@ func markOfSelect(d *goimap.SelectData) mark {
 // ListNamedSince implements plugin.FolderChangeNamer: ListNamed of only
 // what changed since the token since. Not for a selection (a SEARCH) nor
 // Gmail's view, whose places are not the server's folders.
-func (s *session) ListNamedSince(ctx context.Context, folder, since string) ([]plugin.Item, bool, error) {
+func (s *session) ListNamedSince(ctx context.Context, folder, since string) (came, changed []plugin.Item, ok bool, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	was, ok := markOfToken(since)
 	if !ok || s.gm != nil || s.in.criteria() != nil {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	f, ok := s.named[folder]
 	if !ok {
-		return nil, false, fmt.Errorf("imap: folder %q was not among those listed", folder)
+		return nil, nil, false, fmt.Errorf("imap: folder %q was not among those listed", folder)
 	}
 	data, err := s.c.selectFolder(f.name)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
-	msgs, ok, err := s.c.namedSince(was, markOfSelect(data))
-	if err != nil || !ok {
-		return nil, false, err
+	newer, older, sure, err := s.c.namedSince(was, markOfSelect(data))
+	if err != nil || !sure {
+		return nil, nil, false, err
 	}
-	items := make([]plugin.Item, 0, len(msgs))
-	for _, m := range msgs {
-		it, _ := item(f, data.UIDValidity, m) // none is \Deleted (namedSince)
-		items = append(items, it)
+	items := func(msgs []msgInfo) []plugin.Item {
+		out := make([]plugin.Item, 0, len(msgs))
+		for _, m := range msgs {
+			it, _ := item(f, data.UIDValidity, m) // none is \Deleted (namedSince)
+			out = append(out, it)
+		}
+		return out
 	}
-	return items, true, nil
+	return items(newer), items(older), true, nil
 }
 
 // HoldsFlagsSince implements plugin.FlagFinderSince: HoldsFlags of only
 // the copies that came or changed since the token since.
-func (o *Output) HoldsFlagsSince(ctx context.Context, folder, role, since string) (map[string][][]string, bool, error) {
+func (o *Output) HoldsFlagsSince(ctx context.Context, folder, role, since string) (came, changed map[string][][]string, ok bool, err error) {
 	was, ok := markOfToken(since)
 	if !ok {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	target, err := o.target(ctx, folder, role)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
-	var (
-		out  map[string][][]string
-		sure bool
-	)
+	sure := false
 	err = o.use(ctx, func(c *conn) error {
 		data, err := c.selectWith(target, &goimap.SelectOptions{ReadOnly: true, CondStore: c.condStore()})
 		if err != nil {
 			if missing(err) {
-				return nil // gone since it was found equal: not ok, read whole
+				return nil // gone since it was found equal: not sure, read whole
 			}
 			return err
 		}
-		msgs, whole, err := c.namedSince(was, markOfSelect(data))
+		newer, older, whole, err := c.namedSince(was, markOfSelect(data))
 		if err != nil || !whole {
 			return err
 		}
-		sure, out = true, flagsOf(msgs)
+		sure, came, changed = true, flagsOf(newer), flagsOf(older)
 		return nil
 	})
-	if err != nil {
-		return nil, false, err
+	if err != nil || !sure {
+		return nil, nil, false, err
 	}
-	return out, sure, nil
+	return came, changed, true, nil
 }
 
 var (

@@ -112,20 +112,23 @@ type FolderNamer interface {
 // messages of a folder that came, or whose flags changed, since it stood
 // at one of its FolderState tokens (IMAP: UID FETCH ... (CHANGEDSINCE
 // m)), so that a verification after a pass that changed a few messages
-// reads those, not the folder. ok is false when that cannot be told
-// soundly: the token is of another folder life (UIDVALIDITY) or not
-// understood, a message left the folder since, or the input selects
-// which messages it reads. The folder must then be read whole.
+// reads those, not the folder: came are the messages that came since,
+// changed those that were there then and whose flags changed, both as
+// ListNamed lists them. ok is false when that cannot be told soundly: the
+// token is of another folder life (UIDVALIDITY) or not understood, a
+// message left the folder since, or the input selects which messages it
+// reads. The folder must then be read whole.
 type FolderChangeNamer interface {
-	ListNamedSince(ctx context.Context, folder, since string) (items []Item, ok bool, err error)
+	ListNamedSince(ctx context.Context, folder, since string) (came, changed []Item, ok bool, err error)
 }
 
 // FlagFinderSince is FolderChangeNamer's counterpart for a FlagFinder:
-// HoldsFlags of only the copies that came, or whose flags changed, since
-// the destination folder stood at the FolderState token since; ok is
-// false when that cannot be told soundly (as for FolderChangeNamer).
+// HoldsFlags of only the copies that came (came), or were there and whose
+// flags changed (changed), since the destination folder stood at the
+// FolderState token since; ok is false when that cannot be told soundly
+// (as for FolderChangeNamer).
 type FlagFinderSince interface {
-	HoldsFlagsSince(ctx context.Context, folder, role, since string) (copies map[string][][]string, ok bool, err error)
+	HoldsFlagsSince(ctx context.Context, folder, role, since string) (came, changed map[string][][]string, ok bool, err error)
 }
 
 // FolderStatesFinder is implemented by Finders that can say the

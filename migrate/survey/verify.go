@@ -232,14 +232,16 @@ func checkNamed(ctx context.Context, sess plugin.Session, nl plugin.FolderNamer,
 
 // checkSince checks folder f, which stands at at and was found clean at
 // was, by what changed on either side since (plugin.FolderChangeNamer,
-// plugin.FlagFinderSince): after a pass, every message that came or
-// changed at the source must have a copy that came or changed at the
-// destination with its flags, and nothing else may have changed there.
-// ok is false, and the folder is to be read whole, when a side cannot
-// say its changes soundly (a message left, another folder life), a
-// changed message has no identity or no such copy, or a copy changed
-// that no change at the source explains (a change made at the
-// destination, which the whole read reports). Only messages are read.
+// plugin.FlagFinderSince): after a pass, every message that came to the
+// source must meet a copy that came to the destination, and every one
+// whose flags changed a copy that was there and changed, with its flags;
+// nothing else may have changed at the destination. Each side matched by
+// identity as checkFolder matches, so this finds what a whole read would.
+// ok is false, and the folder is to be read whole, when a side cannot say
+// its changes soundly (a message left, another folder life), a changed
+// message has no identity or no such copy, or a copy changed that no
+// change at the source explains (a change made at the destination alone,
+// which the whole read reports).
 func checkSince(ctx context.Context, sess plugin.Session, finder plugin.Finder, f string, at folderAt, was FolderTokens) (FolderCheck, bool, error) {
 	src, ok := sess.(plugin.FolderChangeNamer)
 	dst, ok2 := finder.(plugin.FlagFinderSince)
@@ -247,23 +249,19 @@ func checkSince(ctx context.Context, sess plugin.Session, finder plugin.Finder, 
 		return FolderCheck{}, false, nil
 	}
 	var (
-		copies map[string][][]string
-		dstOK  bool
-		dstErr error
-		read   = make(chan struct{})
+		copiesCame, copiesChanged map[string][][]string
+		dstOK                     bool
+		dstErr                    error
+		read                      = make(chan struct{})
 	)
 	go func() { // both sides at once, as checkFolder reads them
 		defer close(read)
-		copies, dstOK, dstErr = dst.HoldsFlagsSince(ctx, f, at.role, was.Destination)
+		copiesCame, copiesChanged, dstOK, dstErr = dst.HoldsFlagsSince(ctx, f, at.role, was.Destination)
 	}()
-	items, srcOK, srcErr := src.ListNamedSince(ctx, f, was.Source)
+	came, changed, srcOK, srcErr := src.ListNamedSince(ctx, f, was.Source)
 	<-read
 	if err := errors.Join(srcErr, dstErr); err != nil || !srcOK || !dstOK {
 		return FolderCheck{}, false, err
-	}
-	changedThere := 0
-	for _, n := range copies {
-		changedThere += len(n)
 	}
 	// No message left either side since (else not ok): what the folder
 	// holds now is what was checked then and what came.
@@ -271,24 +269,33 @@ func checkSince(ctx context.Context, sess plugin.Session, finder plugin.Finder, 
 	if was.Held > 0 {
 		n = was.Messages + at.messages - was.Held
 	}
-	c := FolderCheck{Folder: f, Source: n, Found: n, ReadChanged: len(items)}
-	for _, it := range items {
-		if it.Identity == "" {
+	c := FolderCheck{Folder: f, Source: n, Found: n, ReadChanged: len(came) + len(changed)}
+	for _, side := range []struct {
+		items  []plugin.Item
+		copies map[string][][]string
+	}{{came, copiesCame}, {changed, copiesChanged}} {
+		left := 0
+		for _, fl := range side.copies {
+			left += len(fl)
+		}
+		for _, it := range side.items {
+			if it.Identity == "" {
+				return FolderCheck{}, false, nil
+			}
+			if strings.HasSuffix(it.Identity, "@"+message.IdentityDomain) {
+				c.Made++
+			}
+			there := side.copies[it.Identity]
+			i := slices.IndexFunc(there, func(fl []string) bool { return sameFlags(fl, it.Flags) })
+			if i < 0 {
+				return FolderCheck{}, false, nil
+			}
+			side.copies[it.Identity] = slices.Delete(there, i, i+1)
+			left--
+		}
+		if left != 0 {
 			return FolderCheck{}, false, nil
 		}
-		if strings.HasSuffix(it.Identity, "@"+message.IdentityDomain) {
-			c.Made++
-		}
-		there := copies[it.Identity]
-		i := slices.IndexFunc(there, func(fl []string) bool { return sameFlags(fl, it.Flags) })
-		if i < 0 {
-			return FolderCheck{}, false, nil
-		}
-		copies[it.Identity] = slices.Delete(there, i, i+1)
-		changedThere--
-	}
-	if changedThere != 0 {
-		return FolderCheck{}, false, nil
 	}
 	return c, true, nil
 }

@@ -30,14 +30,17 @@ type modBox struct {
 
 type modItem struct {
 	plugin.Item
-	mod int
+	born, mod int
 }
 
-func (b *modBox) add(folder, id string, flags ...string) {
+func (b *modBox) add(folder, id string, flags ...string) { b.addAs(folder, id, id, flags...) }
+
+// addAs adds a message whose identity may be another's.
+func (b *modBox) addAs(folder, id, identity string, flags ...string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.mod++
-	b.items = append(b.items, modItem{plugin.Item{ID: id, Folder: folder, Size: 10, Identity: id, Flags: flags}, b.mod})
+	b.items = append(b.items, modItem{plugin.Item{ID: id, Folder: folder, Size: 10, Identity: identity, Flags: flags}, b.mod, b.mod})
 }
 
 func (b *modBox) flag(id string, flags ...string) {
@@ -45,7 +48,7 @@ func (b *modBox) flag(id string, flags ...string) {
 	defer b.mu.Unlock()
 	b.mod++
 	for i := range b.items {
-		if b.items[i].Identity == id {
+		if b.items[i].ID == id {
 			b.items[i].Flags, b.items[i].mod = flags, b.mod
 		}
 	}
@@ -69,20 +72,24 @@ func (b *modBox) token(folder string) string {
 	return fmt.Sprintf("%d", top*1000+n)
 }
 
-// changed lists folder's items changed since the token since, or not ok.
-func (b *modBox) changed(folder, since string) ([]plugin.Item, bool) {
+// changed lists folder's items that came and those changed since the
+// token since, or not ok.
+func (b *modBox) changed(folder, since string) (came, changed []plugin.Item, ok bool) {
 	tok, err := strconv.Atoi(since)
 	if err != nil || b.lost[folder] {
-		return nil, false
+		return nil, nil, false
 	}
 	b.since = append(b.since, folder)
-	var out []plugin.Item
 	for _, it := range b.items {
-		if it.Folder == folder && it.mod > tok/1000 {
-			out = append(out, it.Item)
+		switch {
+		case it.Folder != folder || it.mod <= tok/1000:
+		case it.born > tok/1000:
+			came = append(came, it.Item)
+		default:
+			changed = append(changed, it.Item)
 		}
 	}
-	return out, true
+	return came, changed, true
 }
 
 func (b *modBox) Open(context.Context) (plugin.Session, error) { return modSession{b}, nil }
@@ -132,11 +139,11 @@ func (s modSession) ListNamed(_ context.Context, folder string) ([]plugin.Item, 
 	return out, nil
 }
 
-func (s modSession) ListNamedSince(_ context.Context, folder, since string) ([]plugin.Item, bool, error) {
+func (s modSession) ListNamedSince(_ context.Context, folder, since string) ([]plugin.Item, []plugin.Item, bool, error) {
 	s.b.mu.Lock()
 	defer s.b.mu.Unlock()
-	items, ok := s.b.changed(folder, since)
-	return items, ok, nil
+	came, changed, ok := s.b.changed(folder, since)
+	return came, changed, ok, nil
 }
 
 // modDest is the destination side.
@@ -163,18 +170,21 @@ func (d modDest) HoldsFlags(_ context.Context, folder, _ string) (map[string][][
 	return out, nil
 }
 
-func (d modDest) HoldsFlagsSince(_ context.Context, folder, _, since string) (map[string][][]string, bool, error) {
+func (d modDest) HoldsFlagsSince(_ context.Context, folder, _, since string) (map[string][][]string, map[string][][]string, bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	items, ok := d.changed(folder, since)
+	came, changed, ok := d.changed(folder, since)
 	if !ok {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
-	out := map[string][][]string{}
-	for _, it := range items {
-		out[it.Identity] = append(out[it.Identity], append([]string{}, it.Flags...)) // known: never nil
+	flags := func(items []plugin.Item) map[string][][]string {
+		out := map[string][][]string{}
+		for _, it := range items {
+			out[it.Identity] = append(out[it.Identity], append([]string{}, it.Flags...)) // known: never nil
+		}
+		return out
 	}
-	return out, true, nil
+	return flags(came), flags(changed), true, nil
 }
 
 func (d modDest) FolderState(_ context.Context, folder, _ string) (string, error) {
@@ -250,6 +260,25 @@ func TestVerifyReadsOnlyWhatChangedSinceItFoundTheFolderEqual(t *testing.T) {
 	_, known = verify(known)
 	if len(known) != 2 {
 		t.Fatalf("mended: tokens %+v", known)
+	}
+
+	// Two messages of one identity: the one that came was not copied,
+	// and the copy of the other was changed at the destination to the
+	// newcomer's flags. By identity and flags alone the change would
+	// pass for the copy; a copy that was there cannot be the newcomer's.
+	src.addAs("A", "A7", "twin@x")
+	dst.addAs("A", "A7", "twin@x")
+	_, known = verify(known)
+	src.addAs("A", "A8", "twin@x", `\Seen`)
+	dst.flag("A7", `\Seen`)
+	checks, known = verify(known)
+	if a := checks[0]; a.Clean() || fmt.Sprint(a.Missing, a.FlagsDiffer) != "[twin@x] [twin@x]" || fmt.Sprint(src.whole) != "[A]" {
+		t.Fatalf("twins: %+v, read whole %v", checks, src.whole)
+	}
+	dst.flag("A7")
+	dst.addAs("A", "A8", "twin@x", `\Seen`)
+	if _, known = verify(known); len(known) != 2 {
+		t.Fatalf("twins mended: tokens %+v", known)
 	}
 
 	// A message gone at the destination, with another change there that
