@@ -38,10 +38,38 @@ type heldIndex struct {
 }
 
 // heldFolder is one folder's entry: copies is nil until it was read.
+// Until then a few messages are looked for one at a time (a UID SEARCH
+// each): a later pass brings a few messages to a folder of thousands, and
+// reading the thousands' identities for them costs both sides more than
+// the searches. A look sees the folder as it is, with the copies this
+// output put there since it began looking; those are left to their own
+// messages: an APPEND made while looking is waited for (sending, done)
+// before the next look or the read, and its copy kept in claimed with
+// those the looks took. An identity whose APPEND may or may not have
+// stored a copy (in doubt, or no APPENDUID) is never claimed again
+// (doubt): a second copy rather than a message without one.
 type heldFolder struct {
-	mu     sync.Mutex
-	copies *folderCopies
+	mu      sync.Mutex
+	done    sync.Cond // signalled, with mu, when an APPEND made while looking ends
+	copies  *folderCopies
+	looked  int
+	held    uint32 // how many messages the last look saw there
+	sending int
+	claimed map[uint32]bool
+	doubt   map[string]bool
 }
+
+// looksBeforeRead is how many messages are looked for one at a time in a
+// folder holding held messages before it is read whole: one for every 32
+// it holds, so that the looks never cost more than a small part of the
+// read they spare (a look is a command or three; a read is a few hundred
+// bytes a message, on both sides).
+func looksBeforeRead(held uint32) int { return int(held / 32) }
+
+// errCannotLook says a server cannot name the copies this output appends
+// (no UIDPLUS): without that a look could take one of them for a copy
+// that was there. The folder is read whole, before any APPEND to it.
+var errCannotLook = errors.New("imap: no UIDPLUS, a folder is read whole")
 
 // folder returns folder's entry, made empty the first time.
 func (h *heldIndex) folder(folder string) *heldFolder {
@@ -53,6 +81,7 @@ func (h *heldIndex) folder(folder string) *heldFolder {
 			h.folders = map[string]*heldFolder{}
 		}
 		hf = &heldFolder{}
+		hf.done.L = &hf.mu
 		h.folders[folder] = hf
 	}
 	return hf
@@ -62,23 +91,94 @@ func (h *heldIndex) folder(folder string) *heldFolder {
 // delivered before has claimed (siblings: those the ledger has as
 // delivered, whose copies are among those the folder holds), and claims
 // it, saying which in at; read lists the folder the first time (again
-// after a failed read). With same (not nil), only a copy same says holds
-// the message's bytes is claimed: two messages may share an identity (no
-// Message-ID, the same Date, From, Subject and size), and after a kill the
-// copy of one whose APPEND was in doubt must not be taken for the other,
-// which would then never be sent.
-func (h *heldIndex) take(folder, identity string, siblings int, read func() (*folderCopies, error), same func(uid uint32) (bool, error), at *heldCopy) (bool, error) {
+// after a failed read). look, where given, looks for the copies of this
+// identity alone, saying also how many messages the folder holds: used
+// instead of read while the folder was not read and looksBeforeRead
+// allows. When take answers no while looking, the caller's APPEND is one
+// the next look must not see as a copy that was there: it calls sent with
+// the UID it got (0: none), sure false when the APPEND may have stored a
+// copy it cannot name; sent is nil otherwise. With same (not nil), only a
+// copy same says holds the message's bytes is claimed: two messages may
+// share an identity (no Message-ID, the same Date, From, Subject and
+// size), and after a kill the copy of one whose APPEND was in doubt must
+// not be taken for the other, which would then never be sent.
+func (h *heldIndex) take(folder, identity string, siblings int, read func() (*folderCopies, error), look func() (uint32, uint32, []uint32, error), same func(uid uint32) (bool, error), at *heldCopy) (there bool, sent func(uid uint32, sure bool), err error) {
 	hf := h.folder(folder)
 	hf.mu.Lock()
 	defer hf.mu.Unlock()
+	if hf.doubt[identity] {
+		return false, nil, nil
+	}
+	for hf.copies == nil && hf.sending > 0 {
+		hf.done.Wait()
+	}
+	if hf.copies == nil && look != nil && (hf.looked == 0 || hf.looked < looksBeforeRead(hf.held)) {
+		validity, held, uids, err := look()
+		hf.held = held
+		switch {
+		case errors.Is(err, errCannotLook):
+		case err != nil:
+			return false, nil, err
+		case held == 0:
+			// Empty (or not there): nothing to look for, now or later.
+			hf.copies = &folderCopies{validity: validity, uids: map[string][]uint32{}}
+		case hf.looked < looksBeforeRead(held):
+			hf.looked++
+			uids = slices.DeleteFunc(uids, func(uid uint32) bool { return hf.claimed[uid] })
+			idx := &folderCopies{validity: validity, uids: map[string][]uint32{identity: uids}}
+			ok, err := claim(idx, identity, siblings, same, at)
+			if ok {
+				hf.claim(at.uid)
+			}
+			if ok || err != nil {
+				return ok, nil, err
+			}
+			hf.sending++
+			return false, func(uid uint32, sure bool) { hf.sent(identity, uid, sure) }, nil
+		}
+	}
 	if hf.copies == nil {
 		idx, err := read()
 		if err != nil {
-			return false, err
+			return false, nil, err
+		}
+		for id, uids := range idx.uids {
+			idx.uids[id] = slices.DeleteFunc(uids, func(uid uint32) bool { return hf.claimed[uid] })
 		}
 		hf.copies = idx
 	}
-	idx := hf.copies
+	ok, err := claim(hf.copies, identity, siblings, same, at)
+	return ok, nil, err
+}
+
+// claim marks uid as taken; hf.mu is held.
+func (hf *heldFolder) claim(uid uint32) {
+	if hf.claimed == nil {
+		hf.claimed = map[uint32]bool{}
+	}
+	hf.claimed[uid] = true
+}
+
+// sent ends an APPEND of identity made while looking (see take).
+func (hf *heldFolder) sent(identity string, uid uint32, sure bool) {
+	hf.mu.Lock()
+	defer hf.mu.Unlock()
+	hf.sending--
+	switch {
+	case uid != 0:
+		hf.claim(uid)
+	case !sure:
+		if hf.doubt == nil {
+			hf.doubt = map[string]bool{}
+		}
+		hf.doubt[identity] = true
+	}
+	hf.done.Broadcast()
+}
+
+// claim takes from idx a copy of identity, beyond the siblings' (see
+// take), and says which in at.
+func claim(idx *folderCopies, identity string, siblings int, same func(uid uint32) (bool, error), at *heldCopy) (bool, error) {
 	uids := idx.uids[identity]
 	if len(uids)-siblings <= 0 {
 		return false, nil
@@ -185,36 +285,9 @@ func flagsOf(infos []msgInfo) map[string][][]string {
 // aside, which a server may change), so that a message in doubt is never
 // taken for another and lost.
 func (c *conn) find(folder, id, identity string, size int64, content func() io.Reader) (heldCopy, error) {
-	validity, n, err := c.examine(folder, false)
-	if err != nil || n == 0 {
-		if missing(err) {
-			err = nil
-		}
+	validity, _, same, err := c.copiesOf(folder, id, identity, size)
+	if err != nil || len(same) == 0 {
 		return heldCopy{}, err
-	}
-	criteria := &goimap.SearchCriteria{} // ALL
-	switch {
-	case id != "":
-		criteria.Header = []goimap.SearchCriteriaHeaderField{{Key: "Message-Id", Value: id}}
-	case size >= 0:
-		criteria.Larger, criteria.Smaller = size-1, size+1
-	}
-	uids, err := c.search(criteria)
-	if err != nil || len(uids) == 0 {
-		return heldCopy{}, err
-	}
-	infos, err := c.identify(uidSet(uids))
-	if err != nil {
-		return heldCopy{}, err
-	}
-	var same []uint32
-	for _, m := range infos {
-		if m.Identity == identity {
-			same = append(same, m.UID)
-		}
-	}
-	if len(same) == 0 {
-		return heldCopy{}, nil
 	}
 	if content == nil {
 		return heldCopy{validity: validity, uid: same[0]}, nil
@@ -238,6 +311,40 @@ func (c *conn) find(folder, id, identity string, size int64, content func() io.R
 		return heldCopy{}, err
 	}
 	return heldCopy{validity: validity, uid: found}, nil
+}
+
+// copiesOf lists the UIDs of the copies of identity in folder, found as
+// find finds them, with the folder's UIDVALIDITY and how many messages it
+// holds (0 for a folder that does not exist).
+func (c *conn) copiesOf(folder, id, identity string, size int64) (validity, held uint32, uids []uint32, err error) {
+	validity, held, err = c.examine(folder, false)
+	if err != nil || held == 0 {
+		if missing(err) {
+			err = nil
+		}
+		return validity, 0, nil, err
+	}
+	criteria := &goimap.SearchCriteria{} // ALL
+	switch {
+	case id != "":
+		criteria.Header = []goimap.SearchCriteriaHeaderField{{Key: "Message-Id", Value: id}}
+	case size >= 0:
+		criteria.Larger, criteria.Smaller = size-1, size+1
+	}
+	found, err := c.search(criteria)
+	if err != nil || len(found) == 0 {
+		return validity, held, nil, err
+	}
+	infos, err := c.identify(uidSet(found))
+	if err != nil {
+		return validity, held, nil, err
+	}
+	for _, m := range infos {
+		if m.Identity == identity {
+			uids = append(uids, m.UID)
+		}
+	}
+	return validity, held, uids, nil
 }
 
 // search runs UID SEARCH in the selected folder.

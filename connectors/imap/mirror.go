@@ -135,6 +135,17 @@ func (o *Output) FolderState(ctx context.Context, folder, role string) (string, 
 	return state, err
 }
 
+// searchID is the Message-ID a copy of msg (of this identity) is searched
+// by at the destination: its own, or, where the output gives a message
+// without one its identity as one (add_message_id), that; "" when it has
+// none and a copy is found among those of its size.
+func searchID(msg *message.Message, identity string, added bool) string {
+	if id := msg.MessageID(); id != "" || !added {
+		return id
+	}
+	return identity // the Message-ID it was given
+}
+
 // idOf is the Message-ID to search for a message of this identity by; ""
 // for an identity made from other fields (message.MadeIdentity), which no
 // header holds.

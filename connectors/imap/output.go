@@ -164,6 +164,9 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 	}
 	identity := msg.Identity()
 	size, body := msg.Size(), msg.Reader
+	// mine is the UID of the copy this delivery made or found (0: none);
+	// mineSure is false when an APPEND may have stored one it cannot name.
+	mine, mineSure := uint32(0), true
 	if o.AddMessageID && msg.MessageID() == "" {
 		// Prepended, not set through the header: the other bytes stay as
 		// they are, and a message whose header could not be parsed gets
@@ -178,13 +181,29 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 			// An identity made from the header may be another message's.
 			same = func(uid uint32) (bool, error) { return o.holdsBytes(ctx, folder, uid, body) }
 		}
-		there, err := o.held.take(folder, identity, d.Siblings, func() (*folderCopies, error) {
+		read := func() (*folderCopies, error) {
 			var fc *folderCopies
 			err := o.use(ctx, func(c *conn) (err error) { fc, err = c.copies(folder); return err })
 			return fc, err
-		}, same, &at)
+		}
+		look := func() (validity, held uint32, uids []uint32, err error) {
+			err = o.use(ctx, func(c *conn) error {
+				if !c.caps.Has(goimap.CapUIDPlus) && !c.caps.Has(goimap.CapIMAP4rev2) {
+					return errCannotLook
+				}
+				validity, held, uids, err = c.copiesOf(folder, searchID(msg, identity, o.AddMessageID), identity, size)
+				return err
+			})
+			return validity, held, uids, err
+		}
+		there, sent, err := o.held.take(folder, identity, d.Siblings, read, look, same, &at)
 		if err != nil {
 			return nil, fmt.Errorf("imap: reading what %q holds: %w", folder, err)
+		}
+		if sent != nil {
+			// Whatever happens below, the look's folder learns what
+			// became of this message's copy (see heldIndex.take).
+			defer func() { sent(mine, mineSure) }()
 		}
 		if there {
 			o.there.Add(1)
@@ -194,13 +213,11 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 		}
 	}
 	if d.InDoubt {
-		id := msg.MessageID()
-		if id == "" && o.AddMessageID {
-			id = identity // the Message-ID it was given
-		}
+		id := searchID(msg, identity, o.AddMessageID)
 		var at heldCopy
 		err := o.use(ctx, func(c *conn) (err error) { at, err = c.find(folder, id, identity, msg.Size(), msg.Reader); return err })
 		if err == nil && at.uid != 0 {
+			mine = at.uid
 			placed(at.validity, at.uid)
 			o.log.Info("the in-doubt APPEND had arrived; not appending again", "folder", folder, "identity", identity)
 			return nil, nil
@@ -237,9 +254,12 @@ func (o *Output) Deliver(ctx context.Context, msg *message.Message, d plugin.Del
 	if err != nil {
 		if !plugin.IsInDoubt(err) {
 			o.day.giveBack(size)
+		} else {
+			mineSure = false
 		}
 		return nil, err
 	}
+	mine, mineSure = uint32(appended.UID), appended.UID != 0
 	placed(appended.UIDValidity, uint32(appended.UID))
 	return nil, nil
 }
