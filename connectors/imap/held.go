@@ -44,8 +44,9 @@ type heldIndex struct {
 // the searches. A look sees the folder as it is, with the copies this
 // output put there since it began looking; those are left to their own
 // messages: an APPEND made while looking is waited for (sending, done)
-// before the next look or the read, and its copy kept in claimed with
-// those the looks took. An identity whose APPEND may or may not have
+// before the next look for its identity (only a copy of that identity can
+// be among what a look finds) or the read, and its copy kept in claimed
+// with those the looks took. An identity whose APPEND may or may not have
 // stored a copy (in doubt, or no APPENDUID) is never claimed again
 // (doubt): a second copy rather than a message without one.
 type heldFolder struct {
@@ -53,8 +54,8 @@ type heldFolder struct {
 	done    sync.Cond // signalled, with mu, when an APPEND made while looking ends
 	copies  *folderCopies
 	looked  int
-	held    uint32 // how many messages the last look saw there
-	sending int
+	held    uint32         // how many messages the last look saw there
+	sending map[string]int // APPENDs made while looking, in flight, by identity
 	claimed map[uint32]bool
 	doubt   map[string]bool
 }
@@ -106,11 +107,13 @@ func (h *heldIndex) take(folder, identity string, siblings int, read func() (*fo
 	hf := h.folder(folder)
 	hf.mu.Lock()
 	defer hf.mu.Unlock()
+	if hf.copies == nil && look != nil && (hf.looked == 0 || hf.looked < looksBeforeRead(hf.held)) {
+		for hf.sending[identity] > 0 { // Wait lets go of hf.mu: the folder may be read meanwhile
+			hf.done.Wait()
+		}
+	}
 	if hf.doubt[identity] {
 		return false, nil, nil
-	}
-	for hf.copies == nil && hf.sending > 0 {
-		hf.done.Wait()
 	}
 	if hf.copies == nil && look != nil && (hf.looked == 0 || hf.looked < looksBeforeRead(hf.held)) {
 		validity, held, uids, err := look()
@@ -133,9 +136,18 @@ func (h *heldIndex) take(folder, identity string, siblings int, read func() (*fo
 			if ok || err != nil {
 				return ok, nil, err
 			}
-			hf.sending++
+			if hf.sending == nil {
+				hf.sending = map[string]int{}
+			}
+			hf.sending[identity]++
 			return false, func(uid uint32, sure bool) { hf.sent(identity, uid, sure) }, nil
 		}
+	}
+	for hf.copies == nil && len(hf.sending) > 0 {
+		hf.done.Wait()
+	}
+	if hf.doubt[identity] {
+		return false, nil, nil
 	}
 	if hf.copies == nil {
 		idx, err := read()
@@ -163,7 +175,9 @@ func (hf *heldFolder) claim(uid uint32) {
 func (hf *heldFolder) sent(identity string, uid uint32, sure bool) {
 	hf.mu.Lock()
 	defer hf.mu.Unlock()
-	hf.sending--
+	if hf.sending[identity]--; hf.sending[identity] == 0 {
+		delete(hf.sending, identity)
+	}
 	switch {
 	case uid != 0:
 		hf.claim(uid)

@@ -91,10 +91,11 @@ func TestHeldFoldersAreReadAtOnce(t *testing.T) {
 // In a folder of 320 messages, the first ten deliveries look for their
 // copies one at a time instead of reading the folder: a copy that was
 // there is claimed once; a copy this output appended while looking is
-// never taken for one that was there, and the next look waits for that
-// APPEND to say its UID; an identity whose APPEND was in doubt is never
-// claimed again; after the ten, the folder is read, without the copies
-// claimed or appended. An empty folder is never looked in again.
+// never taken for one that was there, and the next look for that identity
+// waits for the APPEND to say its UID (a look for another identity does
+// not); an identity whose APPEND was in doubt is never claimed again;
+// after the ten, the folder is read, without the copies claimed or
+// appended. An empty folder is never looked in again.
 func TestHeldLooksBeforeItReads(t *testing.T) {
 	var h heldIndex
 	var mu sync.Mutex
@@ -137,6 +138,14 @@ func TestHeldLooksBeforeItReads(t *testing.T) {
 	mu.Lock()
 	folder["x@x"] = append(folder["x@x"], 400) // its APPEND, in flight
 	mu.Unlock()
+	other := make(chan func(uint32, bool), 1)
+	go func() { _, sent, _ := take("w@x"); other <- sent }()
+	select {
+	case sent := <-other: // another identity does not wait: no copy of it can be in flight
+		sent(0, true)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a look for another identity waited for the APPEND in flight")
+	}
 	waited := make(chan bool)
 	go func() {
 		there, _, _ := take("x@x") // a third: must wait for the second's UID
