@@ -75,6 +75,7 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 	// where the source can tell. What an earlier run moved, and is still
 	// at the source, is what the ledger has as settled.
 	settledBefore := settled(e)
+	phase := time.Now() // where a run's time goes, in the debug log
 	var toMove places
 	for _, ic := range cfg.Inputs {
 		items, err := survey.Changes(ctx, e, ic.Name, survey.PeekNone)
@@ -113,8 +114,12 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 		}
 	}
 	meter.begin(totals)
+	o.Log.Debug("surveyed the source, made the folders", "took", time.Since(phase))
+	phase = time.Now()
 
 	total, runErr := passes(ctx, e, cfg, meter)
+	o.Log.Debug("moved", "took", time.Since(phase))
+	phase = time.Now()
 	moved := meter.movedCount()
 	// An output that found a message there already (IMAP skip_existing)
 	// accepted it without a copy: it counts as already there, not moved.
@@ -155,6 +160,7 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 		r.fail(ClassIncomplete, fmt.Errorf("%d messages are larger than max_message_size and stay on the old server", r.TooLarge))
 	}
 	r.verify(ctx, e, cfg, state)
+	o.Log.Debug("verified", "took", time.Since(phase))
 	if p.DeleteSource {
 		r.deleteSource(ctx, e, &p, from, to, state)
 	}
