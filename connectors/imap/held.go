@@ -55,7 +55,7 @@ type heldFolder struct {
 	copies  *folderCopies
 	looked  int
 	held    uint32         // how many messages the last look saw there
-	sending map[string]int // APPENDs made while looking, in flight, by identity
+	sending map[string]int // looks, and APPENDs made while looking, in flight, by identity
 	claimed map[uint32]bool
 	doubt   map[string]bool
 }
@@ -107,26 +107,37 @@ func (h *heldIndex) take(folder, identity string, siblings int, read func() (*fo
 	hf := h.folder(folder)
 	hf.mu.Lock()
 	defer hf.mu.Unlock()
-	if hf.copies == nil && look != nil && (hf.looked == 0 || hf.looked < looksBeforeRead(hf.held)) {
-		for hf.sending[identity] > 0 { // Wait lets go of hf.mu: the folder may be read meanwhile
-			hf.done.Wait()
-		}
+	// Looks for other identities go on at once, each on a session of its
+	// own; one for this identity waits for what is in flight of it.
+	// The first look says how many the folder holds: the others wait for
+	// it.
+	for hf.copies == nil && look != nil && (hf.sending[identity] > 0 || hf.looked > 0 && hf.held == 0 && len(hf.sending) > 0) {
+		hf.done.Wait() // lets go of hf.mu: the folder may be read meanwhile
 	}
 	if hf.doubt[identity] {
 		return false, nil, nil
 	}
 	if hf.copies == nil && look != nil && (hf.looked == 0 || hf.looked < looksBeforeRead(hf.held)) {
+		hf.looked++
+		hf.busy(identity, +1)
+		hf.mu.Unlock()
 		validity, held, uids, err := look()
-		hf.held = held
+		hf.mu.Lock()
+		if held > 0 && hf.held == 0 {
+			hf.held = held
+			hf.done.Broadcast()
+		}
 		switch {
 		case errors.Is(err, errCannotLook):
+			hf.busy(identity, -1)
 		case err != nil:
+			hf.busy(identity, -1)
 			return false, nil, err
-		case held == 0:
+		case held == 0 && hf.copies == nil:
 			// Empty (or not there): nothing to look for, now or later.
+			hf.busy(identity, -1)
 			hf.copies = &folderCopies{validity: validity, uids: map[string][]uint32{}}
-		case hf.looked < looksBeforeRead(held):
-			hf.looked++
+		default:
 			uids = slices.DeleteFunc(uids, func(uid uint32) bool { return hf.claimed[uid] })
 			idx := &folderCopies{validity: validity, uids: map[string][]uint32{identity: uids}}
 			ok, err := claim(idx, identity, siblings, same, at)
@@ -134,12 +145,10 @@ func (h *heldIndex) take(folder, identity string, siblings int, read func() (*fo
 				hf.claim(at.uid)
 			}
 			if ok || err != nil {
+				hf.busy(identity, -1)
 				return ok, nil, err
 			}
-			if hf.sending == nil {
-				hf.sending = map[string]int{}
-			}
-			hf.sending[identity]++
+			// Still busy: this identity's APPEND is now in flight.
 			return false, func(uid uint32, sure bool) { hf.sent(identity, uid, sure) }, nil
 		}
 	}
@@ -171,13 +180,23 @@ func (hf *heldFolder) claim(uid uint32) {
 	hf.claimed[uid] = true
 }
 
+// busy counts a look or an APPEND of identity in flight (n +1), or its end
+// (n -1, waking those that wait for it); hf.mu is held.
+func (hf *heldFolder) busy(identity string, n int) {
+	if hf.sending == nil {
+		hf.sending = map[string]int{}
+	}
+	if hf.sending[identity] += n; hf.sending[identity] <= 0 {
+		delete(hf.sending, identity)
+		hf.done.Broadcast()
+	}
+}
+
 // sent ends an APPEND of identity made while looking (see take).
 func (hf *heldFolder) sent(identity string, uid uint32, sure bool) {
 	hf.mu.Lock()
 	defer hf.mu.Unlock()
-	if hf.sending[identity]--; hf.sending[identity] == 0 {
-		delete(hf.sending, identity)
-	}
+	hf.busy(identity, -1)
 	switch {
 	case uid != 0:
 		hf.claim(uid)
@@ -187,7 +206,6 @@ func (hf *heldFolder) sent(identity string, uid uint32, sure bool) {
 		}
 		hf.doubt[identity] = true
 	}
-	hf.done.Broadcast()
 }
 
 // claim takes from idx a copy of identity, beyond the siblings' (see

@@ -195,3 +195,41 @@ func TestHeldLooksBeforeItReads(t *testing.T) {
 		t.Fatalf("empty folder: %d looks, %d reads", looks, reads)
 	}
 }
+
+// Looks for different identities in one folder go on at once: a slow
+// look does not hold up another's.
+func TestHeldLooksGoOnAtOnce(t *testing.T) {
+	var h heldIndex
+	release := make(chan struct{})
+	look := func(slow bool) func() (uint32, uint32, []uint32, error) {
+		return func() (uint32, uint32, []uint32, error) {
+			if slow {
+				<-release
+			}
+			return 1, 320, nil, nil
+		}
+	}
+	read := func() (*folderCopies, error) { t.Fatal("read while looks may go on"); return nil, nil }
+	take := func(identity string, slow bool) func(uint32, bool) {
+		var at heldCopy
+		there, sent, err := h.take("A", identity, 0, read, look(slow), nil, &at)
+		if err != nil || there || sent == nil {
+			t.Errorf("%s: there %v, sent %v, %v", identity, there, sent != nil, err)
+		}
+		return sent
+	}
+	take("first@x", false)(0, true) // says how many the folder holds
+	slow := make(chan func(uint32, bool))
+	go func() { slow <- take("slow@x", true) }()
+	time.Sleep(20 * time.Millisecond) // the slow look begins
+	done := make(chan func(uint32, bool))
+	go func() { done <- take("quick@x", false) }()
+	select {
+	case sent := <-done:
+		sent(0, true)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a look waited for another identity's")
+	}
+	close(release)
+	(<-slow)(0, true)
+}
