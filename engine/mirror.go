@@ -81,41 +81,53 @@ func placement(output string, it plugin.Item, rec ledger.Record) plugin.Placemen
 	return plugin.Placement{Where: rec.Where[output], Folder: it.Folder, FolderRole: it.FolderRole, Identity: it.Identity}
 }
 
-// mirrorFlags carries the flag changes plan found to every output that
-// holds the message and can change its flags, at most max_in_flight at
-// once. A change carried is recorded; one that failed for now is tried
-// again on the next poll (and holds the delta checkpoint back).
-func (p *poll) mirrorFlags(ctx context.Context, sess plugin.Session) {
+// nameChanges finds, on the source's session, the identities of the
+// changed messages whose place an output did not say, to find them by.
+// It runs before the fetch, which then has the session to itself, so that
+// the changes are carried while the new messages come (mirrorFlags). It
+// reports false when they could not be named: the changes are then left
+// for the next poll.
+func (p *poll) nameChanges(ctx context.Context, sess plugin.Session) bool {
+	id, ok := sess.(plugin.Identifier)
+	if !ok || len(p.changes) == 0 {
+		return true
+	}
+	var need []plugin.Item
+	var at []int
+	for i, c := range p.changes {
+		if c.it.Identity == "" {
+			need, at = append(need, c.it), append(at, i)
+		}
+	}
+	if len(need) == 0 {
+		return true
+	}
+	if err := id.Identify(ctx, need); err != nil {
+		p.log.Warn("could not name the messages whose flags changed; they are changed on the next poll", "err", err)
+		for _, c := range p.changes {
+			p.done(MessageEvent{Folder: c.it.Folder, Outcome: Deferred})
+		}
+		return false
+	}
+	for j, i := range at {
+		p.changes[i].it.Identity = need[j].Identity
+	}
+	return true
+}
+
+// mirrorFlags records the flags of the messages settled before that did
+// not know them, and carries the flag changes plan found (named by
+// nameChanges when named is true) to every output that holds the message
+// and can change its flags. It touches no message being fetched: those
+// are all unsettled, the changed ones all settled.
+func (p *poll) mirrorFlags(ctx context.Context, named bool) {
 	if len(p.baseline) > 0 {
 		if err := p.e.Ledger.PutMany(p.ic.Name, p.baseline); err != nil {
 			p.log.Warn("ledger: could not record the flags of messages settled before", "err", err)
 		}
 	}
-	if len(p.changes) == 0 {
+	if len(p.changes) == 0 || !named {
 		return
-	}
-	// The identities of the changed messages whose place an output did
-	// not say, to find them by.
-	if id, ok := sess.(plugin.Identifier); ok {
-		var need []plugin.Item
-		var at []int
-		for i, c := range p.changes {
-			if c.it.Identity == "" {
-				need, at = append(need, c.it), append(at, i)
-			}
-		}
-		if len(need) > 0 {
-			if err := id.Identify(ctx, need); err != nil {
-				p.log.Warn("could not name the messages whose flags changed; they are changed on the next poll", "err", err)
-				for _, c := range p.changes {
-					p.done(MessageEvent{Folder: c.it.Folder, Outcome: Deferred})
-				}
-				return
-			}
-			for j, i := range at {
-				p.changes[i].it.Identity = need[j].Identity
-			}
-		}
 	}
 	p.carryFlags(ctx)
 }

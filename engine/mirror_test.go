@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/config"
@@ -463,5 +464,52 @@ func TestMessagesMailflowRemovedAreNotMirroredAsDeletions(t *testing.T) {
 	st, _ := e.PollOnce(context.Background(), "box")
 	if st.Deleted != 0 || len(out.held) != 3 {
 		t.Fatalf("after: %v; %d left at the output, want all 3", st, len(out.held))
+	}
+}
+
+// meetingOutput is a batchOutput whose deliveries wait for a batch of
+// flag changes to begin (for at most five seconds, then refuse the
+// message for now).
+type meetingOutput struct {
+	*batchOutput
+	carrying chan struct{}
+	once     sync.Once
+}
+
+func (o *meetingOutput) SetFlagsMany(ctx context.Context, changes []plugin.FlagChange) []error {
+	o.once.Do(func() { close(o.carrying) })
+	return o.batchOutput.SetFlagsMany(ctx, changes)
+}
+
+func (o *meetingOutput) Deliver(ctx context.Context, msg *message.Message, d plugin.Delivery) ([]plugin.RecipientResult, error) {
+	select {
+	case <-o.carrying:
+	case <-time.After(5 * time.Second):
+		return nil, errors.New("no flag change began while this message was delivered")
+	}
+	return o.batchOutput.Deliver(ctx, msg, d)
+}
+
+// A poll carries the flag changes while it fetches and delivers the new
+// messages, not after them: one after the other, a later pass of a
+// migration waited for both in turn.
+func TestFlagChangesAreCarriedWhileNewMessagesCome(t *testing.T) {
+	box := newKeptBox(true, 4)
+	out := &meetingOutput{batchOutput: &batchOutput{mirrorOutput: &mirrorOutput{held: map[string][]string{}}}, carrying: make(chan struct{})}
+	close(out.carrying) // the first poll has no changes to wait for
+	e := openKept(t, box, out)
+	if st, err := e.PollOnce(context.Background(), "box"); err != nil || st.Delivered != 4 {
+		t.Fatalf("first poll: %v %v", st, err)
+	}
+	out.carrying, out.once = make(chan struct{}), sync.Once{}
+	box.setFlags("m001", `\Flagged`)
+	box.setFlags("m002", `\Seen`)
+	box.add("m100", enginetest.Mix(1)[0], nil)
+	st, err := e.PollOnce(context.Background(), "box")
+	if err != nil || st.Updated != 2 || st.Delivered != 1 {
+		t.Fatalf("second poll: %v %v; want 2 updated and the new message delivered while they were", st, err)
+	}
+	if got := out.flags("m001"); !slices.Equal(got, []string{`\Flagged`}) {
+		t.Fatalf("m001 at the output: %v", got)
 	}
 }

@@ -144,9 +144,17 @@ func (p *poll) run(ctx context.Context) error {
 	// committed all the same.
 	work := context.WithoutCancel(ctx)
 	in := &intake{p: p, ctx: ctx}
+	// Flag changes go to the outputs while the new messages come: one
+	// after the other, a changed pass waited for both in turn.
+	named := p.nameChanges(ctx, sess)
+	mirrored := make(chan struct{})
+	go func() {
+		defer close(mirrored)
+		p.mirrorFlags(ctx, named)
+	}()
 	fetchErr := sess.Fetch(ctx, fetch, in.take)
 	in.wait()
-	p.mirrorFlags(ctx, sess)
+	<-mirrored
 
 	// The settled records go to disk, in one commit, before the source is
 	// told to delete anything.
