@@ -244,12 +244,35 @@ func (c *conn) selectData(folder string, write bool) (*goimap.SelectData, error)
 // selectFolder selects folder for a listing: read-only, and with CONDSTORE
 // where the server has it, so that the answer says its HIGHESTMODSEQ.
 func (c *conn) selectFolder(folder string) (*goimap.SelectData, error) {
-	return c.selectWith(folder, &goimap.SelectOptions{ReadOnly: true, CondStore: c.condStore()})
+	return c.selectWith(folder, c.listingSelect())
+}
+
+// listingSelect is how selectFolder selects.
+func (c *conn) listingSelect() *goimap.SelectOptions {
+	return &goimap.SelectOptions{ReadOnly: true, CondStore: c.condStore()}
 }
 
 func (c *conn) selectWith(folder string, opts *goimap.SelectOptions) (*goimap.SelectData, error) {
+	return c.selectThen(folder, opts, nil)
+}
+
+// selectThen selects folder as selectWith does and sends, right behind the
+// SELECT and without waiting for its answer, what read sends (nil: none):
+// the two cost one round trip, not two, which over a 50 ms link is most of
+// what a pass that changes little takes. Only a read may go out so (a
+// FETCH, a SEARCH). Were the SELECT refused, no folder would be selected
+// (RFC 3501, 6.3.1) and the read would fail rather than read another
+// folder; and a read acts on nothing the SELECT answers (a UIDVALIDITY
+// that changed, which the caller checks before using what it read), while
+// a write must wait for it. The caller takes the read's answer whatever
+// the SELECT's, so that the session goes on reading.
+func (c *conn) selectThen(folder string, opts *goimap.SelectOptions, read func()) (*goimap.SelectData, error) {
 	defer c.wd.begin()()
-	data, err := c.c.Select(folder, opts).Wait()
+	cmd := c.c.Select(folder, opts)
+	if read != nil {
+		read()
+	}
+	data, err := cmd.Wait()
 	if err != nil {
 		return nil, fmt.Errorf("imap SELECT %q: %w", folder, err)
 	}
@@ -305,25 +328,34 @@ func (c *conn) list(set goimap.NumSet) ([]msgInfo, error) {
 // flags need. Not the INTERNALDATE a listing has: decoding it (time.Parse)
 // was a tenth of the CPU of a pass that inventories a destination folder.
 func (c *conn) identify(set goimap.NumSet) ([]msgInfo, error) {
-	return c.fetchInfoWith(set, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true,
+	return c.infoOf(c.identifyCmd(set), true)
+}
+
+// identifyCmd sends identify's FETCH; infoOf takes in its answer.
+func (c *conn) identifyCmd(set goimap.NumSet) *imapclient.FetchCommand {
+	return c.c.Fetch(set, &goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true,
 		BodySection: []*goimap.FetchItemBodySection{identityFields}})
 }
 
-// changed lists the messages of the selected folder whose flags changed,
-// or that came, since the modification sequence since (UID FETCH 1:*
-// (...) (CHANGEDSINCE since), RFC 7162).
-func (c *conn) changed(since uint64) ([]msgInfo, error) {
-	return c.fetchInfoWith(goimap.UIDSet{goimap.UIDRange{Start: 1, Stop: 0}},
+// changedCmd asks for the messages of the selected folder whose flags
+// changed, or that came, since the modification sequence since (UID FETCH
+// 1:* (...) (CHANGEDSINCE since), RFC 7162); infoOf takes in the answer.
+func (c *conn) changedCmd(since uint64) *imapclient.FetchCommand {
+	return c.c.Fetch(goimap.UIDSet{goimap.UIDRange{Start: 1, Stop: 0}},
 		&goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true, ChangedSince: since})
 }
 
 func (c *conn) fetchInfoWith(set goimap.NumSet, opts *goimap.FetchOptions) ([]msgInfo, error) {
+	return c.infoOf(c.c.Fetch(set, opts), len(opts.BodySection) > 0)
+}
+
+// infoOf takes in the answer to a FETCH of listing items (identity: with
+// the identity's header fields).
+func (c *conn) infoOf(cmd *imapclient.FetchCommand, identity bool) ([]msgInfo, error) {
 	defer c.wd.begin()()
-	identity := len(opts.BodySection) > 0
 	// Each message's data is taken in as it comes, not collected for the
 	// whole folder first (FetchCommand.Collect): with the header fields of
 	// an identity that is a kilobyte a message, held until the last.
-	cmd := c.c.Fetch(set, opts)
 	defer cmd.Close()
 	var out []msgInfo
 	for {
@@ -359,12 +391,17 @@ func (c *conn) fetchInfoWith(set goimap.NumSet, opts *goimap.FetchOptions) ([]ms
 // so reading does not set \Seen), calling fn for each; a message the
 // server no longer has is passed with an error.
 func (c *conn) fetch(uids []uint32, fn func(uid uint32, r io.Reader) error) error {
+	return c.bodies(c.bodiesCmd(uids), fn)
+}
+
+// bodiesCmd sends fetch's FETCH; bodies streams its answer.
+func (c *conn) bodiesCmd(uids []uint32) *imapclient.FetchCommand {
+	return c.c.Fetch(uidSet(uids), &goimap.FetchOptions{UID: true, BodySection: []*goimap.FetchItemBodySection{{Peek: true}}})
+}
+
+// bodies is fetch's second half: it hands on each body cmd brings.
+func (c *conn) bodies(cmd *imapclient.FetchCommand, fn func(uid uint32, r io.Reader) error) error {
 	defer c.wd.begin()()
-	set := goimap.UIDSet{}
-	for _, u := range uids {
-		set.AddNum(goimap.UID(u))
-	}
-	cmd := c.c.Fetch(set, &goimap.FetchOptions{UID: true, BodySection: []*goimap.FetchItemBodySection{{Peek: true}}})
 	defer cmd.Close()
 	for {
 		m := cmd.Next()

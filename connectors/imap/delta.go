@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailflow/mailflow/engine/plugin"
 )
@@ -229,7 +230,19 @@ func collides(folders []mailbox, folder string, validity uint32) bool {
 // SEARCH, or the folder keeps no modification sequences, all of it
 // (whole).
 func (s *session) listChanged(f mailbox, old mark) (items []plugin.Item, m mark, whole bool, err error) {
-	data, err := s.c.selectFolder(f.name)
+	// The changes are asked for with the SELECT (selectThen), and their
+	// answer taken whatever the SELECT's.
+	var changes *imapclient.FetchCommand
+	data, err := s.c.selectThen(f.name, s.c.listingSelect(), func() {
+		if s.in.criteria() == nil && old.modSeq != 0 {
+			changes = s.c.changedCmd(old.modSeq)
+		}
+	})
+	var msgs []msgInfo
+	var ferr error
+	if changes != nil {
+		msgs, ferr = s.c.infoOf(changes, false)
+	}
 	if err != nil {
 		return nil, m, false, err
 	}
@@ -238,12 +251,13 @@ func (s *session) listChanged(f mailbox, old mark) (items []plugin.Item, m mark,
 	if m.validity != old.validity {
 		return nil, m, false, nil
 	}
-	whole = s.in.criteria() != nil || old.modSeq == 0 || m.modSeq == 0
+	// A folder that keeps no modification sequences (NOMODSEQ) refuses
+	// the CHANGEDSINCE; it is listed whole.
+	whole = changes == nil || m.modSeq == 0
+	if !whole && ferr != nil {
+		return nil, m, false, ferr
+	}
 	if !whole {
-		msgs, err := s.c.changed(old.modSeq)
-		if err != nil {
-			return nil, m, false, err
-		}
 		came := uint32(0)
 		for _, msg := range msgs {
 			if msg.UID >= old.uidNext && msg.UID < m.uidNext {

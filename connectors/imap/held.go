@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 )
 
 // What the destination holds: the copies in a folder by identity
@@ -349,13 +350,6 @@ func (c *conn) find(folder, id, identity string, size int64, content func() io.R
 // find finds them, with the folder's UIDVALIDITY and how many messages it
 // holds (0 for a folder that does not exist).
 func (c *conn) copiesOf(folder, id, identity string, size int64) (validity, held uint32, uids []uint32, err error) {
-	validity, held, err = c.examine(folder, false)
-	if err != nil || held == 0 {
-		if missing(err) {
-			err = nil
-		}
-		return validity, 0, nil, err
-	}
 	criteria := &goimap.SearchCriteria{} // ALL
 	switch {
 	case id != "":
@@ -363,9 +357,23 @@ func (c *conn) copiesOf(folder, id, identity string, size int64) (validity, held
 	case size >= 0:
 		criteria.Larger, criteria.Smaller = size-1, size+1
 	}
-	found, err := c.search(criteria)
-	if err != nil || len(found) == 0 {
-		return validity, held, nil, err
+	// The SEARCH goes with the EXAMINE (selectThen): one round trip a
+	// look, not two.
+	var cmd *imapclient.SearchCommand
+	data, err := c.selectThen(folder, &goimap.SelectOptions{ReadOnly: true}, func() { cmd = c.c.UIDSearch(criteria, nil) })
+	found, serr := c.searched(cmd)
+	if err != nil {
+		if missing(err) {
+			err = nil
+		}
+		return 0, 0, nil, err
+	}
+	validity, held = data.UIDValidity, data.NumMessages
+	if held == 0 {
+		return validity, 0, nil, nil
+	}
+	if serr != nil || len(found) == 0 {
+		return validity, held, nil, serr
 	}
 	infos, err := c.identify(uidSet(found))
 	if err != nil {
@@ -381,8 +389,13 @@ func (c *conn) copiesOf(folder, id, identity string, size int64) (validity, held
 
 // search runs UID SEARCH in the selected folder.
 func (c *conn) search(criteria *goimap.SearchCriteria) ([]uint32, error) {
+	return c.searched(c.c.UIDSearch(criteria, nil))
+}
+
+// searched takes in the answer to a UID SEARCH.
+func (c *conn) searched(cmd *imapclient.SearchCommand) ([]uint32, error) {
 	defer c.wd.begin()()
-	data, err := c.c.UIDSearch(criteria, nil).Wait()
+	data, err := cmd.Wait()
 	if err != nil {
 		return nil, fmt.Errorf("imap SEARCH: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailflow/mailflow/connectors/internal/rate"
 	"github.com/mailflow/mailflow/engine/plugin"
@@ -434,14 +435,17 @@ func (in *Input) fetchOnce(ctx context.Context, c *conn, f string, todo map[uint
 	if len(todo) == 0 {
 		return nil
 	}
-	if _, _, err := c.examine(f, false); err != nil {
-		return err
-	}
 	uids := make([]uint32, 0, len(todo))
 	for u := range todo {
 		uids = append(uids, u)
 	}
-	return c.fetch(uids, func(uid uint32, r io.Reader) error {
+	// The FETCH goes with the EXAMINE (selectThen).
+	var cmd *imapclient.FetchCommand
+	if _, err := c.selectThen(f, &goimap.SelectOptions{ReadOnly: true}, func() { cmd = c.bodiesCmd(uids) }); err != nil {
+		cmd.Close()
+		return err
+	}
+	return c.bodies(cmd, func(uid uint32, r io.Reader) error {
 		its, ok := todo[uid]
 		if !ok {
 			return nil
@@ -476,10 +480,12 @@ func (s *session) Identify(ctx context.Context, items []plugin.Item) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if _, _, err := s.c.examine(f, false); err != nil {
-			return s.in.throttled(err)
+		var cmd *imapclient.FetchCommand
+		_, err := s.c.selectThen(f, &goimap.SelectOptions{ReadOnly: true}, func() { cmd = s.c.identifyCmd(uidSet(uidsOf(of[f]))) })
+		infos, ferr := s.c.infoOf(cmd, true)
+		if err == nil {
+			err = ferr
 		}
-		infos, err := s.c.identify(uidSet(uidsOf(of[f])))
 		if err != nil {
 			return s.in.throttled(err)
 		}

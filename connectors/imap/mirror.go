@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
@@ -158,7 +159,12 @@ func idOf(identity string) string {
 
 // present returns those of uids that the selected folder holds.
 func (c *conn) present(uids []uint32) ([]uint32, error) {
-	return c.search(&goimap.SearchCriteria{UID: []goimap.UIDSet{uidSet(uids)}})
+	return c.searched(c.presentCmd(uids))
+}
+
+// presentCmd sends present's SEARCH; searched takes in its answer.
+func (c *conn) presentCmd(uids []uint32) *imapclient.SearchCommand {
+	return c.c.UIDSearch(&goimap.SearchCriteria{UID: []goimap.UIDSet{uidSet(uids)}}, nil)
 }
 
 // setFlags sets added and clears removed on uids in the selected folder:

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailflow/mailflow/engine/plugin"
 )
@@ -85,21 +86,24 @@ func (o *Output) SetFlagsMany(ctx context.Context, changes []plugin.FlagChange) 
 // made again, and the copies are to be looked for by identity.
 func (o *Output) storeFolder(ctx context.Context, folder string, validity uint32, at []int, uids []uint32, changes []plugin.FlagChange, errs []error) (again bool, err error) {
 	err = o.use(ctx, func(c *conn) error {
-		v, _, err := c.examine(folder, true)
-		if err != nil && !missing(err) {
-			return err
-		}
-		if err != nil || v != validity {
-			again = true
-			return nil
-		}
 		want := make([]uint32, len(at))
 		for j, i := range at {
 			want[j] = uids[i]
 		}
-		there, err := c.present(want)
-		if err != nil {
+		// Which copies are still there is asked with the SELECT
+		// (selectThen); the STOREs wait for its UIDVALIDITY.
+		var cmd *imapclient.SearchCommand
+		data, err := c.selectThen(folder, &goimap.SelectOptions{}, func() { cmd = c.presentCmd(want) })
+		there, serr := c.searched(cmd)
+		if err != nil && !missing(err) {
 			return err
+		}
+		if err != nil || data.UIDValidity != validity {
+			again = true
+			return nil
+		}
+		if serr != nil {
+			return serr
 		}
 		var stores []store
 		for _, i := range at {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	goimap "github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/mailflow/mailflow/engine/plugin"
 )
@@ -18,28 +19,42 @@ import (
 // the folder must hold what it held then plus what came, or the change
 // list is not the whole story (ok false) and the folder is read whole.
 
-// namedSince lists, named (conn.identify's fields), the messages of the
-// selected folder that came (came) or were there and whose flags changed
-// (changed) since it stood at was; now is where it stands (its SELECT
-// answer). ok is false when that cannot stand for every change: no
-// CONDSTORE, a folder made again (other UIDVALIDITY), a message gone
-// since or marked \Deleted (on its way out).
-func (c *conn) namedSince(was, now mark) (came, changed []msgInfo, ok bool, err error) {
-	if !c.condStore() || was.modSeq == 0 || now.validity != was.validity {
-		return nil, nil, false, nil
+// namedSince lists, named (conn.identify's fields), the messages of
+// folder that came (came) or were there and whose flags changed (changed)
+// since it stood at was, and selects it for a listing (data: its SELECT
+// answer); the changes are asked for with the SELECT (selectThen), one
+// round trip for both. ok is false when that cannot stand for every
+// change: no CONDSTORE, a folder made again (other UIDVALIDITY), a
+// message gone since or marked \Deleted (on its way out).
+func (c *conn) namedSince(folder string, was mark) (data *goimap.SelectData, came, changed []msgInfo, ok bool, err error) {
+	var cmd *imapclient.FetchCommand
+	data, err = c.selectThen(folder, c.listingSelect(), func() {
+		if c.condStore() && was.modSeq != 0 {
+			cmd = c.c.Fetch(goimap.UIDSet{goimap.UIDRange{Start: 1, Stop: 0}},
+				&goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true,
+					BodySection: []*goimap.FetchItemBodySection{identityFields}, ChangedSince: was.modSeq})
+		}
+	})
+	var msgs []msgInfo
+	var ferr error
+	if cmd != nil {
+		msgs, ferr = c.infoOf(cmd, true)
 	}
-	if now.messages == was.messages && now.uidNext == was.uidNext && now.modSeq == was.modSeq && now.modSeq != 0 {
-		return nil, nil, true, nil // nothing moved (the SELECT says so)
-	}
-	msgs, err := c.fetchInfoWith(goimap.UIDSet{goimap.UIDRange{Start: 1, Stop: 0}},
-		&goimap.FetchOptions{UID: true, RFC822Size: true, Flags: true,
-			BodySection: []*goimap.FetchItemBodySection{identityFields}, ChangedSince: was.modSeq})
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, nil, false, err
+	}
+	now := markOfSelect(data)
+	if cmd == nil || now.validity != was.validity || now.modSeq == 0 {
+		// A folder that keeps no modification sequences refuses the
+		// CHANGEDSINCE: not sure, whatever it answered.
+		return data, nil, nil, false, nil
+	}
+	if ferr != nil {
+		return data, nil, nil, false, ferr
 	}
 	for _, m := range msgs {
 		if containsFold(m.Flags, `\Deleted`) {
-			return nil, nil, false, nil
+			return data, nil, nil, false, nil
 		}
 		if m.UID >= was.uidNext {
 			came = append(came, m)
@@ -47,7 +62,7 @@ func (c *conn) namedSince(was, now mark) (came, changed []msgInfo, ok bool, err 
 			changed = append(changed, m)
 		}
 	}
-	return came, changed, now.messages == was.messages+uint32(len(came)), nil
+	return data, came, changed, now.messages == was.messages+uint32(len(came)), nil
 }
 
 // markOfSelect is where a folder stands by its SELECT answer.
@@ -70,11 +85,7 @@ func (s *session) ListNamedSince(ctx context.Context, folder, since string) (cam
 	if !ok {
 		return nil, nil, false, fmt.Errorf("imap: folder %q was not among those listed", folder)
 	}
-	data, err := s.c.selectFolder(f.name)
-	if err != nil {
-		return nil, nil, false, err
-	}
-	newer, older, sure, err := s.c.namedSince(was, markOfSelect(data))
+	data, newer, older, sure, err := s.c.namedSince(f.name, was)
 	if err != nil || !sure {
 		return nil, nil, false, err
 	}
@@ -102,14 +113,10 @@ func (o *Output) HoldsFlagsSince(ctx context.Context, folder, role, since string
 	}
 	sure := false
 	err = o.use(ctx, func(c *conn) error {
-		data, err := c.selectWith(target, &goimap.SelectOptions{ReadOnly: true, CondStore: c.condStore()})
-		if err != nil {
-			if missing(err) {
-				return nil // gone since it was found equal: not sure, read whole
-			}
-			return err
+		_, newer, older, whole, err := c.namedSince(target, was)
+		if missing(err) {
+			return nil // gone since it was found equal: not sure, read whole
 		}
-		newer, older, whole, err := c.namedSince(was, markOfSelect(data))
 		if err != nil || !whole {
 			return err
 		}
