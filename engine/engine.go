@@ -39,6 +39,7 @@ type Engine struct {
 	reloadMu sync.Mutex
 	unlock   func() // releases the state_dir lock
 	loops    *loops
+	ahead    aheads // looks kept for the next poll (LookAhead)
 }
 
 // Option sets up an engine at Open.
@@ -148,6 +149,7 @@ func (e *Engine) Config() *config.Config { return e.gens.current().setup.Config 
 func (e *Engine) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	e.discardAhead()
 	err := e.gens.retireAll(ctx)
 	if e.Ledger != nil {
 		err = errors.Join(err, e.Ledger.Close())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/mailflow/mailflow/engine/config"
 	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/plugin"
 )
@@ -43,7 +44,7 @@ func (e *Engine) LookChanges(ctx context.Context, input string, fn func(plugin.S
 // verification that finds from the folders' states (plugin.FolderLister)
 // that nothing changed does not.
 func (e *Engine) LookUnlisted(ctx context.Context, input string, fn func(plugin.Session) error) error {
-	sess, unpin, err := e.openLook(ctx, input)
+	sess, _, unpin, err := e.openLook(ctx, input)
 	if err != nil {
 		return err
 	}
@@ -51,27 +52,27 @@ func (e *Engine) LookUnlisted(ctx context.Context, input string, fn func(plugin.
 	return errors.Join(fn(sess), sess.Close(ctx))
 }
 
-// openLook opens a session of the named input, of the config in force,
-// whose generation stays pinned until unpin.
-func (e *Engine) openLook(ctx context.Context, input string) (sess plugin.Session, unpin func(), err error) {
+// openLook opens a session of the named input (ic, as the config in force
+// has it), whose generation stays pinned until unpin.
+func (e *Engine) openLook(ctx context.Context, input string) (sess plugin.Session, ic *config.Input, unpin func(), err error) {
 	if e.Ledger == nil {
-		return nil, nil, errors.New("engine opened without its ledger cannot look at a source")
+		return nil, nil, nil, errors.New("engine opened without its ledger cannot look at a source")
 	}
 	g := e.gens.pin()
-	ic := g.setup.Config.Input(input)
+	ic = g.setup.Config.Input(input)
 	if ic == nil {
 		g.unpin()
-		return nil, nil, fmt.Errorf("no input %q", input)
+		return nil, nil, nil, fmt.Errorf("no input %q", input)
 	}
 	if sess, err = ic.Plugin.Open(ctx); err != nil {
 		g.unpin()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return sess, g.unpin, nil
+	return sess, ic, g.unpin, nil
 }
 
 func (e *Engine) look(ctx context.Context, input string, changes, outcomes bool, fn func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error {
-	sess, unpin, err := e.openLook(ctx, input)
+	sess, _, unpin, err := e.openLook(ctx, input)
 	if err != nil {
 		return err
 	}

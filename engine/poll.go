@@ -123,13 +123,15 @@ type poll struct {
 }
 
 func (p *poll) run(ctx context.Context) error {
-	sess, err := p.ic.Plugin.Open(ctx)
-	if err != nil {
-		return err
-	}
-	delta, err := p.list(ctx, sess)
-	if err != nil {
-		return errors.Join(err, sess.Close(ctx))
+	sess, delta, listed := p.e.takeAhead(p.ic)
+	if !listed {
+		var err error
+		if sess, err = p.ic.Plugin.Open(ctx); err != nil {
+			return err
+		}
+		if delta, err = p.list(ctx, sess); err != nil {
+			return errors.Join(err, sess.Close(ctx))
+		}
 	}
 	listing := delta.Listing
 	fetch, err := p.plan(ctx, sess, listing)

@@ -41,11 +41,12 @@ func Survey(ctx context.Context, e *engine.Engine, input string, headers Peek) (
 }
 
 // Changes is Survey of what changed since the input's last delta listing,
-// where its source can tell (engine.LookChanges): what the next poll
-// would deal with. Messages settled earlier that did not change are not
-// listed.
+// where its source can tell: what the next poll would deal with, and
+// that poll takes the session and listing rather than list again
+// (engine.LookAhead). Messages settled earlier that did not change are
+// not listed.
 func Changes(ctx context.Context, e *engine.Engine, input string, headers Peek) ([]Item, error) {
-	return survey(ctx, e, input, headers, e.LookChanges)
+	return survey(ctx, e, input, headers, e.LookAhead)
 }
 
 type looker func(context.Context, string, func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error

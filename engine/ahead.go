@@ -1,0 +1,121 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/mailflow/mailflow/engine/config"
+	"github.com/mailflow/mailflow/engine/ledger"
+	"github.com/mailflow/mailflow/engine/plugin"
+)
+
+// A look made just before a poll of the same input (a migration surveys
+// what changed, makes the folders, then polls) would list the source
+// twice, on two sessions: over a 50 ms link the second login and listing
+// were a sixth of a pass that changed little. LookAhead keeps its session
+// and listing for that poll instead, which takes them if nothing moved in
+// between: the config is the one they were made with, and they are
+// fresh. A listing describes the source when it was made; a message that
+// came or changed since is the next poll's, as it would be had the poll
+// listed a moment earlier.
+
+// aheadFor is how long a kept session and listing stay fresh; at most
+// aheadMost are kept at once (a batch of a thousand mailboxes surveys
+// them all before the first poll: as many idle sessions would outlast a
+// server's patience and limits).
+const (
+	aheadFor  = time.Minute
+	aheadMost = 16
+)
+
+// ahead is a look's session and listing kept for the input's next poll.
+type ahead struct {
+	sess  plugin.Session
+	delta plugin.Delta
+	ic    *config.Input // the input as configured when it was listed
+	unpin func()        // the generation of the config it was opened with
+	at    time.Time
+}
+
+// aheads are the kept looks, by input.
+type aheads struct {
+	mu   sync.Mutex
+	kept map[string]*ahead
+}
+
+// LookAhead is LookChanges whose session and listing the input's next
+// poll takes (see above). fn must leave the listing as it found it.
+func (e *Engine) LookAhead(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error {
+	sess, ic, unpin, err := e.openLook(ctx, input)
+	if err != nil {
+		return err
+	}
+	var d plugin.Delta
+	if ds, ok := sess.(plugin.DeltaSession); ok {
+		d, err = ds.ListSince(ctx, e.Ledger.Meta(input).Checkpoint)
+	} else {
+		d.Listing, err = sess.List(ctx)
+	}
+	if err == nil {
+		err = fn(sess, d.Listing, e.Ledger.Outcomes(input, listingIDs(d.Listing)))
+	}
+	if err != nil {
+		unpin()
+		return errors.Join(err, sess.Close(ctx))
+	}
+	a := &ahead{sess: sess, delta: d, ic: ic, unpin: unpin, at: time.Now()}
+	e.ahead.mu.Lock()
+	old := e.ahead.kept[input]
+	if e.ahead.kept == nil {
+		e.ahead.kept = map[string]*ahead{}
+	}
+	if old != nil || len(e.ahead.kept) < aheadMost {
+		e.ahead.kept[input], a = a, old
+	}
+	e.ahead.mu.Unlock()
+	a.discard() // the one replaced, or the one there was no room for
+	return nil
+}
+
+// takeAhead returns the session and listing kept for the poll of ic, if
+// they are still good for it; a kept look that is not is closed.
+func (e *Engine) takeAhead(ic *config.Input) (plugin.Session, plugin.Delta, bool) {
+	e.ahead.mu.Lock()
+	a := e.ahead.kept[ic.Name]
+	delete(e.ahead.kept, ic.Name)
+	e.ahead.mu.Unlock()
+	if a == nil {
+		return nil, plugin.Delta{}, false
+	}
+	if a.ic != ic || time.Since(a.at) > aheadFor {
+		a.discard()
+		return nil, plugin.Delta{}, false
+	}
+	// The poll has the same generation pinned.
+	a.unpin()
+	return a.sess, a.delta, true
+}
+
+// discardAhead closes every kept look (the engine is closing).
+func (e *Engine) discardAhead() {
+	e.ahead.mu.Lock()
+	kept := e.ahead.kept
+	e.ahead.kept = nil
+	e.ahead.mu.Unlock()
+	for _, a := range kept {
+		a.discard()
+	}
+}
+
+// discard closes a kept look's session.
+func (a *ahead) discard() {
+	if a == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a.sess.Close(ctx)
+	a.unpin()
+}
