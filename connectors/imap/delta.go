@@ -241,7 +241,7 @@ func (s *session) listChanged(f mailbox, old mark) (items []plugin.Item, m mark,
 	var msgs []msgInfo
 	var ferr error
 	if changes != nil {
-		msgs, ferr = s.c.infoOf(changes, false)
+		msgs, ferr = s.c.infoOf(changes, true)
 	}
 	if err != nil {
 		return nil, m, false, err
@@ -262,6 +262,12 @@ func (s *session) listChanged(f mailbox, old mark) (items []plugin.Item, m mark,
 		for _, msg := range msgs {
 			if msg.UID >= old.uidNext && msg.UID < m.uidNext {
 				came++
+			}
+			if msg.UID >= old.uidNext {
+				// A new message is named from its header once fetched,
+				// as a whole listing's are; the identity asked for is for
+				// the ones whose flags changed (changedCmd).
+				msg.Identity = ""
 			}
 			it, ok := item(f, m.validity, msg)
 			if !ok {

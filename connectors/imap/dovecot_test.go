@@ -593,3 +593,68 @@ func TestDovecotChangesSinceAToken(t *testing.T) {
 		t.Fatalf("a token of three numbers (%q) was taken", old)
 	}
 }
+
+// A pass after flags changed in one folder and a message came to another
+// selects each of them once at the source, with its read sent behind the
+// SELECT: the listing names the changed messages as it lists them (no
+// SELECT and FETCH more to identify them), and the new one's body is
+// fetched with its folder's EXAMINE.
+func TestDovecotChangedPassSelectsEachFolderOnce(t *testing.T) {
+	srv := enginetest.RealServers(t)
+	src, dst := dovecot(t, srv, "u17"), dovecot(t, srv, "u18")
+	empty(t, src)
+	empty(t, dst)
+	var msgs []stored
+	for i, m := range enginetest.CRLF(enginetest.Mix(12)) {
+		if len(m) > 0 {
+			msgs = append(msgs, stored{folder: []string{"INBOX", "Archive"}[i%2], date: time.Date(2021, 3, 1+i%28, 0, 0, 0, 0, time.UTC), data: m})
+		}
+	}
+	seed(t, src, msgs)
+	probe := &selectProbe{}
+	e := newEngine(t, fmt.Sprintf(`[[input]]
+name = "old"
+type = "imap"
+address = %q
+tls = "none"
+allow_plaintext_auth = true
+username = "u17"
+password = %q
+folders = ["*"]
+on_settled = "keep"
+pipeline = "move"
+[[pipeline]]
+name = "move"
+outputs = ["new"]
+[[output]]
+name = "new"
+type = "imap"
+address = %q
+tls = "none"
+allow_plaintext_auth = true
+username = "u18"
+password = %q
+`, probe.listen(t, srv.IMAP), srv.Password, srv.IMAP, srv.Password))
+	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != int64(len(msgs)) {
+		t.Fatalf("first pass: %v %v", st, err)
+	}
+	if _, _, err := src.examine("Archive", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.addFlags([]uint32{1, 2}, `\Flagged`); err != nil {
+		t.Fatal(err)
+	}
+	seed(t, src, []stored{{folder: "INBOX", date: time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC),
+		data: []byte("Message-ID: <later@x.test>\r\nSubject: later\r\n\r\nbody\r\n")}})
+	probe.mu.Lock()
+	probe.turns = nil
+	probe.mu.Unlock()
+	st, err := e.PollOnce(context.Background(), "old")
+	if err != nil || st.Delivered != 1 || st.Updated != 2 {
+		t.Fatalf("second pass: %v (updated %d) %v; want 1 delivered, 2 updated", st, st.Updated, err)
+	}
+	n, before := probe.after("")
+	if n != 3 || before != n {
+		t.Fatalf("the source was selected %d times in the second pass (%d with their read sent behind); want 3 (Archive and INBOX listed, INBOX's new message fetched), each with its read", n, before)
+	}
+}
