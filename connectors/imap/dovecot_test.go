@@ -302,31 +302,7 @@ func TestDovecotFlagsAndDeletionsFollowTheSource(t *testing.T) {
 		msgs = append(msgs, stored{folder: []string{"INBOX", "Archive"}[i%2], date: time.Date(2021, 3, 1+i%28, 0, 0, 0, 0, time.UTC), data: m})
 	}
 	seed(t, src, msgs)
-	conf := fmt.Sprintf(`[[input]]
-name = "old"
-type = "imap"
-address = %q
-tls = "none"
-allow_plaintext_auth = true
-username = "u17"
-password = %q
-folders = ["*"]
-on_settled = "keep"
-pipeline = "move"
-[[pipeline]]
-name = "move"
-outputs = ["new"]
-[[output]]
-name = "new"
-type = "imap"
-address = %q
-tls = "none"
-allow_plaintext_auth = true
-username = "u18"
-password = %q
-sync_deletes = true
-`, srv.IMAP, srv.Password, srv.IMAP, srv.Password)
-	e := newEngine(t, conf)
+	e := newEngine(t, u17ToU18(srv, srv.IMAP, "sync_deletes = true\n"))
 	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != int64(len(msgs)) {
 		t.Fatalf("%v %v", st, err)
 	}
@@ -612,29 +588,7 @@ func TestDovecotChangedPassSelectsEachFolderOnce(t *testing.T) {
 	}
 	seed(t, src, msgs)
 	probe := &selectProbe{}
-	e := newEngine(t, fmt.Sprintf(`[[input]]
-name = "old"
-type = "imap"
-address = %q
-tls = "none"
-allow_plaintext_auth = true
-username = "u17"
-password = %q
-folders = ["*"]
-on_settled = "keep"
-pipeline = "move"
-[[pipeline]]
-name = "move"
-outputs = ["new"]
-[[output]]
-name = "new"
-type = "imap"
-address = %q
-tls = "none"
-allow_plaintext_auth = true
-username = "u18"
-password = %q
-`, probe.listen(t, srv.IMAP), srv.Password, srv.IMAP, srv.Password))
+	e := newEngine(t, u17ToU18(srv, probe.listen(t, srv.IMAP), ""))
 	if st, err := e.PollOnce(context.Background(), "old"); err != nil || st.Delivered != int64(len(msgs)) {
 		t.Fatalf("first pass: %v %v", st, err)
 	}
@@ -657,4 +611,32 @@ password = %q
 	if n != 3 || before != n {
 		t.Fatalf("the source was selected %d times in the second pass (%d with their read sent behind); want 3 (Archive and INBOX listed, INBOX's new message fetched), each with its read", n, before)
 	}
+}
+
+// u17ToU18 is the config that moves u17's mail (at from) to u18, keeping
+// it at the source, with the output's extra settings.
+func u17ToU18(srv *enginetest.Servers, from, extra string) string {
+	return fmt.Sprintf(`[[input]]
+name = "old"
+type = "imap"
+address = %q
+tls = "none"
+allow_plaintext_auth = true
+username = "u17"
+password = %q
+folders = ["*"]
+on_settled = "keep"
+pipeline = "move"
+[[pipeline]]
+name = "move"
+outputs = ["new"]
+[[output]]
+name = "new"
+type = "imap"
+address = %q
+tls = "none"
+allow_plaintext_auth = true
+username = "u18"
+password = %q
+%s`, from, srv.Password, srv.IMAP, srv.Password, extra)
 }
