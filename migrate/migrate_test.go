@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,6 +48,7 @@ func pop3ToSMTP(t *testing.T, msgs [][]byte) (*pop3test.Server, *smtptest.Server
 
 // counter is an Observer that counts what it is told.
 type counter struct {
+	mu       sync.Mutex // Message is called for several messages at once
 	started  int
 	totals   migrate.Totals
 	messages map[engine.Outcome]int
@@ -58,8 +60,12 @@ type counter struct {
 func (c *counter) Started(m *migrate.Meter)      { c.started++; c.totals = m.Totals(); c.meter = m }
 func (c *counter) Waiting(string, time.Duration) { c.waits++ }
 func (c *counter) Message(ev engine.MessageEvent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.messages[ev.Outcome]++
-	c.last = c.meter.Progress()
+	if p := c.meter.Progress(); p.Done.Messages >= c.last.Done.Messages {
+		c.last = p // the latest, whichever message's call came last
+	}
 }
 
 // A run moves every message once and its report says so, in numbers a

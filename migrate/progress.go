@@ -100,7 +100,8 @@ type Observer interface {
 	// Started is called once the survey is done, before the first
 	// message: m counts as the run goes (m.Progress).
 	Started(m *Meter)
-	// Message is called as each message's turn ends, after m counted it.
+	// Message is called as each message's turn ends, after m counted it;
+	// from several goroutines at once, one per message in flight.
 	Message(ev engine.MessageEvent)
 	// Waiting is called when the run waits for a server that asked it
 	// to (a throttling reply), before it goes on by itself.
