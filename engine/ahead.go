@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -45,27 +44,19 @@ type aheads struct {
 	kept map[string]*ahead
 }
 
-// LookAhead is LookChanges whose session and listing the input's next
-// poll takes (see above). fn must leave the listing as it found it.
+// LookAhead is Look on what changed since the input's last delta
+// listing (plugin.DeltaSession), where the session can tell: what the
+// next poll would be given, and that poll takes the session and listing
+// (see above). Settled messages that did not change are not listed; the
+// ledger counts them (Ledger.Stats). fn must leave the listing as it
+// found it.
 func (e *Engine) LookAhead(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error {
-	sess, ic, unpin, err := e.openLook(ctx, input)
-	if err != nil {
-		return err
-	}
-	var d plugin.Delta
-	if ds, ok := sess.(plugin.DeltaSession); ok {
-		d, err = ds.ListSince(ctx, e.Ledger.Meta(input).Checkpoint)
-	} else {
-		d.Listing, err = sess.List(ctx)
-	}
-	if err == nil {
-		err = fn(sess, d.Listing, e.Ledger.Outcomes(input, listingIDs(d.Listing)))
-	}
-	if err != nil {
-		unpin()
-		return errors.Join(err, sess.Close(ctx))
-	}
-	a := &ahead{sess: sess, delta: d, ic: ic, unpin: unpin, at: time.Now()}
+	return e.look(ctx, input, lookHow{changes: true, outcomes: true, keep: true}, fn)
+}
+
+// keepAhead keeps a for input's next poll, in place of what was kept for
+// it, unless aheadMost are kept already: then a is closed.
+func (e *Engine) keepAhead(input string, a *ahead) {
 	e.ahead.mu.Lock()
 	old := e.ahead.kept[input]
 	if e.ahead.kept == nil {
@@ -76,7 +67,6 @@ func (e *Engine) LookAhead(ctx context.Context, input string, fn func(plugin.Ses
 	}
 	e.ahead.mu.Unlock()
 	a.discard() // the one replaced, or the one there was no room for
-	return nil
 }
 
 // takeAhead returns the session and listing kept for the poll of ic, if

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mailflow/mailflow/engine/config"
 	"github.com/mailflow/mailflow/engine/ledger"
@@ -20,23 +21,15 @@ import (
 // is closed after fn; it holds the generation of the config it was opened
 // with, as a poll does.
 func (e *Engine) Look(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error {
-	return e.look(ctx, input, false, true, fn)
+	return e.look(ctx, input, lookHow{outcomes: true}, fn)
 }
 
 // LookListing is Look without the ledger's outcomes, for a look that
 // does not need them (a verification).
 func (e *Engine) LookListing(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing) error) error {
-	return e.look(ctx, input, false, false, func(sess plugin.Session, l plugin.Listing, _ map[string]ledger.Outcome) error {
+	return e.look(ctx, input, lookHow{}, func(sess plugin.Session, l plugin.Listing, _ map[string]ledger.Outcome) error {
 		return fn(sess, l)
 	})
-}
-
-// LookChanges is Look on what changed since the input's last delta
-// listing (plugin.DeltaSession), where the session can tell: what a poll
-// now would be given. Settled messages that did not change are not
-// listed; the ledger counts them (Ledger.Stats).
-func (e *Engine) LookChanges(ctx context.Context, input string, fn func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error {
-	return e.look(ctx, input, true, true, fn)
 }
 
 // LookUnlisted is Look without the listing: fn is given the session
@@ -71,27 +64,35 @@ func (e *Engine) openLook(ctx context.Context, input string) (sess plugin.Sessio
 	return sess, ic, g.unpin, nil
 }
 
-func (e *Engine) look(ctx context.Context, input string, changes, outcomes bool, fn func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error {
-	sess, _, unpin, err := e.openLook(ctx, input)
+// lookHow is what a look lists (changes: what changed since the last
+// delta listing, where the session can tell), whether fn is given the
+// ledger's outcomes, and whether the session and listing are kept for
+// the next poll (LookAhead) instead of closed.
+type lookHow struct{ changes, outcomes, keep bool }
+
+func (e *Engine) look(ctx context.Context, input string, how lookHow, fn func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error {
+	sess, ic, unpin, err := e.openLook(ctx, input)
 	if err != nil {
 		return err
 	}
-	defer unpin()
-	var listing plugin.Listing
-	if ds, ok := sess.(plugin.DeltaSession); ok && changes {
-		var d plugin.Delta
+	var d plugin.Delta
+	if ds, ok := sess.(plugin.DeltaSession); ok && how.changes {
 		d, err = ds.ListSince(ctx, e.Ledger.Meta(input).Checkpoint)
-		listing = d.Listing
 	} else {
-		listing, err = sess.List(ctx)
+		d.Listing, err = sess.List(ctx)
 	}
-	if err != nil {
-		return errors.Join(err, sess.Close(ctx))
+	if err == nil {
+		var settled map[string]ledger.Outcome
+		if how.outcomes {
+			settled = e.Ledger.Outcomes(input, listingIDs(d.Listing))
+		}
+		err = fn(sess, d.Listing, settled)
 	}
-	var settled map[string]ledger.Outcome
-	if outcomes {
-		settled = e.Ledger.Outcomes(input, listingIDs(listing))
+	if err != nil || !how.keep {
+		err = errors.Join(err, sess.Close(ctx))
+		unpin()
+		return err
 	}
-	err = fn(sess, listing, settled)
-	return errors.Join(err, sess.Close(ctx))
+	e.keepAhead(input, &ahead{sess: sess, delta: d, ic: ic, unpin: unpin, at: time.Now()})
+	return nil
 }

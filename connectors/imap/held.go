@@ -387,12 +387,7 @@ func (c *conn) copiesOf(folder, id, identity string, size int64) (validity, held
 	return validity, held, uids, nil
 }
 
-// search runs UID SEARCH in the selected folder.
-func (c *conn) search(criteria *goimap.SearchCriteria) ([]uint32, error) {
-	return c.searched(c.c.UIDSearch(criteria, nil))
-}
-
-// searched takes in the answer to a UID SEARCH.
+// searched takes in the answer to a UID SEARCH in the selected folder.
 func (c *conn) searched(cmd *imapclient.SearchCommand) ([]uint32, error) {
 	defer c.wd.begin()()
 	data, err := cmd.Wait()
