@@ -2,6 +2,7 @@ package scripts
 
 import (
 	"reflect"
+	"sync"
 	"unsafe"
 
 	lua "github.com/yuin/gopher-lua"
@@ -77,14 +78,16 @@ func (p tableParts) arrayEntries() int {
 // does not say; its maps (internal/runtime/maps, Go 1.24 on) start with
 // their entry count, a seed, and a directory of tables (none for a map of
 // one group of eight), each table with its capacity. mapsReadable checks
-// that layout against maps of known room when the package starts; where
+// that layout against maps of known room the first time it is asked (not
+// when the package starts: building a map of 5,000 was a tenth of the
+// start-up of every mailflow command, scripts or not); where
 // it does not hold, a map counts as the 32 entries gopher-lua asks for, or
 // its length if more (an estimate that errs large).
 func mapSlots[M ~map[K]V, K comparable, V any](m *M) int {
 	if *m == nil {
 		return 0
 	}
-	if !mapsReadable {
+	if !mapsReadable() {
 		return max(len(*m), 32)
 	}
 	return goMapSlots(*(*unsafe.Pointer)(unsafe.Pointer(m)))
@@ -119,7 +122,7 @@ func goMapSlots(p unsafe.Pointer) int {
 	return slots
 }
 
-var mapsReadable = func() bool {
+var mapsReadable = sync.OnceValue(func() bool {
 	slots := func(m map[string]lua.LValue) int { return goMapSlots(*(*unsafe.Pointer)(unsafe.Pointer(&m))) }
 	big := make(map[string]lua.LValue)
 	for i := range 5000 {
@@ -130,4 +133,4 @@ var mapsReadable = func() bool {
 	}
 	n32, nBig := slots(make(map[string]lua.LValue, 32)), slots(big)
 	return n32 >= 32 && n32 <= 128 && nBig >= 5000 && nBig <= 16384
-}()
+})
