@@ -77,12 +77,14 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 	settledBefore := settled(e)
 	phase := time.Now() // where a run's time goes, in the debug log
 	var toMove places
+	surveyed := map[string][]plugin.Folder{} // by input, for the verification
 	for _, ic := range cfg.Inputs {
-		items, err := survey.Changes(ctx, e, ic.Name, survey.PeekNone)
+		items, folders, err := survey.Changes(ctx, e, ic.Name, survey.PeekNone)
 		if err != nil {
 			r.fail(ClassConnection, fmt.Errorf("%s: %w", ic.Name, err))
 			return r
 		}
+		surveyed[ic.Name] = folders
 		r.Surveyed.add(items)
 		for _, it := range items {
 			if !it.Settled && !it.TooLarge {
@@ -159,7 +161,7 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 	if r.TooLarge > 0 {
 		r.fail(ClassIncomplete, fmt.Errorf("%d messages are larger than max_message_size and stay on the old server", r.TooLarge))
 	}
-	r.verify(ctx, e, cfg, state)
+	r.verify(ctx, e, cfg, state, surveyed)
 	o.Log.Debug("verified", "took", time.Since(phase))
 	if p.DeleteSource {
 		r.deleteSource(ctx, e, &p, from, to, state)
@@ -283,8 +285,10 @@ func skippable(from endpoint, refused []RefusedFolder) ([]string, bool) {
 // what each of its outputs that can say what it holds (IMAP) has, flags
 // included. A folder that changed on neither side since the last
 // verification found it clean is passed over (its tokens are kept in the
-// state directory).
-func (r *Report) verify(ctx context.Context, e *engine.Engine, cfg *config.Config, state string) {
+// state directory). surveyed are the folders each input's survey listed
+// with their states, where it could: when they show no change at the
+// source, the verification opens no session there.
+func (r *Report) verify(ctx context.Context, e *engine.Engine, cfg *config.Config, state string, surveyed map[string][]plugin.Folder) {
 	known := loadTokens(state)
 	for _, ic := range cfg.Inputs {
 		pc := cfg.Pipeline(ic.Pipeline)
@@ -298,7 +302,7 @@ func (r *Report) verify(ctx context.Context, e *engine.Engine, cfg *config.Confi
 			}
 			pair := ic.Name + " → " + out
 			v := Verification{Input: ic.Name, Output: out}
-			checks, clean, err := survey.VerifySince(ctx, e, ic.Name, out, known[pair])
+			checks, clean, err := survey.VerifySurveyed(ctx, e, ic.Name, out, known[pair], surveyed[ic.Name])
 			if err != nil {
 				v.Error = err.Error()
 				r.fail(ClassConnection, fmt.Errorf("verification of %s: %w", pair, err))

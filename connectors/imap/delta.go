@@ -161,14 +161,19 @@ func (s *session) ListSince(ctx context.Context, raw []byte) (plugin.Delta, erro
 	return d, s.in.throttled(err)
 }
 
-func (s *session) listSince(ctx context.Context, raw []byte) (plugin.Delta, error) {
+func (s *session) listSince(ctx context.Context, raw []byte) (d plugin.Delta, err error) {
 	if !s.c.condStore() {
 		return s.listAll(ctx, nil)
 	}
-	folders, err := s.folders(&goimap.StatusOptions{UIDValidity: true, UIDNext: true, NumMessages: true, HighestModSeq: true})
+	folders, err := s.folders(tokenStatus)
 	if err != nil {
 		return plugin.Delta{}, err
 	}
+	defer func() {
+		if err == nil {
+			d.Folders = foldersOf(folders)
+		}
+	}()
 	was, ok := decodeCheckpoint(raw)
 	now := s.in.checkpoint()
 	if !ok || was.settle != now.settle || was.selection != now.selection || len(was.folders) != len(folders) {
@@ -180,7 +185,7 @@ func (s *session) listSince(ctx context.Context, raw []byte) (plugin.Delta, erro
 			return s.listAll(ctx, folders)
 		}
 	}
-	d := plugin.Delta{Listing: s.listing(), Partial: true}
+	d = plugin.Delta{Listing: s.listing(), Partial: true}
 	for _, f := range folders {
 		if err := ctx.Err(); err != nil {
 			return d, err

@@ -35,10 +35,17 @@ func (s *session) Folders(ctx context.Context) ([]plugin.Folder, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]plugin.Folder, 0, len(folders))
 	s.named = make(map[string]mailbox, len(folders))
 	for _, f := range folders {
 		s.named[f.path] = f
+	}
+	return foldersOf(folders), nil
+}
+
+// foldersOf are folders, listed with tokenStatus, as plugin.Folders.
+func foldersOf(folders []mailbox) []plugin.Folder {
+	out := make([]plugin.Folder, 0, len(folders))
+	for _, f := range folders {
 		pf := plugin.Folder{Name: f.path, Role: f.role, Messages: -1}
 		if f.status != nil {
 			pf.State = stateToken(f.status)
@@ -48,7 +55,7 @@ func (s *session) Folders(ctx context.Context) ([]plugin.Folder, error) {
 		}
 		out = append(out, pf)
 	}
-	return out, nil
+	return out
 }
 
 // ListNamed implements plugin.FolderNamer: the messages of a folder

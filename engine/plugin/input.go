@@ -79,6 +79,12 @@ type Listing struct {
 	// id, without being fetched.
 	Unique bool
 	Items  []Item
+	// Folders are the source's folders with their FolderState tokens as
+	// the listing found them, where the session says them in the same
+	// command (IMAP's LIST ... RETURN (STATUS ...)); nil otherwise. A
+	// migration's verification takes them rather than log in again to ask
+	// whether anything changed there since it last checked.
+	Folders []Folder
 }
 
 // Item is one message as a listing describes it.

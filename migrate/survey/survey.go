@@ -37,28 +37,32 @@ const (
 // source can peek at them (plugin.HeaderPeeker), and a message the listing
 // did not name gets its Identity from its header.
 func Survey(ctx context.Context, e *engine.Engine, input string, headers Peek) ([]Item, error) {
-	return survey(ctx, e, input, headers, e.Look)
+	items, _, err := survey(ctx, e, input, headers, e.Look)
+	return items, err
 }
 
 // Changes is Survey of what changed since the input's last delta listing,
 // where its source can tell: what the next poll would deal with, and
 // that poll takes the session and listing rather than list again
 // (engine.LookAhead). Messages settled earlier that did not change are
-// not listed.
-func Changes(ctx context.Context, e *engine.Engine, input string, headers Peek) ([]Item, error) {
+// not listed. Where the listing said the folders' states
+// (plugin.Listing.Folders), they are returned too, for VerifySurveyed.
+func Changes(ctx context.Context, e *engine.Engine, input string, headers Peek) ([]Item, []plugin.Folder, error) {
 	return survey(ctx, e, input, headers, e.LookAhead)
 }
 
 type looker func(context.Context, string, func(plugin.Session, plugin.Listing, map[string]ledger.Outcome) error) error
 
-func survey(ctx context.Context, e *engine.Engine, input string, headers Peek, look looker) ([]Item, error) {
+func survey(ctx context.Context, e *engine.Engine, input string, headers Peek, look looker) ([]Item, []plugin.Folder, error) {
 	cfg := e.Config()
 	max := cfg.Spool.MaxSize
 	if ic := cfg.Input(input); ic != nil && ic.MaxMessageSize > 0 {
 		max = ic.MaxMessageSize
 	}
 	var out []Item
+	var folders []plugin.Folder
 	err := look(ctx, input, func(sess plugin.Session, listing plugin.Listing, settled map[string]ledger.Outcome) error {
+		folders = listing.Folders
 		if id, ok := sess.(plugin.Identifier); ok && headers == PeekAll {
 			if err := id.Identify(ctx, listing.Items); err != nil {
 				return err
@@ -85,5 +89,5 @@ func survey(ctx context.Context, e *engine.Engine, input string, headers Peek, l
 		}
 		return nil
 	})
-	return out, err
+	return out, folders, err
 }

@@ -85,6 +85,18 @@ func Verify(ctx context.Context, e *engine.Engine, input, output string) ([]Fold
 // nothing changed there since. It returns the tokens of every folder it
 // finds clean now, to pass to the next one.
 func VerifySince(ctx context.Context, e *engine.Engine, input, output string, known Tokens) ([]FolderCheck, Tokens, error) {
+	return VerifySurveyed(ctx, e, input, output, known, nil)
+}
+
+// VerifySurveyed is VerifySince that first asks the destination alone
+// where surveyed, the folders a survey of this run listed
+// (plugin.Listing.Folders), says how the source stood: when neither side
+// changed in any folder since known, the answer needs no session of the
+// source (on a mailbox that changed nowhere, that session was most of a
+// pass). The source's tokens are then those of before the run moved
+// anything, never later than the ones VerifySince would take: a change
+// made at the source since shows in the next verification's.
+func VerifySurveyed(ctx context.Context, e *engine.Engine, input, output string, known Tokens, surveyed []plugin.Folder) ([]FolderCheck, Tokens, error) {
 	oc := e.Config().Output(output)
 	if oc == nil {
 		return nil, nil, fmt.Errorf("no output %q", output)
@@ -92,6 +104,11 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 	finder, ok := oc.Plugin.(plugin.Finder)
 	if !ok {
 		return nil, nil, fmt.Errorf("output %q cannot say what it holds", output)
+	}
+	if sourceUnchanged(surveyed, known) {
+		if checks, clean, ok := allUnchanged(statesOf(ctx, surveyed, finder), known); ok {
+			return checks, clean, nil
+		}
 	}
 	var checks []FolderCheck
 	clean := Tokens{}
@@ -103,25 +120,10 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 		// a command a side, and no listing.
 		now, whole := folderStates(ctx, sess, finder)
 		if whole && len(known) > 0 {
-			var same []FolderCheck
-			for _, f := range sortedKeys(now) {
-				at := now[f]
-				if at.messages == 0 {
-					continue // nothing to check, as a listing would list nothing there
-				}
-				if !at.tok.holds(known[f]) {
-					same = nil
-					break
-				}
-				c, tok := unchanged(f, at, known[f])
-				same = append(same, c)
-				clean[f] = tok
-			}
-			if same != nil {
-				checks = same
+			if same, tokens, ok := allUnchanged(now, known); ok {
+				checks, clean = same, tokens
 				return nil
 			}
-			clear(clean)
 		}
 		if nl, ok := sess.(plugin.FolderNamer); ok && whole {
 			named, err := checkNamed(ctx, sess, nl, finder, now, known, clean)
@@ -171,6 +173,44 @@ func VerifySince(ctx context.Context, e *engine.Engine, input, output string, kn
 		return nil
 	})
 	return checks, clean, err
+}
+
+// sourceUnchanged reports whether the source's folders that hold
+// messages, as surveyed, all have the tokens known: only then may the
+// destination's alone tell that nothing needs reading.
+func sourceUnchanged(surveyed []plugin.Folder, known Tokens) bool {
+	held := false
+	for _, f := range surveyed {
+		if f.Messages == 0 {
+			continue
+		}
+		if f.State == "" || f.State != known[f.Name].Source {
+			return false
+		}
+		held = true
+	}
+	return held
+}
+
+// allUnchanged returns the checks and tokens of every folder of now that
+// holds messages, when each one's tokens are those known: not ok when one
+// changed since (or none holds any).
+func allUnchanged(now map[string]folderAt, known Tokens) ([]FolderCheck, Tokens, bool) {
+	var same []FolderCheck
+	clean := Tokens{}
+	for _, f := range sortedKeys(now) {
+		at := now[f]
+		if at.messages == 0 {
+			continue // nothing to check, as a listing would list nothing there
+		}
+		if !at.tok.holds(known[f]) {
+			return nil, nil, false
+		}
+		c, tok := unchanged(f, at, known[f])
+		same = append(same, c)
+		clean[f] = tok
+	}
+	return same, clean, same != nil
 }
 
 // unchanged is the check of folder f, whose tokens are those of was (a
@@ -322,8 +362,15 @@ func folderStates(ctx context.Context, sess plugin.Session, finder plugin.Finder
 	if err != nil {
 		return nil, false
 	}
-	folders = slices.DeleteFunc(folders, func(f plugin.Folder) bool { return f.Messages == 0 })
+	return statesOf(ctx, folders, finder), true
+}
+
+// statesOf is folderStates of the source's folders as listed: the
+// destination is asked for its tokens.
+func statesOf(ctx context.Context, folders []plugin.Folder, finder plugin.Finder) map[string]folderAt {
+	folders = slices.DeleteFunc(slices.Clone(folders), func(f plugin.Folder) bool { return f.Messages == 0 })
 	var dst []string
+	var err error
 	if fs, ok := finder.(plugin.FolderStatesFinder); ok {
 		if dst, err = fs.FolderStates(ctx, folders); err != nil || len(dst) != len(folders) {
 			dst = nil
@@ -339,7 +386,7 @@ func folderStates(ctx context.Context, sess plugin.Session, finder plugin.Finder
 		}
 		now[f.Name] = at
 	}
-	return now, true
+	return now
 }
 
 // sortedKeys are m's keys in order.

@@ -20,12 +20,13 @@ import (
 // since a token. lost marks a folder that lost a message (what a count
 // check shows), where a change list is not the whole story.
 type modBox struct {
-	mu    sync.Mutex
-	mod   int
-	items []modItem
-	lost  map[string]bool
-	whole []string // folders read whole
-	since []string // folders read by their changes
+	mu     sync.Mutex
+	mod    int
+	items  []modItem
+	lost   map[string]bool
+	whole  []string // folders read whole
+	since  []string // folders read by their changes
+	opened int      // sessions opened
 }
 
 type modItem struct {
@@ -92,7 +93,12 @@ func (b *modBox) changed(folder, since string) (came, changed []plugin.Item, ok 
 	return came, changed, true
 }
 
-func (b *modBox) Open(context.Context) (plugin.Session, error) { return modSession{b}, nil }
+func (b *modBox) Open(context.Context) (plugin.Session, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.opened++
+	return modSession{b}, nil
+}
 
 type modSession struct{ b *modBox }
 
@@ -289,5 +295,77 @@ func TestVerifyReadsOnlyWhatChangedSinceItFoundTheFolderEqual(t *testing.T) {
 	checks, _ = verify(known)
 	if b := checks[1]; fmt.Sprint(b.Missing) != "[B5@x]" || fmt.Sprint(src.whole) != "[B]" {
 		t.Fatalf("gone at the destination: %+v, read whole %v", checks, src.whole)
+	}
+}
+
+// A verification given the folder states a survey of the run listed
+// (plugin.Listing.Folders) opens no session of the source when neither
+// side changed since it last found them equal; when the destination
+// changed, it reads as VerifySince does. A change at the source after
+// the survey is not this run's: the next verification finds it.
+func TestVerifyAfterASurveyThatSawNoChangeOpensNoSourceSession(t *testing.T) {
+	src := &modBox{lost: map[string]bool{}}
+	dst := modDest{&modBox{lost: map[string]bool{}}}
+	for i := range 6 {
+		f := []string{"A", "B"}[i%2]
+		id := fmt.Sprintf("%s%d@x", f, i)
+		src.add(f, id)
+		dst.add(f, id)
+	}
+	e := verifyEngine(t, src, dst)
+	ctx := context.Background()
+	_, known, err := survey.VerifySince(ctx, e, "old", "new", nil)
+	if err != nil || len(known) != 2 {
+		t.Fatalf("first verification: tokens %+v, %v", known, err)
+	}
+	surveyed := func() []plugin.Folder {
+		t.Helper()
+		folders, err := modSession{src}.Folders(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return folders
+	}
+	verify := func(known survey.Tokens, surveyed []plugin.Folder) ([]survey.FolderCheck, survey.Tokens) {
+		t.Helper()
+		src.opened, src.whole = 0, nil
+		checks, known, err := survey.VerifySurveyed(ctx, e, "old", "new", known, surveyed)
+		if err != nil || len(checks) != 2 {
+			t.Fatalf("checks %+v, %v", checks, err)
+		}
+		return checks, known
+	}
+
+	checks, again := verify(known, surveyed())
+	if src.opened != 0 || !checks[0].Unchanged || !checks[1].Unchanged || checks[0].Source != 3 || fmt.Sprint(again) != fmt.Sprint(known) {
+		t.Fatalf("nothing changed: %d sessions opened, checks %+v, tokens %+v (were %+v)", src.opened, checks, again, known)
+	}
+
+	// Changed at the destination alone: the source is read, the
+	// difference reported.
+	dst.flag("B1@x", `\Deleted`)
+	checks, again = verify(known, surveyed())
+	if src.opened != 1 || fmt.Sprint(checks[1].FlagsDiffer) != "[B1@x]" || fmt.Sprint(src.whole) != "[B]" {
+		t.Fatalf("changed at the destination: %d sessions, checks %+v, read whole %v", src.opened, checks, src.whole)
+	}
+	if _, ok := again["B"]; ok {
+		t.Fatalf("B differs and must be read again next time: tokens %+v", again)
+	}
+	dst.flag("B1@x")
+	if _, known = verify(again, surveyed()); len(known) != 2 {
+		t.Fatalf("mended: tokens %+v", known)
+	}
+
+	// Changed at the source after the survey: this verification speaks
+	// of the source as surveyed, and the next one reads the change.
+	before := surveyed()
+	src.flag("A2@x", `\Answered`)
+	checks, again = verify(known, before)
+	if src.opened != 0 || !checks[0].Unchanged {
+		t.Fatalf("changed after the survey: %d sessions, checks %+v", src.opened, checks)
+	}
+	checks, _ = verify(again, surveyed())
+	if src.opened != 1 || fmt.Sprint(checks[0].FlagsDiffer) != "[A2@x]" {
+		t.Fatalf("the next verification: %d sessions, checks %+v", src.opened, checks)
 	}
 }
