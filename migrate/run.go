@@ -76,6 +76,14 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 	// at the source, is what the ledger has as settled.
 	settledBefore := settled(e)
 	phase := time.Now() // where a run's time goes, in the debug log
+	// The destination logs in while the source is surveyed: a run always
+	// needs it (to deliver, or to verify), and on a pass that finds
+	// little to do the logins are much of its time.
+	for _, oc := range cfg.Outputs {
+		if w, ok := oc.Plugin.(plugin.Warmer); ok {
+			w.Warm(ctx)
+		}
+	}
 	var toMove places
 	surveyed := map[string][]plugin.Folder{} // by input, for the verification
 	for _, ic := range cfg.Inputs {

@@ -31,6 +31,9 @@ type lanes struct {
 	dialing int
 	changed chan struct{} // closed and replaced whenever a lane frees up, goes, or comes
 	closed  bool
+	// warming is set while the session warm dials is on its way: until it
+	// is there, a command waits for it rather than dial another.
+	warming bool
 	// refused is when the server last refused one more session (a limit
 	// of sessions per user: Gmail's 15, Dovecot's mail_max_userip_connections):
 	// for a while the sessions there are make do.
@@ -110,7 +113,7 @@ func (l *lanes) share(ctx context.Context) (*lane, error) {
 				best = ln
 			}
 		}
-		if (best == nil || best.busy > 0) && l.mayGrow() {
+		if (best == nil || best.busy > 0) && !l.warming && l.mayGrow() {
 			ln, err := l.grow(ctx, false)
 			if ln != nil || err != nil && !l.makeDo() {
 				return ln, err
@@ -181,7 +184,7 @@ func (l *lanes) hold(ctx context.Context) (*lane, error) {
 			}
 			return free, nil
 		}
-		if l.mayGrow() {
+		if !l.warming && l.mayGrow() {
 			ln, err := l.grow(ctx, true)
 			if ln != nil || err != nil && !l.makeDo() {
 				return ln, err
@@ -220,17 +223,52 @@ func (l *lanes) grow(ctx context.Context, whole bool) (*lane, error) {
 		go c.close()
 		return nil, errClosed
 	}
-	ln := &lane{c: c, whole: whole, last: time.Now(), window: l.window}
-	if !c.caps.Has(goimap.CapLiteralPlus) {
-		// Without LITERAL+ each APPEND waits for the server's "+" while it
-		// holds the encoder: in flight together, they would only queue.
-		ln.window = 1
-	}
+	ln := l.newLane(c)
+	ln.whole = whole
 	if !whole {
 		ln.busy = 1
 	}
 	l.all = append(l.all, ln)
 	return ln, nil
+}
+
+// newLane is a lane for session c, with nothing in flight.
+func (l *lanes) newLane(c *conn) *lane {
+	ln := &lane{c: c, last: time.Now(), window: l.window}
+	if !c.caps.Has(goimap.CapLiteralPlus) {
+		// Without LITERAL+ each APPEND waits for the server's "+" while it
+		// holds the encoder: in flight together, they would only queue.
+		ln.window = 1
+	}
+	return ln
+}
+
+// warm dials the first session in the background (plugin.Warmer), unless
+// there is one or one is being dialed. Should the dial fail, the first
+// command that needs a session dials again, and reports why.
+func (l *lanes) warm(ctx context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || len(l.all)+l.dialing > 0 {
+		return
+	}
+	l.dialing++
+	l.warming = true
+	go func() {
+		c, err := l.dial(ctx)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.dialing--
+		l.warming = false
+		l.notify()
+		switch {
+		case err != nil:
+		case l.closed:
+			go c.close()
+		default:
+			l.all = append(l.all, l.newLane(c))
+		}
+	}()
 }
 
 // makeDo reports, after a dial failed, whether there are sessions to make

@@ -117,6 +117,11 @@ func (o *Output) Init() error {
 	return o.init()
 }
 
+// Warm implements plugin.Warmer: the first session is dialed now.
+func (o *Output) Warm(ctx context.Context) { o.lanes.warm(ctx) }
+
+var _ plugin.Warmer = (*Output)(nil)
+
 // use runs fn on a session of its own (it selects a folder).
 func (o *Output) use(ctx context.Context, fn func(c *conn) error) error {
 	ln, err := o.lanes.hold(ctx)

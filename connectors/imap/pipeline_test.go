@@ -325,3 +325,31 @@ func TestASessionLimitIsMadeDoWith(t *testing.T) {
 		}
 	}
 }
+
+// Warm dials the first session ahead of need (a migration's destination
+// logs in while the source is surveyed); a delivery that comes while
+// that session is on its way waits for it rather than dial a second.
+func TestADeliveryWaitsForTheSessionWarmDials(t *testing.T) {
+	srv, addr := newScripted(t, scriptedCaps)
+	greet := make(chan struct{})
+	srv.mu.Lock()
+	srv.greet = greet
+	srv.mu.Unlock()
+	o := newOutput(t, addr, func(o *Output) { o.MaxConnections, o.AppendWindow = 4, 4 })
+	o.Warm(context.Background())
+	done := make(chan []delivered)
+	go func() { done <- deliverAll(o, []*message.Message{testMessage(1, "INBOX")}, false) }()
+	// Time for the delivery to dial a session of its own, were it to.
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline) && srv.sessionCount() < 2; {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(greet)
+	a := srv.next(t)
+	a.s.reply("%s OK [APPENDUID 7 1] stored", a.tag)
+	if r := <-done; r[0].err != nil || r[0].placed != "INBOX;UIDVALIDITY=7/;UID=1" {
+		t.Fatalf("delivery: %+v", r)
+	}
+	if n := srv.sessionCount(); n != 1 {
+		t.Fatalf("%d sessions, want the one warmed", n)
+	}
+}

@@ -24,6 +24,8 @@ type scripted struct {
 	// limit, when more than 0, is how many sessions the server takes at
 	// once; the others are greeted with BYE.
 	limit int
+	// greet, when not nil, holds every greeting until it is closed.
+	greet chan struct{}
 	// appends gets every APPEND as it is read, with the session it came on.
 	appends chan scriptedAppend
 	// sessions counts the sessions accepted; lines are the command lines
@@ -100,6 +102,12 @@ func (srv *scripted) sessionCount() int {
 func (srv *scripted) serve(s *scriptedSession) {
 	defer s.conn.Close()
 	br := bufio.NewReader(s.conn)
+	srv.mu.Lock()
+	greet := srv.greet
+	srv.mu.Unlock()
+	if greet != nil {
+		<-greet
+	}
 	s.reply("* OK [CAPABILITY %s] scripted", srv.caps)
 	for {
 		line, err := br.ReadString('\n')

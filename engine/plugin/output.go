@@ -45,6 +45,15 @@ type Delivery struct {
 	Placed func(where string)
 }
 
+// Warmer is implemented by outputs that can open a connection before
+// the first call that needs one, in the background, so that its login
+// overlaps other work: a migration's destination logs in while the
+// source is surveyed. A failed attempt is not reported: the first call
+// that needs the connection dials again, and says why.
+type Warmer interface {
+	Warm(ctx context.Context)
+}
+
 // RecipientResult is the outcome for one recipient. A nil Err means accepted.
 type RecipientResult struct {
 	Recipient string
