@@ -28,6 +28,11 @@ type conn struct {
 	sel  string    // the selected folder
 	wd   *watchdog // every command below runs under it
 	ns   *names    // how the server writes folder names, once asked
+	// dialTook is how long connecting and logging in took, and rtt how
+	// long the NAMESPACE answer took to come (0 until asked): a round
+	// trip, the server having next to nothing to do. They say whether
+	// another session is worth its login (sessionsWorth).
+	dialTook, rtt time.Duration
 }
 
 // msgInfo is one message of a folder as a listing gives it.
@@ -50,6 +55,7 @@ func (e *Endpoint) dial(ctx context.Context) (*conn, error) { return e.dialWith(
 // dialWith is dial with a handler for what the server says unasked
 // (new messages while IDLE).
 func (e *Endpoint) dialWith(ctx context.Context, h *imapclient.UnilateralDataHandler) (*conn, error) {
+	start := time.Now()
 	timeout := e.Wait()
 	wd := &watchdog{timeout: timeout}
 	var tcp net.Conn
@@ -105,7 +111,7 @@ func (e *Endpoint) dialWith(ctx context.Context, h *imapclient.UnilateralDataHan
 	}
 	raw.SetDeadline(time.Time{})
 	go wd.watch(c.Closed(), func() { tcp.Close() })
-	return &conn{c: c, caps: caps, wd: wd}, nil
+	return &conn{c: c, caps: caps, wd: wd, dialTook: time.Since(start)}, nil
 }
 
 // authenticate logs in with an access token: OAUTHBEARER where the server

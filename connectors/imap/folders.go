@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
 )
@@ -113,7 +114,9 @@ func (c *conn) names() (names, error) {
 	defer c.wd.begin()()
 	var n names
 	if c.caps.Has(goimap.CapNamespace) || c.caps.Has(goimap.CapIMAP4rev2) {
+		asked := time.Now()
 		data, err := c.c.Namespace().Wait()
+		c.rtt = time.Since(asked)
 		if err != nil {
 			return n, fmt.Errorf("imap NAMESPACE: %w", err)
 		}

@@ -317,7 +317,7 @@ func (s *session) Fetch(ctx context.Context, items []plugin.Item, each func(plug
 
 func (s *session) fetch(ctx context.Context, items []plugin.Item, each func(plugin.Item, io.Reader, error) error) error {
 	folders, of := byFolder(items)
-	workers := min(s.in.Parallel, len(folders))
+	workers := min(s.in.Parallel, len(folders), sessionsWorth(s.c, len(folders), bytesOf(items)))
 	if workers <= 1 {
 		for _, f := range folders {
 			if err := s.in.fetchFolder(ctx, &s.c, f, of[f], each); err != nil {
