@@ -113,7 +113,8 @@ func (l *lanes) share(ctx context.Context) (*lane, error) {
 				best = ln
 			}
 		}
-		if (best == nil || best.busy > 0) && !l.warming && l.mayGrow() {
+		roomy := best != nil && best.busy < best.window && l.roundTripsCheap()
+		if (best == nil || best.busy > 0 && !roomy) && !l.warming && l.mayGrow() {
 			ln, err := l.grow(ctx, false)
 			if ln != nil || err != nil && !l.makeDo() {
 				return ln, err
@@ -184,7 +185,9 @@ func (l *lanes) hold(ctx context.Context) (*lane, error) {
 			}
 			return free, nil
 		}
-		if !l.warming && l.mayGrow() {
+		// Where round trips are cheap, what holds the sessions ends soon.
+		soon := l.roundTripsCheap() && (least == nil || least.busy < least.window)
+		if !soon && !l.warming && l.mayGrow() {
 			ln, err := l.grow(ctx, true)
 			if ln != nil || err != nil && !l.makeDo() {
 				return ln, err

@@ -353,3 +353,44 @@ func TestADeliveryWaitsForTheSessionWarmDials(t *testing.T) {
 		t.Fatalf("%d sessions, want the one warmed", n)
 	}
 }
+
+// A command that needs a session to itself (here a look at what a folder
+// holds) while an APPEND is in flight on the only one: where round trips
+// are cheap it waits for that APPEND's answer rather than log in again;
+// where they cost (a server 5 ms away), it dials a session of its own.
+func TestACommandWaitsForTheSessionWhereRoundTripsAreCheap(t *testing.T) {
+	for _, c := range []struct {
+		slow     time.Duration
+		sessions int
+	}{{0, 1}, {5 * time.Millisecond, 2}} {
+		srv, addr := newScripted(t, scriptedCaps)
+		srv.mu.Lock()
+		srv.slow = c.slow
+		srv.mu.Unlock()
+		o := newOutput(t, addr, func(o *Output) { o.MaxConnections, o.AppendWindow = 4, 4 })
+		done := make(chan []delivered)
+		go func() { done <- deliverAll(o, []*message.Message{testMessage(1, "INBOX")}, false) }()
+		a := srv.next(t)
+		looked := make(chan error)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := o.Holds(ctx, "INBOX", "")
+			looked <- err
+		}()
+		// Time for the look to dial, were it to.
+		for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline) && srv.sessionCount() < 2; {
+			time.Sleep(10 * time.Millisecond)
+		}
+		a.s.reply("%s OK [APPENDUID 7 1] stored", a.tag)
+		if r := <-done; r[0].err != nil {
+			t.Fatalf("NAMESPACE after %v: delivery: %v", c.slow, r[0].err)
+		}
+		if err := <-looked; err != nil {
+			t.Fatalf("NAMESPACE after %v: look: %v", c.slow, err)
+		}
+		if n := srv.sessionCount(); n != c.sessions {
+			t.Errorf("NAMESPACE after %v: %d sessions, want %d", c.slow, n, c.sessions)
+		}
+	}
+}

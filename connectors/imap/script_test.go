@@ -26,6 +26,9 @@ type scripted struct {
 	limit int
 	// greet, when not nil, holds every greeting until it is closed.
 	greet chan struct{}
+	// slow delays the answer to NAMESPACE: a server far away, as a
+	// session measures its round trip.
+	slow time.Duration
 	// appends gets every APPEND as it is read, with the session it came on.
 	appends chan scriptedAppend
 	// sessions counts the sessions accepted; lines are the command lines
@@ -132,6 +135,10 @@ func (srv *scripted) serve(s *scriptedSession) {
 			s.reply("* CAPABILITY %s", srv.caps)
 			s.reply("%s OK done", tag)
 		case "NAMESPACE":
+			srv.mu.Lock()
+			slow := srv.slow
+			srv.mu.Unlock()
+			time.Sleep(slow)
 			s.reply(`* NAMESPACE (("" "/")) NIL NIL`)
 			s.reply("%s OK done", tag)
 		case "LIST":

@@ -47,3 +47,24 @@ func bytesOf(items []plugin.Item) int64 {
 	}
 	return n
 }
+
+// cheapRoundTrip is a round trip short enough that a command waiting
+// for a session's earlier ones loses next to nothing (a NAMESPACE answered
+// within it): a LAN, loopback.
+const cheapRoundTrip = 2 * time.Millisecond
+
+// roundTripsCheap reports whether a session of the lanes measured a
+// cheap round trip; l.mu is held. More sessions to such a server buy no
+// overlap of waiting, only logins (and, with the server on the same
+// machine, its processes competing with ours): a session with room in
+// its window is waited for rather than another dialed. On loopback a
+// changed pass of 50 messages took 0.60 s with four sessions to the
+// destination, 0.50 s with one or two.
+func (l *lanes) roundTripsCheap() bool {
+	for _, ln := range l.all {
+		if ln.c.rtt > 0 {
+			return ln.c.rtt < cheapRoundTrip
+		}
+	}
+	return false
+}
