@@ -23,11 +23,12 @@ import (
 // (a beta: keeping it behind this type means a change of library touches
 // this file only).
 type conn struct {
-	c    *imapclient.Client
-	caps goimap.CapSet
-	sel  string    // the selected folder
-	wd   *watchdog // every command below runs under it
-	ns   *names    // how the server writes folder names, once asked
+	c           *imapclient.Client
+	caps        goimap.CapSet
+	sel         string    // the selected folder
+	selValidity uint32    // its UIDVALIDITY
+	wd          *watchdog // every command below runs under it
+	ns          *names    // how the server writes folder names, once asked
 	// dialTook is how long connecting and logging in took, and rtt how
 	// long the NAMESPACE answer took to come (0 until asked): a round
 	// trip, the server having next to nothing to do. They say whether
@@ -280,10 +281,22 @@ func (c *conn) selectThen(folder string, opts *goimap.SelectOptions, read func()
 	}
 	data, err := cmd.Wait()
 	if err != nil {
+		c.sel = "" // a refused SELECT leaves none selected (RFC 3501, 6.3.1)
 		return nil, fmt.Errorf("imap SELECT %q: %w", folder, err)
 	}
-	c.sel = folder
+	c.sel, c.selValidity = folder, data.UIDValidity
 	return data, nil
+}
+
+// selected reports whether folder is the one selected, as a successful
+// SELECT or EXAMINE left it, with its UIDVALIDITY and how many messages
+// it holds now (the server's EXISTS and EXPUNGE since counted in).
+func (c *conn) selected(folder string) (validity, held uint32, ok bool) {
+	mb := c.c.Mailbox()
+	if c.sel != folder || mb == nil || mb.Name != folder {
+		return 0, 0, false
+	}
+	return c.selValidity, mb.NumMessages, true
 }
 
 // matching lists the messages of the selected folder (n of them) that

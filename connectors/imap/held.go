@@ -357,18 +357,28 @@ func (c *conn) copiesOf(folder, id, identity string, size int64) (validity, held
 	case size >= 0:
 		criteria.Larger, criteria.Smaller = size-1, size+1
 	}
-	// The SEARCH goes with the EXAMINE (selectThen): one round trip a
-	// look, not two.
-	var cmd *imapclient.SearchCommand
-	data, err := c.selectThen(folder, &goimap.SelectOptions{ReadOnly: true}, func() { cmd = c.c.UIDSearch(criteria, nil) })
-	found, serr := c.searched(cmd)
-	if err != nil {
-		if missing(err) {
-			err = nil
+	var found []uint32
+	var serr error
+	if v, n, ok := c.selected(folder); ok {
+		// Selected already (the look before, or the APPEND's folder
+		// after it): the server shows its changes with the SEARCH's
+		// answer, and an EXAMINE again was half of each look.
+		found, serr = c.searched(c.c.UIDSearch(criteria, nil))
+		validity, held = v, n
+	} else {
+		// The SEARCH goes with the EXAMINE (selectThen): one round trip
+		// a look, not two.
+		var cmd *imapclient.SearchCommand
+		data, err := c.selectThen(folder, &goimap.SelectOptions{ReadOnly: true}, func() { cmd = c.c.UIDSearch(criteria, nil) })
+		found, serr = c.searched(cmd)
+		if err != nil {
+			if missing(err) {
+				err = nil
+			}
+			return 0, 0, nil, err
 		}
-		return 0, 0, nil, err
+		validity, held = data.UIDValidity, data.NumMessages
 	}
-	validity, held = data.UIDValidity, data.NumMessages
 	if held == 0 {
 		return validity, 0, nil, nil
 	}

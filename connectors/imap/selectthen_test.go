@@ -2,6 +2,7 @@ package imap
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-imap/v2/imapserver"
 )
 
 // selectProbe stands between mailflow and a server. It holds the server's
@@ -177,10 +180,75 @@ func TestReadsGoOutWithTheirSelect(t *testing.T) {
 	if n, before := probe.after("UID FETCH"); n == 0 || before != n {
 		t.Errorf("%d of %d body FETCHes went out before their EXAMINE's answer; want all, and some", before, n)
 	}
-	if n, before := probe.after("UID SEARCH"); n != 3 || before != n {
-		t.Errorf("%d of %d looks (UID SEARCH) went out before their EXAMINE's answer; want 3 of 3", before, n)
+	// A look in a folder its session has selected already needs no
+	// EXAMINE (TestALookInTheSelectedFolderSelectsItOnce): one at least
+	// follows one, and each that does goes out before its answer.
+	if n, before := probe.after("UID SEARCH"); n == 0 || n > 3 || before != n {
+		t.Errorf("%d of %d looks (UID SEARCH) went out before their EXAMINE's answer; want all, and one to three", before, n)
 	}
 	if got := dump(t, login(t, addr, "dst")); len(got) != 103 {
 		t.Fatalf("the destination holds %d messages, want 103", len(got))
+	}
+}
+
+// A look in the folder its session has selected already sends no EXAMINE
+// again, and still sees what came since (here an APPEND of its own);
+// once another folder was selected, the look selects its own again.
+func TestALookInTheSelectedFolderSelectsItOnce(t *testing.T) {
+	n := &storeCounter{}
+	addr := memServerWith(t, func(_ *imapserver.Conn, s imapserver.Session) imapserver.Session {
+		return countingSession{SessionIMAP4rev2: s.(imapserver.SessionIMAP4rev2), n: n}
+	})
+	selects := func() int {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.selects
+	}
+	c := login(t, addr, "dst")
+	msg := func(id string) stored {
+		return stored{folder: "INBOX", date: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+			data: []byte(fmt.Sprintf("Message-ID: <%s>\r\nSubject: %s\r\n\r\nbody\r\n", id, id))}
+	}
+	seed(t, c, []stored{msg("a@x.test"), {folder: "Other", date: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), data: []byte("Subject: x\r\n\r\nx\r\n")}})
+	named, err := c.identities("INBOX")
+	if err != nil || len(named) != 1 {
+		t.Fatalf("identities %v, %v", named, err)
+	}
+	var identity string
+	for id := range named {
+		identity = id
+	}
+	look := func(id, identity string) (uint32, []uint32) {
+		t.Helper()
+		_, held, uids, err := c.copiesOf("INBOX", id, identity, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return held, uids
+	}
+
+	if _, _, err := c.examine("Other", false); err != nil {
+		t.Fatal(err)
+	}
+	before := selects()
+	if held, uids := look("a@x.test", identity); held != 1 || len(uids) != 1 {
+		t.Fatalf("first look: %d held, copies %v", held, uids)
+	}
+	b := msg("b@x.test")
+	if _, err := c.appendMsg("INBOX", nil, b.date, int64(len(b.data)), bytes.NewReader(b.data)); err != nil {
+		t.Fatal(err)
+	}
+	if held, uids := look("b@x.test", strings.Replace(identity, "a@x.test", "b@x.test", 1)); held != 2 || len(uids) != 1 {
+		t.Fatalf("a look after an APPEND: %d held, copies %v", held, uids)
+	}
+	if n := selects() - before; n != 1 {
+		t.Fatalf("%d SELECTs for two looks in one folder, want 1", n)
+	}
+	if _, _, err := c.examine("Other", false); err != nil {
+		t.Fatal(err)
+	}
+	look("a@x.test", identity)
+	if n := selects() - before; n != 3 {
+		t.Fatalf("%d SELECTs after a look in another folder's wake, want 3", n)
 	}
 }
