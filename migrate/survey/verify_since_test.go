@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/message"
 	"github.com/mailflow/mailflow/engine/plugin"
 	"github.com/mailflow/mailflow/migrate/survey"
@@ -199,12 +200,9 @@ func (d modDest) FolderState(_ context.Context, folder, _ string) (string, error
 	return d.token(folder), nil
 }
 
-// After a pass that changed a few messages, a verification reads only
-// those on both sides, each matched to a copy that changed with it; what
-// it cannot account for so (a copy changed at the destination alone, a
-// change at the source not carried, a message gone) it reads whole, and
-// reports.
-func TestVerifyReadsOnlyWhatChangedSinceItFoundTheFolderEqual(t *testing.T) {
+// sixEqual is a source and a destination holding the same six messages,
+// three in each of folders A and B, and an engine between them.
+func sixEqual(t *testing.T) (*modBox, modDest, *engine.Engine) {
 	src := &modBox{lost: map[string]bool{}}
 	dst := modDest{&modBox{lost: map[string]bool{}}}
 	for i := range 6 {
@@ -213,7 +211,16 @@ func TestVerifyReadsOnlyWhatChangedSinceItFoundTheFolderEqual(t *testing.T) {
 		src.add(f, id)
 		dst.add(f, id)
 	}
-	e := verifyEngine(t, src, dst)
+	return src, dst, verifyEngine(t, src, dst)
+}
+
+// After a pass that changed a few messages, a verification reads only
+// those on both sides, each matched to a copy that changed with it; what
+// it cannot account for so (a copy changed at the destination alone, a
+// change at the source not carried, a message gone) it reads whole, and
+// reports.
+func TestVerifyReadsOnlyWhatChangedSinceItFoundTheFolderEqual(t *testing.T) {
+	src, dst, e := sixEqual(t)
 	ctx := context.Background()
 	verify := func(known survey.Tokens) ([]survey.FolderCheck, survey.Tokens) {
 		t.Helper()
@@ -304,15 +311,7 @@ func TestVerifyReadsOnlyWhatChangedSinceItFoundTheFolderEqual(t *testing.T) {
 // changed, it reads as VerifySince does. A change at the source after
 // the survey is not this run's: the next verification finds it.
 func TestVerifyAfterASurveyThatSawNoChangeOpensNoSourceSession(t *testing.T) {
-	src := &modBox{lost: map[string]bool{}}
-	dst := modDest{&modBox{lost: map[string]bool{}}}
-	for i := range 6 {
-		f := []string{"A", "B"}[i%2]
-		id := fmt.Sprintf("%s%d@x", f, i)
-		src.add(f, id)
-		dst.add(f, id)
-	}
-	e := verifyEngine(t, src, dst)
+	src, dst, e := sixEqual(t)
 	ctx := context.Background()
 	_, known, err := survey.VerifySince(ctx, e, "old", "new", nil)
 	if err != nil || len(known) != 2 {
