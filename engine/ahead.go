@@ -29,13 +29,16 @@ const (
 	aheadMost = 16
 )
 
-// ahead is a look's session and listing kept for the input's next poll.
+// ahead is a look's session and listing kept for the input's next poll;
+// or, not listed, a poll's session kept for the look or poll after it
+// (WithSessionsReused).
 type ahead struct {
-	sess  plugin.Session
-	delta plugin.Delta
-	ic    *config.Input // the input as configured when it was listed
-	unpin func()        // the generation of the config it was opened with
-	at    time.Time
+	sess   plugin.Session
+	delta  plugin.Delta
+	listed bool          // delta is a listing made on sess
+	ic     *config.Input // the input as configured when it was opened
+	unpin  func()        // the generation of the config it was opened with
+	at     time.Time
 }
 
 // aheads are the kept looks, by input.
@@ -69,23 +72,45 @@ func (e *Engine) keepAhead(input string, a *ahead) {
 	a.discard() // the one replaced, or the one there was no room for
 }
 
-// takeAhead returns the session and listing kept for the poll of ic, if
-// they are still good for it; a kept look that is not is closed.
-func (e *Engine) takeAhead(ic *config.Input) (plugin.Session, plugin.Delta, bool) {
+// takeAhead returns what is kept for the poll or look of ic, if it is
+// still good for it, and only a session not listed when unlisted is set
+// (a look lists for itself, and leaves a listing to its poll); a kept
+// session that is not good is closed. The caller has the same generation
+// pinned.
+func (e *Engine) takeAhead(ic *config.Input, unlisted bool) *ahead {
 	e.ahead.mu.Lock()
 	a := e.ahead.kept[ic.Name]
+	if a == nil || unlisted && a.listed {
+		e.ahead.mu.Unlock()
+		return nil
+	}
 	delete(e.ahead.kept, ic.Name)
 	e.ahead.mu.Unlock()
-	if a == nil {
-		return nil, plugin.Delta{}, false
-	}
 	if a.ic != ic || time.Since(a.at) > aheadFor {
 		a.discard()
-		return nil, plugin.Delta{}, false
+		return nil
 	}
-	// The poll has the same generation pinned.
 	a.unpin()
-	return a.sess, a.delta, true
+	return a
+}
+
+// keepAfterPoll keeps sess, the session a poll of ic is done with, for
+// the look or poll that follows (a migration's verification), where the
+// engine was opened WithSessionsReused, the session says that closing it
+// commits nothing (plugin.Reusable), and the poll went well. It reports
+// whether it did; if not, the poll closes the session.
+func (e *Engine) keepAfterPoll(ic *config.Input, sess plugin.Session, ok bool) bool {
+	r, reusable := sess.(plugin.Reusable)
+	if !e.reuse || !ok || !reusable || !r.Reusable() {
+		return false
+	}
+	g := e.gens.pin()
+	if g.setup.Config.Input(ic.Name) != ic {
+		g.unpin() // reloaded meanwhile: the next look is of another config
+		return false
+	}
+	e.keepAhead(ic.Name, &ahead{sess: sess, ic: ic, unpin: g.unpin, at: time.Now()})
+	return true
 }
 
 // discardAhead closes every kept look (the engine is closing).

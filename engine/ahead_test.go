@@ -3,8 +3,10 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 
+	"github.com/mailflow/mailflow/engine"
 	"github.com/mailflow/mailflow/engine/enginetest"
 	"github.com/mailflow/mailflow/engine/ledger"
 	"github.com/mailflow/mailflow/engine/plugin"
@@ -49,5 +51,67 @@ func TestThePollTakesTheListingOfTheLookBeforeIt(t *testing.T) {
 	}
 	if len(out.held) != 7 {
 		t.Fatalf("the output holds %d messages, want 7", len(out.held))
+	}
+}
+
+// reusedBox is a keptBox whose sessions say whether closing them commits
+// nothing (plugin.Reusable), and which counts the sessions opened and
+// closed.
+type reusedBox struct {
+	*keptBox
+	reusable bool
+	mu       sync.Mutex
+	opens    int
+	closes   int
+}
+
+type reusedSession struct {
+	*keptSession
+	b *reusedBox
+}
+
+func (b *reusedBox) Open(context.Context) (plugin.Session, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.opens++
+	return reusedSession{&keptSession{b.keptBox}, b}, nil
+}
+
+func (s reusedSession) Close(context.Context) error {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.b.closes++
+	return nil
+}
+
+func (s reusedSession) Reusable() bool { return s.b.reusable }
+
+// With WithSessionsReused, the look that follows a poll (a migration's
+// verification) takes the poll's session rather than open another, where
+// the session says closing it commits nothing; one that does not say so
+// is closed after the poll, as without the option.
+func TestALookAfterAPollTakesThePollsSession(t *testing.T) {
+	for _, c := range []struct {
+		reuse, reusable bool
+		opens           int
+	}{{true, true, 1}, {true, false, 2}, {false, true, 2}} {
+		box := &reusedBox{keptBox: newKeptBox(false, 3), reusable: c.reusable}
+		var opts []engine.Option
+		if c.reuse {
+			opts = append(opts, engine.WithSessionsReused())
+		}
+		e := openKept(t, box, &mirrorOutput{held: map[string][]string{}}, opts...)
+		if st, err := e.PollOnce(context.Background(), "box"); err != nil || st.Delivered != 3 {
+			t.Fatalf("%+v: poll: %v %v", c, st, err)
+		}
+		if err := e.LookUnlisted(context.Background(), "box", func(plugin.Session) error { return nil }); err != nil {
+			t.Fatalf("%+v: look: %v", c, err)
+		}
+		box.mu.Lock()
+		opens, closes := box.opens, box.closes
+		box.mu.Unlock()
+		if opens != c.opens || closes != opens {
+			t.Errorf("reuse %v, reusable %v: %d sessions opened, %d closed; want %d, all closed", c.reuse, c.reusable, opens, closes, c.opens)
+		}
 	}
 }

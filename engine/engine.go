@@ -40,6 +40,7 @@ type Engine struct {
 	unlock   func() // releases the state_dir lock
 	loops    *loops
 	ahead    aheads // looks kept for the next poll (LookAhead)
+	reuse    bool   // a poll's session is kept for the look after it
 }
 
 // Option sets up an engine at Open.
@@ -47,6 +48,13 @@ type Option func(*Engine)
 
 // WithObserver has obs told what happens (metrics, progress).
 func WithObserver(obs Observer) Option { return func(e *Engine) { e.observer = obs } }
+
+// WithSessionsReused keeps a poll's session, where closing it commits
+// nothing (plugin.Reusable), for the look or poll of the same input that
+// follows within a minute, rather than log in again: a migration
+// verifies right after its pass. A daemon, polling minutes apart, does
+// not hold sessions between polls.
+func WithSessionsReused() Option { return func(e *Engine) { e.reuse = true } }
 
 // Open takes cfg.StateDir for this process (a second mailflow on the same
 // state_dir is refused), opens the ledger and quarantine in it, and builds

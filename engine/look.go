@@ -57,6 +57,9 @@ func (e *Engine) openLook(ctx context.Context, input string) (sess plugin.Sessio
 		g.unpin()
 		return nil, nil, nil, fmt.Errorf("no input %q", input)
 	}
+	if a := e.takeAhead(ic, true); a != nil {
+		return a.sess, ic, g.unpin, nil // a poll's, just done with it
+	}
 	if sess, err = ic.Plugin.Open(ctx); err != nil {
 		g.unpin()
 		return nil, nil, nil, err
@@ -93,6 +96,6 @@ func (e *Engine) look(ctx context.Context, input string, how lookHow, fn func(pl
 		unpin()
 		return err
 	}
-	e.keepAhead(input, &ahead{sess: sess, delta: d, ic: ic, unpin: unpin, at: time.Now()})
+	e.keepAhead(input, &ahead{sess: sess, delta: d, listed: true, ic: ic, unpin: unpin, at: time.Now()})
 	return nil
 }

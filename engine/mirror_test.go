@@ -225,7 +225,7 @@ func (o *mirrorOutput) flags(id string) []string {
 	return f
 }
 
-func openKept(t *testing.T, box *keptBox, out plugin.Output) *engine.Engine {
+func openKept(t *testing.T, box plugin.Input, out plugin.Output, opts ...engine.Option) *engine.Engine {
 	t.Helper()
 	reg := &plugins.Registry{}
 	reg.AddInput("kept", func() plugin.Input { return box })
@@ -236,7 +236,7 @@ func openKept(t *testing.T, box *keptBox, out plugin.Output) *engine.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.Open(cfg, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	e, err := engine.Open(cfg, reg, slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

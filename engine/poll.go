@@ -123,11 +123,18 @@ type poll struct {
 }
 
 func (p *poll) run(ctx context.Context) error {
-	sess, delta, listed := p.e.takeAhead(p.ic)
-	if !listed {
+	var sess plugin.Session
+	var delta plugin.Delta
+	a := p.e.takeAhead(p.ic, false)
+	if a != nil {
+		sess, delta = a.sess, a.delta
+	}
+	if a == nil || !a.listed {
 		var err error
-		if sess, err = p.ic.Plugin.Open(ctx); err != nil {
-			return err
+		if sess == nil {
+			if sess, err = p.ic.Plugin.Open(ctx); err != nil {
+				return err
+			}
 		}
 		if delta, err = p.list(ctx, sess); err != nil {
 			return errors.Join(err, sess.Close(ctx))
@@ -179,9 +186,12 @@ func (p *poll) run(ctx context.Context) error {
 			p.markRemoved(failed)
 		}
 	}
-	closeCtx, cancel := context.WithTimeout(work, 2*time.Minute)
-	defer cancel()
-	closeErr := sess.Close(closeCtx)
+	var closeErr error
+	if !p.e.keepAfterPoll(p.ic, sess, fetchErr == nil && commitErr == nil && ctx.Err() == nil) {
+		closeCtx, cancel := context.WithTimeout(work, 2*time.Minute)
+		defer cancel()
+		closeErr = sess.Close(closeCtx)
+	}
 
 	p.forgetGone(work, delta)
 	p.keepMeta(delta, fetchErr == nil && commitErr == nil && closeErr == nil)

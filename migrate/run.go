@@ -64,7 +64,9 @@ func Run(ctx context.Context, p Plan, o Options) *Report {
 		}
 	}
 	meter := newMeter(o.Observer)
-	e, err := engine.Open(cfg, plugins.Default, o.Log, engine.WithObserver(meter))
+	// The verification takes the poll's source session rather than log
+	// in again.
+	e, err := engine.Open(cfg, plugins.Default, o.Log, engine.WithObserver(meter), engine.WithSessionsReused())
 	if err != nil {
 		r.fail(ClassPlan, err)
 		return r

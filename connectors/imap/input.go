@@ -598,6 +598,19 @@ func (in *Input) WaitForMail(ctx context.Context) error {
 // Close implements plugin.Session: LOGOUT.
 func (s *session) Close(ctx context.Context) error { return s.c.close() }
 
+// Reusable implements plugin.Reusable: Close only logs out (what a poll
+// settles, Commit moved, flagged or deleted). A session that said nothing
+// for reuseIdle may have been dropped by the server or a NAT on the way
+// without a word, and is not offered.
+func (s *session) Reusable() bool {
+	return s.c.open() && time.Since(time.Unix(0, s.c.wd.last.Load())) < reuseIdle
+}
+
+// reuseIdle is how long a session may have been quiet and still be
+// offered for reuse: as long as an output's session waits before it is
+// asked a NOOP first (lanes.checkAfter).
+const reuseIdle = 30 * time.Second
+
 var (
 	_ plugin.Input        = (*Input)(nil)
 	_ plugin.Provisioner  = (*Input)(nil)
@@ -607,4 +620,5 @@ var (
 	_ plugin.Identifier   = (*session)(nil)
 	_ plugin.DeltaSession = (*session)(nil)
 	_ plugin.FolderStater = (*session)(nil)
+	_ plugin.Reusable     = (*session)(nil)
 )

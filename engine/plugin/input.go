@@ -87,6 +87,15 @@ type Listing struct {
 	Folders []Folder
 }
 
+// Reusable is implemented by sessions whose Close does nothing but end
+// the session (what a poll settles, Commit did at the source), so that
+// an engine may keep one after a poll for a look that follows it
+// (engine.WithSessionsReused) rather than log in again. A POP3 session,
+// whose QUIT deletes, is not one.
+type Reusable interface {
+	Reusable() bool
+}
+
 // Item is one message as a listing describes it.
 type Item struct {
 	ID   string // the source's id for it, under the listing's scheme
