@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"slices"
@@ -14,6 +15,11 @@ import (
 // WriteText writes the report as a person reads it. conf is what to give
 // "mailflow quarantine resend -c" for a refused message.
 func (r *Report) WriteText(w io.Writer, conf string) {
+	// Written whole at the end: the table alone was about a hundred
+	// writes of a few bytes each, a system call apiece.
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	w = bw
 	fmt.Fprintf(w, "moved:                  %d (%s in %v)\n", r.Moved, human.Bytes(r.MovedBytes), time.Duration(r.Seconds*float64(time.Second)).Round(time.Millisecond))
 	fmt.Fprintf(w, "skipped, already moved: %d\n", r.AlreadyMoved)
 	if r.AlreadyThere > 0 {
